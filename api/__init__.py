@@ -1,0 +1,1 @@
+"""The REST API, the SQL schema and queries, and Alertmanager forwarding."""

@@ -1,0 +1,1 @@
+"""Per-context detection on event time, alert lifecycle, enforcement, the daemon."""

@@ -1,0 +1,120 @@
+"""Alert transitions as the detector emits them, and where they are stored.
+
+An alert is identified by a fingerprint of its labels (the function context
+and the alert kind), as in Alertmanager. The detector emits a transition
+each time an alert opens, changes or resolves; ``seq`` numbers the
+transitions of one fingerprint so that storing one twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ingest.events import Context
+
+OPENED = "opened"
+UPDATED = "updated"
+RESOLVED = "resolved"
+
+#: "Look at this": shown and forwarded, never enforced.
+WARNING = "warning"
+#: "Stop this": the only severity an enforcement hook may act on.
+CRITICAL = "critical"
+SEVERITY_RANK = {"info": 0, WARNING: 1, CRITICAL: 2}
+
+ALERT_NAME = "DenialOfWallet"
+
+
+def alert_labels(context: Context, kind: str) -> dict[str, str]:
+    """The identity labels of an alert, Alertmanager style."""
+    return {
+        "alertname": ALERT_NAME,
+        "kind": kind,
+        "provider": context.provider,
+        "account": context.account,
+        "region": context.region,
+        "function": context.function,
+        "qualifier": context.qualifier,
+    }
+
+
+def fingerprint(context: Context, kind: str) -> str:
+    """A stable 16-hex-digit hash of the sorted label set."""
+    labels = alert_labels(context, kind)
+    text = "\x1f".join(f"{k}\x1e{labels[k]}" for k in sorted(labels))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def rfc3339(ts: float) -> str:
+    """Format an epoch time as RFC 3339 in UTC with milliseconds."""
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class Transition:
+    """One change of one alert: opened, updated or resolved, at event time."""
+
+    event: str
+    fingerprint: str
+    kind: str
+    severity: str
+    context: Context
+    starts_at: float
+    at: float
+    seq: int
+    cost_usd: float
+    summary: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON shape of a transition (replay --json, the API)."""
+        return {
+            "event": self.event,
+            "fingerprint": self.fingerprint,
+            "kind": self.kind,
+            "severity": self.severity,
+            "context": self.context._asdict(),
+            "starts_at": rfc3339(self.starts_at),
+            "at": rfc3339(self.at),
+            "seq": self.seq,
+            "cost_usd": round(self.cost_usd, 6),
+            "summary": self.summary,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """Detector state of one partition number and the offsets it covers.
+
+    ``offsets`` maps a topic name to the next offset to read in that
+    partition; ``state`` is an opaque snapshot the detector restores.
+    """
+
+    partition: int
+    state: bytes
+    offsets: dict[str, int]
+
+
+class AlertSink(Protocol):
+    """Where the daemon and replay store their effects, atomically."""
+
+    def commit(
+        self,
+        transitions: Sequence[Transition],
+        checkpoints: Mapping[int, Checkpoint] | None = None,
+        group: str = "",
+    ) -> None:
+        """Store transitions and checkpoints in one transaction.
+
+        A transition whose (fingerprint, seq) is already stored is skipped,
+        so redelivered effects are no-ops.
+        """
+
+    def load_checkpoint(self, group: str, partition: int) -> Checkpoint | None:
+        """The last checkpoint committed for a partition number, if any."""

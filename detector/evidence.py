@@ -1,0 +1,55 @@
+"""Recursion evidence: what the trace stage tells a function context.
+
+The trace stage sees causal chains keyed by trace id; what it learns about a
+function is sent on, keyed by that function's context, so that it meets the
+context's other sources in one place (on the evidence topic in the daemon,
+in process in a replay). Applying the same evidence twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import orjson
+
+from dowguard.errors import ParseError
+from ingest.events import Context
+
+#: A chain re-entered the function ``hops`` times so far.
+CHAIN = "chain"
+#: The chain has had no new span for the quiet period: it has ended.
+CHAIN_ENDED = "chain_ended"
+
+
+@dataclass(slots=True)
+class Evidence:
+    """One fact about a causal chain through one function context.
+
+    ``chain`` identifies the chain (its root trace and span) so that repeats
+    are idempotent; ``hops`` is the number of re-entries of the function in
+    that chain; ``via`` names the trigger that closed the loop (a queue, a
+    topic, a bucket) or the mechanism (``lineage``, ``self_write``).
+    """
+
+    kind: str
+    context: Context
+    time: float
+    chain: str
+    hops: int = 0
+    cost_usd: float = 0.0
+    via: str = ""
+    path: tuple[str, ...] = ()
+
+
+def encode_evidence(ev: Evidence) -> bytes:
+    return orjson.dumps(asdict(ev))
+
+
+def decode_evidence(raw: bytes, source: str) -> Evidence:
+    try:
+        data = orjson.loads(raw)
+        data["context"] = Context(*data["context"])
+        data["path"] = tuple(data.get("path", ()))
+        return Evidence(**data)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ParseError(source, "offset 0", f"bad evidence message: {exc}") from exc

@@ -1,0 +1,64 @@
+"""Settings shared by the daemon, replay and the API.
+
+Precedence, lowest first: defaults, an optional TOML file (``--config`` or
+``DOWGUARD_CONFIG``), environment variables prefixed ``DOWGUARD_``, and the
+command-line flags that override them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dowguard.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every setting dowguard reads; the names are the TOML keys."""
+
+    model_config = SettingsConfigDict(env_prefix="DOWGUARD_", extra="forbid")
+
+    database_url: str = "sqlite:///dowguard.db"
+    kafka_bootstrap: str = ""
+    group_id: str = "dowguard"
+    topic_invocations: str = "dowguard.invocations"
+    topic_billing: str = "dowguard.billing"
+    topic_traces: str = "dowguard.traces"
+    topic_evidence: str = "dowguard.evidence"
+    topic_deadletter: str = "dowguard.deadletter"
+    partitions: int = 3
+    window_s: float = 10.0
+    lateness_s: float = 5.0
+    recursion_hops: int = 3
+    commit_interval_s: float = 1.0
+    dev_mode: bool = False
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from a TOML file, the environment and ``overrides``.
+
+    ``overrides`` with the value ``None`` are ignored, so that unset CLI
+    flags leave the other sources in force.
+    """
+    file_values: dict[str, Any] = {}
+    path = path or os.environ.get("DOWGUARD_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                file_values = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    try:
+        env_values = Settings().model_dump(exclude_unset=True)
+        merged = {**file_values, **env_values}
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Parsing of every supported source into normalised events, Kafka I/O, replay."""

@@ -1,0 +1,1 @@
+"""One module per supported source format; :mod:`ingest.parse` picks one."""

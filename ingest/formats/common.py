@@ -1,0 +1,58 @@
+"""Guards shared by every parser: size limits, safe decompression, safe JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from typing import Any
+
+import orjson
+
+from dowguard.errors import ParseError
+
+#: Largest message or file chunk accepted before any decoding.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Largest output of one decompression: beyond it the input is a bomb.
+MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def check_size(raw: bytes, source: str, limit: int = MAX_MESSAGE_BYTES) -> None:
+    if len(raw) > limit:
+        raise ParseError(
+            source, "offset 0", f"message of {len(raw)} bytes exceeds {limit} bytes"
+        )
+
+
+def gunzip(
+    raw: bytes, source: str, limit: int = MAX_DECOMPRESSED_BYTES
+) -> bytes:
+    """Decompress gzip data, refusing output larger than ``limit`` bytes."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise ParseError(source, "offset 0", f"bad gzip data: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ParseError(
+            source, "offset 0", f"gzip data inflates beyond {limit} bytes"
+        )
+    if not inflater.eof:
+        raise ParseError(source, f"offset {len(raw)}", "truncated gzip data")
+    return out
+
+
+def b64decode(text: str | bytes, source: str, position: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ParseError(source, position, f"invalid base64: {exc}") from exc
+
+
+def load_json(raw: bytes | str, source: str, position: str = "offset 0") -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(source, position, f"invalid JSON: {exc}") from exc

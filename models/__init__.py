@@ -1,0 +1,1 @@
+"""Learned baselines: online and offline models, their features and persistence."""
