@@ -101,6 +101,18 @@ class Checkpoint:
     offsets: dict[str, int]
 
 
+@dataclass(slots=True)
+class FunctionStatus:
+    """What the detector currently knows of one tracked function context."""
+
+    context: Context
+    updated_at: float
+    cost_usd_per_hour: float
+    baseline_usd_per_hour: float
+    invocations_per_s: float
+    open_alerts: int = 0
+
+
 class AlertSink(Protocol):
     """Where the daemon and replay store their effects, atomically."""
 
@@ -118,3 +130,6 @@ class AlertSink(Protocol):
 
     def load_checkpoint(self, group: str, partition: int) -> Checkpoint | None:
         """The last checkpoint committed for a partition number, if any."""
+
+    def update_functions(self, rows: Sequence[FunctionStatus]) -> None:
+        """Upsert the current status of tracked contexts (for the API)."""
