@@ -1,0 +1,1 @@
+"""Enforcement: hooks that throttle and release functions, and their policy."""
