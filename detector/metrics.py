@@ -46,6 +46,15 @@ COMMIT_BUCKETS = (
 )
 
 
+# account, function, spend rate, baseline rate, open alerts
+_FunctionRow = tuple[str, str, float, float, int]
+_FUNCTION_GAUGES = (
+    "dowguard_function_cost_usd_per_hour",
+    "dowguard_function_baseline_usd_per_hour",
+    "dowguard_function_alerts_open",
+)
+
+
 class _StateCollector(Collector):
     """Gauges that are replaced as a whole: open alerts and function costs.
 
@@ -57,7 +66,7 @@ class _StateCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[str, tuple[str, str]] = {}
-        self._costs: list[tuple[str, str, float, float]] = []
+        self._costs: list[_FunctionRow] = []
 
     def set_open(self, alerts: Iterable[tuple[str, str, str]]) -> None:
         fresh = {fp: (kind, severity) for fp, kind, severity in alerts}
@@ -72,7 +81,7 @@ class _StateCollector(Collector):
                 else:
                     self._open[tr.fingerprint] = (tr.kind, tr.severity)
 
-    def set_costs(self, costs: list[tuple[str, str, float, float]]) -> None:
+    def set_costs(self, costs: list[_FunctionRow]) -> None:
         with self._lock:
             self._costs = costs
 
@@ -104,22 +113,25 @@ class _StateCollector(Collector):
             "Learned baseline spend rate of the same function contexts.",
             labels=("account", "function"),
         )
-        for account, function, actual, base in costs:
+        function_alerts = GaugeMetricFamily(
+            "dowguard_function_alerts_open",
+            "Alerts open on the same function contexts.",
+            labels=("account", "function"),
+        )
+        for account, function, actual, base, open_count in costs:
             cost.add_metric((account, function), actual)
             baseline.add_metric((account, function), base)
+            function_alerts.add_metric((account, function), open_count)
         yield alerts
         yield cost
         yield baseline
+        yield function_alerts
 
     def describe(self) -> Iterator[Metric]:
         # Names only, so the registry can refuse a duplicate without a collect.
         yield GaugeMetricFamily("dowguard_alerts_open", "", labels=("kind", "severity"))
-        for name in ("cost", "baseline"):
-            yield GaugeMetricFamily(
-                f"dowguard_function_{name}_usd_per_hour",
-                "",
-                labels=("account", "function"),
-            )
+        for name in _FUNCTION_GAUGES:
+            yield GaugeMetricFamily(name, "", labels=("account", "function"))
 
 
 class DowMetrics:
@@ -242,7 +254,7 @@ class DowMetrics:
     def set_function_costs(
         self, rows: Sequence[FunctionStatus], top_n: int = DEFAULT_TOP_N
     ) -> None:
-        """Export the spend and baseline of the ``top_n`` costliest functions.
+        """Export spend, baseline and open alerts of the ``top_n`` costliest functions.
 
         Every exported (account, function) pair is a time series that
         Prometheus keeps for as long as its retention; exporting every
@@ -254,18 +266,17 @@ class DowMetrics:
         """
         if top_n < 0:
             raise ConfigError(f"metrics top_n: expected 0 or more, got {top_n}")
-        summed: dict[tuple[str, str], tuple[float, float]] = {}
+        summed: dict[tuple[str, str], tuple[float, float, int]] = {}
         for row in rows:
             key = (row.context.account, row.context.function)
-            actual, base = summed.get(key, (0.0, 0.0))
+            actual, base, open_count = summed.get(key, (0.0, 0.0, 0))
             summed[key] = (
                 actual + row.cost_usd_per_hour,
                 base + row.baseline_usd_per_hour,
+                open_count + row.open_alerts,
             )
         ranked = sorted(summed.items(), key=lambda item: (-item[1][0], item[0]))
-        self._state.set_costs(
-            [(acc, fn, actual, base) for (acc, fn), (actual, base) in ranked[:top_n]]
-        )
+        self._state.set_costs([(*key, *values) for key, values in ranked[:top_n]])
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition of every metric and its content type."""
