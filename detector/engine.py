@@ -1,66 +1,555 @@
 """The detector: one object that every path (daemon, replay, tests) feeds.
 
 Events are given with the partition number their stream puts them on; all
-state is kept per partition number so that it can be checkpointed, moved
-to another daemon in a rebalance, and restored there.
+state is kept per partition number so that it can be checkpointed, moved to
+another daemon in a rebalance, and restored there. Time is event time only:
+a partition's watermark is the latest event time seen on it, and a window
+closes once the watermark has passed its end by the allowed lateness.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import pickle
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from detector.alerts import Transition
-from detector.evidence import Evidence
-from ingest.events import Event
+from detector.alerts import (
+    CRITICAL,
+    OPENED,
+    RESOLVED,
+    UPDATED,
+    WARNING,
+    FunctionStatus,
+    Transition,
+    fingerprint,
+)
+from detector.baseline import RobustBaseline
+from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
+from detector.recursion import TraceStage
+from ingest.events import Billing, Context, Event, Invocation, Metric, Span
 
 logger = logging.getLogger(__name__)
+
+COST_SPIKE = "cost_spike"
+RECURSIVE_TRIGGER = "recursive_trigger"
+SNAPSHOT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
-    """Settings of the detector; see the README for what each one does."""
+    """Settings of the detector.
+
+    Rates are in USD per hour. A window's cost rate opens a ``cost_spike``
+    alert when it is at least ``spike_ratio`` times the context's baseline,
+    at least ``spike_min_excess`` above it, and ``spike_z`` deviations above
+    it; ``critical_ratio`` and ``critical_min_excess`` make it critical. A
+    causal chain that re-enters a function ``recursion_hops`` times opens a
+    ``recursive_trigger`` alert, critical from ``recursion_critical_hops``.
+    """
 
     window_s: float = 10.0
     lateness_s: float = 5.0
     partitions: int = 3
     recursion_hops: int = 3
+    recursion_critical_hops: int = 6
+    baseline_half_life: float = 180.0
+    baseline_warmup: int = 60
+    spike_ratio: float = 2.5
+    spike_min_excess: float = 0.5
+    spike_z: float = 6.0
+    critical_ratio: float = 10.0
+    critical_min_excess: float = 2.0
+    resolve_ratio: float = 1.5
+    resolve_windows: int = 3
+    lineage_quiet_s: float = 60.0
+    trace_ttl_s: float = 120.0
+
+
+@dataclass(slots=True)
+class _Alert:
+    """Lifecycle of one alert of one context (kept across episodes for seq)."""
+
+    kind: str
+    fingerprint: str
+    seq: int = 0
+    open: bool = False
+    severity: str = WARNING
+    starts_at: float = 0.0
+    cost: float = 0.0
+    peak: float = 0.0
+    reported_peak: float = 0.0
+    calm: int = 0
+
+
+@dataclass(slots=True)
+class _Context:
+    """Everything known about one function context."""
+
+    context: Context
+    baseline: RobustBaseline
+    windows: dict[float, list[float]] = field(default_factory=dict)
+    closed_until: float = -math.inf
+    early_cost: float = math.inf
+    total_cost: float = 0.0
+    late_events: int = 0
+    last_time: float = 0.0
+    last_rate: float = 0.0
+    last_invocations: float = 0.0
+    billed_cost: float = 0.0
+    metric_invocations: float = 0.0
+    spike: _Alert | None = None
+    recursion: _Alert | None = None
+    chains: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Partition:
+    contexts: dict[Context, _Context] = field(default_factory=dict)
+    traces: TraceStage = field(default_factory=TraceStage)
+    watermark: float = -math.inf
+    due: list[tuple[float, int, Context, float]] = field(default_factory=list)
+    ticket: int = 0
+    number: int = 0
+
+
+# Accumulator slots of an open window.
+_COST, _COUNT, _ERRORS, _DURATION, _COLD = range(5)
 
 
 class Engine:
     """Feeds events into per-partition state and collects what it emits."""
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        invocation_cost: Callable[[Invocation], float] | None = None,
+        span_cost: Callable[[Span], float] | None = None,
+    ) -> None:
         self.config = config or DetectorConfig()
+        if invocation_cost is None or span_cost is None:
+            from detector.cost import Pricing
+
+            pricing = Pricing.load()
+            invocation_cost = invocation_cost or pricing.invocation_cost
+            span_cost = span_cost or pricing.span_cost
+        self._invocation_cost = invocation_cost
+        self._span_cost = span_cost
+        self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
         self._evidence: list[Evidence] = []
-        self._events: dict[int, int] = {}
+        self._dirty: set[Context] = set()
+        self.late_events = 0
+        self.events = 0
+
+    # Intake
 
     def process(self, event: Event, partition: int) -> None:
         """Take one event from the stream it travels on, at that partition."""
-        self._events[partition] = self._events.get(partition, 0) + 1
+        self.events += 1
+        part = self._part(partition)
+        if isinstance(event, Invocation):
+            self._on_invocation(part, event)
+        elif isinstance(event, Span):
+            part.traces.process(event, self._evidence)
+        elif isinstance(event, Metric):
+            self._state(part, event.context).metric_invocations += (
+                event.sum if event.name == "Invocations" else 0.0
+            )
+        elif isinstance(event, Billing):
+            # Limitation: billed cost is recorded but not yet reconciled.
+            self._state(part, event.context).billed_cost += event.cost_usd
 
     def process_evidence(self, evidence: Evidence, partition: int) -> None:
         """Take evidence from the trace stage (keyed by its context)."""
+        part = self._part(partition)
+        state = self._state(part, evidence.context)
+        chain = state.chains.get(evidence.chain)
+        if evidence.kind == CHAIN:
+            if chain is None:
+                chain = state.chains[evidence.chain] = [0.0, 0.0, 0.0, evidence.time]
+            chain[0] = max(chain[0], evidence.hops)
+            chain[1] = max(chain[1], evidence.cost_usd)
+            chain[2] = 0.0
+            chain[3] = max(chain[3], evidence.time)
+            self._on_chain(state, evidence)
+        elif evidence.kind == CHAIN_ENDED and chain is not None:
+            chain[2] = 1.0
+            if all(c[2] for c in state.chains.values()):
+                self._resolve_recursion(state, evidence.time)
 
     def take_transitions(self) -> list[Transition]:
         out, self._transitions = self._transitions, []
         return out
 
     def take_evidence(self) -> list[Evidence]:
+        """Evidence for the context stage; the caller routes it back in."""
         out, self._evidence = self._evidence, []
         return out
 
+    def take_status(self) -> list[FunctionStatus]:
+        """Status of the contexts that changed since the last call."""
+        rows = []
+        for context in sorted(self._dirty):
+            state = self._find(context)
+            if state is None:
+                continue
+            open_alerts = sum(
+                1 for a in (state.spike, state.recursion) if a is not None and a.open
+            )
+            rows.append(
+                FunctionStatus(
+                    context,
+                    state.last_time,
+                    state.last_rate,
+                    state.baseline.mean,
+                    state.last_invocations / self.config.window_s,
+                    open_alerts,
+                )
+            )
+        self._dirty.clear()
+        return rows
+
     def flush(self) -> None:
-        """Close every open window, as at the end of a finite replay."""
+        """Close every open window and trace, as at the end of a replay."""
+        for part in self._parts.values():
+            part.traces.flush(self._evidence)
+            self._close_due(part, math.inf)
+
+    @property
+    def tracked_contexts(self) -> int:
+        return sum(len(p.contexts) for p in self._parts.values())
+
+    # Checkpoints
 
     def snapshot(self, partition: int) -> bytes:
-        return pickle.dumps(self._events.get(partition, 0))
+        part = self._parts.get(partition) or _Partition()
+        return pickle.dumps((SNAPSHOT_VERSION, part), protocol=5)
 
     def restore(self, partition: int, blob: bytes) -> None:
-        self._events[partition] = pickle.loads(blob)
+        version, part = pickle.loads(blob)
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
+        part.traces.span_cost = self._span_cost
+        self._parts[partition] = part
 
     def drop(self, partition: int) -> None:
         """Forget a partition's state (it was revoked in a rebalance)."""
-        self._events.pop(partition, None)
+        self._parts.pop(partition, None)
+
+    # Internals: state
+
+    def _part(self, partition: int) -> _Partition:
+        part = self._parts.get(partition)
+        if part is None:
+            traces = TraceStage(
+                hops=self.config.recursion_hops,
+                trace_ttl_s=self.config.trace_ttl_s,
+                span_cost=self._span_cost,
+            )
+            part = self._parts[partition] = _Partition(traces=traces, number=partition)
+        return part
+
+    def _state(self, part: _Partition, context: Context) -> _Context:
+        state = part.contexts.get(context)
+        if state is None:
+            cfg = self.config
+            baseline = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
+            state = part.contexts[context] = _Context(context, baseline)
+        return state
+
+    def _find(self, context: Context) -> _Context | None:
+        for part in self._parts.values():
+            state = part.contexts.get(context)
+            if state is not None:
+                return state
+        return None
+
+    # Internals: invocations and windows
+
+    def _on_invocation(self, part: _Partition, inv: Invocation) -> None:
+        state = part.contexts.get(inv.context) or self._state(part, inv.context)
+        cost = self._invocation_cost(inv)
+        time = inv.time
+        state.total_cost += cost
+        if time > state.last_time:
+            state.last_time = time
+        if inv.lineage >= self.config.recursion_hops:
+            self._on_lineage(part, state, inv)
+        if time < state.closed_until:
+            state.late_events += 1
+            self.late_events += 1
+        else:
+            start = time - time % self.config.window_s
+            acc = state.windows.get(start)
+            if acc is None:
+                acc = state.windows[start] = [0.0, 0.0, 0.0, 0.0, 0.0]
+                self._schedule(part, state.context, start)
+            acc[_COST] += cost
+            acc[_COUNT] += inv.count
+            acc[_DURATION] += inv.duration_ms
+            if inv.status != "success":
+                acc[_ERRORS] += inv.count
+            if inv.init_ms:
+                acc[_COLD] += 1
+            spike = state.spike
+            if spike is not None and spike.open:
+                spike.cost += cost
+            if acc[_COST] >= state.early_cost:
+                self._early_fire(state, acc, time)
+        if time > part.watermark:
+            part.watermark = time
+            self._close_due(part, time - self.config.lateness_s)
+
+    def _schedule(self, part: _Partition, context: Context, start: float) -> None:
+        part.ticket += 1
+        end = start + self.config.window_s
+        heapq.heappush(part.due, (end, part.ticket, context, start))
+
+    def _close_due(self, part: _Partition, horizon: float) -> None:
+        due = part.due
+        while due and due[0][0] <= horizon:
+            end, _, context, start = heapq.heappop(due)
+            state = part.contexts.get(context)
+            if state is not None:
+                self._close_window(part, state, start, end)
+
+    def _close_window(
+        self, part: _Partition, state: _Context, start: float, end: float
+    ) -> None:
+        cfg = self.config
+        if end <= state.closed_until:
+            return  # closed already, through another schedule entry
+        acc = state.windows.pop(start, None)
+        cost = acc[_COST] if acc is not None else 0.0
+        rate = cost * 3600.0 / cfg.window_s
+        baseline = state.baseline
+        spike = state.spike
+        under_alert = spike is not None and spike.open
+        if state.closed_until > -math.inf and not under_alert:
+            idle = round((start - state.closed_until) / cfg.window_s)
+            if idle > 0:
+                baseline.learn_many_zeros(idle)
+        state.closed_until = max(state.closed_until, end)
+        state.last_rate = rate
+        state.last_invocations = acc[_COUNT] if acc is not None else 0.0
+        self._dirty.add(state.context)
+        self._judge_window(state, rate, cost, end)
+        if not (state.spike is not None and state.spike.open):
+            baseline.learn_one(rate)
+        else:
+            # Keep closing empty windows of an idle context under alert, so
+            # that its alert can resolve when the traffic stops.
+            self._schedule(part, state.context, end)
+        self._expire_lineage(state, end)
+        state.early_cost = self._early_threshold(state)
+
+    def _thresholds(self, state: _Context) -> tuple[float, float]:
+        """The warning and critical cost rates of a context's next window."""
+        cfg = self.config
+        base = state.baseline.mean
+        spread = max(state.baseline.deviation, 0.05 * base)
+        warn = max(
+            cfg.spike_ratio * base,
+            base + cfg.spike_min_excess,
+            base + cfg.spike_z * spread,
+        )
+        crit = max(warn, cfg.critical_ratio * base, base + cfg.critical_min_excess)
+        return warn, crit
+
+    def _early_threshold(self, state: _Context) -> float:
+        if not state.baseline.is_warm:
+            return math.inf
+        spike = state.spike
+        if spike is not None and spike.open and spike.severity == CRITICAL:
+            return math.inf
+        # A window whose cost so far already exceeds a whole window at the
+        # critical rate is critical whatever the rest of the window holds.
+        return self._thresholds(state)[1] * self.config.window_s / 3600.0
+
+    def _early_fire(self, state: _Context, acc: list[float], time: float) -> None:
+        rate = acc[_COST] * 3600.0 / self.config.window_s
+        self._raise_spike(state, rate, acc[_COST], time, CRITICAL, early=True)
+        state.early_cost = math.inf
+
+    def _judge_window(
+        self, state: _Context, rate: float, cost: float, end: float
+    ) -> None:
+        if not state.baseline.is_warm:
+            return
+        warn, crit = self._thresholds(state)
+        if rate >= warn:
+            severity = CRITICAL if rate >= crit else WARNING
+            self._raise_spike(state, rate, cost, end, severity, early=False)
+            return
+        spike = state.spike
+        if spike is None or not spike.open:
+            return
+        if rate < self.config.resolve_ratio * state.baseline.mean + 1e-12 or (
+            rate - state.baseline.mean < self.config.spike_min_excess / 2
+        ):
+            spike.calm += 1
+            if spike.calm >= self.config.resolve_windows:
+                self._emit(
+                    state, spike, RESOLVED, end, self._spike_evidence(state, rate)
+                )
+                spike.open = False
+        else:
+            spike.calm = 0
+
+    def _raise_spike(
+        self,
+        state: _Context,
+        rate: float,
+        window_cost: float,
+        at: float,
+        severity: str,
+        early: bool,
+    ) -> None:
+        spike = state.spike
+        if spike is None:
+            spike = state.spike = _Alert(
+                COST_SPIKE, fingerprint(state.context, COST_SPIKE)
+            )
+        spike.calm = 0
+        evidence = self._spike_evidence(state, rate)
+        evidence["early"] = early
+        if not spike.open:
+            spike.open = True
+            spike.severity = severity
+            spike.starts_at = at
+            spike.cost = window_cost
+            spike.peak = spike.reported_peak = rate
+            self._emit(state, spike, OPENED, at, evidence)
+            return
+        spike.peak = max(spike.peak, rate)
+        escalated = severity == CRITICAL and spike.severity != CRITICAL
+        if escalated or rate >= 2.0 * spike.reported_peak:
+            spike.severity = CRITICAL if escalated else spike.severity
+            spike.reported_peak = rate
+            self._emit(state, spike, UPDATED, at, evidence)
+
+    def _spike_evidence(self, state: _Context, rate: float) -> dict[str, object]:
+        base = state.baseline.mean
+        return {
+            "source": "invocations",
+            "rate_usd_per_hour": round(rate, 6),
+            "baseline_usd_per_hour": round(base, 6),
+            "ratio": round(rate / base, 2) if base > 0 else None,
+            "baseline_windows": state.baseline.n,
+        }
+
+    # Internals: recursion
+
+    def _on_chain(self, state: _Context, evidence: Evidence) -> None:
+        alert = state.recursion
+        if alert is None:
+            fp = fingerprint(state.context, RECURSIVE_TRIGGER)
+            alert = state.recursion = _Alert(RECURSIVE_TRIGGER, fp)
+        hops = max(c[0] for c in state.chains.values())
+        cost = sum(c[1] for c in state.chains.values())
+        severity = CRITICAL if hops >= self.config.recursion_critical_hops else WARNING
+        details: dict[str, object] = {
+            "source": "traces" if evidence.via != "lineage" else "invocations",
+            "hops": int(hops),
+            "threshold": self.config.recursion_hops,
+            "via": evidence.via,
+            "path": list(evidence.path),
+            "chains": len(state.chains),
+        }
+        alert.cost = cost
+        self._dirty.add(state.context)
+        if not alert.open:
+            alert.open = True
+            alert.severity = severity
+            alert.starts_at = evidence.time
+            alert.peak = alert.reported_peak = hops
+            self._emit(state, alert, OPENED, evidence.time, details)
+            return
+        alert.peak = max(alert.peak, hops)
+        escalated = severity == CRITICAL and alert.severity != CRITICAL
+        if escalated or hops >= 2 * alert.reported_peak:
+            alert.severity = severity if escalated else alert.severity
+            alert.reported_peak = hops
+            self._emit(state, alert, UPDATED, evidence.time, details)
+
+    def _resolve_recursion(self, state: _Context, at: float) -> None:
+        alert = state.recursion
+        if alert is None or not alert.open:
+            state.chains.clear()
+            return
+        hops = max((c[0] for c in state.chains.values()), default=0)
+        details: dict[str, object] = {
+            "source": "traces",
+            "hops": int(hops),
+            "chains": len(state.chains),
+        }
+        self._emit(state, alert, RESOLVED, at, details)
+        alert.open = False
+        state.chains.clear()
+
+    def _on_lineage(self, part: _Partition, state: _Context, inv: Invocation) -> None:
+        chain = f"lineage:{inv.trace_id or inv.request_id}"
+        evidence = Evidence(
+            CHAIN,
+            inv.context,
+            inv.time,
+            chain,
+            hops=inv.lineage,
+            cost_usd=self._invocation_cost(inv),
+            via="lineage",
+            path=(inv.context.function,),
+        )
+        self.process_evidence(evidence, part.number)
+
+    def _expire_lineage(self, state: _Context, now: float) -> None:
+        if not state.chains:
+            return
+        quiet = self.config.lineage_quiet_s
+        for name, chain in state.chains.items():
+            if name.startswith("lineage:") and not chain[2] and chain[3] + quiet <= now:
+                chain[2] = 1.0
+        if all(c[2] for c in state.chains.values()):
+            self._resolve_recursion(state, now)
+
+    # Internals: output
+
+    def _emit(
+        self,
+        state: _Context,
+        alert: _Alert,
+        event: str,
+        at: float,
+        evidence: dict[str, object],
+    ) -> None:
+        alert.seq += 1
+        context = state.context
+        if alert.kind == COST_SPIKE:
+            summary = (
+                f"{context.function}: spend {evidence.get('rate_usd_per_hour')} USD/h"
+                f" against a baseline of {evidence.get('baseline_usd_per_hour')} USD/h"
+            )
+        else:
+            summary = (
+                f"{context.function}: causal chain re-entered it "
+                f"{evidence.get('hops')} times"
+            )
+        evidence["cost_so_far_usd"] = round(alert.cost, 6)
+        self._transitions.append(
+            Transition(
+                event,
+                alert.fingerprint,
+                alert.kind,
+                alert.severity,
+                context,
+                alert.starts_at,
+                at,
+                alert.seq,
+                alert.cost,
+                summary,
+                dict(evidence),
+            )
+        )
+        self._dirty.add(context)

@@ -1,0 +1,187 @@
+"""The detector on hand-made streams: spikes, recursion, checkpoints."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
+from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER, DetectorConfig, Engine
+from ingest.events import Context, Event, Span
+from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, sqs_loop, steady
+
+WARM_S = 900.0  # fifteen minutes of baseline before anything happens
+
+
+def make_engine(**overrides: float) -> Engine:
+    config = DetectorConfig(**overrides)  # type: ignore[arg-type]
+    return Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
+
+
+def run(engine: Engine, events: list[Event], flush: bool = True) -> list[Transition]:
+    """Feed events in time order on one partition, routing evidence back."""
+    out: list[Transition] = []
+    for event in sorted(events, key=lambda e: e.time):
+        engine.process(event, 0)
+        for evidence in engine.take_evidence():
+            engine.process_evidence(evidence, 0)
+        out.extend(engine.take_transitions())
+    if flush:
+        engine.flush()
+        for evidence in engine.take_evidence():
+            engine.process_evidence(evidence, 0)
+        out.extend(engine.take_transitions())
+    return out
+
+
+def spike_stream(factor: float, spike_s: float = 120.0) -> list[Event]:
+    base = list(steady(10.0, T0, WARM_S))
+    spike = list(steady(10.0 * factor, T0 + WARM_S, spike_s, seed=2))
+    after = list(steady(10.0, T0 + WARM_S + spike_s, 300.0, seed=3))
+    return [*base, *spike, *after]
+
+
+def test_steady_traffic_raises_nothing() -> None:
+    transitions = run(make_engine(), list(steady(10.0, T0, 3 * WARM_S)))
+    assert transitions == []
+
+
+def test_flood_fires_before_its_window_closes_and_resolves() -> None:
+    transitions = run(make_engine(), spike_stream(20.0))
+    kinds = [(t.kind, t.event) for t in transitions]
+    assert kinds[0] == (COST_SPIKE, OPENED)
+    opened = transitions[0]
+    assert opened.severity == CRITICAL
+    assert opened.evidence["early"] is True
+    onset = T0 + WARM_S
+    # Early firing: the alert is raised inside the first window of the flood.
+    assert onset <= opened.at < onset + 10.0
+    assert kinds[-1] == (COST_SPIKE, RESOLVED)
+    resolved = transitions[-1]
+    assert resolved.at > onset + 120.0
+    # 20x of 3.6 USD/h for two minutes: about 2.4 USD spent while open.
+    assert 1.5 < resolved.cost_usd < 3.5
+
+
+def test_three_times_baseline_warns_within_one_window() -> None:
+    transitions = run(make_engine(), spike_stream(3.5))
+    opened = [t for t in transitions if t.event == OPENED]
+    assert len(opened) == 1
+    assert opened[0].severity == WARNING
+    assert opened[0].at <= T0 + WARM_S + 20.0
+
+
+def test_rate_below_the_ratio_does_not_alert() -> None:
+    assert run(make_engine(), spike_stream(1.8)) == []
+
+
+def test_no_alert_before_the_baseline_is_warm() -> None:
+    events = [*steady(10.0, T0, 60.0), *steady(200.0, T0 + 60.0, 60.0, seed=5)]
+    assert run(make_engine(), events) == []
+
+
+def test_learning_pauses_under_alert() -> None:
+    engine = make_engine()
+    run(engine, spike_stream(20.0, spike_s=600.0), flush=False)
+    state = engine._parts[0].contexts[CTX]
+    # Ten minutes of a 20x flood did not teach the baseline it is normal.
+    assert state.baseline.mean < 2 * 3.6
+
+
+def test_recursion_alerts_at_three_reentries_not_two() -> None:
+    two = run(make_engine(), list(sqs_loop(CTX, hops=2, start=T0)))
+    assert two == []
+    three = run(make_engine(), list(sqs_loop(CTX, hops=3, start=T0)))
+    opened = [t for t in three if t.event == OPENED]
+    assert [t.kind for t in opened] == [RECURSIVE_TRIGGER]
+    assert opened[0].evidence["hops"] == 3
+    assert opened[0].evidence["via"] == "orders"
+    assert opened[0].severity == WARNING
+    assert three[-1].event == RESOLVED
+
+
+def test_long_loop_escalates_to_critical() -> None:
+    transitions = run(make_engine(), list(sqs_loop(CTX, hops=12, start=T0)))
+    severities = [t.severity for t in transitions if t.kind == RECURSIVE_TRIGGER]
+    assert severities[0] == WARNING
+    assert CRITICAL in severities
+
+
+def test_mutual_recursion_counts_each_function() -> None:
+    other = CTX._replace(function="notify")
+    transitions = run(make_engine(), list(sqs_loop([CTX, other], hops=7, start=T0)))
+    opened = {t.context.function for t in transitions if t.event == OPENED}
+    assert opened == {"resize", "notify"}
+
+
+def test_spans_out_of_order_still_link_the_chain() -> None:
+    spans = sqs_loop(CTX, hops=5, start=T0)
+    engine = make_engine()
+    # The export order of real tracers: children end, and arrive, first.
+    shuffled = sorted(spans, key=lambda s: (s.end, -s.time), reverse=True)
+    out: list[Transition] = []
+    for span in shuffled:
+        engine.process(span, 0)
+        for ev in engine.take_evidence():
+            engine.process_evidence(ev, 0)
+        out.extend(engine.take_transitions())
+    assert any(t.kind == RECURSIVE_TRIGGER and t.event == OPENED for t in out)
+
+
+def test_redelivered_spans_change_nothing() -> None:
+    spans = sqs_loop(CTX, hops=4, start=T0)
+    once = run(make_engine(), list(spans))
+    twice = run(make_engine(), [s for s in spans for _ in range(2)])
+    assert [t.to_json() for t in once] == [t.to_json() for t in twice]
+
+
+def _mixed_stream() -> list[Event]:
+    spans: list[Span] = sqs_loop(
+        CTX._replace(function="order-processor"), hops=6, start=T0 + WARM_S + 30
+    )
+    return [*spike_stream(20.0), *spans]
+
+
+def test_same_input_gives_same_alerts() -> None:
+    first = run(make_engine(), _mixed_stream())
+    second = run(make_engine(), _mixed_stream())
+    assert first and [t.to_json() for t in first] == [t.to_json() for t in second]
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.62, 0.9])
+def test_snapshot_and_restore_resume_with_the_same_state(cut: float) -> None:
+    events = sorted(_mixed_stream(), key=lambda e: e.time)
+    whole = run(make_engine(), events)
+    split = int(len(events) * cut)
+    first = make_engine()
+    head = run(first, events[:split], flush=False)
+    blob = first.snapshot(0)
+    second = make_engine()
+    second.restore(0, blob)
+    tail = run(second, events[split:])
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+
+
+def test_state_is_kept_per_partition() -> None:
+    engine = make_engine()
+    other = Context("aws", "1", "eu-west-1", "other")
+    engine.process(next(steady(1.0, T0, 10.0)), 0)
+    engine.process(next(steady(1.0, T0, 10.0, context=other)), 1)
+    engine.drop(0)
+    assert engine.tracked_contexts == 1
+    restored = make_engine()
+    restored.restore(1, engine.snapshot(1))
+    assert restored.tracked_contexts == 1
+
+
+def test_late_events_are_counted_not_lost() -> None:
+    engine = make_engine()
+    events = list(itertools.islice(steady(10.0, T0, 100.0), 500))
+    run(engine, events, flush=False)
+    late = events[0]
+    engine.process(late, 0)
+    assert engine.late_events == 1
+    assert engine._parts[0].contexts[CTX].total_cost == pytest.approx(
+        (len(events) + 1) * 1e-4
+    )
