@@ -18,6 +18,10 @@ MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+#: Event times past this (2100-01-01 UTC) are input errors: one such event
+#: would push a watermark so far ahead that every later event counts as late.
+LATEST_EVENT_TIME_S = 4102444800.0
+
 
 def check_size(raw: bytes, source: str, limit: int = MAX_MESSAGE_BYTES) -> None:
     if len(raw) > limit:

@@ -18,14 +18,10 @@ from typing import Any
 
 from dowguard.errors import ParseError
 from ingest.events import Context, Span
-from ingest.formats.common import check_size, load_json
+from ingest.formats.common import LATEST_EVENT_TIME_S, check_size, load_json
 from ingest.formats.xray import parse_trace_header
 
 logger = logging.getLogger(__name__)
-
-#: Event times past this (2100-01-01) are input errors: one of them would
-#: push a watermark so far ahead that every later event counts as late.
-LATEST_TIME_S = 4102444800.0
 
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
@@ -305,7 +301,7 @@ def _nanos(value: Any, source: str, pos: str) -> float:
     else:
         raise ParseError(source, pos, f"time in nanoseconds expected: {value!r:.60}")
     seconds = nanos / 1e9
-    if not 0 <= seconds <= LATEST_TIME_S:
+    if not 0 <= seconds <= LATEST_EVENT_TIME_S:
         raise ParseError(source, pos, f"time out of range: {value!r:.60}")
     return seconds
 
