@@ -180,6 +180,10 @@ class Engine:
             if all(c[2] for c in state.chains.values()):
                 self._resolve_recursion(state, evidence.time)
 
+    def has_output(self) -> bool:
+        """Whether transitions or evidence are waiting to be taken."""
+        return bool(self._transitions or self._evidence)
+
     def take_transitions(self) -> list[Transition]:
         out, self._transitions = self._transitions, []
         return out

@@ -1,0 +1,175 @@
+"""``dowguard bench``: throughput and memory, as ratios against baselines.
+
+Every figure is measured next to its baseline in the same run, so that a
+noisy shared machine moves both: replay against merely parsing the same
+file (the floor), the daemon against a bare kafka-python consumer reading
+the same topic, and the detector's memory per tracked context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from bench import workload
+
+logger = logging.getLogger(__name__)
+
+TARGET_REPLAY_RATIO = 0.5
+TARGET_DAEMON_RATIO = 0.7
+TARGET_BYTES_PER_CONTEXT = 4096
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure replay, daemon and memory against their baselines",
+        description=__doc__,
+    )
+    p.add_argument("--events", type=int, default=200_000, help="events per run")
+    p.add_argument("--contexts", type=int, default=2_000, help="contexts in the run")
+    p.add_argument(
+        "--memory-contexts", type=int, default=100_000, help="contexts, memory test"
+    )
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="also bench the daemon")
+    p.add_argument("--repeat", type=int, default=3, help="best of N per figure")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_bench)
+
+
+def _rate(count: int, fn: Callable[[], int], repeat: int) -> tuple[float, int]:
+    best = float("inf")
+    seen = 0
+    for _ in range(repeat):
+        gc.collect()
+        started = time.perf_counter()
+        seen = fn()
+        best = min(best, time.perf_counter() - started)
+    return (seen / best if best > 0 else float("inf")), seen
+
+
+def _count(events: Iterable[Any]) -> int:
+    return sum(1 for _ in events)
+
+
+def _engine() -> Any:
+    from detector.engine import Engine
+
+    return Engine()
+
+
+def bench_replay(path: Path, repeat: int) -> dict[str, float]:
+    from detector.replay import Replay
+    from ingest.parse import read_paths
+
+    def ignore(error: Exception) -> None:
+        raise error
+
+    def parse() -> int:
+        return _count(read_paths([path], ignore))
+
+    def replay() -> int:
+        return Replay(_engine()).run(read_paths([path], ignore)).events
+
+    parse_rate, n = _rate(0, parse, repeat)
+    replay_rate, m = _rate(0, replay, repeat)
+    if n != m:
+        raise RuntimeError(f"parse saw {n} events, replay {m}")
+    return {
+        "events": n,
+        "parse_events_per_s": round(parse_rate),
+        "replay_events_per_s": round(replay_rate),
+        "ratio": round(replay_rate / parse_rate, 3),
+    }
+
+
+def bench_memory(n_contexts: int) -> dict[str, float]:
+    from ingest.events import Invocation
+
+    engine = _engine()
+    ctxs = workload.contexts(n_contexts)
+    events = [
+        Invocation(ctx, workload.T0 + j * 11.0, f"r{i}-{j}", 80.0, 81.0, 256)
+        for j in range(3)
+        for i, ctx in enumerate(ctxs)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, event in enumerate(events):
+        engine.process(event, i % 3)
+    engine.take_transitions()
+    engine.take_status()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    per = (after - before) / n_contexts
+    return {
+        "contexts": engine.tracked_contexts,
+        "bytes_per_context": round(per),
+        "ratio_to_target": round(per / TARGET_BYTES_PER_CONTEXT, 3),
+    }
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from ingest.formats.recording import write_recording
+
+    results: dict[str, Any] = {}
+    events = workload.workload(args.events, args.contexts)
+    with tempfile.TemporaryDirectory(prefix="dowguard-bench-") as tmp:
+        own = Path(tmp) / "bench.dgr"
+        write_recording(own, events)
+        results["replay_own_format"] = bench_replay(own, args.repeat)
+        cw = Path(tmp) / "bench-cloudwatch.jsonl.gz"
+        invs = [e for e in events if isinstance(e, workload.Invocation)]
+        workload.write_cloudwatch(cw, invs)
+        results["replay_cloudwatch"] = bench_replay(cw, args.repeat)
+        if args.kafka:
+            from bench.kafka_bench import bench_daemon
+
+            results["daemon_kafka"] = bench_daemon(args.kafka, events, args.repeat)
+    results["memory"] = bench_memory(args.memory_contexts)
+    return results
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    results = run_bench(args)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    own = results["replay_own_format"]
+    cw = results["replay_cloudwatch"]
+    mem = results["memory"]
+    rows = [
+        ("replay, own format (.dgr)", own, TARGET_REPLAY_RATIO),
+        ("replay, CloudWatch REPORT payloads", cw, None),
+    ]
+    print(f"{'what':40} {'events/s':>12} {'floor/s':>12} {'ratio':>7} target")
+    for name, row, target in rows:
+        tgt = f">= {target}" if target else "-"
+        print(
+            f"{name:40} {row['replay_events_per_s']:>12,} "
+            f"{row['parse_events_per_s']:>12,} {row['ratio']:>7} {tgt}"
+        )
+    if "daemon_kafka" in results:
+        d = results["daemon_kafka"]
+        print(
+            f"{'daemon end to end, Kafka':40} {d['daemon_events_per_s']:>12,} "
+            f"{d['bare_consumer_events_per_s']:>12,} {d['ratio']:>7} "
+            f">= {TARGET_DAEMON_RATIO}"
+        )
+    print(
+        f"memory: {mem['bytes_per_context']} bytes per context at "
+        f"{mem['contexts']:,} contexts (target <= {TARGET_BYTES_PER_CONTEXT})"
+    )
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,288 @@
+"""The ``dowguard`` command line: run, replay, serve, simulate, bench, ...
+
+Subcommands owned by other packages register themselves through a
+``register(subparsers)`` function, imported only when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from dowguard.config import Settings, load_settings
+from dowguard.errors import DowError, ParseError
+
+logger = logging.getLogger(__name__)
+
+#: Where the bundled recording lives (the embedded default of ``run``).
+BUNDLED_RECORDING = Path(__file__).resolve().parent.parent / "data" / "recording"
+
+#: Subcommands that live with the package that owns them.
+PLUGINS = ("api.cli", "dowguard.simulate", "dashboards.cli", "bench.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DowError as exc:
+        print(f"dowguard: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dowguard",
+        description="Denial-of-Wallet guard for serverless platforms.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    parser.add_argument("--config", help="TOML settings file (or DOWGUARD_CONFIG)")
+    sub = parser.add_subparsers(metavar="COMMAND")
+    _add_run(sub)
+    _add_replay(sub)
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", help="SQLAlchemy URL (DOWGUARD_DATABASE_URL)")
+    p.add_argument("--window", type=float, help="window length in seconds")
+    p.add_argument("--partitions", type=int, help="partitions per topic")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per alert transition"
+    )
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the streaming daemon (or, with no broker, the bundled recording)",
+        description=(
+            "Consume the invocation, billing and trace topics, detect, store "
+            "alerts. With no broker, replay the bundled recording into the "
+            "database and print the alerts."
+        ),
+    )
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers")
+    p.add_argument("--group", help="consumer group id")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="replay recorded files through the detector",
+        description=(
+            "Read recorded files of any supported format, merged in event-time "
+            "order, through the same detector path as the daemon."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "--speed", type=float, help="event-time seconds per second (default: max)"
+    )
+    p.add_argument(
+        "--to-kafka", metavar="BOOTSTRAP", help="publish to the topics instead"
+    )
+    p.add_argument(
+        "--no-store", action="store_true", help="do not write to the database"
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_replay)
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(
+        getattr(args, "config", None),
+        database_url=getattr(args, "database_url", None),
+        window_s=getattr(args, "window", None),
+        partitions=getattr(args, "partitions", None),
+        **extra,
+    )
+
+
+def detector_config(settings: Settings) -> Any:
+    from detector.engine import DetectorConfig
+
+    return DetectorConfig(
+        window_s=settings.window_s,
+        lateness_s=settings.lateness_s,
+        partitions=settings.partitions,
+        recursion_hops=settings.recursion_hops,
+    )
+
+
+def open_store(settings: Settings) -> Any:
+    from api.store import SqlStore
+
+    store = SqlStore(settings.database_url)
+    store.ensure_schema()
+    return store
+
+
+class _ErrorReport:
+    """Reports parse errors on stderr and counts them; replay goes on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, error: ParseError) -> None:
+        self.count += 1
+        print(f"dowguard: skipped: {error}", file=sys.stderr)
+
+
+def _events(paths: Sequence[str], errors: _ErrorReport) -> Iterator[Any]:
+    from ingest.parse import read_paths
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise DowError(f"no such file or directory: {', '.join(missing)}")
+    yield from read_paths([Path(p) for p in paths], errors)
+
+
+def _with_progress(events: Iterator[Any]) -> Iterator[Any]:
+    if not sys.stderr.isatty():
+        return events
+    from tqdm import tqdm
+
+    return iter(tqdm(events, unit=" events", file=sys.stderr, mininterval=0.5))
+
+
+def _printer(as_json: bool) -> Any:
+    def show(transition: Any) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(transition.to_json()) + "\n")
+            return
+        data = transition.to_json()
+        ctx = transition.context
+        where = f"{ctx.account}/{ctx.region}/{ctx.function}:{ctx.qualifier}"
+        print(
+            f"{data['at']}  {transition.event.upper():8} {transition.severity:8} "
+            f"{transition.kind:17} {where}  {transition.summary} "
+            f"(cost so far {transition.cost_usd:.4f} USD)"
+        )
+
+    return show
+
+
+def replay_paths(
+    settings: Settings,
+    paths: Sequence[str],
+    as_json: bool,
+    speed: float | None = None,
+    store: bool = True,
+) -> int:
+    from detector.engine import Engine
+    from detector.replay import Replay
+
+    errors = _ErrorReport()
+    sink = open_store(settings) if store else None
+    engine = Engine(detector_config(settings))
+    replay = Replay(engine, sink, speed=speed, on_transition=_printer(as_json))
+    result = replay.run(_with_progress(_events(paths, errors)))
+    opened = sum(1 for t in result.transitions if t.event == "opened")
+    print(
+        f"dowguard: replayed {result.events} events, {opened} alerts opened, "
+        f"{len(result.transitions)} transitions, {errors.count} records skipped"
+        + (f"; stored in {settings.database_url}" if store else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.to_kafka:
+        return publish_paths(settings, args.to_kafka, args.paths)
+    return replay_paths(
+        settings, args.paths, args.json, speed=args.speed, store=not args.no_store
+    )
+
+
+def publish_paths(settings: Settings, bootstrap: str, paths: Sequence[str]) -> int:
+    from ingest.kafka_io import ensure_topics, make_producer, publish_events
+
+    errors = _ErrorReport()
+    topics = {
+        "invocations": settings.topic_invocations,
+        "billing": settings.topic_billing,
+        "traces": settings.topic_traces,
+    }
+    names = [*topics.values(), settings.topic_evidence, settings.topic_deadletter]
+    ensure_topics(bootstrap, names, settings.partitions)
+    producer = make_producer(bootstrap)
+    try:
+        count = publish_events(producer, _events(paths, errors), topics)
+        producer.flush()
+    finally:
+        producer.close()
+    print(
+        f"dowguard: published {count} events to {bootstrap}, "
+        f"{errors.count} records skipped",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from(
+        args, kafka_bootstrap=args.kafka, group_id=getattr(args, "group", None)
+    )
+    if not settings.kafka_bootstrap:
+        if not BUNDLED_RECORDING.is_dir():
+            raise DowError(f"bundled recording not found at {BUNDLED_RECORDING}")
+        print(
+            f"dowguard: no broker given; replaying the bundled recording "
+            f"{BUNDLED_RECORDING} into {settings.database_url}",
+            file=sys.stderr,
+        )
+        return replay_paths(settings, [str(BUNDLED_RECORDING)], args.json)
+    return run_daemon(settings, args.json)
+
+
+def run_daemon(settings: Settings, as_json: bool) -> int:
+    from detector.daemon import Daemon
+    from detector.engine import Engine
+
+    engine = Engine(detector_config(settings))
+    daemon = Daemon(settings, engine, open_store(settings))
+    show = _printer(as_json)
+    daemon.on_transitions = lambda batch: [show(t) for t in batch]
+
+    def stop(signum: int, frame: object) -> None:
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    daemon.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
