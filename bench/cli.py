@@ -68,8 +68,9 @@ def _engine() -> Any:
 
 
 def bench_replay(path: Path, repeat: int) -> dict[str, float]:
-    from detector.replay import Replay
     from ingest.parse import read_paths
+
+    from detector.replay import Replay
 
     def ignore(error: Exception) -> None:
         raise error

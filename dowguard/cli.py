@@ -268,6 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_daemon(settings: Settings, as_json: bool) -> int:
     from detector.daemon import Daemon
+
     from detector.engine import Engine
 
     engine = Engine(detector_config(settings))
