@@ -1,0 +1,78 @@
+"""Engines and sessions for SQLite and PostgreSQL, with SQLite set up to share.
+
+SQLite is opened in WAL mode with a busy timeout, and write transactions take
+the write lock when they begin, so the daemon and the API can share one file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from dowguard.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Execution option that makes a SQLite transaction start with BEGIN IMMEDIATE.
+WRITE_OPTION = "dowguard_write"
+#: How long a SQLite writer waits for the lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; ``sqlite://`` alone is one shared in-memory DB."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database_url {url!r}: {exc}") from exc
+    if parsed.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(url, **kwargs)
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("check_same_thread", False)
+    memory = parsed.database in (None, "", ":memory:")
+    if memory:
+        # Every session must see the same in-memory database.
+        kwargs.setdefault("poolclass", StaticPool)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    _tune_sqlite(engine, wal=not memory)
+    return engine
+
+
+def _tune_sqlite(engine: Engine, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # The driver's own implicit BEGIN is turned off so that ours decides
+        # whether a transaction takes the write lock up front.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if wal:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that reads and then writes can fail at once
+        # with SQLITE_BUSY when another process wrote meanwhile; busy_timeout
+        # only helps if the lock is taken at BEGIN.
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def session_factories(
+    engine: Engine,
+) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
+    """Sessions for reading and for writing (the latter lock SQLite at BEGIN)."""
+    read = sessionmaker(engine, expire_on_commit=False)
+    write_engine = engine.execution_options(**{WRITE_OPTION: True})
+    write = sessionmaker(write_engine, expire_on_commit=False)
+    return read, write

@@ -1,0 +1,1044 @@
+"""SQL storage of alerts, checkpoints, functions, silences, keys and actions.
+
+:class:`SqlStore` is the daemon's and replay's :class:`~detector.alerts.AlertSink`
+and answers every query of the API; :class:`SqlActionLog` is the enforcement
+audit trail on the same database. SQLite and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    inspect,
+    not_,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from api import db
+from api.tables import (
+    FIRING,
+    RESOLVED,
+    ActionRow,
+    AlertRow,
+    ApiKeyRow,
+    Base,
+    CheckpointRow,
+    CommentRow,
+    FunctionRow,
+    SilenceRow,
+    TransitionRow,
+)
+from detector import alerts as lifecycle
+from detector.alerts import (
+    ALERT_NAME,
+    Checkpoint,
+    FunctionStatus,
+    Transition,
+    alert_labels,
+)
+from detector.enforcement.audit import ActionRecord
+from dowguard.errors import DowError, StorageError
+from ingest.events import Context
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+S = TypeVar("S", bound=Select[Any])
+
+#: Alert states as people see them, derived from status, ack and silences.
+OPEN = "open"
+ACKNOWLEDGED = "acknowledged"
+SILENCED = "silenced"
+ALERT_STATES = (OPEN, ACKNOWLEDGED, RESOLVED, SILENCED)
+
+#: Silence states, derived from the time window.
+PENDING = "pending"
+ACTIVE = "active"
+EXPIRED = "expired"
+SILENCE_STATES = (PENDING, ACTIVE, EXPIRED)
+
+#: Alert labels that live in their own column, so matchers can run in SQL.
+LABEL_COLUMNS: dict[str, InstrumentedAttribute[str]] = {
+    "kind": AlertRow.kind,
+    "severity": AlertRow.severity,
+    "provider": AlertRow.provider,
+    "account": AlertRow.account,
+    "region": AlertRow.region,
+    "function": AlertRow.function,
+    "qualifier": AlertRow.qualifier,
+}
+CONSTANT_LABELS = {"alertname": ALERT_NAME}
+
+#: Sort keys of the alert list and the columns behind them.
+ALERT_SORTS: dict[str, InstrumentedAttribute[float]] = {
+    "starts_at": AlertRow.starts_at,
+    "cost_usd": AlertRow.cost_usd,
+}
+
+# Limitation: at most this many active silences apply to one query; beyond
+# it the oldest are ignored, which matters only with thousands of silences.
+MAX_ACTIVE_SILENCES = 1000
+#: Upper bound on rows one non-paginated read returns (forwarding, find).
+MAX_SCAN_ROWS = 10_000
+
+
+class NotFoundError(DowError):
+    """The alert, silence, function or action asked for does not exist."""
+
+
+class ConflictError(DowError):
+    """The request contradicts the current state of what it addresses."""
+
+
+class InvalidCursorError(DowError):
+    """A pagination cursor that this store did not hand out, or for another sort."""
+
+
+@dataclass(slots=True)
+class AlertView:
+    """An alert row with the state derived from its ack and the silences."""
+
+    row: AlertRow
+    state: str
+    silenced_by: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class AlertDetail:
+    view: AlertView
+    transitions: list[TransitionRow]
+    comments: list[CommentRow]
+
+
+@dataclass(slots=True)
+class Page(Generic[T]):
+    """One page of a keyset-paginated list, with the total it comes from."""
+
+    data: list[T]
+    count: int
+    next_cursor: str | None
+
+
+@dataclass(slots=True)
+class AlertQuery:
+    """Filters, order and page of the alert list; times are epoch seconds."""
+
+    states: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    account: str | None = None
+    function: str | None = None
+    since: float | None = None
+    until: float | None = None
+    sort: str = "starts_at"
+    order: str = "desc"
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(slots=True)
+class ActionQuery:
+    states: tuple[str, ...] = ()
+    verb: str | None = None
+    context_key: str | None = None
+    fingerprint: str | None = None
+    since: float | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(slots=True)
+class Matcher:
+    """One Alertmanager-style matcher over an alert label."""
+
+    name: str
+    value: str
+    is_regex: bool = False
+    is_equal: bool = True
+    _pattern: re.Pattern[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.is_regex:
+            try:
+                self._pattern = re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(
+                    f"matcher {self.name}: bad regex {self.value!r}: {exc}"
+                ) from exc
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Matcher:
+        return cls(
+            str(data["name"]),
+            str(data["value"]),
+            bool(data.get("isRegex", False)),
+            bool(data.get("isEqual", True)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "isRegex": self.is_regex,
+            "isEqual": self.is_equal,
+        }
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether the label set matches (an absent label is the empty string)."""
+        actual = labels.get(self.name, "")
+        if self._pattern is not None:
+            hit = self._pattern.fullmatch(actual) is not None
+        else:
+            hit = actual == self.value
+        return hit if self.is_equal else not hit
+
+    def clause(self) -> ColumnElement[bool]:
+        """The same test as :meth:`matches`, as SQL over the alerts table."""
+        column = LABEL_COLUMNS.get(self.name)
+        if column is None:
+            constant = CONSTANT_LABELS.get(self.name, "")
+            return true() if self.matches({self.name: constant}) else false()
+        if self.is_regex:
+            # Limitation: PostgreSQL evaluates regexes with its own (POSIX ARE)
+            # engine, which differs from Python's on exotic syntax only.
+            hit = column.regexp_match(f"^(?:{self.value})$")
+        else:
+            hit = column == self.value
+        return hit if self.is_equal else not_(hit)
+
+
+def silence_state(row: SilenceRow, now: float) -> str:
+    if now < row.starts_at:
+        return PENDING
+    return ACTIVE if now < row.ends_at else EXPIRED
+
+
+def alert_label_set(row: AlertRow) -> dict[str, str]:
+    """The labels matchers see: identity labels plus severity."""
+    labels = {name: str(getattr(row, name)) for name in LABEL_COLUMNS}
+    labels.update(CONSTANT_LABELS)
+    return labels
+
+
+def encode_cursor(sort: str, order: str, value: Any, row_id: Any) -> str:
+    raw = orjson.dumps([sort, order, value, row_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str, order: str) -> tuple[Any, Any]:
+    """The (sort value, id) a cursor resumes after; it must match the sort."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
+        raise InvalidCursorError(f"cursor {cursor[:40]!r}: not a cursor") from exc
+    if not isinstance(data, list) or len(data) != 4:
+        raise InvalidCursorError(f"cursor {cursor[:40]!r}: not a cursor")
+    if data[0] != sort or data[1] != order:
+        raise InvalidCursorError(
+            f"cursor {cursor[:40]!r}: made for sort {data[0]} {data[1]},"
+            f" used with sort {sort} {order}"
+        )
+    return data[2], data[3]
+
+
+def _keyset(
+    stmt: S,
+    sort_col: InstrumentedAttribute[Any],
+    id_col: InstrumentedAttribute[Any],
+    order: str,
+    after: tuple[Any, Any] | None,
+) -> S:
+    """Order by (sort column, id) and resume strictly after ``after``."""
+    key = tuple_(sort_col, id_col)
+    if order == "asc":
+        if after is not None:
+            stmt = stmt.where(key > tuple_(*after))
+        return stmt.order_by(sort_col.asc(), id_col.asc())
+    if after is not None:
+        stmt = stmt.where(key < tuple_(*after))
+    return stmt.order_by(sort_col.desc(), id_col.desc())
+
+
+def _insert_for(session: Session) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT on SQLite and PostgreSQL."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise StorageError(f"database dialect {name}: only sqlite and postgresql")
+
+
+def _context_values(context: Context) -> dict[str, str]:
+    return {
+        "context_key": "/".join(context),
+        "provider": context.provider,
+        "account": context.account,
+        "region": context.region,
+        "function": context.function,
+        "qualifier": context.qualifier,
+    }
+
+
+def context_of(row: AlertRow | FunctionRow | ActionRow) -> Context:
+    return Context(row.provider, row.account, row.region, row.function, row.qualifier)
+
+
+class SqlStore:
+    """Alerts, checkpoints and everything the API reads, in one SQL database.
+
+    Every method runs in its own transaction; rows it returns are detached
+    and safe to read after it returns.
+    """
+
+    def __init__(
+        self,
+        url: str = "sqlite:///dowguard.db",
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.clock = clock
+        self.engine = db.make_engine(url)
+        self._read, self._write = db.session_factories(self.engine)
+
+    # -- schema ---------------------------------------------------------------
+
+    def create_all(self) -> None:
+        """Create missing tables straight from the models (tests, SQLite files)."""
+        Base.metadata.create_all(self.engine)
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run the Alembic migrations up to ``revision``."""
+        from api.migrations import upgrade
+
+        upgrade(self.engine, revision)
+
+    def ensure_schema(self) -> None:
+        """Bring the schema to the newest migration, adopting a create_all DB."""
+        from api.migrations import ensure_schema
+
+        ensure_schema(self.engine)
+
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            logger.warning("database ping failed url=%s error=%s", self._safe_url, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        factory = self._write if write else self._read
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"database {self._safe_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    # -- AlertSink ------------------------------------------------------------
+
+    def commit(
+        self,
+        transitions: Sequence[Transition],
+        checkpoints: Mapping[int, Checkpoint] | None = None,
+        group: str = "",
+    ) -> None:
+        """Store transitions and checkpoints in one transaction (idempotent)."""
+        now = self.clock()
+        with self._session(write=True) as session:
+            insert = _insert_for(session)
+            applied = 0
+            for t in transitions:
+                if self._store_transition(session, insert, t, now):
+                    self._apply(session, t)
+                    applied += 1
+            for cp in (checkpoints or {}).values():
+                values = {
+                    "consumer_group": group,
+                    "partition": cp.partition,
+                    "state": cp.state,
+                    "offsets": dict(cp.offsets),
+                    "updated_at": now,
+                }
+                stmt = insert(CheckpointRow).values(values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["consumer_group", "partition"],
+                    set_={k: stmt.excluded[k] for k in ("state", "offsets")}
+                    | {"updated_at": stmt.excluded.updated_at},
+                )
+                session.execute(stmt)
+        logger.debug(
+            "committed transitions=%d new=%d checkpoints=%d group=%s",
+            len(transitions),
+            applied,
+            len(checkpoints or {}),
+            group,
+        )
+
+    @staticmethod
+    def _store_transition(
+        session: Session, insert: Any, t: Transition, now: float
+    ) -> bool:
+        stmt = (
+            insert(TransitionRow)
+            .values(
+                fingerprint=t.fingerprint,
+                seq=t.seq,
+                event=t.event,
+                at=t.at,
+                payload=t.to_json(),
+                stored_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["fingerprint", "seq"])
+            .returning(TransitionRow.id)
+        )
+        return session.execute(stmt).first() is not None
+
+    @staticmethod
+    def _apply(session: Session, t: Transition) -> None:
+        row = session.scalar(
+            select(AlertRow).where(AlertRow.fingerprint == t.fingerprint)
+        )
+        if row is None:
+            row = AlertRow(
+                fingerprint=t.fingerprint,
+                status=FIRING,
+                starts_at=t.starts_at,
+                last_seq=t.seq - 1,
+                **_context_values(t.context),
+            )
+            session.add(row)
+        elif t.seq <= row.last_seq:
+            # A late redelivery of an older transition: history only.
+            return
+        manually_resolved = row.status == RESOLVED and row.resolved_by is not None
+        if t.event == lifecycle.OPENED or (
+            row.status == RESOLVED and not manually_resolved
+        ):
+            row.status = FIRING
+            row.starts_at = t.starts_at
+            row.ends_at = None
+            row.acked_at = None
+            row.acked_by = None
+            row.resolved_by = None
+        if t.event == lifecycle.RESOLVED:
+            row.status = RESOLVED
+            row.ends_at = t.at
+        row.kind = t.kind
+        row.severity = t.severity
+        row.labels = alert_labels(t.context, t.kind) | {"severity": t.severity}
+        row.annotations = {"summary": t.summary, "cost_usd": f"{t.cost_usd:.6f}"}
+        row.evidence = t.evidence
+        row.cost_usd = t.cost_usd
+        row.updated_at = t.at
+        row.last_seq = t.seq
+        row.last_event = t.event
+
+    def load_checkpoint(self, group: str, partition: int) -> Checkpoint | None:
+        with self._session() as session:
+            row = session.get(CheckpointRow, (group, partition))
+            if row is None:
+                return None
+            offsets = {str(k): int(v) for k, v in row.offsets.items()}
+            return Checkpoint(row.partition, row.state, offsets)
+
+    def update_functions(self, rows: Sequence[FunctionStatus]) -> None:
+        """Upsert the detector's figures; enforcement columns are left alone."""
+        if not rows:
+            return
+        figures = (
+            "updated_at",
+            "cost_usd_per_hour",
+            "baseline_usd_per_hour",
+            "invocations_per_s",
+            "open_alerts",
+        )
+        values = [
+            _context_values(r.context) | {name: getattr(r, name) for name in figures}
+            for r in rows
+        ]
+        with self._session(write=True) as session:
+            stmt = _insert_for(session)(FunctionRow)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["context_key"],
+                set_={name: stmt.excluded[name] for name in figures},
+            )
+            session.execute(stmt, values)
+
+    # -- alerts ---------------------------------------------------------------
+
+    def active_silences(self, session: Session | None = None) -> list[SilenceRow]:
+        """Silences in force now, newest first, bounded."""
+        if session is None:
+            with self._session() as own:
+                return self.active_silences(own)
+        now = self.clock()
+        stmt = (
+            select(SilenceRow)
+            .where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
+            .order_by(SilenceRow.created_at.desc())
+            .limit(MAX_ACTIVE_SILENCES)
+        )
+        return list(session.scalars(stmt))
+
+    @staticmethod
+    def _compiled(silences: Sequence[SilenceRow]) -> list[tuple[str, list[Matcher]]]:
+        return [(s.id, [Matcher.from_json(m) for m in s.matchers]) for s in silences]
+
+    @staticmethod
+    def _silenced_clause(
+        compiled: Sequence[tuple[str, list[Matcher]]],
+    ) -> ColumnElement[bool]:
+        if not compiled:
+            return false()
+        return or_(*(and_(*(m.clause() for m in ms)) for _, ms in compiled))
+
+    def _state_clause(
+        self, states: Sequence[str], silenced: ColumnElement[bool]
+    ) -> ColumnElement[bool]:
+        firing = AlertRow.status == FIRING
+        clauses = {
+            RESOLVED: AlertRow.status == RESOLVED,
+            SILENCED: and_(firing, silenced),
+            ACKNOWLEDGED: and_(firing, not_(silenced), AlertRow.acked_at.is_not(None)),
+            OPEN: and_(firing, not_(silenced), AlertRow.acked_at.is_(None)),
+        }
+        return or_(*(clauses[s] for s in states))
+
+    @staticmethod
+    def _view(
+        row: AlertRow, compiled: Sequence[tuple[str, list[Matcher]]]
+    ) -> AlertView:
+        if row.status == RESOLVED:
+            return AlertView(row, RESOLVED)
+        labels = alert_label_set(row)
+        by = tuple(sid for sid, ms in compiled if all(m.matches(labels) for m in ms))
+        if by:
+            return AlertView(row, SILENCED, by)
+        return AlertView(row, ACKNOWLEDGED if row.acked_at is not None else OPEN)
+
+    def list_alerts(self, query: AlertQuery) -> Page[AlertView]:
+        """Alerts matching ``query``, one page, with the total count."""
+        sort_col = ALERT_SORTS[query.sort]
+        after = (
+            decode_cursor(query.cursor, query.sort, query.order)
+            if query.cursor
+            else None
+        )
+        with self._session() as session:
+            compiled = self._compiled(self.active_silences(session))
+            filters: list[ColumnElement[bool]] = []
+            if query.states:
+                silenced = self._silenced_clause(compiled)
+                filters.append(self._state_clause(query.states, silenced))
+            if query.kinds:
+                filters.append(AlertRow.kind.in_(query.kinds))
+            if query.severities:
+                filters.append(AlertRow.severity.in_(query.severities))
+            if query.account is not None:
+                filters.append(AlertRow.account == query.account)
+            if query.function is not None:
+                filters.append(AlertRow.function == query.function)
+            if query.since is not None:
+                filters.append(AlertRow.starts_at >= query.since)
+            if query.until is not None:
+                filters.append(AlertRow.starts_at < query.until)
+            count = session.scalar(
+                select(func.count()).select_from(AlertRow).where(*filters)
+            )
+            stmt = _keyset(
+                select(AlertRow).where(*filters),
+                sort_col,
+                AlertRow.id,
+                query.order,
+                after,
+            ).limit(query.limit + 1)
+            rows = list(session.scalars(stmt))
+        next_cursor = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last = rows[-1]
+            value = getattr(last, query.sort)
+            next_cursor = encode_cursor(query.sort, query.order, value, last.id)
+        views = [self._view(r, compiled) for r in rows]
+        return Page(views, int(count or 0), next_cursor)
+
+    def firing_alerts(self, include_silenced: bool = False) -> list[AlertView]:
+        """Every firing alert (bounded), for re-sending to Alertmanager."""
+        with self._session() as session:
+            compiled = self._compiled(self.active_silences(session))
+            stmt = select(AlertRow).where(AlertRow.status == FIRING)
+            if not include_silenced:
+                stmt = stmt.where(not_(self._silenced_clause(compiled)))
+            stmt = stmt.order_by(AlertRow.id).limit(MAX_SCAN_ROWS)
+            return [self._view(r, compiled) for r in session.scalars(stmt)]
+
+    def alert_views(self, fingerprints: Sequence[str]) -> dict[str, AlertView]:
+        """The current views of the given alerts, by fingerprint."""
+        with self._session() as session:
+            compiled = self._compiled(self.active_silences(session))
+            stmt = select(AlertRow).where(AlertRow.fingerprint.in_(fingerprints))
+            return {
+                r.fingerprint: self._view(r, compiled) for r in session.scalars(stmt)
+            }
+
+    def get_alert(self, fingerprint: str) -> AlertDetail:
+        with self._session() as session:
+            row = self._alert_row(session, fingerprint)
+            compiled = self._compiled(self.active_silences(session))
+            transitions = session.scalars(
+                select(TransitionRow)
+                .where(TransitionRow.fingerprint == fingerprint)
+                .order_by(TransitionRow.seq)
+                .limit(MAX_SCAN_ROWS)
+            )
+            comments = session.scalars(
+                select(CommentRow)
+                .where(CommentRow.fingerprint == fingerprint)
+                .order_by(CommentRow.id)
+                .limit(MAX_SCAN_ROWS)
+            )
+            return AlertDetail(
+                self._view(row, compiled), list(transitions), list(comments)
+            )
+
+    @staticmethod
+    def _alert_row(session: Session, fingerprint: str) -> AlertRow:
+        row = session.scalar(
+            select(AlertRow).where(AlertRow.fingerprint == fingerprint)
+        )
+        if row is None:
+            raise NotFoundError(f"alert {fingerprint!r}: no such alert")
+        return row
+
+    def acknowledge(self, fingerprint: str, by: str, comment: str = "") -> AlertView:
+        """Mark a firing alert acknowledged; acking it again changes nothing."""
+        now = self.clock()
+        with self._session(write=True) as session:
+            row = self._alert_row(session, fingerprint)
+            if row.status == RESOLVED:
+                raise ConflictError(f"alert {fingerprint}: resolved, cannot be acked")
+            if row.acked_at is None:
+                row.acked_at = now
+                row.acked_by = by
+            self._add_comment(session, fingerprint, "ack", by, comment, now)
+            compiled = self._compiled(self.active_silences(session))
+            return self._view(row, compiled)
+
+    def resolve(self, fingerprint: str, by: str, comment: str = "") -> AlertView:
+        """Resolve an alert by hand until the detector opens a new episode."""
+        now = self.clock()
+        with self._session(write=True) as session:
+            row = self._alert_row(session, fingerprint)
+            if row.status != RESOLVED:
+                row.status = RESOLVED
+                row.ends_at = now
+                row.resolved_by = by
+            self._add_comment(session, fingerprint, "resolve", by, comment, now)
+            return AlertView(row, RESOLVED)
+
+    def add_comment(self, fingerprint: str, by: str, body: str) -> CommentRow:
+        now = self.clock()
+        with self._session(write=True) as session:
+            self._alert_row(session, fingerprint)
+            row = self._add_comment(session, fingerprint, "comment", by, body, now)
+            assert row is not None
+            session.flush()
+            return row
+
+    @staticmethod
+    def _add_comment(
+        session: Session,
+        fingerprint: str,
+        action: str,
+        by: str,
+        body: str,
+        now: float,
+    ) -> CommentRow | None:
+        if not body and action != "comment":
+            return None
+        row = CommentRow(
+            fingerprint=fingerprint, action=action, author=by, body=body, created_at=now
+        )
+        session.add(row)
+        return row
+
+    # -- silences -------------------------------------------------------------
+
+    def create_silence(
+        self,
+        matchers: Sequence[Matcher],
+        starts_at: float,
+        ends_at: float,
+        created_by: str,
+        comment: str,
+    ) -> SilenceRow:
+        now = self.clock()
+        row = SilenceRow(
+            id=uuid.uuid4().hex,
+            matchers=[m.to_json() for m in matchers],
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=created_by,
+            comment=comment,
+            created_at=now,
+            updated_at=now,
+        )
+        with self._session(write=True) as session:
+            session.add(row)
+        logger.info(
+            "silence created id=%s by=%s matchers=%d", row.id, created_by, len(matchers)
+        )
+        return row
+
+    def get_silence(self, silence_id: str) -> SilenceRow:
+        with self._session() as session:
+            row = session.get(SilenceRow, silence_id)
+            if row is None:
+                raise NotFoundError(f"silence {silence_id!r}: no such silence")
+            return row
+
+    def list_silences(
+        self, state: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[SilenceRow]:
+        """Silences, newest first, optionally only those in ``state``."""
+        now = self.clock()
+        filters: list[ColumnElement[bool]] = []
+        if state == PENDING:
+            filters.append(SilenceRow.starts_at > now)
+        elif state == ACTIVE:
+            filters += [SilenceRow.starts_at <= now, SilenceRow.ends_at > now]
+        elif state == EXPIRED:
+            filters.append(SilenceRow.ends_at <= now)
+        after = decode_cursor(cursor, "created_at", "desc") if cursor else None
+        with self._session() as session:
+            count = session.scalar(
+                select(func.count()).select_from(SilenceRow).where(*filters)
+            )
+            stmt = _keyset(
+                select(SilenceRow).where(*filters),
+                SilenceRow.created_at,
+                SilenceRow.id,
+                "desc",
+                after,
+            ).limit(limit + 1)
+            rows = list(session.scalars(stmt))
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_cursor = encode_cursor("created_at", "desc", last.created_at, last.id)
+        return Page(rows, int(count or 0), next_cursor)
+
+    def expire_silence(self, silence_id: str) -> SilenceRow:
+        """End a silence now; a pending one never starts. Idempotent."""
+        now = self.clock()
+        with self._session(write=True) as session:
+            row = session.get(SilenceRow, silence_id)
+            if row is None:
+                raise NotFoundError(f"silence {silence_id!r}: no such silence")
+            if row.ends_at > now:
+                row.ends_at = now
+                row.starts_at = min(row.starts_at, now)
+                row.updated_at = now
+                logger.info("silence expired id=%s", silence_id)
+            return row
+
+    # -- functions ------------------------------------------------------------
+
+    def _open_alerts_of_function(self) -> Any:
+        return (
+            select(func.count())
+            .where(
+                AlertRow.context_key == FunctionRow.context_key,
+                AlertRow.status == FIRING,
+            )
+            .scalar_subquery()
+        )
+
+    def list_functions(
+        self,
+        account: str | None = None,
+        function: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[tuple[FunctionRow, int]]:
+        """Tracked contexts, costliest first, with their firing alert count."""
+        filters: list[ColumnElement[bool]] = []
+        if account is not None:
+            filters.append(FunctionRow.account == account)
+        if function is not None:
+            filters.append(FunctionRow.function == function)
+        sort = "cost_usd_per_hour"
+        after = decode_cursor(cursor, sort, "desc") if cursor else None
+        with self._session() as session:
+            count = session.scalar(
+                select(func.count()).select_from(FunctionRow).where(*filters)
+            )
+            stmt = _keyset(
+                select(FunctionRow, self._open_alerts_of_function()).where(*filters),
+                FunctionRow.cost_usd_per_hour,
+                FunctionRow.id,
+                "desc",
+                after,
+            ).limit(limit + 1)
+            rows = [(r, int(n)) for r, n in session.execute(stmt).tuples()]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1][0]
+            next_cursor = encode_cursor(sort, "desc", last.cost_usd_per_hour, last.id)
+        return Page(rows, int(count or 0), next_cursor)
+
+    def get_function(self, context_key: str) -> tuple[FunctionRow, int]:
+        with self._session() as session:
+            stmt = select(FunctionRow, self._open_alerts_of_function()).where(
+                FunctionRow.context_key == context_key
+            )
+            found = session.execute(stmt).tuples().first()
+            if found is None:
+                raise NotFoundError(f"function {context_key!r}: not tracked")
+            return found[0], int(found[1])
+
+    # -- API keys -------------------------------------------------------------
+
+    def add_api_key(self, name: str, role: str, key_hash: str) -> ApiKeyRow:
+        row = ApiKeyRow(
+            name=name, role=role, key_hash=key_hash, created_at=self.clock()
+        )
+        with self._session(write=True) as session:
+            session.add(row)
+        return row
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRow | None:
+        """The unrevoked key with this hash, if any."""
+        with self._session() as session:
+            return session.scalar(
+                select(ApiKeyRow).where(
+                    ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked.is_(False)
+                )
+            )
+
+    def list_api_keys(self) -> list[ApiKeyRow]:
+        with self._session() as session:
+            return list(session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)))
+
+    def revoke_api_key(self, key_id: int) -> ApiKeyRow:
+        with self._session(write=True) as session:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFoundError(f"api key {key_id}: no such key")
+            row.revoked = True
+            return row
+
+    # -- actions --------------------------------------------------------------
+
+    def list_actions(self, query: ActionQuery) -> Page[ActionRow]:
+        """The audit trail, newest first."""
+        filters: list[ColumnElement[bool]] = []
+        if query.states:
+            filters.append(ActionRow.state.in_(query.states))
+        if query.verb is not None:
+            filters.append(ActionRow.verb == query.verb)
+        if query.context_key is not None:
+            filters.append(ActionRow.context_key == query.context_key)
+        if query.fingerprint is not None:
+            filters.append(ActionRow.fingerprint == query.fingerprint)
+        if query.since is not None:
+            filters.append(ActionRow.created_at >= query.since)
+        after = (
+            decode_cursor(query.cursor, "created_at", "desc") if query.cursor else None
+        )
+        with self._session() as session:
+            count = session.scalar(
+                select(func.count()).select_from(ActionRow).where(*filters)
+            )
+            stmt = _keyset(
+                select(ActionRow).where(*filters),
+                ActionRow.created_at,
+                ActionRow.id,
+                "desc",
+                after,
+            ).limit(query.limit + 1)
+            rows = list(session.scalars(stmt))
+        next_cursor = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last = rows[-1]
+            next_cursor = encode_cursor("created_at", "desc", last.created_at, last.id)
+        return Page(rows, int(count or 0), next_cursor)
+
+    def table_names(self) -> list[str]:
+        return sorted(inspect(self.engine).get_table_names())
+
+
+def action_record(row: ActionRow) -> ActionRecord:
+    return ActionRecord(
+        id=row.id,
+        key=row.key,
+        fingerprint=row.fingerprint,
+        context=context_of(row),
+        verb=row.verb,
+        hook=row.hook,
+        state=row.state,
+        reason=row.reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        attempts=row.attempts,
+        previous=dict(row.previous),
+        outcome=dict(row.outcome),
+    )
+
+
+def _action_values(rec: ActionRecord) -> dict[str, Any]:
+    return _context_values(rec.context) | {
+        "id": rec.id,
+        "key": rec.key,
+        "fingerprint": rec.fingerprint,
+        "verb": rec.verb,
+        "hook": rec.hook,
+        "state": rec.state,
+        "reason": rec.reason,
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "attempts": rec.attempts,
+        "previous": rec.previous,
+        "outcome": rec.outcome,
+    }
+
+
+class SqlActionLog:
+    """The enforcement audit trail (an ``ActionLog``) in the store's database.
+
+    Each write also sets the function's enforcement columns, in the same
+    transaction, so the function list shows the latest action.
+    """
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def record(self, rec: ActionRecord) -> bool:
+        with self.store._session(write=True) as session:
+            insert = _insert_for(session)
+            stmt = (
+                insert(ActionRow)
+                .values(_action_values(rec))
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(ActionRow.id)
+            )
+            if session.execute(stmt).first() is None:
+                if session.get(ActionRow, rec.id) is not None:
+                    raise StorageError(f"action log: id {rec.id} is already stored")
+                return False
+            self._mark_function(session, insert, rec)
+        logger.info(
+            "action recorded id=%s verb=%s state=%s context=%s",
+            rec.id,
+            rec.verb,
+            rec.state,
+            "/".join(rec.context),
+        )
+        return True
+
+    def update(self, rec: ActionRecord) -> None:
+        with self.store._session(write=True) as session:
+            stored = session.get(ActionRow, rec.id)
+            if stored is None:
+                raise StorageError(f"action log: no record with id {rec.id}")
+            if stored.key != rec.key:
+                raise StorageError(
+                    f"action log: record {rec.id} has key {stored.key!r},"
+                    f" update brought {rec.key!r}"
+                )
+            values = _action_values(rec)
+            del values["id"]
+            session.execute(
+                update(ActionRow).where(ActionRow.id == rec.id).values(values)
+            )
+            self._mark_function(session, _insert_for(session), rec)
+
+    @staticmethod
+    def _mark_function(session: Session, insert: Any, rec: ActionRecord) -> None:
+        marks = {
+            "enforcement_action_id": rec.id,
+            "enforcement_verb": rec.verb,
+            "enforcement_state": rec.state,
+            "enforcement_at": rec.updated_at,
+        }
+        values = _context_values(rec.context) | marks
+        values |= {
+            "updated_at": rec.updated_at,
+            "cost_usd_per_hour": 0.0,
+            "baseline_usd_per_hour": 0.0,
+            "invocations_per_s": 0.0,
+            "open_alerts": 0,
+        }
+        stmt = insert(FunctionRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["context_key"],
+            set_={name: stmt.excluded[name] for name in marks},
+        )
+        session.execute(stmt)
+
+    def get(self, action_id: str) -> ActionRecord | None:
+        with self.store._session() as session:
+            row = session.get(ActionRow, action_id)
+            return action_record(row) if row is not None else None
+
+    def find(
+        self,
+        state: str | None = None,
+        context: Context | None = None,
+        fingerprint: str | None = None,
+        since: float | None = None,
+    ) -> list[ActionRecord]:
+        stmt = select(ActionRow)
+        if state is not None:
+            stmt = stmt.where(ActionRow.state == state)
+        if context is not None:
+            stmt = stmt.where(ActionRow.context_key == "/".join(context))
+        if fingerprint is not None:
+            stmt = stmt.where(ActionRow.fingerprint == fingerprint)
+        if since is not None:
+            stmt = stmt.where(ActionRow.created_at >= since)
+        stmt = stmt.order_by(ActionRow.created_at, ActionRow.id).limit(MAX_SCAN_ROWS)
+        with self.store._session() as session:
+            return [action_record(r) for r in session.scalars(stmt)]

@@ -1,0 +1,1 @@
+"""Tests of the storage layer, the REST API and Alertmanager forwarding."""

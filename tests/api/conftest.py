@@ -1,0 +1,80 @@
+"""Fixtures of the API tests: stores on SQLite and PostgreSQL, a test clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from api.store import SqlStore
+from api.tables import Base
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def scratch_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the test server, dropped at the end.
+
+    Other tests share the server's database; this one keeps the API tests'
+    truncations away from them.
+    """
+    name = f"dowguard_api_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url).set(database=name)
+    rendered = url.render_as_string(hide_password=False)
+    schema = SqlStore(rendered)
+    schema.upgrade()
+    schema.close()
+    yield rendered
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """An empty database with the schema, on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "dowguard.db"
+        url = f"sqlite:///{path}"
+        store = SqlStore(url)
+        store.upgrade()
+        store.close()
+        return url
+    url = str(request.getfixturevalue("scratch_postgres_url"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names}"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def store(db_url: str, clock: FakeClock) -> Iterator[SqlStore]:
+    s = SqlStore(db_url, clock=clock)
+    yield s
+    s.close()
