@@ -159,8 +159,7 @@ def _cur_row(
     account = text(_ACCOUNT)
     region = next((r for name in _REGIONS if (r := text(name))), "")
     resource = text(_RESOURCE)
-    # Limitation: CUR bills a function across all its versions; rows go to
-    # the $LATEST context unless the ARN names a qualifier.
+    # Limitation: CUR bills all versions of a function together, under $LATEST.
     context = function_context(resource, account, region)
     return Billing(
         context=context,

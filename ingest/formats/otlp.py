@@ -217,8 +217,7 @@ def _destination(attrs: dict[str, Any], source: str, pos: str) -> str:
         tables = decode_value(
             attrs["aws.dynamodb.table_names"], source, f"{pos}[aws.dynamodb]"
         )
-        # Limitation: only the first table of a multi-table DynamoDB call is
-        # kept, so a loop through the second table is not matched by name.
+        # Limitation: only the first table of a multi-table DynamoDB call is kept.
         if isinstance(tables, list) and tables and isinstance(tables[0], str):
             return tables[0]
         if isinstance(tables, str):
