@@ -957,6 +957,11 @@ class SqlActionLog:
 
     def record(self, rec: ActionRecord) -> bool:
         with self.store._session(write=True) as session:
+            same_id = session.get(ActionRow, rec.id)
+            if same_id is not None:
+                if same_id.key == rec.key:
+                    return False
+                raise StorageError(f"action log: id {rec.id} is already stored")
             insert = _insert_for(session)
             stmt = (
                 insert(ActionRow)
@@ -965,8 +970,6 @@ class SqlActionLog:
                 .returning(ActionRow.id)
             )
             if session.execute(stmt).first() is None:
-                if session.get(ActionRow, rec.id) is not None:
-                    raise StorageError(f"action log: id {rec.id} is already stored")
                 return False
             self._mark_function(session, insert, rec)
         logger.info(

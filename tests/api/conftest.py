@@ -52,14 +52,11 @@ def scratch_postgres_url(postgres_url: str) -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> str:
-    """An empty database with the schema, on each backend."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("db") / "dowguard.db"
-        url = f"sqlite:///{path}"
+def fresh_database(backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty database with the schema on ``backend``."""
+    if backend == "sqlite":
+        tmp = request.getfixturevalue("tmp_path_factory")
+        url = f"sqlite:///{tmp.mktemp('db') / 'dowguard.db'}"
         store = SqlStore(url)
         store.upgrade()
         store.close()
@@ -71,6 +68,15 @@ def db_url(
         conn.execute(text(f"TRUNCATE {names}"))
     engine.dispose()
     return url
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database with the schema, on each backend."""
+    return fresh_database(request.param, request)
 
 
 @pytest.fixture
