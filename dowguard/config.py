@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,25 @@ class Settings(BaseSettings):
     recursion_hops: int = 3
     commit_interval_s: float = 1.0
     dev_mode: bool = False
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    #: Base URL people reach the API at; alerts forwarded link back to it.
+    public_url: str = ""
+    alertmanager_url: str = ""
+    alertmanager_resend_s: float = 60.0
+    # Enforcement: dry_run decides and records only; ttl 0 never auto-releases.
+    enforcement_mode: Literal["dry_run", "aws_lambda", "webhook"] = "dry_run"
+    enforcement_protected: list[str] = []
+    enforcement_max_per_hour: int = 10
+    enforcement_max_per_hour_per_account: int = 3
+    enforcement_cooldown_s: float = 900.0
+    enforcement_ttl_s: float = 3600.0
+    enforcement_approval: bool = False
+    enforcement_ceiling: int = 0
+    enforcement_recursion_terminate: bool = False
+    enforcement_webhook_url: str = ""
+    enforcement_webhook_secret: str = ""
+    enforcement_aws_endpoint_url: str = ""
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
