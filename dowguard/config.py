@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     enforcement_webhook_url: str = ""
     enforcement_webhook_secret: str = ""
     enforcement_aws_endpoint_url: str = ""
+    # Prometheus /metrics of the daemon (port 0: not served); cost gauges
+    # are exported for the costliest metrics_top_n functions only.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    metrics_top_n: int = 50
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
