@@ -30,22 +30,30 @@ def check_size(raw: bytes, source: str, limit: int = MAX_MESSAGE_BYTES) -> None:
         )
 
 
-def gunzip(
-    raw: bytes, source: str, limit: int = MAX_DECOMPRESSED_BYTES
-) -> bytes:
-    """Decompress gzip data, refusing output larger than ``limit`` bytes."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise ParseError(source, "offset 0", f"bad gzip data: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise ParseError(
-            source, "offset 0", f"gzip data inflates beyond {limit} bytes"
-        )
-    if not inflater.eof:
-        raise ParseError(source, f"offset {len(raw)}", "truncated gzip data")
-    return out
+def gunzip(raw: bytes, source: str, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    """Decompress gzip data (all members), refusing output beyond ``limit``."""
+    parts: list[bytes] = []
+    size = 0
+    rest = raw
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            offset = len(raw) - len(rest)
+            raise ParseError(
+                source, f"offset {offset}", f"bad gzip data: {exc}"
+            ) from exc
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise ParseError(
+                source, "offset 0", f"gzip data inflates beyond {limit} bytes"
+            )
+        if not inflater.eof:
+            raise ParseError(source, f"offset {len(raw)}", "truncated gzip data")
+        parts.append(out)
+        rest = inflater.unused_data
+    return b"".join(parts)
 
 
 def b64decode(text: str | bytes, source: str, position: str) -> bytes:
