@@ -169,6 +169,8 @@ def kafka_key(event: Event) -> bytes:
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     data = asdict(event)
+    # asdict keeps the Context named tuple, which orjson refuses to encode.
+    data["context"] = list(event.context)
     data[EVENT_JSON_MARKER] = _TYPE_NAMES[type(event)]
     return data
 
