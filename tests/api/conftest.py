@@ -1,15 +1,26 @@
-"""Fixtures of the API tests: stores on SQLite and PostgreSQL, a test clock."""
+"""Fixtures of the API tests: stores on SQLite and PostgreSQL, a test clock, apps."""
 
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from api.app import create_app
+from api.security import OPERATOR, ROLES, create_key
 from api.store import SqlStore
 from api.tables import Base
+from dowguard.config import Settings
+
+with warnings.catch_warnings():
+    # Starlette's test client now prefers the httpx2 package and warns when
+    # it runs on httpx; it works the same on both.
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 
 class FakeClock:
@@ -84,3 +95,36 @@ def store(db_url: str, clock: FakeClock) -> Iterator[SqlStore]:
     s = SqlStore(db_url, clock=clock)
     yield s
     s.close()
+
+
+@dataclass
+class Api:
+    """An app over a fresh store, a client, and one key per role."""
+
+    client: TestClient
+    store: SqlStore
+    clock: FakeClock
+    keys: dict[str, str]
+
+    def auth(self, role: str = OPERATOR) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+def make_api(
+    store: SqlStore, clock: FakeClock, settings: Settings | None = None
+) -> Api:
+    keys = {role: create_key(store, role, f"{role}-test") for role in ROLES}
+    app = create_app(settings or Settings(), store=store)
+    return Api(TestClient(app), store, clock, keys)
+
+
+@pytest.fixture
+def api(tmp_path_factory: pytest.TempPathFactory, clock: FakeClock) -> Iterator[Api]:
+    """The API over an SQLite file, with a key per role."""
+    path = tmp_path_factory.mktemp("api") / "dowguard.db"
+    store = SqlStore(f"sqlite:///{path}", clock=clock)
+    store.upgrade()
+    made = make_api(store, clock)
+    with made.client:
+        yield made
+    store.close()
