@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from detector.enforcement.base import HookError
 from ingest.events import Context
@@ -335,7 +336,7 @@ class AwsLambdaHook:
                 transient=transient,
                 detail={"operation": operation, "code": code, "status": status},
             ) from exc
-        except HTTPClientError as exc:
+        except (HTTPClientError, BotoConnectionError) as exc:
             raise HookError(
                 f"aws_lambda {operation} of {context.function} in"
                 f" {context.region}: no answer: {exc}",

@@ -186,7 +186,8 @@ class Policy:
         return min(due) if due else None
 
     def near_baseline(self, rate: float, baseline: float) -> bool:
-        return baseline > 0 and rate <= baseline * self.near_baseline_ratio
+        """Whether a cost rate above zero is back within reach of baseline."""
+        return 0 < rate <= baseline * self.near_baseline_ratio
 
 
 def _counts(rec: ActionRecord) -> bool:

@@ -119,16 +119,17 @@ class Enforcer:
                 )
 
     def on_status(self, rows: Sequence[FunctionStatus]) -> None:
-        """Note contexts whose cost rate is back near baseline; never raises.
+        """Note throttled contexts whose cost rate is back near baseline.
 
-        A context throttled to zero spends nothing, so callers should report
-        a rate that counts the throttled demand, or rely on the TTL.
+        Only a rate above zero counts: a context throttled to zero spends
+        nothing, which says nothing about its demand. Never raises.
         """
         try:
             with self._lock:
+                held = {rec.context for rec in self._unreleased()}
                 for row in rows:
                     rate, base = row.cost_usd_per_hour, row.baseline_usd_per_hour
-                    if self.policy.near_baseline(rate, base):
+                    if row.context in held and self.policy.near_baseline(rate, base):
                         self._mark_recovered(row.context, None)
         except Exception:
             logger.exception("enforcement error in on_status rows=%d", len(rows))
@@ -140,6 +141,7 @@ class Enforcer:
         try:
             with self._lock:
                 self._fail_stale(now)
+                self._carry_out_approved(now)
                 for throttle in self._unreleased():
                     due = self.policy.release_due(throttle)
                     if due is None or due > now or self._release_pending(throttle, now):
@@ -177,20 +179,11 @@ class Enforcer:
             return self._release(pending[-1], reason or "manual release")
 
     def approve(self, action_id: str, by: str = "") -> ActionRecord:
-        """Let a throttle waiting for approval go ahead."""
+        """Let an action waiting for approval go ahead, and carry it out."""
         with self._lock:
             rec = self._pending(action_id)
-            rec.state = APPROVED
             rec.outcome["approved_by"] = by
-            self._save(rec)
-            active = self._active(rec.context)
-            if active is not None:
-                return self._skip(
-                    rec, f"already throttled by action {active.id}", stored=True
-                )
-            if self.policy.is_protected(rec.context):
-                return self._skip(rec, "context is protected", stored=True)
-            return self._throttle(rec)
+            return self._carry_out(rec)
 
     def reject(self, action_id: str, by: str = "") -> ActionRecord:
         """Refuse a throttle waiting for approval."""
@@ -306,7 +299,9 @@ class Enforcer:
         rec.outcome = {"throttle_id": throttle.id}
         if not self._store(rec):
             return rec
+        return self._do_release(rec, throttle)
 
+    def _do_release(self, rec: ActionRecord, throttle: ActionRecord) -> ActionRecord:
         def call() -> dict[str, Any]:
             self.hook.release(rec.context, rec.previous)
             return {}
@@ -316,6 +311,36 @@ class Enforcer:
             throttle.outcome["released_by"] = rec.id
             self.log.update(throttle)
         return rec
+
+    def _carry_out(self, rec: ActionRecord) -> ActionRecord:
+        """Perform a stored action that was waiting for approval."""
+        rec.hook = self.hook.name
+        if rec.verb == RELEASE:
+            pending = self._unreleased(rec.context)
+            if not pending:
+                return self._skip(rec, "nothing to release", stored=True)
+            rec.previous = dict(pending[-1].previous)
+            rec.outcome["throttle_id"] = pending[-1].id
+            return self._do_release(rec, pending[-1])
+        active = self._active(rec.context)
+        if active is not None:
+            return self._skip(
+                rec, f"already throttled by action {active.id}", stored=True
+            )
+        if self.policy.is_protected(rec.context):
+            return self._skip(rec, "context is protected", stored=True)
+        return self._throttle(rec)
+
+    def _carry_out_approved(self, now: float) -> None:
+        # Another process (an API without an enforcer of its own) may have
+        # approved an action; this enforcer carries it out, unless the
+        # approval is too old to still say what people want.
+        # Limitation: two enforcers ticking on one log may both carry it out.
+        for rec in self.log.find(state=APPROVED):
+            if rec.updated_at + self.stale_after_s <= now:
+                self._skip(rec, "approval expired before it was done", stored=True)
+            else:
+                self._carry_out(rec)
 
     def _perform(
         self, rec: ActionRecord, call: Callable[[], dict[str, Any]]

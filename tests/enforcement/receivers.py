@@ -24,7 +24,10 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval so that stopping does not wait half a second.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.05,), daemon=True
+        )
 
     @property
     def url(self) -> str:

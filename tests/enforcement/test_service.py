@@ -21,6 +21,7 @@ from detector.enforcement import (
     build_enforcer,
 )
 from detector.enforcement.audit import (
+    APPROVED,
     ATTEMPTING,
     FAILED,
     PENDING_APPROVAL,
@@ -30,6 +31,7 @@ from detector.enforcement.audit import (
     SUCCEEDED,
     THROTTLE,
     ActionRecord,
+    new_action_id,
 )
 from detector.enforcement.breaker import CircuitBreaker
 from detector.enforcement.dryrun import DryRunHook
@@ -459,3 +461,50 @@ def test_build_enforcer_follows_the_settings(clock: FakeClock) -> None:
         )
     with pytest.raises(ConfigError, match="needs 0, 1 or 4"):
         build_enforcer(Settings(enforcement_protected=["a/b/c"]), log)
+
+
+def _request(
+    clock: FakeClock, ctx: Context, verb: str, state: str = PENDING_APPROVAL
+) -> ActionRecord:
+    # A request as an API without an enforcer of its own stores it.
+    rec = ActionRecord(
+        new_action_id(), f"manual:{verb}:{clock.now}", "", ctx, verb, "none",
+        state, "operator request", clock.now, clock.now, outcome={"manual": True},
+    )  # fmt: skip
+    return rec
+
+
+def test_approving_a_release_request_releases_the_throttle(clock: FakeClock) -> None:
+    enforcer, hook, log = _enforcer(clock)
+    ctx = context("orders")
+    throttle = enforcer.manual_throttle(ctx, "operator")
+    request = _request(clock, ctx, RELEASE)
+    log.record(request)
+    done = enforcer.approve(request.id, by="carol")
+    assert done.state == SUCCEEDED and done.hook == "scripted"
+    assert done.outcome["throttle_id"] == throttle.id
+    assert hook.calls[-1] == ("release", ctx, throttle.previous)
+
+
+def test_tick_carries_out_actions_approved_elsewhere(clock: FakeClock) -> None:
+    enforcer, hook, log = _enforcer(clock)
+    fresh = _request(clock, context("orders"), THROTTLE, state=APPROVED)
+    old = _request(clock, context("billing"), THROTTLE, state=APPROVED)
+    old.updated_at -= 901
+    old.key += "/old"
+    log.record(fresh)
+    log.record(old)
+    enforcer.tick()
+    assert log.get(fresh.id).state == SUCCEEDED  # type: ignore[union-attr]
+    assert log.get(old.id).state == SKIPPED  # type: ignore[union-attr]
+    assert [ctx.function for _, ctx, _ in hook.calls] == ["orders"]
+
+
+def test_zero_spend_is_not_taken_for_recovery(clock: FakeClock) -> None:
+    enforcer, hook, _ = _enforcer(clock, release_after_s=None, recovery_hold_s=0.0)
+    ctx = context("orders")
+    enforcer.on_transitions([transition(ctx)])
+    enforcer.on_status([FunctionStatus(ctx, clock.now, 0.0, 1.0, 0.0)])
+    clock.advance(1)
+    assert enforcer.tick() == []
+    assert hook.verbs() == ["throttle"]
