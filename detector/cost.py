@@ -244,8 +244,7 @@ def find_pricing_dir() -> Path:
     env = os.environ.get(PRICING_DIR_ENV)
     if env:
         return Path(env)
-    # Limitation: a wheel install does not ship data/pricing; set
-    # DOWGUARD_PRICING_DIR (or pass dir=) when running outside a checkout.
+    # Limitation: a wheel does not ship data/pricing; outside a checkout set the env.
     here = Path(__file__).resolve().parent.parent / "data" / "pricing"
     if not here.is_dir():
         raise ConfigError(
@@ -342,8 +341,11 @@ class TierTracker:
     Volume tiers apply to the month's aggregate duration, so the rate of an
     invocation depends on what came before it in the month. The month is
     the UTC calendar month of event time; the first event of a new month
-    starts the count again.
+    starts the count again. A tracker starts from zero unless seeded (for
+    instance from the month-to-date usage of the bill).
     """
+
+    # Limitation: usage is not checkpointed; after a restart it counts from 0 again.
 
     def __init__(self) -> None:
         self._usage: dict[UsageKey, Usage] = {}
@@ -376,8 +378,7 @@ class TierTracker:
         if time >= usage.month_end:
             self._roll(usage, time)
         elif time < usage.month_start:
-            # Limitation: a late event from the previous month is priced at
-            # the current rate and not added, so that month's total is short.
+            # Limitation: a late event of last month is priced now and not counted.
             return gb_s * usage.rate
         cost = 0.0
         left = gb_s
@@ -494,6 +495,7 @@ class CostModel:
         Used when a trace is all there is of an invocation: the duration is
         the span's, the memory that of its resource (or the minimum).
         """
+        # Limitation: a span shows no INIT time, so a cold start is underpriced.
         plan = self._plan(span.context, X86_64, span.time)
         duration_ms = max(0.0, (span.end - span.time) * 1000.0)
         memory = span.memory_mb or DEFAULT_SPAN_MEMORY_MB
