@@ -1,7 +1,6 @@
 """Enforcement: hooks that throttle and release functions, and their policy.
 
-:class:`Enforcer` is what the daemon and the API talk to; hooks live in
-``dryrun``, ``aws_lambda`` (needs boto3) and ``webhook``.
+:class:`Enforcer` is what the daemon and the API talk to.
 """
 
 from detector.enforcement.audit import ActionLog, ActionRecord, MemoryActionLog

@@ -1,8 +1,4 @@
-"""The audit trail of enforcement: one record per action, written before it runs.
-
-A record is created in ``pending_approval``, ``approved`` or ``attempting``
-state and moved on as the action proceeds; the log keeps the latest version.
-"""
+"""The audit trail of enforcement: one record per action, written before it runs."""
 
 from __future__ import annotations
 
@@ -85,7 +81,12 @@ class ActionRecord:
 
 
 class ActionLog(Protocol):
-    """Where action records are kept; implementations must be thread safe."""
+    """Where action records are kept; implementations must be thread safe.
+
+    A record is stored in ``pending_approval``, ``approved`` or
+    ``attempting`` state and updated as the action proceeds; the log keeps
+    the latest version of each.
+    """
 
     def record(self, rec: ActionRecord) -> bool:
         """Store a new record; False (and nothing stored) if its key exists."""

@@ -1,10 +1,6 @@
 """The AWS Lambda hook: reserved concurrency, event source mappings, recursion.
 
-A throttle sets the function's reserved concurrency to 0 (or a ceiling);
-for a loop it also disables the event source mappings that feed the
-function and may set the recursion config to ``Terminate``. Everything it
-changes is recorded first and put back exactly by a release. Concurrency is
-per function, so the context's qualifier is not used.
+Whatever a throttle changes is recorded first and put back exactly by a release.
 """
 
 from __future__ import annotations
@@ -86,9 +82,13 @@ def lambda_clients(
 class AwsLambdaHook:
     """Throttles Lambda functions through boto3.
 
-    ``ceiling`` is the reserved concurrency a throttle sets (0 stops every
-    invocation; a function already reserved below it keeps its value).
-    ``disable_mappings`` and ``recursion_terminate`` apply to loops only.
+    A throttle sets the function's reserved concurrency to ``ceiling`` (0
+    stops every invocation; a function already reserved below it keeps its
+    value). For a loop it also disables the event source mappings that poll
+    for the function (``disable_mappings``) and, with
+    ``recursion_terminate``, sets its recursion config to ``Terminate``.
+    Concurrency is per function, so the context's qualifier is not used.
+
     ``recursion_clients`` serves the recursion-config calls when they must go
     elsewhere than the other calls. ``account``, when set, is the only
     account this hook's credentials may touch.

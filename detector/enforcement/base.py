@@ -1,8 +1,4 @@
-"""The hook interface every enforcement backend implements, and its errors.
-
-A hook only acts; deciding whether to act, retrying and recording belong to
-the policy and the service.
-"""
+"""The interface every enforcement hook implements, and the errors hooks raise."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""A circuit breaker per hook, so a failing platform is not hammered.
-
-After ``failure_threshold`` transient failures in a row the breaker opens and
-refuses calls for ``reset_after_s``; then it lets one trial call through
-(half open) and closes again if that call succeeds.
-"""
+"""A circuit breaker per hook, so that a failing platform is not hammered."""
 
 from __future__ import annotations
 
@@ -20,7 +15,12 @@ HALF_OPEN = "half_open"
 
 
 class CircuitBreaker:
-    """Counts consecutive failures of one hook and decides whether to call."""
+    """Counts consecutive failures of one hook and decides whether to call.
+
+    After ``failure_threshold`` transient failures in a row it opens and
+    refuses calls for ``reset_after_s``; then it lets one trial call through
+    (half open) and closes again if that call succeeds.
+    """
 
     def __init__(
         self,

@@ -1,8 +1,6 @@
 """The safety policy: which alerts may cause an action, how many, and when.
 
-Every rule is a pure function of the policy, the alert and the action
-records it is shown, so the same log gives the same decisions after a
-restart. Time comes from the caller.
+Each rule is a pure function of the alert, the records shown and the time.
 """
 
 from __future__ import annotations

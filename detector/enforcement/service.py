@@ -1,11 +1,6 @@
 """The enforcer: turns alert transitions into audited, idempotent actions.
 
-The daemon hands it every committed batch of transitions and calls
-:meth:`Enforcer.tick` now and then; the API calls the manual and approval
-methods. Each action is written to the log before the hook is called and
-updated with what happened; failures are recorded, never raised into the
-daemon loop. The action log is the only state, so a restarted enforcer
-(or one in another process on the same log) makes the same decisions.
+The action log is its only state, so a restarted enforcer decides the same.
 """
 
 from __future__ import annotations
@@ -57,6 +52,12 @@ def episode_key(fingerprint: str, starts_at: float, verb: str) -> str:
 
 class Enforcer:
     """Decides, records and performs throttles and releases through one hook.
+
+    The daemon hands it every committed batch of transitions and calls
+    :meth:`tick` now and then; the API calls the manual and approval
+    methods. Each action is written to the log before the hook is called
+    and updated with what happened; failures are recorded, never raised
+    into the daemon loop.
 
     Retries of transient hook failures wait ``backoff_s``, doubling up to
     ``max_backoff_s``, for at most ``max_attempts`` calls, all behind
@@ -151,6 +152,15 @@ class Enforcer:
         except Exception:
             logger.exception("enforcement error in tick")
         return done
+
+    def run_ticks(self, stop: threading.Event, interval_s: float = 30.0) -> None:
+        """Call :meth:`tick` every ``interval_s`` until ``stop`` is set.
+
+        Meant for a daemon thread beside the consumer loop, which calls
+        :meth:`on_transitions` only when a commit carried transitions.
+        """
+        while not stop.wait(interval_s):
+            self.tick()
 
     # Entry points of people (the API)
 

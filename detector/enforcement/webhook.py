@@ -1,11 +1,4 @@
-"""The webhook hook: posts signed throttle and release requests to a receiver.
-
-The body is JSON; ``X-Dowguard-Timestamp`` carries the epoch seconds and
-``X-Dowguard-Signature`` the hex HMAC-SHA256 of ``timestamp + "." + body``
-under the shared secret, so a receiver can refuse forged or replayed calls.
-A 2xx answer is success; its status and body become the recorded state.
-This hook makes one attempt per call: the enforcement service retries.
-"""
+"""The webhook hook: posts signed throttle and release requests to a receiver."""
 
 from __future__ import annotations
 
@@ -38,7 +31,15 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookHook:
-    """Sends throttle and release requests to one URL."""
+    """Sends throttle and release requests to one URL.
+
+    The body is JSON; ``X-Dowguard-Timestamp`` carries the epoch seconds and
+    ``X-Dowguard-Signature`` the hex HMAC-SHA256 of ``timestamp + "." +
+    body`` under the shared secret, so a receiver can refuse forged or
+    replayed calls. A 2xx answer is success; its status and body are what a
+    throttle returns as the previous state, and a release sends that back.
+    Each call is one attempt: the enforcement service does the retrying.
+    """
 
     name = "webhook"
 

@@ -1,8 +1,6 @@
 """Fixtures of the enforcement tests: moto's server, stand-ins, a fake clock.
 
-The moto server runs in a subprocess on a free loopback port for the whole
-session and is reset before each test that uses it. Lambda functions are
-created from a tiny zip; nothing is ever invoked, so no docker is needed.
+moto runs once per session on a free loopback port and is reset per test.
 """
 
 from __future__ import annotations
@@ -156,7 +154,11 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class MotoAccount:
-    """Helpers to lay out functions and queue mappings on a fresh moto."""
+    """Helpers to lay out functions and queue mappings on a fresh moto.
+
+    Functions are made from a tiny zip and never invoked, so moto needs no
+    docker.
+    """
 
     def __init__(self, url: str) -> None:
         import boto3

@@ -1,10 +1,4 @@
-"""Loopback HTTP servers the enforcement tests talk to.
-
-``LoopbackServer`` is the base of every stand-in here. ``WebhookReceiver``
-checks the signature of every call on its own (it does not use dowguard's
-signing code) and can fail the first N calls.
-``FailingPlatform`` answers every request with one AWS-style error status.
-"""
+"""Loopback HTTP servers the enforcement tests talk to (webhook, failures)."""
 
 from __future__ import annotations
 
@@ -50,7 +44,10 @@ class LoopbackServer:
 
 
 class WebhookReceiver(LoopbackServer):
-    """Accepts signed calls; the first ``fail_first`` get ``fail_status``."""
+    """Accepts signed calls; the first ``fail_first`` get ``fail_status``.
+
+    It checks each signature on its own, without dowguard's signing code.
+    """
 
     def __init__(self, secret: str, fail_first: int = 0, fail_status: int = 503):
         super().__init__()

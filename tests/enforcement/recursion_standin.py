@@ -1,10 +1,6 @@
 """A local stand-in for Lambda's recursion-config API, which moto lacks.
 
-It emulates exactly two calls, as boto3 sends them:
-``GET`` and ``PUT /2024-08-31/functions/{name}/recursion-config`` (the body
-``{"RecursiveLoop": "Allow" | "Terminate"}``). A function it does not know
-answers 404 ``ResourceNotFoundException``; any other path or method answers
-404 ``UnknownOperationException``. Nothing else of Lambda is emulated.
+It emulates exactly GET and PUT /2024-08-31/functions/{name}/recursion-config.
 """
 
 from __future__ import annotations
@@ -21,7 +17,13 @@ _VALUES = ("Allow", "Terminate")
 
 
 class RecursionStandin(LoopbackServer):
-    """Holds the recursion config of a few named functions."""
+    """Holds the recursion config of a few named functions.
+
+    The body of a PUT is ``{"RecursiveLoop": "Allow" | "Terminate"}``, the
+    answer of both calls the current value. An unknown function answers
+    404 ``ResourceNotFoundException``, any other path or method 404
+    ``UnknownOperationException``; nothing else of Lambda is emulated.
+    """
 
     def __init__(self, functions: dict[str, str] | None = None) -> None:
         super().__init__()

@@ -1,7 +1,6 @@
 """The AWS Lambda hook against moto's server, and against failing stand-ins.
 
-moto keeps reserved concurrency and event source mappings but has no
-recursion config; that path runs against the local recursion stand-in.
+moto lacks the recursion config; that path runs against a local stand-in.
 """
 
 from __future__ import annotations

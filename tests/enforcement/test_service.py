@@ -1,11 +1,12 @@
 """The enforcer's decisions, idempotency, retries and releases.
 
-A scripted hook stands in for the platform so that every failure mode can
-be produced on demand; time is a fake clock and sleeps only advance it.
+A scripted hook plays the platform; time is a fake clock, sleeps advance it.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -508,3 +509,19 @@ def test_zero_spend_is_not_taken_for_recovery(clock: FakeClock) -> None:
     clock.advance(1)
     assert enforcer.tick() == []
     assert hook.verbs() == ["throttle"]
+
+
+def test_run_ticks_releases_in_its_thread(clock: FakeClock) -> None:
+    enforcer, hook, _ = _enforcer(clock, release_after_s=60.0)
+    enforcer.on_transitions([transition(context("orders"))])
+    clock.advance(60)
+    stop = threading.Event()
+    worker = threading.Thread(target=enforcer.run_ticks, args=(stop, 0.01))
+    worker.start()
+    deadline = time.monotonic() + 10.0
+    while hook.verbs() != ["throttle", "release"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    worker.join(timeout=5.0)
+    assert hook.verbs() == ["throttle", "release"]
+    assert not worker.is_alive()
