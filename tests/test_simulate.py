@@ -1,0 +1,413 @@
+"""The recording generator: deterministic, and valid in each real format."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import gzip
+import io
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dowguard import simulate
+from dowguard.errors import ConfigError
+from dowguard.simulate import (
+    CUR_COLUMNS,
+    LoopScenario,
+    Recording,
+    SimConfig,
+    SpikeScenario,
+)
+
+REPORT = re.compile(
+    r"^REPORT RequestId: (?P<rid>[0-9a-f-]{36})\tDuration: (?P<dur>\d+\.\d\d) ms\t"
+    r"Billed Duration: (?P<billed>\d+) ms\tMemory Size: (?P<mem>\d+) MB\t"
+    r"Max Memory Used: \d+ MB\t(?:Init Duration: (?P<init>\d+\.\d\d) ms\t)?"
+    r"(?:\nXRAY TraceId: 1-(?P<t1>[0-9a-f]{8})-(?P<t2>[0-9a-f]{24})\t"
+    r"SegmentId: (?P<seg>[0-9a-f]{16})\tSampled: (?:true|false)\t)?\n$"
+)
+UUID = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
+
+
+def small_config(seed: int = 3) -> SimConfig:
+    """Four minutes with the loop bug live in the second and a short spike."""
+    return SimConfig(
+        seed=seed,
+        minutes=4.0,
+        loop=LoopScenario(onset_s=60.0, end_s=150.0),
+        spike=SpikeScenario(onset_s=120.0, duration_s=60.0, multiplier=20.0),
+    )
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    return simulate.simulate(small_config())
+
+
+def payloads(rec: Recording) -> list[dict[str, Any]]:
+    out = []
+    for line in rec.log_lines:
+        obj = json.loads(line)
+        if "awslogs" in obj:
+            obj = json.loads(gzip.decompress(base64.b64decode(obj["awslogs"]["data"])))
+        out.append(obj)
+    return out
+
+
+def spans(rec: Recording) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(resource attributes, span) of every span of every export."""
+    out = []
+    for line in rec.trace_lines:
+        for rs in json.loads(line)["resourceSpans"]:
+            resource = attrs(rs["resource"])
+            for scope in rs["scopeSpans"]:
+                out += [(resource, span) for span in scope["spans"]]
+    return out
+
+
+def attrs(span: dict[str, Any]) -> dict[str, Any]:
+    return {
+        a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])
+    }
+
+
+def test_same_seed_writes_the_same_bytes(tmp_path: Path) -> None:
+    first = simulate.write_recording(simulate.simulate(small_config()), tmp_path / "a")
+    second = simulate.write_recording(simulate.simulate(small_config()), tmp_path / "b")
+    assert first.keys() == second.keys()
+    for name in first:
+        assert first[name].read_bytes() == second[name].read_bytes(), name
+
+
+def test_another_seed_writes_other_traffic(recording: Recording) -> None:
+    other = simulate.simulate(small_config(seed=4))
+    assert other.log_lines != recording.log_lines
+
+
+def test_log_payloads_are_cloudwatch_subscription_payloads(
+    recording: Recording,
+) -> None:
+    wrapped = sum(1 for line in recording.log_lines if line.startswith(b'{"awslogs"'))
+    assert 0 < wrapped < len(recording.log_lines)
+    for payload in payloads(recording):
+        assert payload["messageType"] == "DATA_MESSAGE"
+        assert re.fullmatch(r"\d{12}", payload["owner"])
+        assert payload["logGroup"].startswith("/aws/lambda/")
+        assert re.fullmatch(
+            r"\d{4}/\d\d/\d\d/\[\$LATEST\][0-9a-f]{32}", payload["logStream"]
+        )
+        stamps = [e["timestamp"] for e in payload["logEvents"]]
+        assert stamps == sorted(stamps)
+        # One payload holds about one second of one stream's events.
+        assert stamps[-1] - stamps[0] < 1000
+        for event in payload["logEvents"]:
+            assert re.fullmatch(r"\d{56}", event["id"])
+
+
+def test_report_lines_are_well_formed_and_bill_init(recording: Recording) -> None:
+    reports = 0
+    for payload in payloads(recording):
+        for event in payload["logEvents"]:
+            message = event["message"]
+            if not message.startswith("REPORT"):
+                continue
+            reports += 1
+            match = REPORT.match(message)
+            assert match, message
+            assert UUID.match(match["rid"])
+            init = float(match["init"] or 0)
+            # Since 2025-08-01 INIT is inside Billed Duration.
+            assert int(match["billed"]) == pytest.approx(
+                float(match["dur"]) + init, abs=1.01
+            )
+    assert reports > 100
+
+
+def test_json_format_functions_write_platform_reports(recording: Recording) -> None:
+    reports = [
+        json.loads(e["message"])
+        for p in payloads(recording)
+        for e in p["logEvents"]
+        if e["message"].startswith("{") and '"platform.report"' in e["message"]
+    ]
+    assert reports
+    for report in reports:
+        record = report["record"]
+        assert record["status"] in ("success", "error")
+        assert record["metrics"]["billedDurationMs"] >= record["metrics"]["durationMs"]
+        assert UUID.match(record["requestId"])
+
+
+def test_xray_trace_id_of_report_is_the_otlp_trace_id(recording: Recording) -> None:
+    xray: dict[str, str] = {}
+    for payload in payloads(recording):
+        for event in payload["logEvents"]:
+            match = REPORT.match(event["message"])
+            if match and match["t1"]:
+                xray[match["rid"]] = match["t1"] + match["t2"]
+            if '"platform.report"' in event["message"]:
+                record = json.loads(event["message"])["record"]
+                if "tracing" in record:
+                    root = record["tracing"]["value"].split(";")[0]
+                    xray[record["requestId"]] = root[7:].replace("-", "")
+    invocation_spans = {
+        attrs(span)["faas.invocation_id"]: span
+        for _, span in spans(recording)
+        if "faas.invocation_id" in attrs(span)
+    }
+    assert len(invocation_spans) > 50
+    for request_id, span in invocation_spans.items():
+        assert xray[request_id] == span["traceId"]
+
+
+def test_span_ids_are_hex_of_the_right_length(recording: Recording) -> None:
+    for _, span in spans(recording):
+        assert re.fullmatch(r"[0-9a-f]{32}", span["traceId"])
+        assert re.fullmatch(r"[0-9a-f]{16}", span["spanId"])
+        assert re.fullmatch(r"(?:[0-9a-f]{16})?", span["parentSpanId"])
+        assert int(span["endTimeUnixNano"]) >= int(span["startTimeUnixNano"])
+
+
+def test_sqs_consumer_span_has_the_shape_the_trace_stage_relies_on(
+    recording: Recording,
+) -> None:
+    all_spans = spans(recording)
+    by_id = {span["spanId"]: (res, span) for res, span in all_spans}
+    consumers = [(r, s) for r, s in all_spans if s["kind"] == 5]
+    assert consumers
+    for resource, span in consumers:
+        a = attrs(span)
+        queue = a["messaging.destination.name"]
+        assert span["name"] == f"{queue} process"
+        assert a["faas.trigger"] == "pubsub"
+        assert a["messaging.system"] == "aws_sqs"
+        assert re.fullmatch(
+            rf"arn:aws:lambda:[a-z0-9-]+:\d{{12}}:function:{resource['faas.name']}"
+            r":\$LATEST",
+            a["cloud.resource_id"],
+        )
+        assert resource["cloud.platform"] == "aws_lambda"
+        assert resource["service.name"] == resource["faas.name"]
+        assert int(resource["faas.max_memory"]) % (1024 * 1024) == 0
+        # Parent and link are the PRODUCER span that sent the message, in
+        # the same trace (X-Ray keeps Root across the hop).
+        _, producer = by_id[span["parentSpanId"]]
+        assert producer["kind"] == 4
+        assert producer["name"] == f"{queue} send"
+        assert attrs(producer)["messaging.destination.name"] == queue
+        assert producer["traceId"] == span["traceId"]
+        assert span["links"] == [
+            {"traceId": producer["traceId"], "spanId": producer["spanId"]}
+        ]
+
+
+def test_producer_spans_are_children_of_their_invocation_span(
+    recording: Recording,
+) -> None:
+    by_id = {span["spanId"]: span for _, span in spans(recording)}
+    for _, span in spans(recording):
+        if span["kind"] in (3, 4):
+            parent = by_id[span["parentSpanId"]]
+            assert "faas.invocation_id" in attrs(parent)
+            if span["kind"] == 3:
+                assert attrs(span)["faas.invoked_name"]
+
+
+def test_loop_chains_stop_at_lambdas_limit(recording: Recording) -> None:
+    label = next(
+        s for s in recording.labels["scenarios"] if s["kind"] == "recursive_loop"
+    )
+    intensity = label["intensity"]
+    assert intensity["max_hops"] == 16
+    assert intensity["dropped_by_lambda"] > 0
+    assert (
+        0.2 <= intensity["hop_interval_s"]["min"] <= intensity["hop_interval_s"]["max"]
+    )
+    assert intensity["hop_interval_s"]["max"] <= 2.0
+    # The trace of one chain holds one "orders process" span per hop.
+    per_trace = Counter(
+        span["traceId"]
+        for _, span in spans(recording)
+        if span["name"] == "orders process"
+    )
+    assert max(per_trace.values()) == 16
+    dropped = [
+        json.loads(line)
+        for line in recording.metric_lines
+        if b"RecursiveInvocationsDropped" in line
+    ]
+    assert sum(d["value"]["sum"] for d in dropped) == intensity["dropped_by_lambda"]
+
+
+def test_metric_stream_counts_match_the_logs(recording: Recording) -> None:
+    records = [json.loads(line) for line in recording.metric_lines]
+    invocations: Counter[str] = Counter()
+    for record in records:
+        assert record["timestamp"] % 60_000 == 0
+        assert set(record["value"]) == {"max", "min", "sum", "count"}
+        if record["metric_name"] == "Invocations" and record["dimensions"]:
+            invocations[record["dimensions"]["FunctionName"]] += int(
+                record["value"]["sum"]
+            )
+    expected = {
+        f["context"]["function"]: f["invocations"]
+        for f in recording.labels["functions"]
+        if f["invocations"]
+    }
+    assert dict(invocations) == expected
+    billing = [r for r in records if r["namespace"] == "AWS/Billing"]
+    assert billing and all(r["metric_name"] == "EstimatedCharges" for r in billing)
+    lam = [r["value"]["max"] for r in billing if "ServiceName" in r["dimensions"]]
+    assert lam == sorted(lam)
+    times = [r["timestamp"] for r in records]
+    assert times == sorted(times)
+
+
+def test_cur_rows_have_the_columns_and_sum_to_the_simulated_cost(
+    recording: Recording,
+) -> None:
+    text = simulate._cur_bytes(recording.cur_rows)
+    reader = csv.DictReader(io.StringIO(text.decode()))
+    assert tuple(reader.fieldnames or ()) == CUR_COLUMNS
+    rows = list(reader)
+    lam = [r for r in rows if r["line_item_product_code"] == "AWSLambda"]
+    for row in lam:
+        assert row["line_item_usage_start_date"].endswith(":00:00Z")
+        assert row["line_item_resource_id"].startswith("arn:aws:lambda:")
+        assert re.fullmatch(r"[a-z2-7]{52}", row["identity_line_item_id"])
+        amount = float(row["line_item_usage_amount"])
+        cost = float(row["line_item_unblended_cost"])
+        assert cost == pytest.approx(
+            amount * float(row["line_item_unblended_rate"]), rel=1e-6, abs=1e-9
+        )
+    suffixes = {re.sub(r"^[A-Z]+\d?-", "", r["line_item_usage_type"]) for r in lam}
+    assert {"Request", "Lambda-GB-Second", "Lambda-GB-Second-ARM"} <= suffixes
+    assert any(r["line_item_usage_type"] == "EU-Request-ARM" for r in lam)
+    usage_cost = sum(
+        float(r["line_item_unblended_cost"])
+        for r in lam
+        if "Provisioned-Concurrency" not in r["line_item_usage_type"]
+    )
+    simulated = sum(f["cost_usd"] for f in recording.labels["functions"])
+    assert usage_cost == pytest.approx(simulated, rel=1e-4)
+
+
+def test_labels_name_each_scenario_with_its_window(recording: Recording) -> None:
+    labels = recording.labels
+    start = labels["start"]
+    spike = next(s for s in labels["scenarios"] if s["kind"] == "cost_spike")
+    assert spike["context"]["function"] == "image-resize"
+    assert spike["onset"] == pytest.approx(start + 120.0)
+    assert spike["end"] == pytest.approx(start + 180.0)
+    assert spike["intensity"]["spike_per_s"] > 5 * spike["intensity"]["baseline_per_s"]
+    loop = next(s for s in labels["scenarios"] if s["kind"] == "recursive_loop")
+    assert loop["context"]["function"] == "order-processor"
+    assert start + 60.0 <= loop["onset"] < loop["end"] <= labels["end"]
+    alerting = {
+        f["context"]["function"] for f in labels["functions"] if f["expect_alert"]
+    }
+    assert alerting == {"image-resize", "order-processor"}
+
+
+def test_no_scenario_means_no_loop_and_no_spike() -> None:
+    quiet = simulate.simulate(replace(small_config(), loop=None, spike=None, minutes=2))
+    assert quiet.labels["scenarios"] == []
+    assert not any(b"RecursiveInvocationsDropped" in m for m in quiet.metric_lines)
+
+
+def test_init_before_august_2025_is_not_billed() -> None:
+    old = simulate.config_for(
+        minutes=1, scenarios=("none",), start="2025-01-15T10:00:00Z"
+    )
+    rec = simulate.simulate(old)
+    cold = 0
+    for payload in payloads(rec):
+        for event in payload["logEvents"]:
+            match = REPORT.match(event["message"])
+            if match and match["init"]:
+                cold += 1
+                assert int(match["billed"]) == pytest.approx(
+                    float(match["dur"]), abs=1.01
+                )
+    assert cold > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"minutes": 0.0}, "--minutes must be positive"),
+        ({"loop": LoopScenario(function="email-sender")}, "must read queue"),
+        ({"spike": SpikeScenario(function="order-processor")}, "arrivals of its own"),
+    ],
+)
+def test_bad_configuration_is_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        simulate.simulate(replace(small_config(), **change))
+
+
+def test_cli_writes_the_files_and_labels(tmp_path: Path, capsys: Any) -> None:
+    parser = argparse.ArgumentParser()
+    simulate.register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "simulate",
+            str(tmp_path),
+            "--seed",
+            "9",
+            "--minutes",
+            "1",
+            "--scenario",
+            "none",
+        ]
+    )
+    assert args.func(args) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(
+        [
+            simulate.LOGS_FILE,
+            simulate.TRACES_FILE,
+            simulate.METRICS_FILE,
+            simulate.CUR_FILE,
+            simulate.LABELS_FILE,
+        ]
+    )
+    labels = json.loads((tmp_path / simulate.LABELS_FILE).read_text())
+    assert labels["seed"] == 9
+    for name in (simulate.LOGS_FILE, simulate.TRACES_FILE, simulate.METRICS_FILE):
+        for line in gzip.decompress((tmp_path / name).read_bytes()).splitlines():
+            json.loads(line)
+    # The gzip headers carry no time, so regenerating gives the same bytes.
+    head = (tmp_path / simulate.LOGS_FILE).read_bytes()[:10]
+    assert head[4:8] == b"\0\0\0\0"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_small_recording_parses_with_the_ingest_parsers(recording: Recording) -> None:
+    from ingest.formats.cloudwatch import parse_cloudwatch
+    from ingest.formats.cur import parse_cur_csv
+    from ingest.formats.metric_stream import parse_metric_stream
+    from ingest.formats.otlp import parse_otlp
+
+    invocations = []
+    for i, line in enumerate(recording.log_lines):
+        invocations += parse_cloudwatch(line, f"logs:{i}")
+    per_function = Counter(inv.context.function for inv in invocations)
+    for fn in recording.labels["functions"]:
+        assert per_function[fn["context"]["function"]] == fn["invocations"]
+    regions = defaultdict(set)
+    for inv in invocations:
+        regions[inv.context.account].add(inv.context.region)
+    assert "unknown" not in set().union(*regions.values())
+    for i, line in enumerate(recording.trace_lines):
+        assert parse_otlp(line, f"traces:{i}")
+    assert parse_metric_stream(b"\n".join(recording.metric_lines), "metrics")
+    assert parse_cur_csv(simulate._cur_bytes(recording.cur_rows), "cur")
