@@ -113,6 +113,7 @@ class AwsLambdaHook:
         self.disable_mappings = disable_mappings
         self.recursion_terminate = recursion_terminate
         self.recursion_clients = recursion_clients or clients
+        # Limitation: one set of credentials; no role is assumed per account.
         self.account = account
         # The original state of each context this hook holds throttled, so a
         # repeated or retried throttle never records its own changes.

@@ -224,6 +224,7 @@ class Enforcer:
         }
         active = self._active(t.context)
         if active is not None:
+            # Limitation: a later loop alert leaves a throttled context's mappings on.
             rec.key = f"{key}/skip/active"
             self._skip(rec, f"already throttled by action {active.id}")
             return
@@ -392,6 +393,7 @@ class Enforcer:
     def _retry(
         self, rec: ActionRecord, call: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
+        # Limitation: backoff sleeps in the caller's thread, pausing the daemon loop.
         delay = self.backoff_s
         for attempt in range(1, self.max_attempts + 1):
             if not self.breaker.allow():

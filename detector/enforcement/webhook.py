@@ -82,6 +82,7 @@ class WebhookHook:
             self._held.pop(context, None)
 
     def read(self, context: Context) -> dict[str, Any]:
+        # Limitation: the receiver is not asked; this is its last answer here.
         with self._lock:
             last = self._last.get(context)
             return {
