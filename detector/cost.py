@@ -424,11 +424,17 @@ class FunctionPricing:
 class _Plan:
     """Precomputed prices of one (context, architecture), for the hot path."""
 
+    arch: str
     rates: Rates
     usage: Usage
     request_usd: float
     simple: bool
     storage_usd_per_ms: float = 0.0
+
+
+_FREE = (Tier(_INF, 0.0),)
+#: Placeholder of the one-entry plan cache before the first event.
+_NO_PLAN = _Plan("", Rates("", "", "", AWS_LAMBDA, 0.0, _FREE), Usage(_FREE), 0.0, True)
 
 
 class CostModel:
@@ -448,6 +454,9 @@ class CostModel:
         self.tracker = tracker if tracker is not None else TierTracker()
         self._functions: dict[Context, FunctionPricing] = dict(functions or {})
         self._plans: dict[tuple[Context, str], _Plan] = {}
+        self._latest: dict[Context, _Plan] = {}
+        self._last_context: Context | None = None
+        self._last_plan = _NO_PLAN
         self._warned: set[str] = set()
 
     def configure(
@@ -463,12 +472,25 @@ class CostModel:
             architecture, ephemeral_storage_mb, provisioned
         )
         self._plans.clear()
+        self._latest.clear()
+        self._last_context = None
 
     def invocation_cost(self, inv: Invocation) -> float:
         """USD of one invocation: request plus duration at the tier in force."""
-        plan = self._plans.get((inv.context, inv.architecture))
-        if plan is None:
-            plan = self._plan(inv.context, inv.architecture, inv.time)
+        # Hashing a context (five strings) is the dearest step, so the plan
+        # of the previous event is reused when the very same context object
+        # comes again, as it does for all invocations of one log payload.
+        context = inv.context
+        plan = self._last_plan
+        if context is not self._last_context or plan.arch != inv.architecture:
+            found = self._latest.get(context)
+            if found is None or found.arch != inv.architecture:
+                found = self._plan(context, inv.architecture, inv.time)
+                if len(self._latest) >= MAX_PLANS:
+                    self._latest.clear()
+                self._latest[context] = found
+            plan = self._last_plan = found
+            self._last_context = context
         billed = inv.billed_ms or math.ceil(inv.duration_ms)
         n = inv.count
         if plan.simple:
@@ -557,8 +579,9 @@ class CostModel:
         plan = self._plans[key] = self._build_plan(context, arch, time)
         return plan
 
-    def _build_plan(self, context: Context, arch: str, time: float) -> _Plan:
+    def _build_plan(self, context: Context, reported: str, time: float) -> _Plan:
         function = self._functions.get(context)
+        arch = reported
         if function is not None and function.architecture:
             arch = function.architecture
         try:
@@ -571,7 +594,7 @@ class CostModel:
             rates = Rates(context.provider, context.region, arch, AWS_LAMBDA, 0.0, free)
             usage = Usage(free, -_INF, _INF)
             usage.set_gb_s(0.0)
-            return _Plan(rates, usage, 0.0, True)
+            return _Plan(reported, rates, usage, 0.0, True)
         storage_per_ms = 0.0
         free_mb = rates.storage_free_mb
         if function is not None and function.ephemeral_storage_mb > free_mb:
@@ -583,11 +606,15 @@ class CostModel:
             usage = Usage(flat, -_INF, _INF)
             usage.set_gb_s(0.0)
         else:
-            arch = rates.architecture
-            key = (context.provider, context.account, context.region, arch)
+            key = (
+                context.provider,
+                context.account,
+                context.region,
+                rates.architecture,
+            )
             usage = self.tracker.usage(key, rates.tiers, time)
         simple = rates.model == AWS_LAMBDA and rates.gb_per_mb == 1 / 1024
-        return _Plan(rates, usage, rates.request_usd, simple, storage_per_ms)
+        return _Plan(reported, rates, usage, rates.request_usd, simple, storage_per_ms)
 
 
 def _measure(

@@ -354,3 +354,26 @@ def test_rates_round_like_the_providers(pricing: Pricing) -> None:
     assert aws.billed_ms(812.4) == 813.0
     assert math.isinf(aws.tiers[-1].up_to_gb_s)
     assert aws.tier_rate(6e9 + 1) == X86_TIER2
+
+
+def test_alternating_contexts_and_architectures_keep_their_own_prices(
+    model: CostModel,
+) -> None:
+    cape_town = AWS._replace(region="af-south-1")
+    runs = [
+        (AWS, "x86_64", X86_TIER1),
+        (cape_town, "x86_64", 0.0000221),
+        (AWS, ARM64, ARM_TIER1),
+        (AWS, "x86_64", X86_TIER1),
+        (cape_town, "x86_64", 0.0000221),
+    ]
+    for ctx, arch, rate in runs * 2:
+        inv = invocation(ctx, billed_ms=1000, memory_mb=1024, architecture=arch)
+        assert model.invocation_cost(inv) == pytest.approx(rate + REQUEST)
+
+
+def test_configure_after_first_use_takes_effect(model: CostModel) -> None:
+    inv = invocation(billed_ms=1000, memory_mb=1024)
+    assert model.invocation_cost(inv) == pytest.approx(X86_TIER1 + REQUEST)
+    model.configure(AWS, architecture=ARM64)
+    assert model.invocation_cost(inv) == pytest.approx(ARM_TIER1 + REQUEST)
