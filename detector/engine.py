@@ -48,6 +48,12 @@ class DetectorConfig:
     it; ``critical_ratio`` and ``critical_min_excess`` make it critical. A
     causal chain that re-enters a function ``recursion_hops`` times opens a
     ``recursive_trigger`` alert, critical from ``recursion_critical_hops``.
+
+    A spike must also be more than chance in the number of invocations:
+    at least ``spike_min_count`` and ``spike_count_z`` Poisson deviations
+    above the usual count of a window, unless each invocation itself costs
+    ``spike_ratio`` times its usual cost (durations inflating). Without it,
+    one run of a rare, costly timer would look like a spike.
     """
 
     window_s: float = 10.0
@@ -62,6 +68,8 @@ class DetectorConfig:
     spike_z: float = 6.0
     critical_ratio: float = 10.0
     critical_min_excess: float = 2.0
+    spike_min_count: float = 5.0
+    spike_count_z: float = 4.0
     resolve_ratio: float = 1.5
     resolve_windows: int = 3
     lineage_quiet_s: float = 60.0
@@ -90,9 +98,11 @@ class _Context:
 
     context: Context
     baseline: RobustBaseline
+    counts: RobustBaseline
     windows: dict[float, list[float]] = field(default_factory=dict)
     closed_until: float = -math.inf
     early_cost: float = math.inf
+    early_count: float = math.inf
     total_cost: float = 0.0
     late_events: int = 0
     last_time: float = 0.0
@@ -261,7 +271,8 @@ class Engine:
         if state is None:
             cfg = self.config
             baseline = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
-            state = part.contexts[context] = _Context(context, baseline)
+            counts = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
+            state = part.contexts[context] = _Context(context, baseline, counts)
         return state
 
     def _find(self, context: Context) -> _Context | None:
@@ -301,7 +312,7 @@ class Engine:
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
-            if acc[_COST] >= state.early_cost:
+            if acc[_COST] >= state.early_cost and acc[_COUNT] >= state.early_count:
                 self._early_fire(state, acc, time)
         if time > part.watermark:
             part.watermark = time
@@ -336,19 +347,23 @@ class Engine:
             idle = round((start - state.closed_until) / cfg.window_s)
             if idle > 0:
                 baseline.learn_many_zeros(idle)
+                state.counts.learn_many_zeros(idle)
         state.closed_until = max(state.closed_until, end)
         state.last_rate = rate
         state.last_invocations = acc[_COUNT] if acc is not None else 0.0
         self._dirty.add(state.context)
-        self._judge_window(state, rate, cost, end)
+        count = acc[_COUNT] if acc is not None else 0.0
+        self._judge_window(state, rate, cost, count, end)
         if not (state.spike is not None and state.spike.open):
             baseline.learn_one(rate)
+            state.counts.learn_one(count)
         else:
             # Keep closing empty windows of an idle context under alert, so
             # that its alert can resolve when the traffic stops.
             self._schedule(part, state.context, end)
         self._expire_lineage(state, end)
         state.early_cost = self._early_threshold(state)
+        state.early_count = self._count_threshold(state)
 
     def _thresholds(self, state: _Context) -> tuple[float, float]:
         """The warning and critical cost rates of a context's next window."""
@@ -373,18 +388,33 @@ class Engine:
         # critical rate is critical whatever the rest of the window holds.
         return self._thresholds(state)[1] * self.config.window_s / 3600.0
 
+    def _count_threshold(self, state: _Context) -> float:
+        """Invocations in a window that are more than chance."""
+        usual = state.counts.mean
+        cfg = self.config
+        return usual + max(cfg.spike_min_count, cfg.spike_count_z * math.sqrt(usual))
+
+    def _significant(self, state: _Context, cost: float, count: float) -> bool:
+        if count >= self._count_threshold(state):
+            return True
+        usual_count = state.counts.mean
+        if count < self.config.spike_min_count or usual_count <= 0:
+            return False
+        usual_each = state.baseline.mean * self.config.window_s / 3600 / usual_count
+        return cost / count >= self.config.spike_ratio * usual_each
+
     def _early_fire(self, state: _Context, acc: list[float], time: float) -> None:
         rate = acc[_COST] * 3600.0 / self.config.window_s
         self._raise_spike(state, rate, acc[_COST], time, CRITICAL, early=True)
         state.early_cost = math.inf
 
     def _judge_window(
-        self, state: _Context, rate: float, cost: float, end: float
+        self, state: _Context, rate: float, cost: float, count: float, end: float
     ) -> None:
         if not state.baseline.is_warm:
             return
         warn, crit = self._thresholds(state)
-        if rate >= warn:
+        if rate >= warn and self._significant(state, cost, count):
             severity = CRITICAL if rate >= crit else WARNING
             self._raise_spike(state, rate, cost, end, severity, early=False)
             return

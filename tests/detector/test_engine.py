@@ -8,7 +8,7 @@ import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
 from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER, DetectorConfig, Engine
-from ingest.events import Context, Event, Span
+from ingest.events import Context, Event, Invocation, Span
 from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, sqs_loop, steady
 
 WARM_S = 900.0  # fifteen minutes of baseline before anything happens
@@ -185,3 +185,24 @@ def test_late_events_are_counted_not_lost() -> None:
     assert engine._parts[0].contexts[CTX].total_cost == pytest.approx(
         (len(events) + 1) * 1e-4
     )
+
+
+def test_one_run_of_a_rare_costly_timer_is_not_a_spike() -> None:
+    engine = Engine(
+        DetectorConfig(), invocation_cost=lambda inv: 0.01, span_cost=no_span_cost
+    )
+    timer = [
+        inv
+        for i in range(12)
+        for inv in steady(1.0, T0 + 300.0 * i, 1.0, seed=i)  # one run every 5 min
+    ]
+    assert timer and run(engine, timer) == []
+
+
+def test_inflated_durations_at_the_same_rate_are_a_spike() -> None:
+    def cost(inv: Invocation) -> float:
+        return 1e-3 if inv.time >= T0 + WARM_S else 1e-4
+
+    engine = Engine(DetectorConfig(), invocation_cost=cost, span_cost=no_span_cost)
+    transitions = run(engine, list(steady(10.0, T0, WARM_S + 120.0)))
+    assert [(t.kind, t.event) for t in transitions][:1] == [(COST_SPIKE, OPENED)]
