@@ -236,12 +236,17 @@ def _column(table: pa.Table, name: str) -> pa.ChunkedArray:
 # ---- reading -----------------------------------------------------------------
 
 
-def read_recording(path: str | Path, source: str | None = None) -> Iterator[Event]:
+def read_recording(
+    path: str | Path,
+    source: str | None = None,
+    on_error: Callable[[ParseError], None] | None = None,
+) -> Iterator[Event]:
     """The events of a recording, in event-time order.
 
     A file that is not a readable recording of this version raises
-    :class:`ParseError` before the first event; damage found later (a batch
-    that does not decode) raises it at that batch.
+    :class:`ParseError` at once. Damage found later (a record batch that
+    does not decode, or breaks the time order) raises it at that batch, or,
+    with ``on_error``, is reported there and the batch is skipped.
     """
     source = source or str(path)
     try:
@@ -251,7 +256,8 @@ def read_recording(path: str | Path, source: str | None = None) -> Iterator[Even
     contexts = _check_schema(reader.schema, source)
     # chain() hands out the events of a decoded batch without resuming a
     # generator per event: half the per-event cost of ``yield from``.
-    return itertools.chain.from_iterable(_batches(reader, contexts, source))
+    batches = _batches(reader, contexts, source, on_error)
+    return itertools.chain.from_iterable(batches)
 
 
 def _check_schema(schema: pa.Schema, source: str) -> list[Context]:
@@ -279,20 +285,31 @@ def _check_schema(schema: pa.Schema, source: str) -> list[Context]:
 
 
 def _batches(
-    reader: pa.ipc.RecordBatchFileReader, contexts: list[Context], source: str
+    reader: pa.ipc.RecordBatchFileReader,
+    contexts: list[Context],
+    source: str,
+    on_error: Callable[[ParseError], None] | None,
 ) -> Iterator[list[Event]]:
     last_time = -float("inf")
     for i in range(reader.num_record_batches):
         pos = f"batch {i}"
         try:
-            batch = reader.get_batch(i)
-            batch.validate(full=True)
-        except (pa.ArrowException, OSError) as exc:
-            raise ParseError(source, pos, f"damaged record batch: {exc}") from exc
-        if batch.num_rows == 0:
+            try:
+                batch = reader.get_batch(i)
+                batch.validate(full=True)
+            except (pa.ArrowException, OSError) as exc:
+                raise ParseError(source, pos, f"damaged record batch: {exc}") from exc
+            if batch.num_rows == 0:
+                continue
+            end_time = _check_batch(batch, len(contexts), last_time, source, pos)
+            events = _batch_events(batch, contexts, source, pos)
+        except ParseError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
             continue
-        last_time = _check_batch(batch, len(contexts), last_time, source, pos)
-        yield _batch_events(batch, contexts, source, pos)
+        last_time = end_time
+        yield events
 
 
 def _check_batch(

@@ -131,7 +131,10 @@ def _raw_column(field: pa.Field, values: list[Any] | None, n: int) -> pa.Array:
 
 
 def write_raw(
-    path: Path, columns: dict[str, Any], metadata: dict[bytes, bytes]
+    path: Path,
+    columns: dict[str, Any],
+    metadata: dict[bytes, bytes],
+    batch_rows: int | None = None,
 ) -> None:
     """A file with the recording schema and whatever rows a test needs."""
     n = len(columns["time"])
@@ -139,7 +142,7 @@ def write_raw(
     schema = SCHEMA.with_metadata(metadata)
     table = pa.Table.from_arrays(arrays, schema=schema)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
-        w.write_table(table)
+        w.write_table(table, max_chunksize=batch_rows)
 
 
 GOOD_META = {
@@ -223,3 +226,15 @@ def test_other_arrow_file_and_non_arrow_file(tmp_path: Path) -> None:
         read_recording(text)
     with pytest.raises(ParseError, match="not a dowguard recording"):
         read_recording(tmp_path / "missing.dgr")
+
+
+def test_damaged_batch_is_reported_and_skipped_with_on_error(tmp_path: Path) -> None:
+    path = tmp_path / "partly.dgr"
+    rows = {k: v * 3 for k, v in BILLING_ROW.items()}
+    rows["time"] = [1.0, 2.0, 3.0]
+    rows["type"] = [2, 9, 2]
+    write_raw(path, rows, GOOD_META, batch_rows=1)
+    errors: list[ParseError] = []
+    events = list(read_recording(path, on_error=errors.append))
+    assert [e.time for e in events] == [1.0, 3.0]
+    assert [e.position for e in errors] == ["batch 1"]
