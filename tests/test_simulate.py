@@ -411,3 +411,79 @@ def test_small_recording_parses_with_the_ingest_parsers(recording: Recording) ->
         assert parse_otlp(line, f"traces:{i}")
     assert parse_metric_stream(b"\n".join(recording.metric_lines), "metrics")
     assert parse_cur_csv(simulate._cur_bytes(recording.cur_rows), "cur")
+
+
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "recording"
+
+
+@pytest.fixture(scope="module")
+def bundled_labels() -> dict[str, Any]:
+    labels: dict[str, Any] = json.loads((BUNDLED / simulate.LABELS_FILE).read_text())
+    return labels
+
+
+def test_bundled_recording_parses_cleanly_and_matches_its_labels(
+    bundled_labels: dict[str, Any],
+) -> None:
+    from ingest.events import Invocation, Span
+    from ingest.parse import read_path
+
+    errors: list[Exception] = []
+    events = list(read_path(BUNDLED, errors.append))
+    assert errors == []
+    invocations = [e for e in events if isinstance(e, Invocation)]
+    per_function = Counter(inv.context.function for inv in invocations)
+    for fn in bundled_labels["functions"]:
+        assert per_function[fn["context"]["function"]] == fn["invocations"]
+
+    # The spike function's rate jumps at least twentyfold at the onset.
+    spike = next(s for s in bundled_labels["scenarios"] if s["kind"] == "cost_spike")
+    name, onset, end = spike["context"]["function"], spike["onset"], spike["end"]
+    times = [inv.time for inv in invocations if inv.context.function == name]
+    # REPORT lines are stamped at the end of a call, a few seconds late.
+    before = sum(1 for t in times if bundled_labels["start"] + 10 <= t < onset)
+    during = sum(1 for t in times if onset + 10 <= t < end)
+    rate_before = before / (onset - bundled_labels["start"] - 10)
+    assert during / (end - onset - 10) >= 20 * rate_before
+
+    # The loop function runs many more invocations while the loop lasts.
+    loop = next(s for s in bundled_labels["scenarios"] if s["kind"] == "recursive_loop")
+    name = loop["context"]["function"]
+    times = [inv.time for inv in invocations if inv.context.function == name]
+    width = loop["end"] - loop["onset"]
+    in_loop = sum(1 for t in times if loop["onset"] <= t <= loop["end"])
+    earlier = sum(1 for t in times if loop["onset"] - width <= t < loop["onset"])
+    assert in_loop >= 5 * max(earlier, 1)
+    consumer = [
+        e
+        for e in events
+        if isinstance(e, Span) and e.context.function == name and e.kind == 5
+    ]
+    hops = Counter(span.trace_id for span in consumer)
+    assert max(hops.values()) == loop["intensity"]["max_hops"]
+
+    # Traced invocations carry the trace id their spans have.
+    traced = {inv.request_id: inv.trace_id for inv in invocations if inv.trace_id}
+    for span in events:
+        if isinstance(span, Span) and span.invocation_id:
+            assert traced[span.invocation_id] == span.trace_id
+
+
+@pytest.mark.slow
+def test_bundled_recording_is_what_the_generator_writes(
+    bundled_labels: dict[str, Any],
+) -> None:
+    config = SimConfig(seed=bundled_labels["seed"])
+    assert config.start == bundled_labels["start"]
+    fresh = simulate.simulate(config)
+    assert fresh.labels == json.loads(json.dumps(bundled_labels))
+    files = {
+        simulate.LOGS_FILE: fresh.log_lines,
+        simulate.TRACES_FILE: fresh.trace_lines,
+        simulate.METRICS_FILE: fresh.metric_lines,
+    }
+    for name, lines in files.items():
+        committed = gzip.decompress((BUNDLED / name).read_bytes())
+        assert committed == b"".join(line + b"\n" for line in lines), name
+    cur = gzip.decompress((BUNDLED / simulate.CUR_FILE).read_bytes())
+    assert cur == simulate._cur_bytes(fresh.cur_rows)
