@@ -440,7 +440,7 @@ class _Sim:
         self.stats = {f.name: _FnStats() for f in config.functions}
         self.chains: dict[int, list[tuple[float, float, int]]] = {}
         self.next_chain = 1
-        self.sqs_requests: dict[tuple[str, str, int], int] = {}
+        self.sqs_requests: dict[tuple[str, str, int, str], int] = {}
 
     # arrivals
 
@@ -621,7 +621,7 @@ class _Sim:
             span_id = _hex(self.ids, 16) if fn.traced else ""
             if call.spanned:
                 spans.append((_SCOPE_BOTOCORE, _send_span(call, queue, span_id, sent)))
-            self._sqs(fn, sent)
+            self._sqs(fn, queue, sent)
             consumer = self.consumers.get(queue)
             if consumer is None:
                 continue
@@ -652,8 +652,8 @@ class _Sim:
             # An asynchronous invoke waits in Lambda's internal queue briefly.
             self.schedule(called + rng.uniform(0.02, 0.25), name, trigger)
 
-    def _sqs(self, fn: FunctionSpec, at: float) -> None:
-        key = (fn.account, fn.region, int(at // 3600) * 3600)
+    def _sqs(self, fn: FunctionSpec, queue: str, at: float) -> None:
+        key = (fn.account, fn.region, int(at // 3600) * 3600, queue)
         self.sqs_requests[key] = self.sqs_requests.get(key, 0) + 1
 
     # logs
@@ -1245,8 +1245,8 @@ def _cur_rows(sim: _Sim) -> list[dict[str, str]]:
                 "resource_tags": orjson.dumps({"user_team": fn.team}).decode(),
             }
         )
-    for (account, region, hour), count in sorted(
-        sim.sqs_requests.items(), key=lambda i: (i[0][2], i[0][0])
+    for (account, region, hour, queue), count in sorted(
+        sim.sqs_requests.items(), key=lambda i: (i[0][2], i[0][0], i[0][3])
     ):
         # SendMessage and the poller's receive and delete: three requests each.
         amount = count * 3.0
@@ -1264,7 +1264,7 @@ def _cur_rows(sim: _Sim) -> list[dict[str, str]]:
                 "line_item_product_code": "AmazonSQS",
                 "line_item_usage_type": "Requests-Tier1",
                 "line_item_operation": "SendMessage",
-                "line_item_resource_id": f"arn:aws:sqs:{region}:{account}:orders",
+                "line_item_resource_id": f"arn:aws:sqs:{region}:{account}:{queue}",
                 "line_item_usage_amount": _num(amount),
                 "line_item_unblended_rate": "0.0000004",
                 "line_item_unblended_cost": _num(amount * 0.0000004),
