@@ -1466,6 +1466,16 @@ def _check(cfg: SimConfig) -> None:
         raise ConfigError(f"simulate: function names repeat in {names}")
     if cfg.minutes <= 0:
         raise ConfigError(f"simulate: --minutes must be positive, got {cfg.minutes}")
+    length = cfg.minutes * 60.0
+    for name, onset in (
+        ("loop", cfg.loop.onset_s if cfg.loop else None),
+        ("spike", cfg.spike.onset_s if cfg.spike else None),
+    ):
+        if onset is not None and not 0 <= onset < length:
+            raise ConfigError(
+                f"simulate: {name} onset at {onset:.0f} s is outside the"
+                f" {length:.0f} s recording"
+            )
     consumers = {f.queue: f.name for f in cfg.functions if f.queue}
     if cfg.loop is not None:
         if consumers.get(cfg.loop.queue) != cfg.loop.function:
@@ -1560,11 +1570,20 @@ def config_for(
     if unknown:
         raise ConfigError(f"simulate: unknown scenario(s) {sorted(unknown)}")
     base = SimConfig(seed=seed, start=begin.timestamp(), minutes=minutes)
-    return replace(
-        base,
-        loop=base.loop if "loop" in chosen else None,
-        spike=base.spike if "spike" in chosen else None,
-    )
+    # Scenarios keep their place in the timeline when the length changes.
+    scale = minutes / DEFAULT_MINUTES
+    loop = spike = None
+    if "loop" in chosen and base.loop is not None:
+        loop = replace(
+            base.loop, onset_s=base.loop.onset_s * scale, end_s=base.loop.end_s * scale
+        )
+    if "spike" in chosen and base.spike is not None:
+        spike = replace(
+            base.spike,
+            onset_s=base.spike.onset_s * scale,
+            duration_s=base.spike.duration_s * scale,
+        )
+    return replace(base, loop=loop, spike=spike)
 
 
 def register(subparsers: Any) -> None:

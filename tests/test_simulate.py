@@ -345,8 +345,11 @@ def test_init_before_august_2025_is_not_billed() -> None:
     ("change", "message"),
     [
         ({"minutes": 0.0}, "--minutes must be positive"),
-        ({"loop": LoopScenario(function="email-sender")}, "must read queue"),
-        ({"spike": SpikeScenario(function="order-processor")}, "arrivals of its own"),
+        ({"loop": LoopScenario("email-sender", onset_s=60.0)}, "must read queue"),
+        (
+            {"spike": SpikeScenario("order-processor", onset_s=60.0)},
+            "arrivals of its own",
+        ),
     ],
 )
 def test_bad_configuration_is_refused(change: dict[str, Any], message: str) -> None:
@@ -487,3 +490,16 @@ def test_bundled_recording_is_what_the_generator_writes(
         assert committed == b"".join(line + b"\n" for line in lines), name
     cur = gzip.decompress((BUNDLED / simulate.CUR_FILE).read_bytes())
     assert cur == simulate._cur_bytes(fresh.cur_rows)
+
+
+def test_cli_scenarios_keep_their_place_in_a_shorter_recording() -> None:
+    config = simulate.config_for(minutes=7.0)
+    assert config.spike is not None and config.loop is not None
+    assert config.spike.onset_s == pytest.approx(16 * 60 / 5)
+    assert config.loop.onset_s < config.loop.end_s < 7 * 60
+
+
+def test_scenario_outside_the_recording_is_refused() -> None:
+    late = replace(small_config(), spike=SpikeScenario(onset_s=600.0))
+    with pytest.raises(ConfigError, match="spike onset at 600 s is outside"):
+        simulate.simulate(late)
