@@ -44,6 +44,7 @@ class Forwarder:
         resend_s: float = 60.0,
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.store = store
@@ -51,7 +52,7 @@ class Forwarder:
         self.resend_s = resend_s
         self.clock = clock
         self.failures = 0
-        self._client = httpx.Client(timeout=timeout_s)
+        self._client = httpx.Client(timeout=timeout_s, transport=transport)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

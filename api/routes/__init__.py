@@ -9,7 +9,7 @@ from fastapi import Query
 from api.schemas import ErrorPublic
 
 DESCRIPTIONS = {
-    400: "Bad request (for example a cursor from another listing)",
+    400: "Bad request: a body that does not parse, or a cursor from elsewhere",
     401: "No API key, or an unknown or revoked one",
     403: "The key's role is too low",
     404: "No such resource",
@@ -29,7 +29,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 #: Failures every authenticated route can answer with.
-COMMON = errors(401, 403, 422, 503)
+COMMON = errors(400, 401, 403, 422, 503)
 
 #: A free-text query value that any database can store.
 NO_NUL = r"^[^\x00]*$"

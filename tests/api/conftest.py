@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
@@ -15,6 +25,7 @@ from api.security import OPERATOR, ROLES, create_key
 from api.store import SqlStore
 from api.tables import Base
 from dowguard.config import Settings
+from tests.conftest import unavailable
 
 with warnings.catch_warnings():
     # Starlette's test client now prefers the httpx2 package and warns when
@@ -128,3 +139,133 @@ def api(tmp_path_factory: pytest.TempPathFactory, clock: FakeClock) -> Iterator[
     with made.client:
         yield made
     store.close()
+
+
+class WebhookReceiver:
+    """Collects what Alertmanager's webhook notifier posts, on loopback."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length))
+                with receiver.changed:
+                    receiver.payloads.append(body)
+                    receiver.changed.notify_all()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The first notified alert that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for payload in self.payloads:
+                    for alert in payload.get("alerts", []):
+                        if predicate(alert):
+                            return dict(alert)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no such notification in {self.payloads}")
+                self.changed.wait(left)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Alertmanager:
+    url: str
+    webhook: WebhookReceiver
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    """A real prometheus-alertmanager on loopback, notifying a local webhook.
+
+    Every alert is its own group and notifications go out after a second, so
+    the tests see both the firing and the resolved notification.
+    """
+    if not os.path.exists(ALERTMANAGER_BIN):
+        unavailable("Alertmanager", "apt-get install -y prometheus-alertmanager")
+    webhook = WebhookReceiver()
+    work = tmp_path_factory.mktemp("alertmanager")
+    config = work / "alertmanager.yml"
+    config.write_text(
+        "route:\n"
+        "  receiver: hook\n"
+        "  group_by: ['...']\n"
+        "  group_wait: 1s\n"
+        "  group_interval: 1s\n"
+        "  repeat_interval: 1h\n"
+        "receivers:\n"
+        "  - name: hook\n"
+        "    webhook_configs:\n"
+        f"      - url: {webhook.url}\n"
+        "        send_resolved: true\n"
+    )
+    port = _free_port()
+    log = open(work / "alertmanager.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            ALERTMANAGER_BIN,
+            f"--config.file={config}",
+            f"--storage.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, work / "alertmanager.log")
+        yield Alertmanager(url, webhook)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        webhook.close()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            unavailable("Alertmanager", f"exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    unavailable("Alertmanager", f"not ready after 30s: {log.read_text()[-2000:]}")
