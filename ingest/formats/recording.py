@@ -1,11 +1,13 @@
 """dowguard's own recording format (``.dgr``): normalised events for replay.
 
-A ``.dgr`` file is an Arrow IPC file (Feather v2, readable by any Arrow
-tool): one table of every event type, sorted by event time, with a ``type``
-column and the union of the types' fields (a field a type lacks is null).
-Contexts are stored once in the schema metadata and referenced by index
-from the ``context`` column; low-cardinality strings are dictionary-encoded.
-The schema metadata also carries the format version.
+An Arrow IPC file (Feather v2, readable by any Arrow tool) holding one
+table of every event type: a ``type`` column and the union of the types'
+fields (a field a type lacks is null). Record batches follow each other in
+event time; inside a batch rows are grouped by type, and ``order`` gives a
+row's place in time order, so that each type decodes from one contiguous
+slice. Contexts are stored once in the schema metadata, referenced by index
+from ``context``; low-cardinality strings are dictionary-encoded. The
+schema metadata also carries the format version.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +42,7 @@ _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _COLUMN_TYPES: dict[str, pa.DataType] = {
     "type": pa.int8(),
+    "order": pa.int32(),
     "time": pa.float64(),
     "context": pa.int32(),
     "request_id": pa.string(),
@@ -188,6 +193,7 @@ def write_recording(path: str | Path, events: Iterable[Event]) -> int:
             table, sort_keys=[("time", "ascending"), ("seq", "ascending")]
         )
         table = table.take(order)
+        table = table.append_column("order", pa.nulls(table.num_rows, pa.int32()))
         table = pa.table(
             [_column(table, name) for name in _COLUMN_TYPES], schema=schema
         )
@@ -199,10 +205,21 @@ def write_recording(path: str | Path, events: Iterable[Event]) -> int:
         pa.OSFile(str(partial), "wb") as sink,
         pa.ipc.new_file(sink, schema, options=_WRITE_OPTIONS) as writer,
     ):
-        writer.write_table(table, max_chunksize=_BATCH_ROWS)
+        for start in range(0, table.num_rows, _BATCH_ROWS):
+            writer.write_batch(_grouped_batch(table.slice(start, _BATCH_ROWS)))
     os.replace(partial, target)
     logger.info("recording written path=%s events=%d", target, table.num_rows)
     return int(table.num_rows)
+
+
+def _grouped_batch(chunk: pa.Table) -> pa.RecordBatch:
+    """A time-ordered slice as one batch with its rows grouped by type."""
+    by_type = pc.sort_indices(chunk, sort_keys=[("type", "ascending")])
+    grouped = chunk.take(by_type).combine_chunks()
+    at = grouped.schema.get_field_index("order")
+    grouped = grouped.set_column(at, "order", by_type.cast(pa.int32()))
+    (batch,) = grouped.to_batches()
+    return batch
 
 
 def _type_table(
@@ -316,13 +333,24 @@ def _check_batch(
     batch: pa.RecordBatch, n_contexts: int, last_time: float, source: str, pos: str
 ) -> float:
     """Check what the decoder relies on; return the batch's last time."""
+    n = batch.num_rows
+    order = batch.column("order")
     times = batch.column("time")
-    if times.null_count or pc.any(pc.is_nan(times)).as_py():
-        raise ParseError(source, pos, "event time missing or NaN")
-    first = times[0].as_py()
-    if first < last_time or (
-        len(times) > 1 and pc.any(pc.less(times[1:], times[:-1])).as_py()
-    ):
+    if order.null_count or times.null_count:
+        raise ParseError(source, pos, "event time or order missing")
+    places = order.to_numpy()
+    if places.min() < 0 or places.max() >= n:
+        raise ParseError(source, pos, "row order out of range")
+    seen = np.zeros(n, dtype=bool)
+    seen[places] = True
+    if not seen.all():
+        raise ParseError(source, pos, "row order is not a permutation")
+    by_order = np.empty(n, dtype=np.int64)
+    by_order[places] = np.arange(n)
+    in_time = times.to_numpy()[by_order]
+    if np.isnan(in_time).any():
+        raise ParseError(source, pos, "event time is NaN")
+    if in_time[0] < last_time or (np.diff(in_time) < 0).any():
         raise ParseError(source, pos, "events are not in time order")
     ctx = batch.column("context")
     bounds = pc.min_max(ctx)
@@ -332,44 +360,43 @@ def _check_batch(
         or bounds["max"].as_py() >= n_contexts
     ):
         raise ParseError(source, pos, "context index missing or out of range")
-    return float(times[-1].as_py())
+    return float(in_time[-1])
 
 
 def _batch_events(
     batch: pa.RecordBatch, contexts: list[Context], source: str, pos: str
 ) -> list[Event]:
-    codes = batch.column("type")
-    present = pc.unique(codes).to_pylist()
-    if len(present) == 1:
-        return _build(present[0], batch, None, contexts, source, pos)
+    """The events of a checked batch, in time order."""
+    runs = pc.run_end_encode(batch.column("type"))
+    ends = runs.run_ends.to_pylist()
+    codes = runs.values.to_pylist()
+    order = batch.column("order").to_pylist()
+    if len(codes) == 1 and order == list(range(len(order))):
+        return _build(codes[0], batch, contexts, source, pos)
     out: list[Any] = [None] * batch.num_rows
-    for code in present:
-        mask = pc.equal(codes, code)
-        where = pc.indices_nonzero(mask).to_pylist()
-        for place, event in zip(
-            where, _build(code, batch, mask, contexts, source, pos), strict=True
-        ):
-            out[place] = event
+    start = 0
+    for code, end in zip(codes, ends, strict=True):
+        run = batch.slice(start, end - start)
+        built = _build(code, run, contexts, source, pos)
+        # map() runs the stores in C; deque(maxlen=0) only drains it.
+        deque(map(out.__setitem__, order[start:end], built), maxlen=0)
+        start = end
     return out
 
 
 def _build(
     code: Any,
     batch: pa.RecordBatch,
-    mask: pa.BooleanArray | None,
     contexts: list[Context],
     source: str,
     pos: str,
 ) -> list[Event]:
-    """The events of type ``code`` of a batch (its rows under ``mask``)."""
+    """The events of a batch whose rows are all of type ``code``."""
     if not isinstance(code, int) or not 0 <= code < len(_TYPES):
         raise ParseError(source, pos, f"unknown event type code {code!r}")
     cls, columns = _TYPES[code]
     arrays = [batch.column(c) for c in columns]
     ctx_array = batch.column("context")
-    if mask is not None:
-        arrays = [a.filter(mask) for a in arrays]
-        ctx_array = ctx_array.filter(mask)
     if any(a.null_count for c, a in zip(columns, arrays, strict=True) if c != "links"):
         raise ParseError(source, pos, f"{cls.__name__} row with a missing field")
     values: list[Sequence[Any]] = [_values(a) for a in arrays]
@@ -385,7 +412,7 @@ def _values(array: pa.Array) -> list[Any]:
     if isinstance(array, pa.DictionaryArray):
         # One str object per distinct value, shared by every row that has it.
         words = array.dictionary.to_pylist()
-        return [words[i] for i in array.indices.to_pylist()]
+        return list(map(words.__getitem__, array.indices.to_pylist()))
     return array.to_pylist()  # type: ignore[no-any-return]
 
 

@@ -102,7 +102,9 @@ def test_file_is_plain_arrow_with_version_metadata(tmp_path: Path) -> None:
     write_recording(path, sample())
     table = pa.ipc.open_file(str(path)).read_all()
     assert table.schema.metadata[b"dowguard.recording.version"] == recording.VERSION
-    assert table.column("request_id").to_pylist()[1:3] == ["req-1", "réq-2 ✓"]
+    assert table.column("type").to_pylist() == [0, 0, 1, 2, 3, 3]
+    assert table.column("request_id").to_pylist()[:2] == ["req-1", "réq-2 ✓"]
+    assert table.column("order").to_pylist() == [1, 2, 3, 4, 0, 5]
     assert pa.types.is_dictionary(table.schema.field("destination").type)
 
 
@@ -138,6 +140,9 @@ def write_raw(
 ) -> None:
     """A file with the recording schema and whatever rows a test needs."""
     n = len(columns["time"])
+    if "order" not in columns:
+        # Rows in time order: each one is at its own place in its batch.
+        columns = {**columns, "order": [i % (batch_rows or n) for i in range(n)]}
     arrays = [_raw_column(f, columns.get(f.name), n) for f in SCHEMA]
     schema = SCHEMA.with_metadata(metadata)
     table = pa.Table.from_arrays(arrays, schema=schema)
@@ -185,6 +190,13 @@ def test_raw_writer_makes_a_readable_file(tmp_path: Path) -> None:
         ({**BILLING_ROW, "type": [9]}, GOOD_META, "unknown event type"),
         ({**BILLING_ROW, "cost_usd": [None]}, GOOD_META, "missing field"),
         ({**BILLING_ROW, "time": [float("nan")]}, GOOD_META, "NaN"),
+        ({**BILLING_ROW, "order": [None]}, GOOD_META, "order missing"),
+        ({**BILLING_ROW, "order": [1]}, GOOD_META, "order out of range"),
+        (
+            {k: v * 2 for k, v in BILLING_ROW.items()} | {"order": [0, 0]},
+            GOOD_META,
+            "not a permutation",
+        ),
         (
             {k: v * 2 for k, v in BILLING_ROW.items()} | {"time": [2.0, 1.0]},
             GOOD_META,
