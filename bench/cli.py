@@ -68,9 +68,8 @@ def _engine() -> Any:
 
 
 def bench_replay(path: Path, repeat: int) -> dict[str, float]:
-    from ingest.parse import read_paths
-
     from detector.replay import Replay
+    from ingest.parse import read_paths
 
     def ignore(error: Exception) -> None:
         raise error
@@ -107,7 +106,7 @@ def bench_memory(n_contexts: int) -> dict[str, float]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i, event in enumerate(events):
-        engine.process(event, i % 3)
+        engine.process(event, (i % n_contexts) % 3)
     engine.take_transitions()
     engine.take_status()
     gc.collect()

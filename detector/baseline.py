@@ -66,19 +66,40 @@ class RobustBaseline:
         return self._n >= self.warmup
 
     def learn_one(self, x: float) -> None:
-        if self._n >= 2:
-            ceiling = self._mean + self.clip * max(self.deviation, 0.1 * self._mean)
-            x = min(x, ceiling)
-        self._n += 1
-        alpha = max(self._alpha, 1.0 / self._n)
-        self._mad += alpha * (abs(x - self._mean) - self._mad)
-        self._mean += alpha * (x - self._mean)
+        n = self._n
+        mean = self._mean
+        if n >= 2:
+            dev = self._mad * MAD_TO_STD
+            ceiling = mean + self.clip * (dev if dev > 0.1 * mean else 0.1 * mean)
+            if x > ceiling:
+                x = ceiling
+        n += 1
+        self._n = n
+        alpha = self._alpha if self._alpha * n > 1.0 else 1.0 / n
+        self._mad += alpha * ((x - mean if x >= mean else mean - x) - self._mad)
+        self._mean = mean + alpha * (x - mean)
 
     def learn_many_zeros(self, count: int) -> None:
         """Learn ``count`` observations of 0 at once (idle windows)."""
-        steps = min(count, 4 * int(self.half_life) + self.warmup)
-        for _ in range(steps):
+        # Step by step while the running mean still sets the pace, then in
+        # closed form: with a fixed alpha and non-negative observations, k
+        # zeros scale the mean by r**k and move the deviation to
+        # r**k * mad + k * alpha * r**(k-1) * mean, where r = 1 - alpha.
+        while count > 0 and self._alpha * (self._n + 1) <= 1.0:
             self.learn_one(0.0)
+            count -= 1
+        if count <= 0:
+            return
+        if self._mean < 0:
+            for _ in range(min(count, 10_000)):
+                self.learn_one(0.0)
+            return
+        alpha = self._alpha
+        r = 1.0 - alpha
+        rk1 = r ** (count - 1)
+        self._mad = rk1 * r * self._mad + count * alpha * rk1 * self._mean
+        self._mean *= rk1 * r
+        self._n += count
 
     def score_one(self, x: float, floor: float = 0.0) -> float:
         """Deviations above the mean; ``floor`` bounds the deviation below."""

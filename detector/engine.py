@@ -101,6 +101,7 @@ class _Context:
     counts: RobustBaseline
     windows: dict[float, list[float]] = field(default_factory=dict)
     closed_until: float = -math.inf
+    warn_rate: float = math.inf
     early_cost: float = math.inf
     early_count: float = math.inf
     total_cost: float = 0.0
@@ -126,7 +127,7 @@ class _Partition:
 
 
 # Accumulator slots of an open window.
-_COST, _COUNT, _ERRORS, _DURATION, _COLD = range(5)
+_COST, _COUNT = range(2)
 
 
 class Engine:
@@ -147,6 +148,10 @@ class Engine:
             span_cost = span_cost or pricing.span_cost
         self._invocation_cost = invocation_cost
         self._span_cost = span_cost
+        self._window = self.config.window_s
+        self._hops = self.config.recursion_hops
+        self._lateness = self.config.lateness_s
+        self._per_hour = 3600.0 / self.config.window_s
         self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
         self._evidence: list[Evidence] = []
@@ -159,8 +164,8 @@ class Engine:
     def process(self, event: Event, partition: int) -> None:
         """Take one event from the stream it travels on, at that partition."""
         self.events += 1
-        part = self._part(partition)
-        if isinstance(event, Invocation):
+        part = self._parts.get(partition) or self._part(partition)
+        if type(event) is Invocation:
             self._on_invocation(part, event)
         elif isinstance(event, Span):
             part.traces.process(event, self._evidence)
@@ -285,30 +290,31 @@ class Engine:
     # Internals: invocations and windows
 
     def _on_invocation(self, part: _Partition, inv: Invocation) -> None:
-        state = part.contexts.get(inv.context) or self._state(part, inv.context)
+        context = inv.context
+        state = part.contexts.get(context)
+        if state is None:
+            state = self._state(part, context)
         cost = self._invocation_cost(inv)
         time = inv.time
         state.total_cost += cost
         if time > state.last_time:
             state.last_time = time
-        if inv.lineage >= self.config.recursion_hops:
+        if inv.lineage >= self._hops:
             self._on_lineage(part, state, inv)
         if time < state.closed_until:
             state.late_events += 1
             self.late_events += 1
         else:
-            start = time - time % self.config.window_s
+            start = time - time % self._window
             acc = state.windows.get(start)
             if acc is None:
-                acc = state.windows[start] = [0.0, 0.0, 0.0, 0.0, 0.0]
-                self._schedule(part, state.context, start)
+                acc = state.windows[start] = [0.0, 0.0]
+                part.ticket += 1
+                heapq.heappush(
+                    part.due, (start + self._window, part.ticket, context, start)
+                )
             acc[_COST] += cost
             acc[_COUNT] += inv.count
-            acc[_DURATION] += inv.duration_ms
-            if inv.status != "success":
-                acc[_ERRORS] += inv.count
-            if inv.init_ms:
-                acc[_COLD] += 1
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
@@ -316,53 +322,76 @@ class Engine:
                 self._early_fire(state, acc, time)
         if time > part.watermark:
             part.watermark = time
-            self._close_due(part, time - self.config.lateness_s)
+            due = part.due
+            if due and due[0][0] <= time - self._lateness:
+                self._close_due(part, time - self._lateness)
 
     def _schedule(self, part: _Partition, context: Context, start: float) -> None:
         part.ticket += 1
-        end = start + self.config.window_s
+        end = start + self._window
         heapq.heappush(part.due, (end, part.ticket, context, start))
 
     def _close_due(self, part: _Partition, horizon: float) -> None:
         due = part.due
+        contexts = part.contexts
         while due and due[0][0] <= horizon:
             end, _, context, start = heapq.heappop(due)
-            state = part.contexts.get(context)
-            if state is not None:
+            state = contexts.get(context)
+            if state is not None and end > state.closed_until:
                 self._close_window(part, state, start, end)
 
     def _close_window(
         self, part: _Partition, state: _Context, start: float, end: float
     ) -> None:
-        cfg = self.config
-        if end <= state.closed_until:
-            return  # closed already, through another schedule entry
         acc = state.windows.pop(start, None)
-        cost = acc[_COST] if acc is not None else 0.0
-        rate = cost * 3600.0 / cfg.window_s
+        if acc is None:
+            cost = count = 0.0
+        else:
+            cost = acc[_COST]
+            count = acc[_COUNT]
+        rate = cost * self._per_hour
         baseline = state.baseline
         spike = state.spike
         under_alert = spike is not None and spike.open
-        if state.closed_until > -math.inf and not under_alert:
-            idle = round((start - state.closed_until) / cfg.window_s)
+        closed = state.closed_until
+        if closed > -math.inf and not under_alert:
+            idle = round((start - closed) / self._window)
             if idle > 0:
                 baseline.learn_many_zeros(idle)
                 state.counts.learn_many_zeros(idle)
-        state.closed_until = max(state.closed_until, end)
+                self._refresh_thresholds(state)
+        state.closed_until = end
         state.last_rate = rate
-        state.last_invocations = acc[_COUNT] if acc is not None else 0.0
+        state.last_invocations = count
         self._dirty.add(state.context)
-        count = acc[_COUNT] if acc is not None else 0.0
-        self._judge_window(state, rate, cost, count, end)
-        if not (state.spike is not None and state.spike.open):
+        if under_alert or rate >= state.warn_rate:
+            self._judge_window(state, rate, cost, count, end)
+            under_alert = state.spike is not None and state.spike.open
+        if not under_alert:
             baseline.learn_one(rate)
             state.counts.learn_one(count)
         else:
             # Keep closing empty windows of an idle context under alert, so
             # that its alert can resolve when the traffic stops.
             self._schedule(part, state.context, end)
-        self._expire_lineage(state, end)
-        state.early_cost = self._early_threshold(state)
+        if state.chains:
+            self._expire_lineage(state, end)
+        self._refresh_thresholds(state)
+
+    def _refresh_thresholds(self, state: _Context) -> None:
+        """Cache what the next window must reach to be judged at all."""
+        if not state.baseline.is_warm:
+            state.warn_rate = state.early_cost = state.early_count = math.inf
+            return
+        warn, crit = self._thresholds(state)
+        state.warn_rate = warn
+        spike = state.spike
+        if spike is not None and spike.open and spike.severity == CRITICAL:
+            state.early_cost = math.inf
+        else:
+            # A window whose cost so far already exceeds a whole window at the
+            # critical rate is critical whatever the rest of the window holds.
+            state.early_cost = crit * self._window / 3600.0
         state.early_count = self._count_threshold(state)
 
     def _thresholds(self, state: _Context) -> tuple[float, float]:
@@ -377,16 +406,6 @@ class Engine:
         )
         crit = max(warn, cfg.critical_ratio * base, base + cfg.critical_min_excess)
         return warn, crit
-
-    def _early_threshold(self, state: _Context) -> float:
-        if not state.baseline.is_warm:
-            return math.inf
-        spike = state.spike
-        if spike is not None and spike.open and spike.severity == CRITICAL:
-            return math.inf
-        # A window whose cost so far already exceeds a whole window at the
-        # critical rate is critical whatever the rest of the window holds.
-        return self._thresholds(state)[1] * self.config.window_s / 3600.0
 
     def _count_threshold(self, state: _Context) -> float:
         """Invocations in a window that are more than chance."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from detector.alerts import AlertSink, Transition
 from detector.engine import Engine
-from ingest.events import Event, kafka_key
+from ingest.events import Event, Span, kafka_key
 from ingest.partitioning import partition_for
 
 logger = logging.getLogger(__name__)
@@ -90,10 +90,19 @@ class Replay:
         engine = self.engine
         partition = self._partition
         started: tuple[float, float] | None = None
+        # Partitions remembered per context object and trace id: hashing a
+        # context is cheaper than building and hashing its key.
+        known: dict[object, int] = {}
         for event in events:
             if self.speed is not None:
                 started = self._pace(event.time, started)
-            engine.process(event, partition(kafka_key(event)))
+            handle = event.trace_id if type(event) is Span else event.context
+            number = known.get(handle)
+            if number is None:
+                if len(known) >= KEY_CACHE:
+                    known.clear()
+                number = known[handle] = partition(kafka_key(event))
+            engine.process(event, number)
             result.events += 1
             if engine.has_output():
                 self._route_evidence()
