@@ -49,6 +49,7 @@ T = TypeVar("T")
 
 #: Largest file read whole into memory (every format but recordings and
 #: Parquet, which are read column by column).
+# Limitation: larger CSV and JSON files are refused, not streamed.
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 _PARQUET_MAGIC = b"PAR1"
