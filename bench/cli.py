@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload
+from ingest.events import Invocation
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         write_recording(own, events)
         results["replay_own_format"] = bench_replay(own, args.repeat)
         cw = Path(tmp) / "bench-cloudwatch.jsonl.gz"
-        invs = [e for e in events if isinstance(e, workload.Invocation)]
+        invs = [e for e in events if isinstance(e, Invocation)]
         workload.write_cloudwatch(cw, invs)
         results["replay_cloudwatch"] = bench_replay(cw, args.repeat)
         if args.kafka:

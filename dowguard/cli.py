@@ -268,13 +268,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_daemon(settings: Settings, as_json: bool) -> int:
     from detector.daemon import Daemon
-
     from detector.engine import Engine
 
     engine = Engine(detector_config(settings))
-    daemon = Daemon(settings, engine, open_store(settings))
+    from ingest.parse import parse_message
+
+    daemon = Daemon(settings, engine, open_store(settings), parse=parse_message)
     show = _printer(as_json)
-    daemon.on_transitions = lambda batch: [show(t) for t in batch]
+
+    def announce(batch: Sequence[Any]) -> None:
+        for transition in batch:
+            show(transition)
+
+    daemon.on_transitions = announce
 
     def stop(signum: int, frame: object) -> None:
         daemon.stop()
