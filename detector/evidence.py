@@ -42,7 +42,9 @@ class Evidence:
 
 
 def encode_evidence(ev: Evidence) -> bytes:
-    return orjson.dumps(asdict(ev))
+    data = asdict(ev)
+    data["context"] = list(ev.context)
+    return orjson.dumps(data)
 
 
 def decode_evidence(raw: bytes, source: str) -> Evidence:

@@ -206,3 +206,10 @@ def test_inflated_durations_at_the_same_rate_are_a_spike() -> None:
     engine = Engine(DetectorConfig(), invocation_cost=cost, span_cost=no_span_cost)
     transitions = run(engine, list(steady(10.0, T0, WARM_S + 120.0)))
     assert [(t.kind, t.event) for t in transitions][:1] == [(COST_SPIKE, OPENED)]
+
+
+def test_evidence_round_trips_through_its_wire_format() -> None:
+    from detector.evidence import CHAIN, Evidence, decode_evidence, encode_evidence
+
+    evidence = Evidence(CHAIN, CTX, T0, "t:s", 4, 0.5, "orders", ("a", "b"))
+    assert decode_evidence(encode_evidence(evidence), "test") == evidence
