@@ -149,6 +149,7 @@ class Daemon:
         self._positions: dict[TopicPartition, int] = {}
         self._unrestored: dict[int, list[TopicPartition]] = {}
         self._outgoing: list[_Outgoing] = []
+        self._send_blocked = False
         self._unsaved: list[Transition] = []
         self._announce: list[Transition] = []
         self._dirty = False
@@ -203,7 +204,7 @@ class Daemon:
         while not self._stopping.is_set():
             try:
                 ensure_topics(s.kafka_bootstrap, names, s.partitions)
-                options = {"max_block_ms": 10_000, **self.producer_options}
+                options = {"max_block_ms": 5_000, **self.producer_options}
                 self._producer = make_producer(s.kafka_bootstrap, **options)
                 self._consumer = make_consumer(
                     s.kafka_bootstrap,
@@ -309,15 +310,19 @@ class Daemon:
 
     def _send(self, out: _Outgoing) -> None:
         assert self._producer is not None
+        if self._send_blocked:
+            return
         try:
             out.future = self._producer.send(
                 out.topic, key=out.key, value=out.value, headers=out.headers
             )
         except KafkaError as exc:
-            # Sending blocks at most max_block_ms when the broker is away;
-            # the message stays queued here and is sent again at commit.
+            # A send blocks up to max_block_ms while the broker is away. After
+            # one such failure the rest of the interval's output only queues
+            # here, and the next commit sends it all again.
             logger.warning("daemon send failed topic=%s error=%r", out.topic, exc)
             out.future = None
+            self._send_blocked = True
 
     # Commits
 
@@ -340,6 +345,7 @@ class Daemon:
             except KafkaError as exc:
                 # The checkpoint just stored holds these offsets and wins on
                 # the next assignment, so a failed offset commit loses nothing.
+                self.errors += 1
                 logger.warning("daemon offset commit failed error=%r", exc)
             self._report_lag(consumer, offsets)
         self.metrics.observe_commit(time.monotonic() - started)
@@ -405,6 +411,7 @@ class Daemon:
             return True
         if producer is None:
             return False
+        self._send_blocked = False
         for out in self._outgoing:
             if out.future is not None and out.future.failed():
                 logger.warning(
@@ -483,7 +490,9 @@ class Daemon:
         # could overwrite a newer one, so the state is dropped unsaved.
         with self._lock:
             self._forget(lost)
-        logger.warning("daemon lost partitions=%s", sorted(tp.partition for tp in lost))
+        logger.warning(
+            "daemon lost partitions=%s", sorted({tp.partition for tp in lost})
+        )
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         self._owned -= partitions

@@ -39,6 +39,10 @@ KIND_PARSE = "parse"
 #: ``dowguard.kind`` of input that parsed but made the detector fail.
 KIND_INTERNAL = "internal"
 
+# kafka-python doubles its reconnect delay up to 30 s by default, so a broker
+# back after a restart of a few seconds would wait that long to be noticed.
+RECONNECT_BACKOFF_MAX_MS = 2000
+
 # Kafka's error code for "the topic does not exist".
 _UNKNOWN_TOPIC = 3
 _TOPIC_EXISTS = 36
@@ -59,6 +63,7 @@ def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "retries": 2**31 - 1,
         "retry_backoff_ms": 200,
         "delivery_timeout_ms": 120_000,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         "client_id": "dowguard-producer",
     }
     config.update(overrides)
@@ -90,6 +95,7 @@ def make_consumer(
         "partition_assignment_strategy": [RangePartitionAssignor],
         # Topics are created on purpose, with the right partition count.
         "allow_auto_create_topics": False,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         "client_id": f"dowguard-{group}",
     }
     config.update(overrides)

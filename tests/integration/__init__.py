@@ -1,0 +1,1 @@
+"""Tests against real servers: Kafka and PostgreSQL, started by tests/conftest.py."""
