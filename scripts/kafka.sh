@@ -4,6 +4,9 @@
 #
 #   scripts/kafka.sh start|stop|status [--port 9092] [--controller-port N]
 #
+# The port defaults to $DOWGUARD_KAFKA_PORT, else 9092; the controller
+# listens on the next port up unless told otherwise.
+#
 # The server jars are resolved once with Maven into .cache/ (git-ignored);
 # the broker's config, data, log and pid file live in var/kafka-PORT/.
 # `start` prints the bootstrap address on stdout; messages go to stderr.
@@ -27,7 +30,7 @@ say() { echo "kafka.sh: $*" >&2; }
 [[ $# -ge 1 ]] || usage
 COMMAND=$1
 shift
-PORT=9092
+PORT=${DOWGUARD_KAFKA_PORT:-9092}
 CONTROLLER_PORT=""
 while [[ $# -gt 0 ]]; do
     case $1 in

@@ -4,6 +4,8 @@
 #
 #   scripts/postgres.sh start|stop|status|url|env [--port 55432]
 #
+# The port defaults to $DOWGUARD_POSTGRES_PORT, else 55432.
+#
 # The cluster lives in var/postgres-PORT/ (git-ignored), listens on
 # 127.0.0.1 only and holds the database dowguard_test owned by the role
 # dowguard. `start` and `url` print its SQLAlchemy URL on stdout; `env`
@@ -27,7 +29,7 @@ say() { echo "postgres.sh: $*" >&2; }
 [[ $# -ge 1 ]] || usage
 COMMAND=$1
 shift
-PORT=55432
+PORT=${DOWGUARD_POSTGRES_PORT:-55432}
 while [[ $# -gt 0 ]]; do
     case $1 in
         --port) PORT=${2:?--port needs a value}; shift 2 ;;
