@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
@@ -31,6 +32,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"database_url {url!r}: {exc}") from exc
+    # JSON columns are read on every listing; orjson parses them faster.
+    kwargs.setdefault("json_serializer", _dumps)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)
@@ -43,6 +47,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     _tune_sqlite(engine, wal=not memory)
     return engine
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _tune_sqlite(engine: Engine, wal: bool) -> None:

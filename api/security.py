@@ -23,7 +23,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.store import SqlStore
-from dowguard.errors import StorageError
+from dowguard.errors import ConfigError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def hash_key(key: str) -> str:
 def create_key(store: SqlStore, role: str, name: str = "") -> str:
     """Store a new key with ``role`` and return the secret (shown only once)."""
     if role not in ROLE_RANK:
-        raise ValueError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+        raise ConfigError(f"api key role {role!r}: expected one of {', '.join(ROLES)}")
     key = new_key()
     row = store.add_api_key(name or f"{role}-key", role, hash_key(key))
     logger.info("api key created id=%d name=%s role=%s", row.id, row.name, role)
