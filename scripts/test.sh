@@ -1,66 +1,85 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh checkout: a virtualenv with dowguard and
-# its dev extra, a Kafka broker and a PostgreSQL server started for the run
-# (and stopped after it), then ruff, mypy and every test, the server-bound
-# ones included. Extra arguments go to pytest.
+# The one test command of dowguard: lint, format check, types, then the whole
+# test suite against a real Kafka broker and PostgreSQL server.
 #
-#   bash scripts/test.sh [PYTEST ARGS...]
+#   scripts/test.sh [PYTEST ARGS...]
 #
-# Debian packages it needs (PostgreSQL, Prometheus, Alertmanager, Java 17,
-# Maven) are installed by .ci/run; on a machine that has them, this is all.
+# From a fresh clone it creates the virtualenv (.venv, or $DOWGUARD_VENV),
+# installs the project with its dev extra, and starts the servers that are
+# not given in DOWGUARD_KAFKA / DOWGUARD_TEST_POSTGRES; it stops on exit the
+# servers it started. Every check runs even after one fails; the exit code
+# is non-zero if any failed, including a pytest run that collected nothing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+VENV=${DOWGUARD_VENV:-$ROOT/.venv}
+
 say() { echo "test.sh: $*" >&2; }
 
-if [[ ! -x .venv/bin/python ]]; then
-    say "creating the virtualenv in .venv"
-    python3 -m venv .venv
+# Python environment: create it once, reinstall when pyproject.toml changes.
+if [[ ! -x $VENV/bin/python ]]; then
+    say "creating virtualenv $VENV"
+    python3 -m venv "$VENV"
 fi
 # shellcheck disable=SC1091
-. .venv/bin/activate
-if [[ ! -f .venv/.installed ]] || [[ pyproject.toml -nt .venv/.installed ]]; then
-    say "installing dowguard[dev]"
-    python -m pip install -q --upgrade pip
-    python -m pip install -q -e '.[dev]'
-    touch .venv/.installed
+. "$VENV/bin/activate"
+stamp=$VENV/.dowguard-pyproject.sha256
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -f $stamp || $(<"$stamp") != "$wanted" ]]; then
+    say "installing dowguard and its dev dependencies into $VENV"
+    python -m pip install --quiet --upgrade pip
+    python -m pip install --quiet -e '.[dev]'
+    echo "$wanted" >"$stamp"
 fi
 
+# Servers: use the ones given, else start ours and remember to stop them.
 started=()
 cleanup() {
-    for svc in "${started[@]}"; do
-        bash "scripts/$svc.sh" stop >/dev/null 2>&1 || true
+    local script
+    for script in "${started[@]}"; do
+        "scripts/$script" stop || say "$script stop failed"
     done
 }
 trap cleanup EXIT
+# Without these traps a TERM (a CI timeout) would skip the EXIT trap.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 if [[ -z ${DOWGUARD_KAFKA:-} ]]; then
-    DOWGUARD_KAFKA=$(bash scripts/kafka.sh start)
-    started+=(kafka)
+    scripts/kafka.sh status 2>/dev/null || started+=(kafka.sh)
+    DOWGUARD_KAFKA=$(scripts/kafka.sh start)
+    export DOWGUARD_KAFKA
 fi
 if [[ -z ${DOWGUARD_TEST_POSTGRES:-} ]]; then
-    DOWGUARD_TEST_POSTGRES=$(bash scripts/postgres.sh start)
-    started+=(postgres)
+    scripts/postgres.sh status 2>/dev/null || started+=(postgres.sh)
+    DOWGUARD_TEST_POSTGRES=$(scripts/postgres.sh start)
+    export DOWGUARD_TEST_POSTGRES
 fi
-export DOWGUARD_KAFKA DOWGUARD_TEST_POSTGRES
-say "kafka at $DOWGUARD_KAFKA, postgres at ${DOWGUARD_TEST_POSTGRES%%@*}@..."
+say "kafka $DOWGUARD_KAFKA, postgres ${DOWGUARD_TEST_POSTGRES%%@*}@..."
 
-status=0
-say "ruff"
-ruff check . || status=1
-ruff format --check . || status=1
-say "mypy"
-mypy || status=1
-say "pytest"
-set +e
-python -m pytest -p no:cacheprovider "$@"
-rc=$?
-set -e
-if [[ $rc -eq 5 ]]; then
-    say "pytest collected no tests"
-    status=1
-elif [[ $rc -ne 0 ]]; then
-    status=1
+failed=()
+check() {
+    local name=$1
+    shift
+    local rc=0
+    say "running $name"
+    "$@" || rc=$?
+    if ((rc != 0)); then
+        say "$name failed (exit $rc)"
+        failed+=("$name")
+    fi
+}
+
+check "ruff check" ruff check .
+check "ruff format" ruff format --check .
+check "mypy" mypy
+# Every test, whatever its markers: CI runs the Kafka and PostgreSQL tests.
+# pytest exits 5 when it collects nothing, which counts as a failure here.
+check "pytest" python -m pytest -p no:cacheprovider "$@"
+
+if ((${#failed[@]})); then
+    say "FAILED: ${failed[*]} (after ${SECONDS}s)"
+    exit 1
 fi
-exit $status
+say "all checks passed in ${SECONDS}s"
