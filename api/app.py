@@ -117,6 +117,9 @@ def create_app(
         lifespan=lifespan,
         # Operation ids are the handler names (read_alerts, ack_alert, ...).
         generate_unique_id_function=lambda route: route.name,
+        # dowguard exports Prometheus metrics, not OpenTelemetry; this skips
+        # FastAPI's per-request check for configured OpenTelemetry providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.store = store
