@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -236,7 +237,10 @@ class DaemonThread:
     def stop(self) -> None:
         self.daemon.stop()
         self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), "daemon did not stop within 60 s"
+        if self.thread.is_alive():
+            frame = sys._current_frames().get(self.thread.ident or 0)
+            stack = "".join(traceback.format_stack(frame)) if frame else "?"
+            pytest.fail(f"daemon did not stop within 60 s; it is at:\n{stack}")
         assert self.error is None, f"daemon failed: {self.error!r}"
 
 
