@@ -1,7 +1,8 @@
 """Engines and sessions for SQLite and PostgreSQL, with SQLite set up to share.
 
-SQLite is opened in WAL mode with a busy timeout, and write transactions take
-the write lock when they begin, so the daemon and the API can share one file.
+SQLite is opened in WAL mode with a busy timeout; write transactions take the
+write lock when they begin and reads run without one, so the daemon and the
+API can share one file.
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
     def _on_begin(conn: Connection) -> None:
         # A deferred transaction that reads and then writes can fail at once
         # with SQLITE_BUSY when another process wrote meanwhile; busy_timeout
-        # only helps if the lock is taken at BEGIN.
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # only helps if the lock is taken at BEGIN. Reads open no transaction
+        # at all: each statement sees the latest commit, and a listing makes
+        # two calls into SQLite instead of four (each call lets go of the
+        # GIL, and under load getting it back is what a request waits for).
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factories(

@@ -374,6 +374,9 @@ class SqlStore:
         self.clock = clock
         self.cache_s = cache_s
         self.engine = db.make_engine(url)
+        #: The database is a file this process reads itself (SQLite), with
+        #: no server to wait for.
+        self.in_process = self.engine.dialect.name == "sqlite"
         self._read, self._write = db.session_factories(self.engine)
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._cache_lock = threading.Lock()

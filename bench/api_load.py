@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, insert, make_url, text
 
+from api.db import WRITE_OPTION
 from api.security import VIEWER, create_key
 from api.store import SqlStore
 from api.tables import AlertRow
@@ -118,7 +119,7 @@ def fill(url: str, count: int) -> tuple[str, float]:
     store = SqlStore(url)
     store.ensure_schema()
     started = time.perf_counter()
-    with store.engine.begin() as conn:
+    with store.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
         batch: list[dict[str, Any]] = []
         for row in alert_rows(count):
             batch.append(row)
