@@ -54,8 +54,7 @@ class PendingActions:
     one marks it approved for an enforcer to carry out.
     """
 
-    # Limitation: nothing here carries out an approved action; an API that
-    # should act itself needs an Enforcer (``dowguard serve`` builds one).
+    # Limitation: approving here only marks the record; an enforcer acts on it.
 
     def __init__(
         self, log: SqlActionLog, clock: Callable[[], float] = time.time

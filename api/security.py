@@ -41,8 +41,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 KEY_PREFIX = "dgk_"
 #: The key accepted in development mode only, never otherwise.
 DEV_KEY = "dgk_dev_insecure"
-# Limitation: a revoked key keeps working for up to this long in a process
-# that has used it recently; restart the API to cut it off at once.
+# Limitation: a revoked key works up to KEY_CACHE_S longer where it was just used.
 KEY_CACHE_S = 5.0
 KEY_CACHE_SIZE = 1024
 

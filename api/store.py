@@ -100,8 +100,7 @@ ALERT_SORTS: dict[str, InstrumentedAttribute[float]] = {
     "cost_usd": AlertRow.cost_usd,
 }
 
-# Limitation: at most this many active silences apply to one query; beyond
-# it the oldest are ignored, which matters only with thousands of silences.
+# Limitation: only the newest MAX_ACTIVE_SILENCES active silences mute alerts.
 MAX_ACTIVE_SILENCES = 1000
 #: Upper bound on rows one non-paginated read returns (forwarding, find).
 MAX_SCAN_ROWS = 10_000
@@ -270,8 +269,7 @@ class Matcher:
             constant = CONSTANT_LABELS.get(self.name, "")
             return true() if self.matches({self.name: constant}) else false()
         if self.is_regex:
-            # Limitation: PostgreSQL evaluates regexes with its own (POSIX ARE)
-            # engine, which differs from Python's on exotic syntax only.
+            # Limitation: PostgreSQL runs regexes as POSIX ARE; exotic syntax differs.
             hit = column.regexp_match(f"^(?:{self.value})$")
         else:
             hit = column == self.value
@@ -475,8 +473,7 @@ class SqlStore:
         filters: Sequence[ColumnElement[bool]],
         key: tuple[Any, ...],
     ) -> int:
-        # Limitation: counts are remembered for up to cache_s seconds, so
-        # one can lag behind rows another process wrote that recently.
+        # Limitation: a count can miss rows another process wrote in cache_s.
         def count() -> int:
             stmt = select(func.count()).select_from(table).where(*filters)
             return int(session.scalar(stmt) or 0)
