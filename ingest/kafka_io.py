@@ -102,6 +102,10 @@ def make_consumer(
     try:
         consumer = KafkaConsumer(**config)
         consumer.subscribe(list(topics), listener=listener)
+        # Load the topics' metadata before the first poll joins the group;
+        # a join without it assigns nothing and costs a second rebalance.
+        for topic in topics:
+            consumer.partitions_for_topic(topic)
     except KafkaError as exc:
         raise BrokerError(
             f"kafka consumer of group {group} at {bootstrap}: {exc}"
