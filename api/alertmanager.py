@@ -84,6 +84,7 @@ class Forwarder:
 
     def resend_open(self) -> int:
         """Post every firing, unsilenced alert of the store again."""
+        # Limitation: an alert resolved by hand leaves Alertmanager at its endsAt.
         if self.store is None:
             return 0
         now = self.clock()

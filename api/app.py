@@ -6,12 +6,14 @@ its own store and enforcer, and tests pass theirs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,6 +37,8 @@ from dowguard.errors import EnforcementError, StorageError
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+#: How often the planner statistics of the alerts table are refreshed.
+STATISTICS_INTERVAL_S = 3600.0
 
 CODES = {
     400: "bad_request",
@@ -96,9 +100,11 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if forwarder is not None:
             forwarder.start()
+        statistics = asyncio.create_task(_refresh_statistics(store))
         try:
             yield
         finally:
+            statistics.cancel()
             if forwarder is not None:
                 forwarder.stop()
             if owns_store:
@@ -111,6 +117,9 @@ def create_app(
         lifespan=lifespan,
         # Operation ids are the handler names (read_alerts, ack_alert, ...).
         generate_unique_id_function=lambda route: route.name,
+        # dowguard exports Prometheus metrics, not OpenTelemetry; this skips
+        # FastAPI's per-request check for configured OpenTelemetry providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.store = store
@@ -128,6 +137,16 @@ def create_app(
         AuthMiddleware, resolver=KeyResolver(store, dev_mode=settings.dev_mode)
     )
     return app
+
+
+async def _refresh_statistics(store: SqlStore) -> None:
+    # The alert table grows while the API runs; plans follow its statistics.
+    while True:
+        await asyncio.sleep(STATISTICS_INTERVAL_S)
+        try:
+            await run_in_threadpool(store.optimize)
+        except StorageError as exc:
+            logger.warning("statistics refresh failed error=%s", exc)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -1,7 +1,8 @@
 """Engines and sessions for SQLite and PostgreSQL, with SQLite set up to share.
 
-SQLite is opened in WAL mode with a busy timeout, and write transactions take
-the write lock when they begin, so the daemon and the API can share one file.
+SQLite is opened in WAL mode with a busy timeout; write transactions take the
+write lock when they begin and reads run without one, so the daemon and the
+API can share one file.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
@@ -31,6 +33,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"database_url {url!r}: {exc}") from exc
+    # JSON columns are read on every listing; orjson parses them faster.
+    kwargs.setdefault("json_serializer", _dumps)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)
@@ -43,6 +48,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     _tune_sqlite(engine, wal=not memory)
     return engine
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _tune_sqlite(engine: Engine, wal: bool) -> None:
@@ -63,9 +72,12 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
     def _on_begin(conn: Connection) -> None:
         # A deferred transaction that reads and then writes can fail at once
         # with SQLITE_BUSY when another process wrote meanwhile; busy_timeout
-        # only helps if the lock is taken at BEGIN.
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # only helps if the lock is taken at BEGIN. Reads open no transaction
+        # at all: each statement sees the latest commit, and a listing makes
+        # two calls into SQLite instead of four (each call lets go of the
+        # GIL, and under load getting it back is what a request waits for).
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factories(

@@ -54,8 +54,7 @@ class PendingActions:
     one marks it approved for an enforcer to carry out.
     """
 
-    # Limitation: nothing here carries out an approved action; an API that
-    # should act itself needs an Enforcer (``dowguard serve`` builds one).
+    # Limitation: approving here only marks the record; an enforcer acts on it.
 
     def __init__(
         self, log: SqlActionLog, clock: Callable[[], float] = time.time
@@ -110,17 +109,17 @@ class PendingActions:
         return rec
 
 
-def get_store(request: Request) -> SqlStore:
+async def get_store(request: Request) -> SqlStore:
     store: SqlStore = request.app.state.store
     return store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_enforcement(request: Request) -> Enforcement:
+async def get_enforcement(request: Request) -> Enforcement:
     enforcement: Enforcement = request.app.state.enforcement
     return enforcement
 
@@ -134,27 +133,29 @@ def _principal(request: Request, role: str) -> Principal:
     return principal
 
 
-def current_viewer(
+async def current_viewer(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Principal:
     return _principal(request, VIEWER)
 
 
-def current_operator(
+async def current_operator(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Principal:
     return _principal(request, OPERATOR)
 
 
-def current_admin(
+async def current_admin(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Principal:
     return _principal(request, ADMIN)
 
 
+# The dependencies are coroutines although they do no I/O: FastAPI runs a
+# plain function dependency in its thread pool, one hop per dependency.
 StoreDep = Annotated[SqlStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EnforcementDep = Annotated[Enforcement, Depends(get_enforcement)]

@@ -8,9 +8,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from api.store import AlertDetail, AlertView, Matcher, context_of, silence_state
+from api.store import (
+    AlertDetail,
+    AlertView,
+    Matcher,
+    Page,
+    context_of,
+    silence_state,
+)
 from api.tables import CommentRow, FunctionRow, SilenceRow, TransitionRow
 from detector.enforcement.audit import ActionRecord
 
@@ -85,10 +93,11 @@ class AlertPublic(BaseModel):
 
     @classmethod
     def build(cls, view: AlertView) -> AlertPublic:
-        return cls(**_alert_fields(view))
+        return cls.model_validate(alert_document(view))
 
 
-def _alert_fields(view: AlertView) -> dict[str, Any]:
+def alert_document(view: AlertView) -> dict[str, Any]:
+    """An alert as AlertPublic's fields, ready for orjson or for validation."""
     row = view.row
     return {
         "fingerprint": row.fingerprint,
@@ -97,7 +106,7 @@ def _alert_fields(view: AlertView) -> dict[str, Any]:
         "status": row.status,
         "state": view.state,
         "context_key": row.context_key,
-        "context": ContextPublic(**context_of(row)._asdict()),
+        "context": context_of(row)._asdict(),
         "labels": {str(k): str(v) for k, v in row.labels.items()},
         "annotations": {str(k): str(v) for k, v in row.annotations.items()},
         "cost_usd": row.cost_usd,
@@ -116,6 +125,21 @@ class AlertsPublic(BaseModel):
     data: list[AlertPublic]
     count: int = Field(description="How many alerts match, over all pages.")
     next_cursor: str | None = Field(description="Pass as cursor for the next page.")
+
+    @staticmethod
+    def render(page: Page[AlertView]) -> bytes:
+        """The page as AlertsPublic JSON, without building models on the way.
+
+        The busiest route: building and validating fifty nested models per
+        request cost more than the queries. Times come out as pydantic
+        writes them (RFC 3339, ``Z``).
+        """
+        body = {
+            "data": [alert_document(v) for v in page.data],
+            "count": page.count,
+            "next_cursor": page.next_cursor,
+        }
+        return orjson.dumps(body, option=orjson.OPT_UTC_Z)
 
 
 # One stored transition of an alert.
@@ -170,8 +194,8 @@ class AlertDetailPublic(AlertPublic):
     @classmethod
     def build_detail(cls, detail: AlertDetail) -> AlertDetailPublic:
         return cls(
-            **_alert_fields(detail.view),
-            evidence=dict(detail.view.row.evidence),
+            **alert_document(detail.view),
+            evidence=detail.evidence,
             transitions=[TransitionPublic.build(t) for t in detail.transitions],
             comments=[CommentPublic.build(c) for c in detail.comments],
         )

@@ -23,7 +23,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.store import SqlStore
-from dowguard.errors import StorageError
+from dowguard.errors import ConfigError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 KEY_PREFIX = "dgk_"
 #: The key accepted in development mode only, never otherwise.
 DEV_KEY = "dgk_dev_insecure"
-# Limitation: a revoked key keeps working for up to this long in a process
-# that has used it recently; restart the API to cut it off at once.
+# Limitation: a revoked key works up to KEY_CACHE_S longer where it was just used.
 KEY_CACHE_S = 5.0
 KEY_CACHE_SIZE = 1024
 
@@ -70,7 +69,7 @@ def hash_key(key: str) -> str:
 def create_key(store: SqlStore, role: str, name: str = "") -> str:
     """Store a new key with ``role`` and return the secret (shown only once)."""
     if role not in ROLE_RANK:
-        raise ValueError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+        raise ConfigError(f"api key role {role!r}: expected one of {', '.join(ROLES)}")
     key = new_key()
     row = store.add_api_key(name or f"{role}-key", role, hash_key(key))
     logger.info("api key created id=%d name=%s role=%s", row.id, row.name, role)

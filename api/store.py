@@ -11,11 +11,12 @@ import base64
 import binascii
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -99,11 +100,17 @@ ALERT_SORTS: dict[str, InstrumentedAttribute[float]] = {
     "cost_usd": AlertRow.cost_usd,
 }
 
-# Limitation: at most this many active silences apply to one query; beyond
-# it the oldest are ignored, which matters only with thousands of silences.
+# Limitation: only the newest MAX_ACTIVE_SILENCES active silences mute alerts.
 MAX_ACTIVE_SILENCES = 1000
 #: Upper bound on rows one non-paginated read returns (forwarding, find).
 MAX_SCAN_ROWS = 10_000
+#: Rows per index that SQLite's ANALYZE samples.
+ANALYSIS_LIMIT = 1000
+#: How long listings may reuse a count or the active silences: at a few
+#: hundred requests a second, counting the same rows again is most of the
+#: work of a listing.
+DEFAULT_CACHE_S = 2.0
+CACHE_ENTRIES = 1024
 
 
 class NotFoundError(DowError):
@@ -118,11 +125,49 @@ class InvalidCursorError(DowError):
     """A pagination cursor that this store did not hand out, or for another sort."""
 
 
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """The columns of an alert that views show: all but its evidence.
+
+    Listings read these as plain rows; building ORM objects for a page of
+    alerts costs several times the query itself.
+    """
+
+    id: int
+    fingerprint: str
+    kind: str
+    severity: str
+    status: str
+    labels: dict[str, Any]
+    annotations: dict[str, Any]
+    cost_usd: float
+    starts_at: float
+    ends_at: float | None
+    updated_at: float
+    acked_at: float | None
+    acked_by: str | None
+    resolved_by: str | None
+    context_key: str
+    provider: str
+    account: str
+    region: str
+    function: str
+    qualifier: str
+
+    @classmethod
+    def of(cls, row: AlertRow) -> AlertRecord:
+        return cls(*(getattr(row, name) for name in RECORD_FIELDS))
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(AlertRecord))
+RECORD_COLUMNS = tuple(getattr(AlertRow, name) for name in RECORD_FIELDS)
+
+
 @dataclass(slots=True)
 class AlertView:
-    """An alert row with the state derived from its ack and the silences."""
+    """An alert with the state derived from its ack and the silences."""
 
-    row: AlertRow
+    row: AlertRecord
     state: str
     silenced_by: tuple[str, ...] = ()
 
@@ -130,6 +175,7 @@ class AlertView:
 @dataclass(slots=True)
 class AlertDetail:
     view: AlertView
+    evidence: dict[str, Any]
     transitions: list[TransitionRow]
     comments: list[CommentRow]
 
@@ -223,8 +269,7 @@ class Matcher:
             constant = CONSTANT_LABELS.get(self.name, "")
             return true() if self.matches({self.name: constant}) else false()
         if self.is_regex:
-            # Limitation: PostgreSQL evaluates regexes with its own (POSIX ARE)
-            # engine, which differs from Python's on exotic syntax only.
+            # Limitation: PostgreSQL runs regexes as POSIX ARE; exotic syntax differs.
             hit = column.regexp_match(f"^(?:{self.value})$")
         else:
             hit = column == self.value
@@ -237,7 +282,7 @@ def silence_state(row: SilenceRow, now: float) -> str:
     return ACTIVE if now < row.ends_at else EXPIRED
 
 
-def alert_label_set(row: AlertRow) -> dict[str, str]:
+def alert_label_set(row: AlertRecord) -> dict[str, str]:
     """The labels matchers see: identity labels plus severity."""
     labels = {name: str(getattr(row, name)) for name in LABEL_COLUMNS}
     labels.update(CONSTANT_LABELS)
@@ -305,7 +350,7 @@ def _context_values(context: Context) -> dict[str, str]:
     }
 
 
-def context_of(row: AlertRow | FunctionRow | ActionRow) -> Context:
+def context_of(row: AlertRecord | AlertRow | FunctionRow | ActionRow) -> Context:
     return Context(row.provider, row.account, row.region, row.function, row.qualifier)
 
 
@@ -321,11 +366,18 @@ class SqlStore:
         url: str = "sqlite:///dowguard.db",
         *,
         clock: Callable[[], float] = time.time,
+        cache_s: float = DEFAULT_CACHE_S,
     ) -> None:
         self.url = url
         self.clock = clock
+        self.cache_s = cache_s
         self.engine = db.make_engine(url)
+        #: The database is a file this process reads itself (SQLite), with
+        #: no server to wait for.
+        self.in_process = self.engine.dialect.name == "sqlite"
         self._read, self._write = db.session_factories(self.engine)
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        self._cache_lock = threading.Lock()
 
     # -- schema ---------------------------------------------------------------
 
@@ -344,6 +396,20 @@ class SqlStore:
         from api.migrations import ensure_schema
 
         ensure_schema(self.engine)
+        self.optimize()
+
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics of the alerts table.
+
+        Without them SQLite picks poor plans for filtered, sorted listings;
+        the sampling limit keeps this to milliseconds on any table size.
+        """
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+            conn.exec_driver_sql("ANALYZE alerts")
+            conn.commit()
+        logger.debug("statistics refreshed url=%s", self._safe_url)
 
     def ping(self) -> bool:
         """Whether the database answers a trivial query."""
@@ -372,6 +438,47 @@ class SqlStore:
             raise StorageError(
                 f"database {self._safe_url}: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            if write:
+                self._forget()
+
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, remembered for the current slot of ``cache_s`` seconds.
+
+        The slot comes from the store's clock, so a test clock that moves
+        moves the cache with it; any write through this store empties it.
+        """
+        if self.cache_s <= 0:
+            return compute()
+        slot = (int(self.clock() // self.cache_s), *key)
+        with self._cache_lock:
+            if slot in self._cache:
+                value: T = self._cache[slot]
+                return value
+        value = compute()
+        with self._cache_lock:
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[slot] = value
+        return value
+
+    def _forget(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _count(
+        self,
+        session: Session,
+        table: type[Base],
+        filters: Sequence[ColumnElement[bool]],
+        key: tuple[Any, ...],
+    ) -> int:
+        # Limitation: a count can miss rows another process wrote in cache_s.
+        def count() -> int:
+            stmt = select(func.count()).select_from(table).where(*filters)
+            return int(session.scalar(stmt) or 0)
+
+        return self._cached(key, count)
 
     # -- AlertSink ------------------------------------------------------------
 
@@ -505,23 +612,22 @@ class SqlStore:
 
     # -- alerts ---------------------------------------------------------------
 
-    def active_silences(self, session: Session | None = None) -> list[SilenceRow]:
-        """Silences in force now, newest first, bounded."""
-        if session is None:
-            with self._session() as own:
-                return self.active_silences(own)
-        now = self.clock()
-        stmt = (
-            select(SilenceRow)
-            .where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
-            .order_by(SilenceRow.created_at.desc())
-            .limit(MAX_ACTIVE_SILENCES)
-        )
-        return list(session.scalars(stmt))
+    def active_silences(self) -> list[tuple[str, list[Matcher]]]:
+        """The matchers of the silences in force now, by silence id, bounded."""
 
-    @staticmethod
-    def _compiled(silences: Sequence[SilenceRow]) -> list[tuple[str, list[Matcher]]]:
-        return [(s.id, [Matcher.from_json(m) for m in s.matchers]) for s in silences]
+        def load() -> list[tuple[str, list[Matcher]]]:
+            now = self.clock()
+            stmt = (
+                select(SilenceRow.id, SilenceRow.matchers)
+                .where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
+                .order_by(SilenceRow.created_at.desc())
+                .limit(MAX_ACTIVE_SILENCES)
+            )
+            with self._session() as session:
+                rows = session.execute(stmt).tuples().all()
+            return [(sid, [Matcher.from_json(m) for m in ms]) for sid, ms in rows]
+
+        return self._cached(("silences",), load)
 
     @staticmethod
     def _silenced_clause(
@@ -545,14 +651,17 @@ class SqlStore:
 
     @staticmethod
     def _view(
-        row: AlertRow, compiled: Sequence[tuple[str, list[Matcher]]]
+        row: AlertRecord, compiled: Sequence[tuple[str, list[Matcher]]]
     ) -> AlertView:
         if row.status == RESOLVED:
             return AlertView(row, RESOLVED)
-        labels = alert_label_set(row)
-        by = tuple(sid for sid, ms in compiled if all(m.matches(labels) for m in ms))
-        if by:
-            return AlertView(row, SILENCED, by)
+        if compiled:
+            labels = alert_label_set(row)
+            by = tuple(
+                sid for sid, ms in compiled if all(m.matches(labels) for m in ms)
+            )
+            if by:
+                return AlertView(row, SILENCED, by)
         return AlertView(row, ACKNOWLEDGED if row.acked_at is not None else OPEN)
 
     def list_alerts(self, query: AlertQuery) -> Page[AlertView]:
@@ -563,8 +672,8 @@ class SqlStore:
             if query.cursor
             else None
         )
+        compiled = self.active_silences()
         with self._session() as session:
-            compiled = self._compiled(self.active_silences(session))
             filters: list[ColumnElement[bool]] = []
             if query.states:
                 silenced = self._silenced_clause(compiled)
@@ -581,17 +690,30 @@ class SqlStore:
                 filters.append(AlertRow.starts_at >= query.since)
             if query.until is not None:
                 filters.append(AlertRow.starts_at < query.until)
-            count = session.scalar(
-                select(func.count()).select_from(AlertRow).where(*filters)
+            count = self._count(
+                session,
+                AlertRow,
+                filters,
+                key=(
+                    "alerts",
+                    query.states,
+                    query.kinds,
+                    query.severities,
+                    query.account,
+                    query.function,
+                    query.since,
+                    query.until,
+                    tuple(sid for sid, _ in compiled),
+                ),
             )
             stmt = _keyset(
-                select(AlertRow).where(*filters),
+                select(*RECORD_COLUMNS).where(*filters),
                 sort_col,
                 AlertRow.id,
                 query.order,
                 after,
             ).limit(query.limit + 1)
-            rows = list(session.scalars(stmt))
+            rows = [AlertRecord(*r) for r in session.execute(stmt)]
         next_cursor = None
         if len(rows) > query.limit:
             rows = rows[: query.limit]
@@ -599,31 +721,31 @@ class SqlStore:
             value = getattr(last, query.sort)
             next_cursor = encode_cursor(query.sort, query.order, value, last.id)
         views = [self._view(r, compiled) for r in rows]
-        return Page(views, int(count or 0), next_cursor)
+        return Page(views, count, next_cursor)
 
     def firing_alerts(self, include_silenced: bool = False) -> list[AlertView]:
         """Every firing alert (bounded), for re-sending to Alertmanager."""
+        compiled = self.active_silences()
+        stmt = select(*RECORD_COLUMNS).where(AlertRow.status == FIRING)
+        if not include_silenced:
+            stmt = stmt.where(not_(self._silenced_clause(compiled)))
+        stmt = stmt.order_by(AlertRow.id).limit(MAX_SCAN_ROWS)
         with self._session() as session:
-            compiled = self._compiled(self.active_silences(session))
-            stmt = select(AlertRow).where(AlertRow.status == FIRING)
-            if not include_silenced:
-                stmt = stmt.where(not_(self._silenced_clause(compiled)))
-            stmt = stmt.order_by(AlertRow.id).limit(MAX_SCAN_ROWS)
-            return [self._view(r, compiled) for r in session.scalars(stmt)]
+            rows = [AlertRecord(*r) for r in session.execute(stmt)]
+        return [self._view(r, compiled) for r in rows]
 
     def alert_views(self, fingerprints: Sequence[str]) -> dict[str, AlertView]:
         """The current views of the given alerts, by fingerprint."""
+        compiled = self.active_silences()
+        stmt = select(*RECORD_COLUMNS).where(AlertRow.fingerprint.in_(fingerprints))
         with self._session() as session:
-            compiled = self._compiled(self.active_silences(session))
-            stmt = select(AlertRow).where(AlertRow.fingerprint.in_(fingerprints))
-            return {
-                r.fingerprint: self._view(r, compiled) for r in session.scalars(stmt)
-            }
+            rows = [AlertRecord(*r) for r in session.execute(stmt)]
+        return {r.fingerprint: self._view(r, compiled) for r in rows}
 
     def get_alert(self, fingerprint: str) -> AlertDetail:
+        compiled = self.active_silences()
         with self._session() as session:
             row = self._alert_row(session, fingerprint)
-            compiled = self._compiled(self.active_silences(session))
             transitions = session.scalars(
                 select(TransitionRow)
                 .where(TransitionRow.fingerprint == fingerprint)
@@ -637,7 +759,10 @@ class SqlStore:
                 .limit(MAX_SCAN_ROWS)
             )
             return AlertDetail(
-                self._view(row, compiled), list(transitions), list(comments)
+                self._view(AlertRecord.of(row), compiled),
+                dict(row.evidence),
+                list(transitions),
+                list(comments),
             )
 
     @staticmethod
@@ -652,6 +777,7 @@ class SqlStore:
     def acknowledge(self, fingerprint: str, by: str, comment: str = "") -> AlertView:
         """Mark a firing alert acknowledged; acking it again changes nothing."""
         now = self.clock()
+        compiled = self.active_silences()
         with self._session(write=True) as session:
             row = self._alert_row(session, fingerprint)
             if row.status == RESOLVED:
@@ -660,8 +786,8 @@ class SqlStore:
                 row.acked_at = now
                 row.acked_by = by
             self._add_comment(session, fingerprint, "ack", by, comment, now)
-            compiled = self._compiled(self.active_silences(session))
-            return self._view(row, compiled)
+            record = AlertRecord.of(row)
+        return self._view(record, compiled)
 
     def resolve(self, fingerprint: str, by: str, comment: str = "") -> AlertView:
         """Resolve an alert by hand until the detector opens a new episode."""
@@ -673,7 +799,7 @@ class SqlStore:
                 row.ends_at = now
                 row.resolved_by = by
             self._add_comment(session, fingerprint, "resolve", by, comment, now)
-            return AlertView(row, RESOLVED)
+            return AlertView(AlertRecord.of(row), RESOLVED)
 
     def add_comment(self, fingerprint: str, by: str, body: str) -> CommentRow:
         now = self.clock()
