@@ -177,11 +177,13 @@ EOF
 format_storage() {
     [[ -f $DATA/meta.properties ]] && return 0
     local cluster_id
-    # A cluster id is 16 random bytes in unpadded URL-safe base64.
+    # A cluster id is 16 random bytes in unpadded URL-safe base64. It may
+    # begin with "-", so it is passed as --cluster-id=ID, never as a word
+    # of its own that the tool's argument parser would take for an option.
     cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     say "formatting $DATA (cluster $cluster_id)"
     java -cp "$LIBS/*" -Dlog4j2.configurationFile="$LOG4J" \
-        kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" \
+        kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$CONFIG" \
         >>"$LOG" 2>&1 || { log_tail; say "formatting failed"; exit 1; }
 }
 
