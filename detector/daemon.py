@@ -254,45 +254,81 @@ class Daemon:
         """Feed one partition's records to the engine (lock held)."""
         stream = self._streams[tp.topic]
         prefix = f"kafka:{tp.topic}[{tp.partition}]@"
-        taken = 0
-        for record in batch:
-            taken += self._handle(record, stream, prefix + str(record.offset))
-        # Counted once per batch: a labelled counter costs a lookup per call.
+        # Counted as read before they are processed, so that a reader of the
+        # counters sees the batch arrive, not only finish.
         self.events_in += len(batch)
+        if stream == EVIDENCE:
+            taken = processed = 0
+            for record in batch:
+                n = self._handle(record, stream, prefix + str(record.offset))
+                taken += n
+                processed += n
+        else:
+            taken, processed = self._handle_events(tp.partition, batch, stream, prefix)
+        # Counted once per batch: a labelled counter costs a lookup per call.
+        self.events_processed += processed
         if taken:
             self.metrics.record_event(stream, taken)
         self._positions[tp] = batch[-1].offset + 1
         self._dirty = True
 
+    def _handle_events(
+        self, partition: int, batch: list[Any], stream: str, prefix: str
+    ) -> tuple[int, int]:
+        """Parse and process a batch of event records; (events, messages) taken.
+
+        The per-record loop of the daemon: everything that does not change
+        per record is bound once per batch.
+        """
+        parse = self.parse
+        process = self.engine.process
+        taken = processed = 0
+        for record in batch:
+            value = record.value
+            source = prefix + str(record.offset)
+            try:
+                if value is None:
+                    raise ParseError(source, "offset 0", "message has no value")
+                events = parse(value, source, record.key)
+                for event in events:
+                    process(event, partition)
+            except ParseError as exc:
+                self.metrics.record_parse_error()
+                self._dead_letter(record, stream, exc, KIND_PARSE)
+                continue
+            except Exception as exc:
+                self._internal_failure(record, stream, source, exc)
+                continue
+            processed += 1
+            taken += len(events)
+        return taken, processed
+
     def _handle(self, record: Any, stream: str, source: str) -> int:
-        """Process one record; the number of events it held (0 if set aside)."""
-        partition = record.partition
+        """Process one evidence record; 1 if taken, 0 if set aside."""
         try:
             if record.value is None:
                 raise ParseError(source, "offset 0", "message has no value")
-            if stream == EVIDENCE:
-                evidence = decode_evidence(record.value, source)
-                self.engine.process_evidence(evidence, partition)
-                self.events_processed += 1
-                return 1
-            events = self.parse(record.value, source, record.key)
-            for event in events:
-                self.engine.process(event, partition)
+            evidence = decode_evidence(record.value, source)
+            self.engine.process_evidence(evidence, record.partition)
         except ParseError as exc:
             self.metrics.record_parse_error()
             self._dead_letter(record, stream, exc, KIND_PARSE)
             return 0
         except Exception as exc:
-            # Only a parse error is expected per message. Anything else is a
-            # bug, but one message must not stop the daemon: log it with the
-            # traceback, set the message aside and go on.
-            # Limitation: events of the message taken before the failure stay applied.
-            logger.exception("daemon message failed source=%s", source)
-            error = ParseError(source, "offset 0", f"{type(exc).__name__}: {exc}")
-            self._dead_letter(record, stream, error, KIND_INTERNAL)
+            self._internal_failure(record, stream, source, exc)
             return 0
-        self.events_processed += 1
-        return len(events)
+        return 1
+
+    def _internal_failure(
+        self, record: Any, stream: str, source: str, exc: Exception
+    ) -> None:
+        # Only a parse error is expected per message. Anything else is a
+        # bug, but one message must not stop the daemon: log it with the
+        # traceback, set the message aside and go on.
+        # Limitation: events of the message taken before the failure stay applied.
+        logger.error("daemon message failed source=%s", source, exc_info=exc)
+        error = ParseError(source, "offset 0", f"{type(exc).__name__}: {exc}")
+        self._dead_letter(record, stream, error, KIND_INTERNAL)
 
     def _dead_letter(
         self, record: Any, stream: str, error: ParseError, kind: str

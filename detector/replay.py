@@ -9,6 +9,7 @@ any speed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from detector.alerts import AlertSink, Transition
 from detector.engine import Engine
 from ingest.events import Event, Span, kafka_key
-from ingest.partitioning import partition_for
+from ingest.partitioning import partition_for, partitions_for
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 COMMIT_EVERY = 500
 #: Keys whose partition is remembered; beyond it the cache starts afresh.
 KEY_CACHE = 200_000
+#: Events read ahead at a time, so that the partitions of the keys first
+#: seen among them are hashed in one vectorised call.
+CHUNK = 4096
 
 
 @dataclass(slots=True)
@@ -47,6 +51,10 @@ class Partitioner:
                 self._cache.clear()
             number = self._cache[key] = partition_for(key, self.partitions)
         return number
+
+    def many(self, keys: Sequence[bytes]) -> list[int]:
+        """The partitions of ``keys``, hashed together (not remembered)."""
+        return partitions_for(keys, self.partitions)
 
 
 class Replay:
@@ -88,25 +96,29 @@ class Replay:
     def run(self, events: Iterable[Event]) -> ReplayResult:
         result = ReplayResult()
         engine = self.engine
-        partition = self._partition
+        process = engine.process
+        has_output = engine.has_output
+        paced = self.speed is not None
         started: tuple[float, float] | None = None
         # Partitions remembered per context object and trace id: hashing a
         # context is cheaper than building and hashing its key.
         known: dict[object, int] = {}
-        for event in events:
-            if self.speed is not None:
-                started = self._pace(event.time, started)
-            handle = event.trace_id if type(event) is Span else event.context
-            number = known.get(handle)
-            if number is None:
-                if len(known) >= KEY_CACHE:
-                    known.clear()
-                number = known[handle] = partition(kafka_key(event))
-            engine.process(event, number)
-            result.events += 1
-            if engine.has_output():
-                self._route_evidence()
-                self._collect(result)
+        lookup = known.get
+        source = iter(events)
+        while chunk := list(itertools.islice(source, CHUNK)):
+            for event in chunk:
+                if paced:
+                    started = self._pace(event.time, started)
+                number = lookup(
+                    event.trace_id if type(event) is Span else event.context
+                )
+                if number is None:
+                    number = self._learn(chunk, known, event)
+                process(event, number)
+                if has_output():
+                    self._route_evidence()
+                    self._collect(result)
+            result.events += len(chunk)
         engine.flush()
         self._route_evidence()
         self._collect(result)
@@ -114,6 +126,19 @@ class Replay:
         if self.sink is not None:
             self.sink.update_functions(engine.take_status())
         return result
+
+    def _learn(self, chunk: list[Event], known: dict[object, int], event: Event) -> int:
+        """Remember the partitions of every new key of ``chunk``; ``event``'s."""
+        if len(known) + len(chunk) > KEY_CACHE:
+            known.clear()
+        fresh: dict[object, Event] = {}
+        for other in chunk:
+            handle = other.trace_id if type(other) is Span else other.context
+            if handle not in known:
+                fresh.setdefault(handle, other)
+        numbers = self._partition.many([kafka_key(e) for e in fresh.values()])
+        known.update(zip(fresh, numbers, strict=True))
+        return known[event.trace_id if type(event) is Span else event.context]
 
     def _pace(
         self, event_time: float, started: tuple[float, float] | None

@@ -7,7 +7,8 @@ Times are event times in seconds since the Unix epoch (UTC) as floats.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeAlias
 
 import orjson
@@ -200,21 +201,187 @@ def event_from_dict(data: dict[str, Any], source: str, position: str) -> Event:
 
 
 def decode_event(raw: bytes, source: str, position: str = "offset 0") -> Event:
-    """Parse one event JSON object, raising :class:`ParseError` if it is not."""
+    """Parse one event (array or object form), raising :class:`ParseError`."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ParseError(source, position, f"invalid JSON: {exc}") from exc
+    if isinstance(data, list):
+        return event_from_array(data, source, position)
     if not isinstance(data, dict):
         raise ParseError(source, position, "event JSON must be an object")
     return event_from_dict(data, source, position)
+
+
+# ---- the array form ------------------------------------------------------------
+#
+# On Kafka every message is one event, and decoding it is most of the per
+# message work of the daemon, so events travel there as a JSON array:
+# ``[version, type, [context], field, ...]`` with every field after the
+# context in constructor order (a span's links as ``[[trace, span], ...]``).
+# Positions instead of names make decoding one constructor call, and the
+# version marker in front lets a reader tell the form from any other JSON
+# and refuse a version it does not know.
+
+#: What the first element of the array form starts with, in every version.
+EVENT_ARRAY_FAMILY = "dowguard.event/"
+#: First element of the array form; a new layout gets a new version.
+EVENT_ARRAY_VERSION = EVENT_ARRAY_FAMILY + "2"
+#: How an encoded array-form event starts, byte for byte.
+EVENT_ARRAY_PREFIX = b'["dowguard.event/2",'
+
+_ARRAY_FIELDS = {cls: len(fields(cls)) - 1 for cls in EVENT_TYPES.values()}
+_ARRAY_VALUES = {
+    cls: attrgetter(*(f.name for f in fields(cls)[1:])) for cls in EVENT_TYPES.values()
+}
+#: Contexts decoded so far, by their five parts: one shared object per
+#: context keeps later lookups (state, partition, prices) on hashed strings.
+_CONTEXTS: dict[tuple[str, ...], Context] = {}
+_MAX_CONTEXTS = 65536
+_NUMBER = (int, float)
+
+
+def encode_event_array(event: Event) -> bytes:
+    """Serialise to the array form (see :data:`EVENT_ARRAY_VERSION`)."""
+    cls = type(event)
+    head = [EVENT_ARRAY_VERSION, _TYPE_NAMES[cls], list(event.context)]
+    return orjson.dumps([*head, *_ARRAY_VALUES[cls](event)])
+
+
+def event_from_array(data: list[Any], source: str, position: str) -> Event:
+    """Rebuild an event from its array form, checking every field's type."""
+    head = data[0] if data else None
+    if head != EVENT_ARRAY_VERSION:
+        if isinstance(head, str) and head.startswith(EVENT_ARRAY_FAMILY):
+            raise ParseError(
+                source,
+                position,
+                f"event array version {head!r}, this dowguard reads "
+                f"{EVENT_ARRAY_VERSION!r}",
+            )
+        raise ParseError(source, position, f"not a dowguard event array: {head!r}")
+    if len(data) < 3:
+        raise ParseError(source, position, "event array without a context")
+    name = data[1]
+    cls = EVENT_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ParseError(source, position, f"unknown event type {name!r}")
+    values = data[3:]
+    if len(values) != _ARRAY_FIELDS[cls]:
+        raise ParseError(
+            source,
+            position,
+            f"bad {name} event: {len(values)} fields, expected {_ARRAY_FIELDS[cls]}",
+        )
+    context = _context(data[2], source, position)
+    if cls is Span:
+        values[7] = _links(values[7], source, position)
+    event: Event = cls(context, *values)
+    if cls is not Invocation or not (
+        # The common case, checked inline: the generic loop costs as much
+        # as decoding the rest of the message.
+        type(values[1]) is str
+        and type(values[4]) is int
+        and type(values[5]) is int
+        and type(values[7]) is str
+        and type(values[8]) is str
+        and type(values[9]) is str
+        and type(values[10]) is int
+        and type(values[11]) is int
+    ):
+        _check_fields(event, source, position)
+    _check_values(event, source, position)
+    return event
+
+
+def _context(parts: Any, source: str, position: str) -> Context:
+    if type(parts) is not list:
+        raise ParseError(source, position, "context must be 5 strings")
+    key = tuple(parts)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        if len(key) != 5 or not all(type(p) is str for p in key):
+            raise ParseError(source, position, "context must be 5 strings")
+        if len(_CONTEXTS) >= _MAX_CONTEXTS:
+            _CONTEXTS.clear()
+        context = _CONTEXTS[key] = Context(*key)
+    return context
+
+
+def _links(value: Any, source: str, position: str) -> tuple[tuple[str, str], ...]:
+    if type(value) is not list:
+        raise ParseError(source, position, "bad span event: links must be a list")
+    links = []
+    for item in value:
+        if (
+            type(item) is not list
+            or len(item) != 2
+            or type(item[0]) is not str
+            or type(item[1]) is not str
+        ):
+            raise ParseError(
+                source, position, "bad span event: a link is [trace_id, span_id]"
+            )
+        links.append((item[0], item[1]))
+    return tuple(links)
+
+
+# Field types of the array form, per event type, in constructor order.
+_FIELD_TYPES: dict[type[Any], tuple[tuple[str, tuple[type, ...]], ...]] = {
+    cls: tuple(
+        (
+            f.name,
+            {"float": _NUMBER, "int": (int,), "str": (str,), "bool": (bool,)}.get(
+                str(f.type), (object,)
+            ),
+        )
+        for f in fields(cls)[1:]
+    )
+    for cls in EVENT_TYPES.values()
+}
+
+
+def _check_fields(event: Event, source: str, position: str) -> None:
+    """Every field of an array-form event has its declared type."""
+    for name, kinds in _FIELD_TYPES[type(event)]:
+        value = getattr(event, name)
+        if not isinstance(value, kinds) or (
+            isinstance(value, bool) and bool not in kinds
+        ):
+            raise ParseError(
+                source,
+                position,
+                f"bad {_TYPE_NAMES[type(event)]} event: {name} is "
+                f"{type(value).__name__}, expected {kinds[0].__name__}",
+            )
 
 
 def _check_types(event: Event, source: str, position: str) -> None:
     ctx = event.context
     if len(ctx) != 5 or not all(isinstance(p, str) for p in ctx):
         raise ParseError(source, position, "context must be 5 strings")
+    _check_values(event, source, position)
+
+
+def _check_values(event: Event, source: str, position: str) -> None:
+    """The time, and an invocation's durations and memory, are in range."""
     time = event.time
+    if type(event) is Invocation and type(time) is float and time == time:
+        # Every check of the loop below in one expression, for the usual
+        # floats; anything else takes the loop, which names what is wrong.
+        duration, billed, init = event.duration_ms, event.billed_ms, event.init_ms
+        memory = event.memory_mb
+        if (
+            type(duration) is float
+            and type(billed) is float
+            and type(init) is float
+            and type(memory) is int
+            and 0.0 <= duration < 1e9
+            and 0.0 <= billed < 1e9
+            and 0.0 <= init < 1e9
+            and 0 < memory <= 1 << 20
+        ):
+            return
     if not isinstance(time, (int, float)) or isinstance(time, bool) or time != time:
         raise ParseError(source, position, f"time must be a number, got {time!r}")
     if isinstance(event, Invocation):

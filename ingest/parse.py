@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 import orjson
 
 from dowguard.errors import ParseError
-from ingest.events import EVENT_JSON_MARKER, Context, Event, event_from_dict
+from ingest.events import (
+    EVENT_ARRAY_FAMILY,
+    EVENT_ARRAY_PREFIX,
+    EVENT_JSON_MARKER,
+    Context,
+    Event,
+    event_from_array,
+    event_from_dict,
+)
 from ingest.formats.cloudwatch import looks_like_cloudwatch, parse_cloudwatch
 from ingest.formats.common import (
     GZIP_MAGIC,
@@ -76,6 +84,13 @@ def parse_message(raw: bytes, source: str, key: bytes | None = None) -> list[Eve
         )
     raw = bytes(raw)
     check_size(raw, source)
+    if raw.startswith(EVENT_ARRAY_PREFIX):
+        # dowguard's own array form, as published to Kafka: no format search.
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(source, "offset 0", f"invalid JSON: {exc}") from exc
+        return _own_array(doc, source, "offset 0")
     if not raw.strip():
         raise ParseError(source, "offset 0", "empty message")
     try:
@@ -148,6 +163,8 @@ def _parse_document(
         raise ParseError(
             source, "offset 0", f"unrecognised JSON document ({type(doc).__name__})"
         )
+    if doc and isinstance(doc[0], str) and doc[0].startswith(EVENT_ARRAY_FAMILY):
+        return _own_array(doc, source, "offset 0")
     if _is_telemetry(doc):
         return _call("telemetry", source, parse_telemetry_batch, doc, context, source)
     events: list[Event] = []
@@ -211,6 +228,14 @@ def _parse_object(
         return list(_call("focus", source, parse_focus_record, obj, source, position))
     names = ", ".join(sorted(obj)[:5]) or "none"
     raise ParseError(source, position, f"unrecognised JSON object (keys: {names})")
+
+
+def _own_array(doc: list[Any], source: str, position: str) -> list[Event]:
+    """One event in dowguard's array form."""
+    event = _call("event_array", source, event_from_array, doc, source, position)
+    if not 0 <= event.time <= LATEST_EVENT_TIME_S:
+        raise ParseError(source, position, f"event time out of range: {event.time}")
+    return [event]
 
 
 def _is_telemetry(items: list[Any]) -> bool:
