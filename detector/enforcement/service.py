@@ -588,6 +588,7 @@ def build_enforcer(
             ),
             cooldown_s=settings.enforcement_cooldown_s,
             release_after_s=settings.enforcement_ttl_s or None,
+            auto_release_loops=settings.enforcement_release_loops,
             approval=settings.enforcement_approval,
         )
     except ValueError as exc:
