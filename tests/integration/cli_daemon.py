@@ -89,7 +89,7 @@ class DaemonProcess:
 def wait_for(
     condition: Callable[[], bool],
     what: str,
-    timeout_s: float = 120.0,
+    timeout_s: float = 90.0,
     detail: Callable[[], str] = lambda: "",
 ) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` at the deadline."""

@@ -138,6 +138,7 @@ def test_a_recursive_loop_is_throttled_in_moto_released_after_ttl_and_acted_on_o
                 r.verb == RELEASE and r.state == SUCCEEDED for r in actions.find()
             ),
             "the throttle and its release after the TTL",
+            timeout_s=180,
             detail=lambda: f"actions={actions.find()}\n{daemon.tail()}",
         )
         assert daemon.stop() == 0, daemon.tail()
@@ -213,6 +214,7 @@ def test_a_recursive_loop_is_throttled_in_moto_released_after_ttl_and_acted_on_o
                 PARTITIONS,
             ),
             "the second daemon reading the loop again",
+            timeout_s=180,
             detail=again.tail,
         )
         # SIGTERM lets the daemon finish what it handed to the enforcer.
