@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -315,6 +316,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(settings, args.json)
 
 
+#: How far back a critical alert still firing is handed to the enforcer at
+#: start: the daemon may have stopped between storing it and acting on it.
+#: Older ones are left to people, since the function may have changed since.
+CATCH_UP_S = 900.0
+
+
+def recent_critical_alerts(store: Any, since: float) -> list[Any]:
+    """Firing critical alerts updated at or after ``since``, as transitions."""
+    from api.store import context_of
+    from detector.alerts import CRITICAL, UPDATED, Transition
+
+    found = []
+    for view in store.firing_alerts():
+        row = view.row
+        if row.severity != CRITICAL or row.updated_at < since:
+            continue
+        evidence = store.get_alert(row.fingerprint).evidence
+        found.append(
+            Transition(
+                UPDATED,
+                row.fingerprint,
+                row.kind,
+                row.severity,
+                context_of(row),
+                row.starts_at,
+                row.updated_at,
+                0,
+                row.cost_usd,
+                str(row.annotations.get("summary", "")),
+                evidence,
+            )
+        )
+    return found
+
+
+def silenced_alerts(store: Any, fingerprints: Sequence[str]) -> set[str]:
+    """Which of ``fingerprints`` a silence mutes right now."""
+    from api.store import SILENCED
+
+    views = store.alert_views(list(fingerprints))
+    return {fp for fp, view in views.items() if view.state == SILENCED}
+
+
 def run_daemon(settings: Settings, as_json: bool) -> int:
     """The daemon, with enforcement and Alertmanager forwarding behind it.
 
@@ -332,6 +376,7 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
     from ingest.parse import parse_message
 
     store = open_store(settings)
+    firing = recent_critical_alerts(store, time.time() - CATCH_UP_S)
     enforcer = build_enforcer(settings, SqlActionLog(store))
     forwarder = build_forwarder(settings, store)
     effects = AfterStore(
@@ -339,6 +384,7 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
         enforcer=enforcer,
         forwarder=forwarder,
         tick_interval_s=settings.enforcement_tick_s,
+        silenced=lambda fingerprints: silenced_alerts(store, fingerprints),
         registry=METRICS.registry,
     )
     engine = Engine(detector_config(settings))
@@ -357,6 +403,7 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     effects.start()
+    effects.resume(firing)
     if forwarder is not None:
         forwarder.start()
     try:

@@ -19,7 +19,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from detector.alerts import CRITICAL, AlertSink, Checkpoint, FunctionStatus, Transition
+from detector.alerts import (
+    CRITICAL,
+    RESOLVED,
+    AlertSink,
+    Checkpoint,
+    FunctionStatus,
+    Transition,
+)
 from detector.enforcement.service import Enforcer
 
 logger = logging.getLogger(__name__)
@@ -149,7 +156,9 @@ class AfterStore:
     :class:`HandOff`, so a slow Alertmanager does not delay a throttle and a
     slow hook does not delay forwarding; neither delays the caller. With
     ``tick_interval_s`` the enforcer's :meth:`~Enforcer.tick` (TTL release,
-    approvals, recovery) runs on a thread of its own.
+    approvals, recovery) runs on a thread of its own. ``silenced`` tells
+    which of some fingerprints people have silenced: those alerts are
+    forwarded as usual but cause no throttle.
 
     Transitions stored once already (a redelivery) are passed on again:
     the enforcer keys actions by alert episode, so they cause none.
@@ -162,6 +171,7 @@ class AfterStore:
         enforcer: Enforcer | None = None,
         forwarder: AlertForwarder | None = None,
         tick_interval_s: float = 30.0,
+        silenced: Callable[[Sequence[str]], set[str]] | None = None,
         capacity: int = DEFAULT_CAPACITY,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
@@ -174,6 +184,7 @@ class AfterStore:
         self.enforcer = enforcer
         self.forwarder = forwarder
         self.tick_interval_s = tick_interval_s
+        self.silenced = silenced
         self.clock = clock
         self.registry = registry
         self.handoffs: dict[str, HandOff[_Work]] = {}
@@ -209,6 +220,16 @@ class AfterStore:
         handoff = self.handoffs.get("enforcement")
         if rows and handoff is not None:
             self._offer(handoff, _Work(status=list(rows), stored_at=self.clock()))
+
+    def resume(self, transitions: Sequence[Transition]) -> None:
+        """Hand stored transitions to the enforcer again (at start).
+
+        A process that stopped after storing an alert and before acting on
+        it acts now; what was acted on already is recognised by its episode.
+        """
+        handoff = self.handoffs.get("enforcement")
+        if transitions and handoff is not None:
+            self._offer(handoff, _Work(list(transitions), stored_at=self.clock()))
 
     # Control
 
@@ -280,8 +301,9 @@ class AfterStore:
     def _enforce(self, work: _Work) -> None:
         enforcer = self.enforcer
         assert enforcer is not None
-        if work.transitions:
-            enforcer.on_transitions(work.transitions)
+        transitions = self._unsilenced(work.transitions)
+        if transitions:
+            enforcer.on_transitions(transitions)
             logger.debug(
                 "enforcement handled transitions=%d waited_s=%.3f",
                 len(work.transitions),
@@ -289,6 +311,18 @@ class AfterStore:
             )
         if work.status:
             enforcer.on_status(work.status)
+
+    def _unsilenced(self, transitions: list[Transition]) -> list[Transition]:
+        firing = [t.fingerprint for t in transitions if t.event != RESOLVED]
+        if self.silenced is None or not firing:
+            return transitions
+        muted = self.silenced(firing)
+        if muted:
+            logger.info("enforcement held back silenced=%s", ",".join(sorted(muted)))
+        # A resolve still goes through: it may schedule a release.
+        return [
+            t for t in transitions if t.event == RESOLVED or t.fingerprint not in muted
+        ]
 
     def _forward(self, work: _Work) -> None:
         forwarder = self.forwarder

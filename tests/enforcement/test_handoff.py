@@ -204,3 +204,52 @@ def test_backlog_and_drops_are_exported_while_running() -> None:
     # Closed, the hand-offs are no longer exported.
     gone = {"worker": "enforcement"}
     assert registry.get_sample_value("dowguard_handoff_backlog", gone) is None
+
+
+def test_silenced_alerts_are_forwarded_but_not_enforced() -> None:
+    hook = HeldHook()
+    hook.go.set()
+    log = MemoryActionLog()
+    quiet, loud = transition(context("quiet")), transition(context("loud"))
+    asked: list[list[str]] = []
+
+    def silenced(fingerprints: Sequence[str]) -> set[str]:
+        asked.append(list(fingerprints))
+        return {quiet.fingerprint}
+
+    recorder = Recorder()
+    sink = AfterStore(
+        MemorySink(),
+        enforcer=Enforcer(hook, Policy(), log),
+        forwarder=recorder,
+        silenced=silenced,
+    )
+    sink.start()
+    try:
+        sink.commit([quiet, loud])
+        assert sink.wait_idle(WAIT_S)
+    finally:
+        sink.close()
+    assert asked == [[quiet.fingerprint, loud.fingerprint]]
+    assert hook.calls == [("throttle", "loud")]
+    assert recorder.sent == [quiet.fingerprint, loud.fingerprint]
+
+
+def test_resume_hands_stored_alerts_to_the_enforcer_only() -> None:
+    hook = HeldHook()
+    hook.go.set()
+    log = MemoryActionLog()
+    recorder = Recorder()
+    sink = AfterStore(
+        MemorySink(), enforcer=Enforcer(hook, Policy(), log), forwarder=recorder
+    )
+    sink.start()
+    alert = transition(context("orders"))
+    try:
+        sink.resume([alert])
+        sink.resume([alert])
+        assert sink.wait_idle(WAIT_S)
+    finally:
+        sink.close()
+    assert hook.calls == [("throttle", "orders")]
+    assert recorder.sent == []
