@@ -286,8 +286,7 @@ class AfterStore:
         critical = sorted(
             {t.fingerprint for t in work.transitions if t.severity == CRITICAL}
         )
-        # Limitation: a dropped batch is not retried; a critical alert in it
-        # is acted on only when a later transition of the alert arrives.
+        # Limitation: a dropped batch is not retried; its alerts wait for a later one.
         logger.error(
             "hand-off full, batch dropped worker=%s transitions=%d status=%d "
             "critical=%s dropped_total=%d",

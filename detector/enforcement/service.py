@@ -412,7 +412,7 @@ class Enforcer:
     def _retry(
         self, rec: ActionRecord, call: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
-        # Limitation: backoff sleeps in the caller's thread, pausing the daemon loop.
+        # Limitation: backoff sleeps in the caller's thread, holding later batches.
         delay = self.backoff_s
         for attempt in range(1, self.max_attempts + 1):
             if not self.breaker.allow():
