@@ -69,6 +69,8 @@ class HandOff(Generic[T]):
         self.dropped = 0
         self.failed = 0
         self._queue: queue.Queue[T] = queue.Queue(maxsize=capacity)
+        # The daemon offers from its loop and from rebalance callbacks.
+        self._count_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -91,7 +93,8 @@ class HandOff(Generic[T]):
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self.dropped += 1
+            with self._count_lock:
+                self.dropped += 1
             return False
         return True
 
