@@ -566,6 +566,11 @@ class SqlStore:
             row.acked_at = None
             row.acked_by = None
             row.resolved_by = None
+        elif t.starts_at < row.starts_at:
+            # The detector moves an open alert's start earlier when evidence
+            # read late shows it began sooner; as in Alertmanager, the
+            # earliest start wins.
+            row.starts_at = t.starts_at
         if t.event == lifecycle.RESOLVED:
             row.status = RESOLVED
             row.ends_at = t.at

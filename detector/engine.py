@@ -192,8 +192,12 @@ class Engine:
             self._on_chain(state, evidence)
         elif evidence.kind == CHAIN_ENDED and chain is not None:
             chain[2] = 1.0
+            chain[3] = max(chain[3], evidence.time)
             if all(c[2] for c in state.chains.values()):
-                self._resolve_recursion(state, evidence.time)
+                # The last chain to end, not the last one read: partitions
+                # are read in no fixed order.
+                ended = max(c[3] for c in state.chains.values())
+                self._resolve_recursion(state, ended)
 
     def has_output(self) -> bool:
         """Whether transitions or evidence are waiting to be taken."""
@@ -523,7 +527,13 @@ class Engine:
             return
         alert.peak = max(alert.peak, hops)
         escalated = severity == CRITICAL and alert.severity != CRITICAL
-        if escalated or hops >= 2 * alert.reported_peak:
+        # Chains of one context come from every trace partition, in the
+        # order the partitions happen to be read: the alert starts with the
+        # earliest chain seen, whichever arrived first.
+        earlier = evidence.time < alert.starts_at
+        if earlier:
+            alert.starts_at = evidence.time
+        if escalated or earlier or hops >= 2 * alert.reported_peak:
             alert.severity = severity if escalated else alert.severity
             alert.reported_peak = hops
             self._emit(state, alert, UPDATED, evidence.time, details)

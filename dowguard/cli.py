@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -197,15 +198,29 @@ def replay_paths(
     as_json: bool,
     speed: float | None = None,
     store: bool = True,
+    rehearse: bool = False,
 ) -> int:
+    """Replay files; with ``rehearse``, also show what enforcement would do."""
+    from detector.enforcement.rehearsal import Rehearsal
     from detector.engine import Engine
     from detector.replay import Replay
 
     errors = _ErrorReport()
     sink = open_store(settings) if store else None
     engine = Engine(detector_config(settings))
-    replay = Replay(engine, sink, speed=speed, on_transition=_printer(as_json))
-    result = replay.run(_with_progress(_events(paths, errors)))
+    show = _printer(as_json)
+    rehearsal = Rehearsal(settings) if rehearse else None
+
+    def on_transition(transition: Any) -> None:
+        show(transition)
+        if rehearsal is not None:
+            rehearsal.observe(transition)
+
+    replay = Replay(engine, sink, speed=speed, on_transition=on_transition)
+    events = _events(paths, errors)
+    if rehearsal is not None:
+        events = _advancing(events, rehearsal)
+    result = replay.run(_with_progress(events))
     opened = sum(1 for t in result.transitions if t.event == "opened")
     print(
         f"dowguard: replayed {result.events} events, {opened} alerts opened, "
@@ -213,7 +228,40 @@ def replay_paths(
         + (f"; stored in {settings.database_url}" if store else ""),
         file=sys.stderr,
     )
+    if rehearsal is not None:
+        _show_actions(rehearsal.actions(), as_json)
     return 0
+
+
+def _advancing(events: Iterator[Any], rehearsal: Any) -> Iterator[Any]:
+    """Pass events on; tick the rehearsal up to the last event time at the end."""
+    last: float | None = None
+    for event in events:
+        last = event.time if last is None else max(last, event.time)
+        yield event
+    if last is not None:
+        rehearsal.advance(last)
+
+
+def _show_actions(actions: Sequence[Any], as_json: bool) -> None:
+    from detector.alerts import rfc3339
+
+    if as_json:
+        for rec in actions:
+            sys.stdout.write(json.dumps(rec.to_json()) + "\n")
+        return
+    if not actions:
+        print("dry-run enforcement: no action would have been taken")
+        return
+    print("dry-run enforcement, nothing was touched; it would have taken:")
+    for rec in actions:
+        ctx = rec.context
+        where = f"{ctx.account}/{ctx.region}/{ctx.function}:{ctx.qualifier}"
+        why = rec.outcome.get("skipped") or rec.reason
+        print(
+            f"{rfc3339(rec.created_at)}  {rec.verb.upper():8} {rec.state:9} "
+            f"{where}  {why} (alert {rec.fingerprint or 'none'})"
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -262,18 +310,85 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{BUNDLED_RECORDING} into {settings.database_url}",
             file=sys.stderr,
         )
-        return replay_paths(settings, [str(BUNDLED_RECORDING)], args.json)
+        return replay_paths(
+            settings, [str(BUNDLED_RECORDING)], args.json, rehearse=True
+        )
     return run_daemon(settings, args.json)
 
 
-def run_daemon(settings: Settings, as_json: bool) -> int:
-    from detector.daemon import Daemon
-    from detector.engine import Engine
+#: How far back a critical alert still firing is handed to the enforcer at
+#: start: the daemon may have stopped between storing it and acting on it.
+#: Older ones are left to people, since the function may have changed since.
+CATCH_UP_S = 900.0
 
-    engine = Engine(detector_config(settings))
+
+def recent_critical_alerts(store: Any, since: float) -> list[Any]:
+    """Firing critical alerts updated at or after ``since``, as transitions."""
+    from api.store import context_of
+    from detector.alerts import CRITICAL, UPDATED, Transition
+
+    found = []
+    for view in store.firing_alerts():
+        row = view.row
+        if row.severity != CRITICAL or row.updated_at < since:
+            continue
+        evidence = store.get_alert(row.fingerprint).evidence
+        found.append(
+            Transition(
+                UPDATED,
+                row.fingerprint,
+                row.kind,
+                row.severity,
+                context_of(row),
+                row.starts_at,
+                row.updated_at,
+                0,
+                row.cost_usd,
+                str(row.annotations.get("summary", "")),
+                evidence,
+            )
+        )
+    return found
+
+
+def silenced_alerts(store: Any, fingerprints: Sequence[str]) -> set[str]:
+    """Which of ``fingerprints`` a silence mutes right now."""
+    from api.store import SILENCED
+
+    views = store.alert_views(list(fingerprints))
+    return {fp for fp, view in views.items() if view.state == SILENCED}
+
+
+def run_daemon(settings: Settings, as_json: bool) -> int:
+    """The daemon, with enforcement and Alertmanager forwarding behind it.
+
+    Both are driven by what the daemon has stored, through the hand-offs of
+    :class:`~detector.enforcement.handoff.AfterStore`, so neither a hook nor
+    Alertmanager can hold up detection or offset commits.
+    """
+    from api.alertmanager import build_forwarder
+    from api.store import SqlActionLog
+    from detector.daemon import Daemon
+    from detector.enforcement.handoff import AfterStore
+    from detector.enforcement.service import build_enforcer
+    from detector.engine import Engine
+    from detector.metrics import METRICS
     from ingest.parse import parse_message
 
-    daemon = Daemon(settings, engine, open_store(settings), parse=parse_message)
+    store = open_store(settings)
+    firing = recent_critical_alerts(store, time.time() - CATCH_UP_S)
+    enforcer = build_enforcer(settings, SqlActionLog(store))
+    forwarder = build_forwarder(settings, store)
+    effects = AfterStore(
+        store,
+        enforcer=enforcer,
+        forwarder=forwarder,
+        tick_interval_s=settings.enforcement_tick_s,
+        silenced=lambda fingerprints: silenced_alerts(store, fingerprints),
+        registry=METRICS.registry,
+    )
+    engine = Engine(detector_config(settings))
+    daemon = Daemon(settings, engine, effects, parse=parse_message)
     show = _printer(as_json)
 
     def announce(batch: Sequence[Any]) -> None:
@@ -287,7 +402,19 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    daemon.run()
+    effects.start()
+    effects.resume(firing)
+    if forwarder is not None:
+        forwarder.start()
+    try:
+        daemon.run()
+    finally:
+        # The daemon has stored its last batch; what it handed on is
+        # finished before the store closes.
+        effects.close()
+        if forwarder is not None:
+            forwarder.close()
+        store.close()
     return 0
 
 

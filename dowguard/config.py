@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     enforcement_max_per_hour_per_account: int = 3
     enforcement_cooldown_s: float = 900.0
     enforcement_ttl_s: float = 3600.0
+    # How often the daemon releases what is due; loops are released by the
+    # ttl only when enforcement_release_loops is set.
+    enforcement_tick_s: float = 30.0
+    enforcement_release_loops: bool = False
     enforcement_approval: bool = False
     enforcement_ceiling: int = 0
     enforcement_recursion_terminate: bool = False

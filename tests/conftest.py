@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# moto's server, shared by every folder that talks to AWS.
+from tests.moto_server import aws_env, moto, moto_url  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 

@@ -212,7 +212,7 @@ class Enforcer:
             logger.debug("no enforcement fingerprint=%s why=%s", t.fingerprint, why)
             return
         key = episode_key(t.fingerprint, t.starts_at, THROTTLE)
-        if any(r.key == key for r in self.log.find(fingerprint=t.fingerprint)):
+        if self._episode_handled(t):
             return
         now = self.clock()
         reason = t.summary or f"{t.kind} alert {t.fingerprint}"
@@ -246,10 +246,29 @@ class Enforcer:
         if self._store(rec):
             self._throttle(rec)
 
-    def _on_resolved(self, t: Transition) -> None:
-        key = episode_key(t.fingerprint, t.starts_at, THROTTLE)
+    def _episode_handled(self, t: Transition) -> bool:
+        """Whether a throttle of this alert's episode was already decided.
+
+        The detector may move an open alert's start earlier (evidence read
+        late from another partition), never later: a later episode starts
+        after this one resolved. So a throttle keyed with the same or a
+        later start belongs to this episode, or to a newer one that
+        supersedes a stale transition.
+        """
+        start = round(t.starts_at, 3)
         for rec in self.log.find(fingerprint=t.fingerprint):
-            if rec.key != key:
+            begun = _episode_start(rec.key, t.fingerprint)
+            if begun is not None and begun >= start:
+                return True
+        return False
+
+    def _on_resolved(self, t: Transition) -> None:
+        # The episode ran from its (earliest) start to now; a throttle keyed
+        # within that span is one of its own, whatever start it first saw.
+        first, last = round(t.starts_at, 3), round(t.at, 3)
+        for rec in self.log.find(fingerprint=t.fingerprint):
+            begun = _episode_start(rec.key, t.fingerprint)
+            if begun is None or not first <= begun <= last:
                 continue
             if rec.state == PENDING_APPROVAL:
                 self._skip(rec, "alert resolved before approval", stored=True)
@@ -393,7 +412,7 @@ class Enforcer:
     def _retry(
         self, rec: ActionRecord, call: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
-        # Limitation: backoff sleeps in the caller's thread, pausing the daemon loop.
+        # Limitation: backoff sleeps in the caller's thread, holding later batches.
         delay = self.backoff_s
         for attempt in range(1, self.max_attempts + 1):
             if not self.breaker.allow():
@@ -566,6 +585,18 @@ class Enforcer:
                 self._fail(rec, "interrupted: no outcome was recorded", {})
 
 
+def _episode_start(key: str, fingerprint: str) -> float | None:
+    """The episode start in a throttle key made by :func:`episode_key`, if any."""
+    head, at, rest = key.partition("@")
+    suffix = f":{THROTTLE}"
+    if head != fingerprint or not at or not rest.endswith(suffix):
+        return None
+    try:
+        return float(rest[: -len(suffix)])
+    except ValueError:
+        return None
+
+
 def _release_key(throttle_key: str) -> str:
     suffix = f":{THROTTLE}"
     if throttle_key.endswith(suffix):
@@ -588,6 +619,7 @@ def build_enforcer(
             ),
             cooldown_s=settings.enforcement_cooldown_s,
             release_after_s=settings.enforcement_ttl_s or None,
+            auto_release_loops=settings.enforcement_release_loops,
             approval=settings.enforcement_approval,
         )
     except ValueError as exc:

@@ -1,4 +1,9 @@
-"""SqlActionLog keeps the ActionLog contract the in-memory log keeps."""
+"""The ActionLog contract, run against the in-memory log and the SQL log.
+
+Each contract test takes the ``log`` fixture, parametrised over the memory
+log and the SQL log on every database backend; the tests after them cover
+what only the SQL log does (the function's latest action, the paged trail).
+"""
 
 from __future__ import annotations
 
@@ -72,10 +77,24 @@ def test_update_replaces_the_stored_record(log: ActionLog) -> None:
     rec.state = SUCCEEDED
     rec.attempts = 2
     rec.outcome = {"answer": {"status": 200}}
+    stored = log.get(rec.id)
+    assert stored is not None and stored.state == ATTEMPTING
     log.update(rec)
     got = log.get(rec.id)
     assert got == rec
     assert got is not rec
+
+
+def test_records_read_back_are_copies(log: ActionLog) -> None:
+    rec = _rec("k1")
+    rec.outcome = {"answer": {"status": 200}}
+    log.record(rec)
+    rec.outcome["answer"]["status"] = 404
+    got = log.get(rec.id)
+    assert got is not None and got.outcome["answer"]["status"] == 200
+    got.outcome["answer"]["status"] = 500
+    (found,) = log.find()
+    assert found.outcome["answer"]["status"] == 200
 
 
 def test_update_checks_id_and_key(log: ActionLog) -> None:
@@ -99,6 +118,7 @@ def test_find_filters_and_orders_oldest_first(log: ActionLog) -> None:
     assert [r.key for r in log.find(context=CTX)] == ["k1", "k2"]
     assert [r.key for r in log.find(state=PENDING_APPROVAL)] == ["k2"]
     assert [r.key for r in log.find(since=200.0)] == ["k2", "k3"]
+    assert [r.key for r in log.find(context=CTX, state=ATTEMPTING)] == ["k1"]
     assert log.find(fingerprint="0" * 16) == []
     assert log.get("missing") is None
 
@@ -131,3 +151,9 @@ def test_the_audit_trail_pages_newest_first(store: SqlStore) -> None:
         if cursor is None:
             break
     assert keys == [f"k{i}" for i in reversed(range(7))]
+
+
+def test_to_json_names_the_context_fields() -> None:
+    data = _rec("k1").to_json()
+    assert data["context"] == CTX._asdict()
+    assert (data["verb"], data["key"]) == (THROTTLE, "k1")

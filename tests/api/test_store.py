@@ -98,6 +98,14 @@ def test_a_late_older_transition_does_not_undo_a_newer_one(store: SqlStore) -> N
     assert [r.seq for r in detail.transitions] == [1, 2, 3]
 
 
+def test_an_update_with_an_earlier_start_moves_the_start(store: SqlStore) -> None:
+    store.commit([transition(OPENED, 1, at=1000.0)])
+    store.commit([transition(UPDATED, 2, at=1005.0, starts_at=960.0)])
+    store.commit([transition(UPDATED, 3, at=1010.0, starts_at=990.0)])
+    row = store.get_alert(transition().fingerprint).view.row
+    assert row.starts_at == 960.0
+
+
 def test_a_new_episode_resets_ack_and_times(store: SqlStore, clock: FakeClock) -> None:
     store.commit([transition(OPENED, 1, at=1000.0)])
     store.acknowledge(transition().fingerprint, "alice", "looking")

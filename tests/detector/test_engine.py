@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
+from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER, DetectorConfig, Engine
 from ingest.events import Context, Event, Invocation, Span
 from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, sqs_loop, steady
@@ -106,6 +106,29 @@ def test_long_loop_escalates_to_critical() -> None:
     severities = [t.severity for t in transitions if t.kind == RECURSIVE_TRIGGER]
     assert severities[0] == WARNING
     assert CRITICAL in severities
+
+
+def test_a_loop_starts_with_its_earliest_chain_whatever_partition_is_read_first() -> (
+    None
+):
+    # Two chains of one loop on two trace partitions; the later one is read
+    # first, as a daemon may when one partition runs ahead of the other.
+    early = sqs_loop(CTX, hops=4, start=T0, trace_id="01" * 16)
+    late = sqs_loop(CTX, hops=4, start=T0 + 40.0, trace_id="02" * 16)
+    engine = make_engine()
+    out: list[Transition] = []
+    for partition, spans in ((1, late), (0, early)):
+        for span in spans:
+            engine.process(span, partition)
+            for evidence in engine.take_evidence():
+                engine.process_evidence(evidence, 2)
+            out.extend(engine.take_transitions())
+    assert [(t.event, t.starts_at) for t in out[:2]] == [
+        (OPENED, late[0].time + 1.5),
+        (UPDATED, early[0].time + 1.5),
+    ]
+    in_order = run(make_engine(), [*early, *late], flush=False)
+    assert out[-1].starts_at == in_order[0].starts_at
 
 
 def test_mutual_recursion_counts_each_function() -> None:

@@ -130,6 +130,41 @@ def test_restarted_enforcer_on_the_same_log_does_not_act_again(
     assert second_hook.calls[0][2] == {"reserved_concurrency": None, "seen_calls": 1}
 
 
+def test_an_episode_whose_start_moves_earlier_causes_one_action(
+    clock: FakeClock,
+) -> None:
+    enforcer, hook, log = _enforcer(clock, release_after_s=60.0)
+    ctx = context("orders")
+    enforcer.on_transitions([transition(ctx, starts_at=1_000.0)])
+    clock.advance(60)
+    assert len(enforcer.tick()) == 1
+    # The same episode, its start moved earlier by evidence read late, and
+    # an old transition of it delivered again: nothing more is done.
+    enforcer.on_transitions(
+        [
+            transition(ctx, event=UPDATED, starts_at=960.0, seq=2),
+            transition(ctx, starts_at=1_000.0),
+        ]
+    )
+    assert hook.verbs() == ["throttle", "release"]
+    assert len(log.find()) == 2
+    # A new episode, after this one resolved, is acted on again.
+    clock.advance(1_000)
+    enforcer.on_transitions([transition(ctx, starts_at=5_000.0)])
+    assert hook.verbs() == ["throttle", "release", "throttle"]
+
+
+def test_a_resolve_with_an_earlier_start_schedules_the_release(
+    clock: FakeClock,
+) -> None:
+    enforcer, _, log = _enforcer(clock, release_after_s=None, recovery_hold_s=60.0)
+    ctx = context("orders")
+    enforcer.on_transitions([transition(ctx, starts_at=1_000.0)])
+    enforcer.on_transitions([transition(ctx, event=RESOLVED, starts_at=960.0, seq=5)])
+    (throttle,) = log.find(state=SUCCEEDED)
+    assert "recovered_at" in throttle.outcome
+
+
 def test_warning_and_evidence_free_alerts_cause_nothing(clock: FakeClock) -> None:
     enforcer, hook, log = _enforcer(clock)
     enforcer.on_transitions(

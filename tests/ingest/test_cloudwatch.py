@@ -16,21 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dowguard.errors import ParseError
-from ingest.events import Context, Invocation, decode_event, encode_event
+from ingest.events import Context, Invocation
 from ingest.formats.cloudwatch import looks_like_cloudwatch, parse_cloudwatch
 from ingest.formats.common import MAX_DECOMPRESSED_BYTES, MAX_MESSAGE_BYTES
+from tests.ingest.fuzz import check_events, json_values, parsed
 
 SAMPLES = Path(__file__).parent / "samples"
 SOURCE = "dowguard.logs/2@4711"
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -373,28 +365,15 @@ near_payloads = st.fixed_dictionaries(
 )
 
 
-def check_events(events: list[Any]) -> None:
-    for event in events:
-        assert isinstance(event, Invocation)
-        assert decode_event(encode_event(event), "roundtrip") == event
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_give_events_or_parse_error(raw: bytes) -> None:
-    try:
-        events = parse_cloudwatch(raw, SOURCE)
-    except ParseError:
-        return
-    check_events(events)
+    check_events(parsed(parse_cloudwatch, raw, SOURCE) or [], Invocation)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.dictionaries(st.text(max_size=12), json_values), near_payloads))
 def test_any_json_dict_gives_events_or_parse_error(payload: dict[str, Any]) -> None:
     for raw in (payload, to_gzip(payload)):
-        try:
-            events = parse_cloudwatch(copy.deepcopy(raw), SOURCE)
-        except ParseError:
-            continue
-        check_events(events)
+        events = parsed(parse_cloudwatch, copy.deepcopy(raw), SOURCE)
+        check_events(events or [], Invocation)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dowguard.errors import ParseError
-from ingest.events import Context, Invocation, decode_event, encode_event
+from ingest.events import Context, Invocation
 from ingest.formats.common import MAX_MESSAGE_BYTES
 from ingest.formats.lambda_report import (
     MAX_DURATION_MS,
@@ -23,6 +23,7 @@ from ingest.formats.lambda_report import (
     parse_report_text,
     parse_telemetry_batch,
 )
+from tests.ingest.fuzz import check_events, json_values, parsed
 
 SAMPLES = Path(__file__).parent / "samples"
 CTX = Context("aws", "111122223333", "us-east-1", "resize", "prod")
@@ -37,15 +38,6 @@ XRAY = "XRAY TraceId: 1-65E2F1A0-3b9c0d1e2f3a4b5c6d7e8f90\tSegmentId: 0a1b2c3d\t
 PLAIN = (
     f"REPORT RequestId: {REQUEST}\tDuration: 131.07 ms\tBilled Duration: 132 ms\t"
     "Memory Size: 256 MB\tMax Memory Used: 60 MB\t"
-)
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=20,
 )
 
 
@@ -426,21 +418,11 @@ report_lines = st.lists(
 ).map(lambda pairs: "REPORT " + "\t".join(f"{k}: {v}{u}" for k, v, u in pairs))
 
 
-def check_event(event: object) -> None:
-    """An event a parser returns passes the checks of dowguard's own JSON."""
-    assert isinstance(event, Invocation)
-    assert decode_event(encode_event(event), "roundtrip") == event
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(report_lines, st.text().map(lambda t: "REPORT " + t)))
 def test_report_text_gives_invocation_none_or_parse_error(line: str) -> None:
-    try:
-        inv = report(line)
-    except ParseError:
-        return
-    if inv is not None:
-        check_event(inv)
+    inv = parsed(report, line)
+    check_events([inv] if inv is not None else [], Invocation)
 
 
 @settings(max_examples=200, deadline=None)
@@ -474,12 +456,8 @@ def test_report_text_gives_invocation_none_or_parse_error(line: str) -> None:
     )
 )
 def test_platform_event_gives_invocation_none_or_parse_error(obj: Any) -> None:
-    try:
-        inv = platform(obj)
-    except ParseError:
-        return
-    if inv is not None:
-        check_event(inv)
+    inv = parsed(platform, obj)
+    check_events([inv] if inv is not None else [], Invocation)
 
 
 @settings(max_examples=200, deadline=None)
@@ -489,12 +467,7 @@ def test_platform_event_gives_invocation_none_or_parse_error(obj: Any) -> None:
     )
 )
 def test_telemetry_batch_of_any_bytes_gives_list_or_parse_error(raw: bytes) -> None:
-    try:
-        events = parse_telemetry_batch(raw, CTX, SOURCE)
-    except ParseError:
-        return
-    for event in events:
-        check_event(event)
+    check_events(parsed(parse_telemetry_batch, raw, CTX, SOURCE) or [], Invocation)
 
 
 def outcome(line: str) -> Invocation | str | None:

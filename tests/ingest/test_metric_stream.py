@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dowguard.errors import ParseError
-from ingest.events import Billing, Context, Metric, decode_event, encode_event
+from ingest.events import Billing, Context, Metric
 from ingest.formats.common import MAX_MESSAGE_BYTES
 from ingest.formats.metric_stream import looks_like_metric_stream, parse_metric_stream
+from tests.ingest.fuzz import check_events, json_values, parsed
 
 SAMPLES = Path(__file__).parent / "samples"
 SOURCE = "dowguard.metrics/1@99"
@@ -29,15 +30,6 @@ RECORD: dict[str, Any] = {
     "value": {"max": 1.0, "min": 0.0, "sum": 3.0, "count": 60.0},
     "unit": "Count",
 }
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
 
 
 def line(**changes: Any) -> bytes:
@@ -238,28 +230,14 @@ near_records = st.fixed_dictionaries(
 )
 
 
-def check_events(events: list[Any]) -> None:
-    for event in events:
-        assert isinstance(event, Metric | Billing)
-        assert decode_event(encode_event(event), "roundtrip") == event
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_give_events_or_parse_error(raw: bytes) -> None:
-    try:
-        events = parse_metric_stream(raw, SOURCE)
-    except ParseError:
-        return
-    check_events(events)
+    check_events(parsed(parse_metric_stream, raw, SOURCE) or [], Metric, Billing)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(json_values | near_records, max_size=4))
 def test_any_json_lines_give_events_or_parse_error(records: list[Any]) -> None:
     raw = b"\n".join(json.dumps(record).encode() for record in records)
-    try:
-        events = parse_metric_stream(raw, SOURCE)
-    except ParseError:
-        return
-    check_events(events)
+    check_events(parsed(parse_metric_stream, raw, SOURCE) or [], Metric, Billing)

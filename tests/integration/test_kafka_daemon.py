@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,7 @@ from ingest.kafka_io import (
 )
 from ingest.partitioning import partition_for
 from tests.conftest import ROOT, TopicFactory, run_script, unavailable
+from tests.integration.cli_daemon import wait_for
 from tests.integration.daemon_child import (
     ALERT_PREFIX,
     BOOM_PREFIX,
@@ -183,20 +184,6 @@ def dead_letter_origins(records: list[ConsumerRecord]) -> dict[Origin, dict[str,
 
 def marks(events: list[Event]) -> list[str]:
     return sorted(mark_of(e) for e in events)
-
-
-def wait_for(
-    condition: Callable[[], bool],
-    what: str,
-    timeout_s: float = 90.0,
-    detail: Callable[[], str] = lambda: "",
-) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}\n{detail()}")
-        time.sleep(0.1)
 
 
 # Running daemons
