@@ -114,6 +114,7 @@ def context_part(value: object, name: str, source: str, position: str) -> str:
         raise ParseError(
             source,
             position,
-            f"{name} must be a non-empty string without '/', got {brief(value)}",
+            f"{name} gives no usable context part (a non-empty string"
+            f" without '/'): {brief(value)}",
         )
     return value
