@@ -114,7 +114,7 @@ def context_part(value: object, name: str, source: str, position: str) -> str:
         raise ParseError(
             source,
             position,
-            f"{name} gives no usable context part (a non-empty string"
-            f" without '/'): {brief(value)}",
+            f"{name} must be non-empty and without '/', or it gives no usable"
+            f" context part: {brief(value)}",
         )
     return value

@@ -170,7 +170,8 @@ def _part(
     record: dict[str, Any], field: str, source: str, position: str, prefix: str = ""
 ) -> str:
     """A context part: non-empty, and free of the '/' that joins a Kafka key."""
-    return context_part(record.get(field), f"{prefix}{field}", source, position)
+    value = _text(record, field, source, position, prefix)
+    return context_part(value, f"{prefix}{field}", source, position)
 
 
 def _dimensions(record: dict[str, Any], source: str, position: str) -> dict[str, Any]:

@@ -37,6 +37,6 @@ def test_context_part_passes_a_plain_name() -> None:
 
 @pytest.mark.parametrize("value", ["", "a/b", None, 7])
 def test_context_part_refuses_what_would_break_the_key(value: object) -> None:
-    with pytest.raises(ParseError, match="owner gives no usable context") as caught:
+    with pytest.raises(ParseError, match="owner must be non-empty") as caught:
         context_part(value, "owner", SOURCE, "owner")
     assert caught.value.position == "owner"
