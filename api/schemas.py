@@ -401,6 +401,12 @@ class ActionsPublic(BaseModel):
     next_cursor: str | None
 
 
+# The key a request carries, as the caller can know it.
+class PrincipalPublic(BaseModel):
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+
+
 # What the probes answer when all is well.
 class HealthPublic(BaseModel):
     status: Literal["ok", "ready"]
