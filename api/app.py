@@ -20,7 +20,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.alertmanager import Forwarder
 from api.deps import Enforcement, PendingActions
-from api.routes import COMMON, actions, alerts, functions, health, silences
+from api.routes import (
+    COMMON,
+    actions,
+    alerts,
+    functions,
+    health,
+    silences,
+    whoami,
+)
 from api.schemas import ErrorPublic
 from api.security import DEV_KEY, AuthMiddleware, KeyResolver
 from api.store import (
@@ -127,7 +135,7 @@ def create_app(
         SqlActionLog(store), store.clock
     )
     app.state.consumer_running = None
-    for module in (alerts, silences, functions, actions):
+    for module in (alerts, silences, functions, actions, whoami):
         app.include_router(module.router, prefix=API_PREFIX, responses=COMMON)
     app.include_router(health.router)
     _add_error_handlers(app)

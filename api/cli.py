@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from api.security import ROLES, create_key
 from api.store import SqlActionLog, SqlStore
 from dowguard.config import Settings, load_settings
+from dowguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger(__name__)
+
+#: How ``serve --workers`` hands its settings to the worker processes.
+WORKER_SETTINGS_ENV = "DOWGUARD_SERVE_SETTINGS"
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +37,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--database-url", help="SQLAlchemy URL")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (default 1)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     keys = subparsers.add_parser(
@@ -62,25 +77,69 @@ def _store(settings: Settings) -> SqlStore:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.workers < 1:
+        raise ConfigError(f"serve --workers: must be at least 1, got {args.workers}")
+    serve(settings, args.workers)
+    return 0
+
+
+def serve(settings: Settings, workers: int = 1, **uvicorn_options: Any) -> None:
+    """Serve the API with uvicorn until it is stopped.
+
+    With several workers each is a process of its own that builds the app
+    from the same settings; they share the database, so keys, silences and
+    the enforcement audit trail (and with it the policy's limits) are one.
+    """
     import uvicorn
 
+    host, port = settings.api_host, settings.api_port
+    logger.info("api serving host=%s port=%d workers=%d", host, port, workers)
+    if workers == 1:
+        app, close = _build_app(settings, _store(settings))
+        try:
+            uvicorn.run(app, host=host, port=port, **uvicorn_options)
+        finally:
+            close()
+        return
+    # The schema is brought up to date once, before the workers race for it.
+    _store(settings).close()
+    os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
+    uvicorn.run(
+        f"{__name__}:worker_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        **uvicorn_options,
+    )
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve --workers`` process, from the parent's settings."""
+    settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS_ENV])
+    # Limitation: every worker re-sends open alerts, so Alertmanager gets them N times.
+    app, _close = _build_app(settings, SqlStore(settings.database_url))
+    return app
+
+
+def _build_app(
+    settings: Settings, store: SqlStore
+) -> tuple[FastAPI, Callable[[], None]]:
     from api.alertmanager import build_forwarder
     from api.app import create_app
     from detector.enforcement.service import build_enforcer
 
-    settings = _settings(args)
-    store = _store(settings)
     enforcer = build_enforcer(settings, SqlActionLog(store))
     forwarder = build_forwarder(settings, store)
     app = create_app(settings, store=store, enforcement=enforcer, forwarder=forwarder)
-    logger.info("api serving host=%s port=%d", settings.api_host, settings.api_port)
-    try:
-        uvicorn.run(app, host=settings.api_host, port=settings.api_port)
-    finally:
+
+    def close() -> None:
         if forwarder is not None:
             forwarder.close()
         store.close()
-    return 0
+
+    return app, close
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:

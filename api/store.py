@@ -16,14 +16,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
+    Text,
     and_,
+    bindparam,
+    cast,
     false,
     func,
     inspect,
@@ -36,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -111,6 +116,8 @@ ANALYSIS_LIMIT = 1000
 #: work of a listing.
 DEFAULT_CACHE_S = 2.0
 CACHE_ENTRIES = 1024
+#: Alert listing statements kept built, one per shape of query.
+LISTING_ENTRIES = 256
 
 
 class NotFoundError(DowError):
@@ -125,12 +132,14 @@ class InvalidCursorError(DowError):
     """A pagination cursor that this store did not hand out, or for another sort."""
 
 
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
+class AlertRecord(NamedTuple):
     """The columns of an alert that views show: all but its evidence.
 
-    Listings read these as plain rows; building ORM objects for a page of
-    alerts costs several times the query itself.
+    Listings read these as plain rows; building ORM objects (or even frozen
+    dataclasses) for a page of alerts costs several times the query itself.
+    Labels and annotations stay the JSON text the database holds, so that a
+    listing can pass them on without decoding and encoding them again; the
+    store writes both only as maps of strings to strings.
     """
 
     id: int
@@ -138,8 +147,8 @@ class AlertRecord:
     kind: str
     severity: str
     status: str
-    labels: dict[str, Any]
-    annotations: dict[str, Any]
+    labels_json: str
+    annotations_json: str
     cost_usd: float
     starts_at: float
     ends_at: float | None
@@ -154,13 +163,33 @@ class AlertRecord:
     function: str
     qualifier: str
 
+    @property
+    def labels(self) -> dict[str, Any]:
+        labels: dict[str, Any] = orjson.loads(self.labels_json)
+        return labels
+
+    @property
+    def annotations(self) -> dict[str, Any]:
+        annotations: dict[str, Any] = orjson.loads(self.annotations_json)
+        return annotations
+
     @classmethod
     def of(cls, row: AlertRow) -> AlertRecord:
-        return cls(*(getattr(row, name) for name in RECORD_FIELDS))
+        values = {name: getattr(row, name) for name in RECORD_NAMES}
+        values["labels_json"] = orjson.dumps(row.labels).decode()
+        values["annotations_json"] = orjson.dumps(row.annotations).decode()
+        return cls(**values)
 
 
-RECORD_FIELDS = tuple(f.name for f in fields(AlertRecord))
-RECORD_COLUMNS = tuple(getattr(AlertRow, name) for name in RECORD_FIELDS)
+#: Record fields read as they are, and the JSON columns read as their text
+#: (a cast, because PostgreSQL's driver would otherwise parse JSONB).
+RECORD_NAMES = tuple(n for n in AlertRecord._fields if not n.endswith("_json"))
+RECORD_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(
+    cast(getattr(AlertRow, name[: -len("_json")]), Text).label(name)
+    if name.endswith("_json")
+    else getattr(AlertRow, name)
+    for name in AlertRecord._fields
+)
 
 
 @dataclass(slots=True)
@@ -204,6 +233,50 @@ class AlertQuery:
     order: str = "desc"
     limit: int = 50
     cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertListing:
+    """The page and count statements of one shape of alert query.
+
+    Values (filters, cursor, page size) are bound parameters, so one built
+    statement serves every query of its shape, and SQLAlchemy finds its
+    compiled form by a cache key it computed once.
+    """
+
+    page: Select[Any]
+    count: Select[Any]
+
+    @staticmethod
+    def shape(query: AlertQuery, silences: tuple[str, ...]) -> tuple[Any, ...]:
+        """What the statements depend on other than bound values."""
+        return (
+            query.states,
+            silences if query.states else (),
+            bool(query.kinds),
+            bool(query.severities),
+            query.account is not None,
+            query.function is not None,
+            query.since is not None,
+            query.until is not None,
+            query.sort,
+            query.order,
+            bool(query.cursor),
+        )
+
+    @staticmethod
+    def params(query: AlertQuery) -> dict[str, Any]:
+        """The filter values of ``query``, named as the statements bind them."""
+        values: dict[str, Any] = {}
+        if query.kinds:
+            values["kinds"] = list(query.kinds)
+        if query.severities:
+            values["severities"] = list(query.severities)
+        for name in ("account", "function", "since", "until"):
+            value = getattr(query, name)
+            if value is not None:
+                values[name] = value
+        return values
 
 
 @dataclass(slots=True)
@@ -378,6 +451,7 @@ class SqlStore:
         self._read, self._write = db.session_factories(self.engine)
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._cache_lock = threading.Lock()
+        self._listings: dict[tuple[Any, ...], AlertListing] = {}
 
     # -- schema ---------------------------------------------------------------
 
@@ -442,6 +516,17 @@ class SqlStore:
             if write:
                 self._forget()
 
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A Core connection for reads that need no ORM objects."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"database {self._safe_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+
     def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         """``compute()``, remembered for the current slot of ``cache_s`` seconds.
 
@@ -465,20 +550,6 @@ class SqlStore:
     def _forget(self) -> None:
         with self._cache_lock:
             self._cache.clear()
-
-    def _count(
-        self,
-        session: Session,
-        table: type[Base],
-        filters: Sequence[ColumnElement[bool]],
-        key: tuple[Any, ...],
-    ) -> int:
-        # Limitation: a count can miss rows another process wrote in cache_s.
-        def count() -> int:
-            stmt = select(func.count()).select_from(table).where(*filters)
-            return int(session.scalar(stmt) or 0)
-
-        return self._cached(key, count)
 
     # -- AlertSink ------------------------------------------------------------
 
@@ -671,54 +742,36 @@ class SqlStore:
 
     def list_alerts(self, query: AlertQuery) -> Page[AlertView]:
         """Alerts matching ``query``, one page, with the total count."""
-        sort_col = ALERT_SORTS[query.sort]
         after = (
             decode_cursor(query.cursor, query.sort, query.order)
             if query.cursor
             else None
         )
         compiled = self.active_silences()
-        with self._session() as session:
-            filters: list[ColumnElement[bool]] = []
-            if query.states:
-                silenced = self._silenced_clause(compiled)
-                filters.append(self._state_clause(query.states, silenced))
-            if query.kinds:
-                filters.append(AlertRow.kind.in_(query.kinds))
-            if query.severities:
-                filters.append(AlertRow.severity.in_(query.severities))
-            if query.account is not None:
-                filters.append(AlertRow.account == query.account)
-            if query.function is not None:
-                filters.append(AlertRow.function == query.function)
-            if query.since is not None:
-                filters.append(AlertRow.starts_at >= query.since)
-            if query.until is not None:
-                filters.append(AlertRow.starts_at < query.until)
-            count = self._count(
-                session,
-                AlertRow,
-                filters,
-                key=(
-                    "alerts",
-                    query.states,
-                    query.kinds,
-                    query.severities,
-                    query.account,
-                    query.function,
-                    query.since,
-                    query.until,
-                    tuple(sid for sid, _ in compiled),
-                ),
+        silences = tuple(sid for sid, _ in compiled)
+        listing = self._listing(query, compiled, silences)
+        values = AlertListing.params(query)
+        page_values = values | {"limit": query.limit + 1}
+        if after is not None:
+            page_values |= {"after_value": after[0], "after_id": after[1]}
+        with self._connect() as conn:
+            key = (
+                "alerts",
+                AlertListing.shape(query, silences),
+                query.kinds,
+                query.severities,
+                query.account,
+                query.function,
+                query.since,
+                query.until,
             )
-            stmt = _keyset(
-                select(*RECORD_COLUMNS).where(*filters),
-                sort_col,
-                AlertRow.id,
-                query.order,
-                after,
-            ).limit(query.limit + 1)
-            rows = [AlertRecord(*r) for r in session.execute(stmt)]
+
+            def count() -> int:
+                return int(conn.scalar(listing.count, values) or 0)
+
+            total = self._cached(key, count)
+            fetched = conn.execute(listing.page, page_values).all()
+        rows = [AlertRecord._make(r) for r in fetched]
         next_cursor = None
         if len(rows) > query.limit:
             rows = rows[: query.limit]
@@ -726,7 +779,58 @@ class SqlStore:
             value = getattr(last, query.sort)
             next_cursor = encode_cursor(query.sort, query.order, value, last.id)
         views = [self._view(r, compiled) for r in rows]
-        return Page(views, count, next_cursor)
+        return Page(views, total, next_cursor)
+
+    def _listing(
+        self,
+        query: AlertQuery,
+        compiled: Sequence[tuple[str, list[Matcher]]],
+        silences: tuple[str, ...],
+    ) -> AlertListing:
+        """The statements for the shape of ``query``, built on first use."""
+        shape = AlertListing.shape(query, silences)
+        with self._cache_lock:
+            found = self._listings.get(shape)
+        if found is not None:
+            return found
+        filters: list[ColumnElement[bool]] = []
+        if query.states:
+            silenced = self._silenced_clause(compiled)
+            filters.append(self._state_clause(query.states, silenced))
+        if query.kinds:
+            filters.append(AlertRow.kind.in_(bindparam("kinds", expanding=True)))
+        if query.severities:
+            severities: BindParameter[str] = bindparam("severities", expanding=True)
+            filters.append(AlertRow.severity.in_(severities))
+        if query.account is not None:
+            filters.append(AlertRow.account == bindparam("account"))
+        if query.function is not None:
+            filters.append(AlertRow.function == bindparam("function"))
+        if query.since is not None:
+            filters.append(AlertRow.starts_at >= bindparam("since"))
+        if query.until is not None:
+            filters.append(AlertRow.starts_at < bindparam("until"))
+        sort_col = ALERT_SORTS[query.sort]
+        after = None
+        if query.cursor:
+            after = (
+                bindparam("after_value", type_=sort_col.type),
+                bindparam("after_id", type_=AlertRow.id.type),
+            )
+        page = _keyset(
+            select(*RECORD_COLUMNS).where(*filters),
+            sort_col,
+            AlertRow.id,
+            query.order,
+            after,
+        ).limit(bindparam("limit"))
+        count = select(func.count()).select_from(AlertRow).where(*filters)
+        listing = AlertListing(page, count)
+        with self._cache_lock:
+            if len(self._listings) >= LISTING_ENTRIES:
+                self._listings.clear()
+            self._listings[shape] = listing
+        return listing
 
     def firing_alerts(self, include_silenced: bool = False) -> list[AlertView]:
         """Every firing alert (bounded), for re-sending to Alertmanager."""

@@ -1,12 +1,16 @@
-"""Latency of GET /api/v1/alerts under an open-loop load of 200 requests/s.
+"""Latency of GET /api/v1/alerts under an open-loop load, beside a baseline.
 
-Fills a database with alerts (one bulk insert), serves the app with uvicorn
-in a child process on loopback, and sends requests from this process on a
-fixed schedule, whatever the answers' pace. Latency is counted from each
-request's scheduled time, so a server that falls behind shows it.
+Fills a database with alerts (one bulk insert), serves the app as ``dowguard
+serve`` does in a child process on loopback, and sends requests from this
+process on a fixed schedule, whatever the answers' pace. Latency is counted
+from each request's scheduled time, so a server that falls behind shows it.
+Each run first loads a trivial authenticated route (``/api/v1/whoami``) at
+the same rate: the baseline says what the server, the machine and the
+generator cost before the alert list adds its own work.
 
     python -m bench.api_load [--alerts 100000] [--rate 200] [--seconds 15]
-                             [--postgres postgresql+psycopg2://...]
+                             [--workers 1] [--postgres postgresql+psycopg2://...]
+                             [--json]
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import argparse
 import asyncio
 import json
 import logging
-import multiprocessing
 import os
 import random
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,9 +59,9 @@ SEVERITIES = ("warning", "critical")
 
 @dataclass(slots=True)
 class Figures:
-    backend: str
-    alerts: int
-    fill_s: float
+    """One pass of load on one route."""
+
+    route: str
     requests: int
     errors: int
     dropped: int
@@ -68,12 +72,44 @@ class Figures:
     #: CPU the server spent per request: what fits in a core, whatever the
     #: machine's other load does to the latencies.
     server_cpu_ms: float
-    #: The machine's 1-minute load average when the run ended.
+    #: The machine's 1-minute load average when the pass ended.
     load_avg: float
 
     @property
     def meets_target(self) -> bool:
         return self.errors == 0 and self.dropped == 0 and self.p99_ms <= TARGET_P99_MS
+
+
+@dataclass(slots=True)
+class Run:
+    """The alert list and its baseline, measured one after the other."""
+
+    backend: str
+    alerts: int
+    workers: int
+    fill_s: float
+    baseline: Figures
+    listing: Figures
+
+    @property
+    def p50_ratio(self) -> float:
+        return _ratio(self.listing.p50_ms, self.baseline.p50_ms)
+
+    @property
+    def p99_ratio(self) -> float:
+        return _ratio(self.listing.p99_ms, self.baseline.p99_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "p50_ratio": self.p50_ratio,
+            "p99_ratio": self.p99_ratio,
+            "target_p99_ms": TARGET_P99_MS,
+            "meets_target": self.listing.meets_target,
+        }
+
+
+def _ratio(value: float, base: float) -> float:
+    return round(value / base, 2) if base > 0 else float("nan")
 
 
 def alert_rows(count: int, seed: int = 42) -> Iterator[dict[str, Any]]:
@@ -141,15 +177,12 @@ def fill(url: str, count: int) -> tuple[str, float]:
     return key, elapsed
 
 
-def _serve(url: str, port: int) -> None:
-    import uvicorn
-
-    from api.app import create_app
+def _serve(url: str, port: int, workers: int) -> None:
+    from api.cli import serve
     from dowguard.config import Settings
 
-    settings = Settings(database_url=url)
-    app = create_app(settings, store=SqlStore(url))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    settings = Settings(database_url=url, api_port=port)
+    serve(settings, workers, log_level="warning", access_log=False)
 
 
 def _free_port() -> int:
@@ -165,24 +198,41 @@ class Server:
     pid: int
 
     def cpu_s(self) -> float:
-        """CPU seconds the server process has used so far (user + system)."""
+        """CPU seconds the server's processes (workers too) have used so far."""
         # Limitation: reads /proc, so the CPU figure exists on Linux only.
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return float("nan")
-        fields = stat.rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(_cpu_s(pid) for pid in _process_tree(self.pid))
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, as /proc lists them now."""
+    found = [pid]
+    for parent in found:
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                found += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+    return found
 
 
 @contextmanager
-def serving(url: str) -> Iterator[Server]:
+def serving(url: str, workers: int = 1) -> Iterator[Server]:
     """The app on a loopback port in a child process, until the block ends."""
     port = _free_port()
-    ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_serve, args=(url, port), daemon=True)
-    proc.start()
+    # A process of its own rather than a multiprocessing child: uvicorn's
+    # workers inherit the server's standard input, which such a child lacks.
+    code = f"from bench.api_load import _serve; _serve({url!r}, {port}, {workers})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -192,16 +242,23 @@ def serving(url: str) -> Iterator[Server]:
                     break
             except httpx.HTTPError:
                 pass
-            if not proc.is_alive() or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"api server on port {port} did not start")
             time.sleep(0.1)
-        yield Server(base, proc.pid or 0)
+        yield Server(base, proc.pid)
     finally:
+        # SIGTERM lets uvicorn stop its workers before it exits itself.
         proc.terminate()
-        proc.join(10)
-        if proc.is_alive():
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            proc.join()
+            proc.wait()
+
+
+#: The trivial authenticated route of the baseline pass.
+BASELINE_PATH = "/api/v1/whoami"
+ALERTS_PATH = "/api/v1/alerts"
 
 
 def query_mix(base: str, key: str) -> list[dict[str, Any]]:
@@ -218,7 +275,7 @@ def query_mix(base: str, key: str) -> list[dict[str, Any]]:
     ]
     headers = {"Authorization": f"Bearer {key}"}
     for params in ({}, {"sort": "cost_usd"}):
-        r = httpx.get(f"{base}/api/v1/alerts", params=params, headers=headers)
+        r = httpx.get(f"{base}{ALERTS_PATH}", params=params, headers=headers)
         r.raise_for_status()
         cursor = r.json()["next_cursor"]
         mix.append(params | {"cursor": cursor})
@@ -257,16 +314,21 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def drive(
-    base: str, key: str, mix: list[dict[str, Any]], rate: float, seconds: float
+    base: str,
+    key: str,
+    targets: list[tuple[str, dict[str, Any]]],
+    rate: float,
+    seconds: float,
 ) -> tuple[list[float], int, int, float]:
     """Send ``rate`` requests/s for ``seconds``; latencies in ms from schedule.
 
-    Raw keep-alive sockets rather than an HTTP client library: the generator
-    shares the machine with the server, so each request must cost it little.
+    ``targets`` (path, query) are sent in turn. Raw keep-alive sockets rather
+    than an HTTP client library: the generator shares the machine with the
+    server, so each request must cost it little.
     """
     url = httpx.URL(base)
     host = f"{url.host}:{url.port}"
-    shots = [request_bytes(host, "/api/v1/alerts", p, key) for p in mix]
+    shots = [request_bytes(host, path, params, key) for path, params in targets]
     queue: asyncio.Queue[Shot | None] = asyncio.Queue()
     latencies: list[float] = []
     errors = 0
@@ -319,23 +381,26 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
 
 
-def run(url: str, backend: str, alerts: int, rate: float, seconds: float) -> Figures:
-    key, fill_s = fill(url, alerts)
-    with serving(url) as server:
-        mix = query_mix(server.base, key)
-        # A short warm-up: first queries pay for caches and connections.
-        asyncio.run(drive(server.base, key, mix, rate, 1.0))
-        cpu_before = server.cpu_s()
-        latencies, errors, dropped, achieved = asyncio.run(
-            drive(server.base, key, mix, rate, seconds)
-        )
-        cpu_used = server.cpu_s() - cpu_before
+def measure(
+    server: Server,
+    key: str,
+    route: str,
+    targets: list[tuple[str, dict[str, Any]]],
+    rate: float,
+    seconds: float,
+) -> Figures:
+    """One pass: a short warm-up, then ``seconds`` of load on ``targets``."""
+    # First requests pay for caches, compiled statements and connections.
+    asyncio.run(drive(server.base, key, targets, rate, 1.0))
+    cpu_before = server.cpu_s()
+    latencies, errors, dropped, achieved = asyncio.run(
+        drive(server.base, key, targets, rate, seconds)
+    )
+    cpu_used = server.cpu_s() - cpu_before
     latencies.sort()
     answered = max(1, len(latencies) + errors)
     return Figures(
-        backend=backend,
-        alerts=alerts,
-        fill_s=round(fill_s, 2),
+        route=route,
         requests=len(latencies) + errors,
         errors=errors,
         dropped=dropped,
@@ -346,6 +411,19 @@ def run(url: str, backend: str, alerts: int, rate: float, seconds: float) -> Fig
         server_cpu_ms=round(cpu_used / answered * 1000, 2),
         load_avg=round(os.getloadavg()[0], 2),
     )
+
+
+def run(
+    url: str, backend: str, alerts: int, rate: float, seconds: float, workers: int = 1
+) -> Run:
+    key, fill_s = fill(url, alerts)
+    with serving(url, workers) as server:
+        mix = [(ALERTS_PATH, params) for params in query_mix(server.base, key)]
+        baseline = measure(
+            server, key, BASELINE_PATH, [(BASELINE_PATH, {})], rate, seconds
+        )
+        listing = measure(server, key, ALERTS_PATH, mix, rate, seconds)
+    return Run(backend, alerts, workers, round(fill_s, 2), baseline, listing)
 
 
 @contextmanager
@@ -363,38 +441,76 @@ def scratch_postgres(url: str) -> Iterator[str]:
         admin.dispose()
 
 
+COLUMNS = (
+    ("backend", 10),
+    ("route", 16),
+    ("rps", 7),
+    ("p50 ms", 8),
+    ("p99 ms", 8),
+    ("max ms", 8),
+    ("cpu ms/req", 10),
+    ("errors", 6),
+    ("dropped", 7),
+    ("load", 5),
+)
+
+
+def table(runs: list[Run]) -> str:
+    """The figures as a plain-text table, each run's ratios under it."""
+    lines = ["  ".join(f"{name:>{width}}" for name, width in COLUMNS)]
+    for r in runs:
+        for f in (r.baseline, r.listing):
+            cells = (
+                r.backend,
+                f.route,
+                f.achieved_rps,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+                f.server_cpu_ms,
+                f.errors,
+                f.dropped,
+                f.load_avg,
+            )
+            lines.append(
+                "  ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True))
+            )
+        verdict = "meets" if r.listing.meets_target else "MISSES"
+        lines.append(
+            f"{r.backend}: {r.alerts} alerts (filled in {r.fill_s} s),"
+            f" {r.workers} worker(s); alert list / baseline: p50 x{r.p50_ratio},"
+            f" p99 x{r.p99_ratio}; {verdict} p99 <= {TARGET_P99_MS} ms"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--postgres", metavar="URL", help="also bench PostgreSQL")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.seconds > 120 or args.rate > 2000:
         parser.error("keep the load bounded: --seconds <= 120, --rate <= 2000")
+    if not 1 <= args.workers <= 8:
+        parser.error("--workers: 1 to 8")
     logging.basicConfig(level=logging.WARNING)
-    results = []
+    runs = []
+    common = (args.alerts, args.rate, args.seconds, args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        results.append(run(url, "sqlite", args.alerts, args.rate, args.seconds))
+        runs.append(run(url, "sqlite", *common))
     if args.postgres:
         with scratch_postgres(args.postgres) as url:
-            results.append(run(url, "postgresql", args.alerts, args.rate, args.seconds))
+            runs.append(run(url, "postgresql", *common))
     if args.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
+        print(json.dumps([r.to_json() for r in runs], indent=2))
     else:
-        for r in results:
-            verdict = "ok" if r.meets_target else f"MISSES p99 <= {TARGET_P99_MS} ms"
-            print(
-                f"{r.backend:10} {r.alerts} alerts (filled in {r.fill_s}s): "
-                f"{r.requests} requests at {r.achieved_rps}/s, "
-                f"p50 {r.p50_ms} ms, p99 {r.p99_ms} ms, max {r.max_ms} ms, "
-                f"server CPU {r.server_cpu_ms} ms/request, "
-                f"errors {r.errors}, dropped {r.dropped}, "
-                f"load average {r.load_avg}: {verdict}"
-            )
-    return 0 if all(r.meets_target for r in results) else 1
+        print(table(runs))
+    return 0 if all(r.listing.meets_target for r in runs) else 1
 
 
 if __name__ == "__main__":

@@ -13,9 +13,17 @@ from typing import Any
 
 from dowguard.errors import ParseError
 from ingest.events import Context, Event, Invocation
-from ingest.formats.common import GZIP_MAGIC, b64decode, check_size, gunzip, load_json
-from ingest.formats.lambda_report import (
+from ingest.formats.common import (
+    GZIP_MAGIC,
+    b64decode,
     brief,
+    check_size,
+    context_part,
+    epoch_millis,
+    gunzip,
+    load_json,
+)
+from ingest.formats.lambda_report import (
     parse_platform_event,
     parse_report_text,
     parse_xray_line,
@@ -26,8 +34,6 @@ logger = logging.getLogger(__name__)
 LAMBDA_LOG_GROUP_PREFIX = "/aws/lambda/"
 #: Log groups carry no region; a producer may add a top-level "region" field.
 UNKNOWN_REGION = "unknown"
-#: Latest plausible log event time (year 2286) in ms, far below float trouble.
-_MAX_TIMESTAMP_MS = 10**13
 
 _STREAM_VERSION = re.compile(r"\[([^\]/]+)\]")
 
@@ -111,22 +117,15 @@ def _context(payload: dict[str, Any], source: str) -> Context:
             source, "logStream", f"logStream must be a string, got {brief(stream)}"
         )
     match = _STREAM_VERSION.search(stream)
+    function = group[len(LAMBDA_LOG_GROUP_PREFIX) :]
+    region = payload.get("region", UNKNOWN_REGION)
     return Context(
         "aws",
-        _context_part("owner", payload.get("owner"), source),
-        _context_part("region", payload.get("region", UNKNOWN_REGION), source),
-        _context_part("logGroup", group[len(LAMBDA_LOG_GROUP_PREFIX) :], source),
+        context_part(payload.get("owner"), "owner", source, "owner"),
+        context_part(region, "region", source, "region"),
+        context_part(function, "logGroup", source, "logGroup"),
         match[1] if match else "$LATEST",
     )
-
-
-def _context_part(name: str, value: object, source: str) -> str:
-    # A "/" would break the context's Kafka key, which joins the parts with it.
-    if not isinstance(value, str) or not value or "/" in value:
-        raise ParseError(
-            source, name, f"{name} gives no usable context part: {brief(value)}"
-        )
-    return value
 
 
 def _invocations(log_events: list[Any], context: Context, source: str) -> list[Event]:
@@ -150,7 +149,7 @@ def _invocations(log_events: list[Any], context: Context, source: str) -> list[E
         if first == "R":
             position = f"logEvents[{index}]"
             event = parse_report_text(
-                message, context, _time(item, source, position), source, position
+                message, context, epoch_millis(item, source, position), source, position
             )
         elif first == "{" and '"platform.' in message:
             event = _platform_event(message, item, context, source, index)
@@ -180,20 +179,5 @@ def _platform_event(
     if event is not None:
         # The log event's timestamp, as for text REPORT lines, so that both
         # log formats put one invocation at the same time.
-        event.time = _time(item, source, position)
+        event.time = epoch_millis(item, source, position)
     return event
-
-
-def _time(item: dict[str, Any], source: str, position: str) -> float:
-    stamp = item.get("timestamp")
-    if (
-        not isinstance(stamp, int | float)
-        or isinstance(stamp, bool)
-        or not 0 <= stamp <= _MAX_TIMESTAMP_MS
-    ):
-        raise ParseError(
-            source,
-            position,
-            f"timestamp must be epoch milliseconds, got {brief(stamp)}",
-        )
-    return stamp / 1000.0

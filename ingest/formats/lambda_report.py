@@ -22,7 +22,7 @@ from typing import Any
 
 from dowguard.errors import ParseError
 from ingest.events import Context, Event, Invocation
-from ingest.formats.common import check_size, load_json
+from ingest.formats.common import brief, check_size, load_json
 from ingest.formats.xray import parse_trace_header, xray_to_otel_trace_id
 
 logger = logging.getLogger(__name__)
@@ -72,20 +72,6 @@ _SILENT_TYPES = frozenset(
         "extension",
     }
 )
-
-
-def brief(value: object) -> str:
-    """A short rendering of untrusted input for an error message.
-
-    Containers are named by type only: their repr could be huge or nested
-    deeper than the interpreter's recursion limit.
-    """
-    if isinstance(value, str | bytes):
-        text = repr(value[:48])
-        return text if len(value) <= 48 else text + "..."
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)[:48]
-    return f"a {type(value).__name__}"
 
 
 def parse_report_text(

@@ -12,15 +12,20 @@ from typing import Any
 
 from dowguard.errors import ParseError
 from ingest.events import Billing, Context, Event, Metric
-from ingest.formats.common import GZIP_MAGIC, check_size, gunzip, load_json
-from ingest.formats.lambda_report import brief
+from ingest.formats.common import (
+    GZIP_MAGIC,
+    brief,
+    check_size,
+    context_part,
+    epoch_millis,
+    gunzip,
+    load_json,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Metric streams aggregate over one minute.
 PERIOD_S = 60.0
-#: Latest plausible record time (year 2286) in ms, far below float trouble.
-_MAX_TIMESTAMP_MS = 10**13
 #: Statistics beyond this magnitude are corrupt (and would overflow floats).
 _MAX_STATISTIC = 1e300
 _LAMBDA_DIMENSIONS = frozenset({"FunctionName", "Resource"})
@@ -103,7 +108,7 @@ def _lambda_metric(
         raise ParseError(source, position, f"unit must be a string, got {brief(unit)}")
     return Metric(
         context=context,
-        time=_time(record, source, position),
+        time=epoch_millis(record, source, position),
         namespace="AWS/Lambda",
         name=name,
         sum=_statistic(value, "sum", source, position),
@@ -134,7 +139,7 @@ def _charges(record: dict[str, Any], source: str, position: str) -> Billing | No
     if "ServiceName" in dimensions:
         service = _part(dimensions, "ServiceName", source, position, "dimensions.")
         function = f"service:{service}"
-    time = _time(record, source, position)
+    time = epoch_millis(record, source, position)
     return Billing(
         context=Context(
             "aws", account, _part(record, "region", source, position), function, ""
@@ -166,13 +171,7 @@ def _part(
 ) -> str:
     """A context part: non-empty, and free of the '/' that joins a Kafka key."""
     value = _text(record, field, source, position, prefix)
-    if not value or "/" in value:
-        raise ParseError(
-            source,
-            position,
-            f"{prefix}{field} must be non-empty and without '/', got {brief(value)}",
-        )
-    return value
+    return context_part(value, f"{prefix}{field}", source, position)
 
 
 def _dimensions(record: dict[str, Any], source: str, position: str) -> dict[str, Any]:
@@ -206,18 +205,3 @@ def _statistic(value: dict[str, Any], name: str, source: str, position: str) -> 
             f"value.{name} must be a finite number, got {brief(number)}",
         )
     return float(number)
-
-
-def _time(record: dict[str, Any], source: str, position: str) -> float:
-    stamp = record.get("timestamp")
-    if (
-        not isinstance(stamp, int | float)
-        or isinstance(stamp, bool)
-        or not 0 <= stamp <= _MAX_TIMESTAMP_MS
-    ):
-        raise ParseError(
-            source,
-            position,
-            f"timestamp must be epoch milliseconds, got {brief(stamp)}",
-        )
-    return stamp / 1000.0
