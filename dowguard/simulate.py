@@ -690,7 +690,9 @@ class _Sim:
     def invoke(self, fn: FunctionSpec, at: float, trigger: _Trigger) -> None:
         counts = trigger.counted(fn.name)
         loop = self.loops.get(fn.name)
-        if loop is not None and dict(counts)[fn.name] > loop.max_hops:
+        # A bounded loop stops itself; the guard still stands behind it.
+        limit = LAMBDA_LOOP_LIMIT if loop is None or loop.bounded else loop.max_hops
+        if loop is not None and dict(counts)[fn.name] > limit:
             # Lambda's loop guard drops the event instead of invoking.
             self._minute(fn.name, at).dropped += 1
             return
@@ -1996,12 +1998,46 @@ def _check(cfg: SimConfig) -> None:
             )
         if cfg.loop.fan_out < 1:
             raise ConfigError(f"simulate: loop fan_out {cfg.loop.fan_out} below 1")
+    _check_scenarios(cfg)
     if cfg.spike is not None:
         spiked = next((f for f in cfg.functions if f.name == cfg.spike.function), None)
         if spiked is None or spiked.trigger not in ("http", "s3", "stream"):
             raise ConfigError(
                 f"simulate: spike function {cfg.spike.function!r} must exist and"
                 " have arrivals of its own (http, s3 or stream)"
+            )
+
+
+def _check_scenarios(cfg: SimConfig) -> None:
+    fns = {f.name: f for f in cfg.functions}
+    names = [loop.name for loop in cfg.loops] + [a.name for a in cfg.attacks]
+    if len(set(names)) != len(names) or "" in names:
+        raise ConfigError(f"simulate: scenario names must be unique and set: {names}")
+    known = RATE_KINDS | {DURATION_INFLATION, ERROR_STORM, DEPLOY}
+    for attack in cfg.attacks:
+        if attack.kind not in known:
+            raise ConfigError(
+                f"simulate: attack {attack.name!r} has unknown kind {attack.kind!r}"
+            )
+        missing = [n for n in attack.functions if n not in fns]
+        if missing or not attack.functions:
+            raise ConfigError(
+                f"simulate: attack {attack.name!r} names unknown functions {missing}"
+            )
+    for loop in cfg.loops:
+        if loop.function not in fns or any(m not in fns for m in loop.members):
+            raise ConfigError(f"simulate: loop {loop.name!r} names unknown functions")
+        readers = {
+            "sqs": [f.name for f in cfg.functions if f.queue == loop.queue],
+            "s3": [f.name for f in cfg.functions if f.bucket == loop.queue],
+            "sns": [f.name for f in cfg.functions if f.topic == loop.queue],
+        }.get(loop.via)
+        if readers is None:
+            raise ConfigError(f"simulate: loop {loop.name!r} via {loop.via!r} unknown")
+        if not {loop.function, *loop.members} & set(readers):
+            raise ConfigError(
+                f"simulate: loop {loop.name!r}: nothing of the loop reads"
+                f" {loop.via} {loop.queue!r}"
             )
 
 
@@ -2120,10 +2156,26 @@ def register(subparsers: Any) -> None:
         help="scenario to include (repeatable; default: loop and spike)",
     )
     p.add_argument("--start", default=DEFAULT_START, help="start time (ISO 8601)")
+    p.add_argument(
+        "--suite",
+        choices=("default", "quick"),
+        help="write the recordings of an evaluation suite into OUTDIR instead",
+    )
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    if getattr(args, "suite", None):
+        from dowguard.suite import suite
+
+        for item in suite(args.suite, args.seed):
+            labels = generate(args.outdir / item.name, item.config)
+            print(  # noqa: T201
+                f"{item.name}: {len(labels['scenarios'])} scenarios,"
+                f" {len(labels['functions'])} functions"
+            )
+        print(f"wrote {args.outdir}")  # noqa: T201
+        return 0
     config = config_for(
         args.seed, args.minutes, args.scenario or ("loop", "spike"), args.start
     )

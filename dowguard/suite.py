@@ -224,11 +224,12 @@ def _loops(
         rate = 0.1 if fan_out == 1 else 0.5
         for j in range(instances):
             tag = f"f{fan_out}-{'ab'[j]}"
-            sqs = _victim(f"sqsloop-{tag}", "sqs", rate, 0.0002, traced=True)
-            s3 = _victim(f"s3loop-{tag}", "s3", rate, 0.0002, traced=True)
-            a = _victim(f"mutual-a-{tag}", "sns", rate, 0.0002, traced=True)
+            # About 300 ms a call: a hop takes about a second.
+            sqs = _victim(f"sqsloop-{tag}", "sqs", rate, 0.00001, traced=True)
+            s3 = _victim(f"s3loop-{tag}", "s3", rate, 0.00001, traced=True)
+            a = _victim(f"mutual-a-{tag}", "sns", rate, 0.00001, traced=True)
             b = _victim(
-                f"mutual-b-{tag}", "sns", 0.0, 0.0001, traced=True,
+                f"mutual-b-{tag}", "sns", 0.0, 0.000005, traced=True,
                 publishes=(a.topic,),
             )  # fmt: skip
             fns += [sqs, s3, a, b]
@@ -304,17 +305,30 @@ def suite(name: str, seed: int = 1) -> list[Recording]:
 SUITES = ("default", "quick")
 
 
-def _suite(seed: int, quick: bool) -> list[Recording]:
-    # A weekday night: the batch job runs at 02:00 UTC.
-    start = datetime.fromisoformat("2026-03-04T01:40:00+00:00").timestamp()
-    minutes = 40.0 if quick else 70.0
-    onset, end = 20 * 60.0, (30 if quick else 45) * 60.0
-    instances = 1 if quick else 2
-    back = background_functions(Background(60 if quick else 300, seed=seed))
-    rate_fns, rate_attacks = _rate_attacks(onset, end, instances)
-    loop_fns, loops = _loops(onset, end, instances)
-    look_fns, benign_loops, benign = _lookalikes(onset, end, minutes * 60.0)
-    attacks = SimConfig(
+#: A weekday night: the batch job runs at 02:00 UTC.
+SUITE_START = "2026-03-04T01:40:00+00:00"
+
+
+def attacks_config(
+    seed: int = 1,
+    background: int = 300,
+    minutes: float = 50.0,
+    onset_s: float = 20 * 60.0,
+    end_s: float = 35 * 60.0,
+    instances: int = 2,
+    suite: str = "",
+) -> SimConfig:
+    """Every attack but the slow ramp, and every look-alike, on one background.
+
+    Each scenario has functions of its own, so scenarios that overlap in
+    time do not mix in any context.
+    """
+    start = datetime.fromisoformat(SUITE_START).timestamp()
+    back = background_functions(Background(background, seed=seed))
+    rate_fns, rate_attacks = _rate_attacks(onset_s, end_s, instances)
+    loop_fns, loops = _loops(onset_s, end_s, instances)
+    look_fns, benign_loops, benign = _lookalikes(onset_s, end_s, minutes * 60.0)
+    return SimConfig(
         seed=seed,
         start=start,
         minutes=minutes,
@@ -323,11 +337,19 @@ def _suite(seed: int, quick: bool) -> list[Recording]:
         spike=None,
         loops=(*loops, *benign_loops),
         attacks=(*rate_attacks, *benign),
-        suite=f"{'quick' if quick else 'default'}/attacks",
+        suite=suite,
     )
-    recordings = [Recording("attacks", attacks)]
-    # Slow ramps need hours: their own, longer recording with less around them.
-    hours = 1.0 if quick else 3.0
+
+
+def ramps_config(
+    seed: int = 1,
+    background: int = 60,
+    hours: float = 2.5,
+    onset_s: float = 1800.0,
+    instances: int = 2,
+    suite: str = "",
+) -> SimConfig:
+    """Slow ramps to 3, 10 and 30 times the cost, over hours, on a background."""
     ramp_fns: list[FunctionSpec] = []
     ramps: list[Attack] = []
     shapes = (PRICEY, MODEST)[:instances]
@@ -338,21 +360,29 @@ def _suite(seed: int, quick: bool) -> list[Recording]:
             ramp_fns.append(fn)
             ramps.append(
                 Attack(
-                    f"ramp-{tag}", SLOW_RAMP, (fn.name,), 1800.0, hours * 3600, level
+                    f"ramp-{tag}", SLOW_RAMP, (fn.name,), onset_s, hours * 3600, level
                 )
             )
-    quiet = background_functions(
-        Background(30 if quick else 60, rate_cap=0.5, seed=seed + 1000)
-    )
-    ramp = SimConfig(
+    quiet = background_functions(Background(background, rate_cap=0.5, seed=seed + 1000))
+    return SimConfig(
         seed=seed,
-        start=start,
+        start=datetime.fromisoformat(SUITE_START).timestamp(),
         minutes=hours * 60.0,
         functions=(*quiet, *ramp_fns),
         loop=None,
         spike=None,
         attacks=tuple(ramps),
-        suite=f"{'quick' if quick else 'default'}/ramps",
+        suite=suite,
     )
-    recordings.append(Recording("ramps", ramp))
-    return recordings
+
+
+def _suite(seed: int, quick: bool) -> list[Recording]:
+    name = "quick" if quick else "default"
+    if quick:
+        attacks = attacks_config(seed, 60, 40.0, 20 * 60.0, 30 * 60.0, 1, name)
+        # Slow ramps need hours: their own, longer recording with less around.
+        ramps = ramps_config(seed, 30, 1.0, 1800.0, 1, name)
+    else:
+        attacks = attacks_config(seed, suite=name)
+        ramps = ramps_config(seed, suite=name)
+    return [Recording("attacks", attacks), Recording("ramps", ramps)]
