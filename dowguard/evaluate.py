@@ -42,6 +42,10 @@ look-alikes are false alerts too, and are also counted apart).
   recall      scenarios with at least one alert of a detecting kind, over
               the scenarios of the row. An alert that opened before the
               onset does not detect it, even if it is still open.
+  critical    the same with critical alerts only (enforcement acts on no
+              other severity).
+  first by    the kinds of the alerts that detected the row's scenarios
+              first.
   precision   alerts of a detecting kind that belong to the row's
               scenarios, over those plus the false alerts of the row's
               detecting kinds in the recordings that hold the row.
@@ -212,6 +216,15 @@ class Outcome:
     def true_alerts(self) -> list[Episode]:
         return [a for a in self.alerts if a.kind in self.scenario.detected_by]
 
+    @property
+    def first(self) -> Episode | None:
+        alerts = self.true_alerts
+        return min(alerts, key=lambda a: a.opened_at) if alerts else None
+
+    @property
+    def critical(self) -> bool:
+        return any(a.severity == CRITICAL for a in self.true_alerts)
+
 
 @dataclass(slots=True)
 class RecordingScore:
@@ -284,6 +297,8 @@ class Row:
     scenarios: int
     detected: int
     recall: float
+    critical_recall: float
+    first_by: str
     precision: float | None
     false_per_kfh: float | None
     delay_p50_s: float | None
@@ -335,6 +350,10 @@ def rows(scores: Sequence[RecordingScore]) -> list[Row]:
                 scenarios=len(group),
                 detected=len(delays),
                 recall=len(delays) / len(group),
+                critical_recall=sum(o.critical for o in group) / len(group),
+                first_by=", ".join(
+                    sorted({f.kind for o in group if (f := o.first) is not None})
+                ),
                 precision=true / (true + false) if true + false else None,
                 false_per_kfh=bg_false / fh * 1000.0 if fh else None,
                 delay_p50_s=percentile(delays, 0.5),
@@ -441,15 +460,17 @@ def _usd(value: float) -> str:
 
 def format_tables(table: Sequence[Row], summary: dict[str, Any]) -> str:
     lines = [
-        "| attack | intensity | n | recall | precision | false/kfh "
-        "| delay p50 s | delay p95 s | leaked USD | excess USD |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| attack | intensity | n | recall | critical | first by | precision "
+        "| false/kfh | delay p50 s | delay p95 s | leaked USD | excess USD |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for r in table:
         if r.benign:
             continue
         lines.append(
             f"| {r.kind} | {r.level} | {r.scenarios} | {r.recall:.2f} "
+            f"| {r.critical_recall:.2f} | {r.first_by or '–'} "
             f"| {_num(r.precision)} | {_num(r.false_per_kfh, 1)} "
             f"| {_num(r.delay_p50_s, 1)} | {_num(r.delay_p95_s, 1)} "
             f"| {_usd(r.leaked_usd)} | {_usd(r.excess_usd)} |"

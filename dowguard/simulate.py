@@ -135,7 +135,7 @@ class FunctionSpec:
         return f"{base}:{qualifier}" if qualifier else base
 
     def context(self, qualifier: str = "") -> dict[str, str]:
-        # Aliases are not made: a context's qualifier is $LATEST or a version.
+        # Limitation: no aliases; a context's qualifier is $LATEST or a version.
         return {
             "provider": "aws",
             "account": self.account,
@@ -725,6 +725,7 @@ class _Sim:
 
     def _excess(self, call: _Call, cost: float) -> None:
         """Book what a call cost because of an attack, by scenario and second."""
+        # Limitation: what an attacked call causes in other functions is not excess.
         name, extra = call.trigger.attack, cost
         if not name and call.trigger.chain:
             # Every call of a loop's chain after the first is caused by the bug.

@@ -62,9 +62,9 @@ class Background:
     """How many functions of what shape run around the scenarios."""
 
     functions: int = 300
-    #: Hottest mean rate generated, in invocations per second.
-    # Limitation: rates above this are cut to it so a suite stays cheap to
-    # generate; the published tail goes two orders of magnitude further.
+    #: Hottest mean rate generated, in invocations per second; the published
+    #: tail goes two orders of magnitude further.
+    # Limitation: rates above rate_cap are cut to it, to keep suites cheap.
     rate_cap: float = 2.0
     seed: int = 1
 
@@ -218,8 +218,7 @@ def _loops(
     loops: list[LoopScenario] = []
     for fan_out in (1, 2):
         # Fan-out 2 doubles every hop; its bug runs for seconds, not minutes.
-        # Limitation: no concurrency limit is simulated, which in the cloud
-        # would cap a fan-out loop's growth.
+        # Limitation: no concurrency limit is simulated to cap a fan-out loop.
         stop = end if fan_out == 1 else onset + 6.0
         rate = 0.1 if fan_out == 1 else 0.5
         for j in range(instances):
