@@ -53,6 +53,8 @@ look-alikes are false alerts too, and are also counted apart).
               scenario) per 1000 function-hours of background: background
               functions times the recording's hours, in the recordings that
               hold the row, whether the functions ran or not.
+  cost x      the cost rate during the scenario over the rate before it,
+              as generated (mean over the row), beside the nominal intensity.
   delay       from the onset to the first detecting alert, event-time
               seconds; median and 95th percentile (nearest rank) over the
               detected scenarios.
@@ -126,6 +128,8 @@ class Scenario:
     detected_by: frozenset[str]
     #: (second, USD) of excess cost, in time order.
     excess: tuple[tuple[float, float], ...] = ()
+    #: Cost rate during the scenario over the rate before it, as generated.
+    cost_multiplier: float | None = None
 
     @property
     def total_excess(self) -> float:
@@ -149,9 +153,16 @@ class Scenario:
                 end=end,
                 detected_by=frozenset(detected),
                 excess=excess,
+                cost_multiplier=_measured(label),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ParseError(source, "scenarios", f"bad scenario label: {exc}") from exc
+
+
+def _measured(label: dict[str, Any]) -> float | None:
+    intensity = label.get("intensity", {})
+    value = intensity.get("cost_multiplier", intensity.get("rate_multiplier"))
+    return None if value is None else float(value)
 
 
 def _legacy_level(label: dict[str, Any]) -> str:
@@ -295,6 +306,7 @@ class Row:
     level: str
     benign: bool
     scenarios: int
+    cost_multiplier: float | None
     detected: int
     recall: float
     critical_recall: float
@@ -342,12 +354,14 @@ def rows(scores: Sequence[RecordingScore]) -> list[Row]:
         bg_false = sum(len(sc.background_false) for sc in held)
         delays = [d for o in group if (d := o.delay) is not None]
         matched = [a for o in group for a in o.alerts]
+        measured = [m for o in group if (m := o.scenario.cost_multiplier) is not None]
         out.append(
             Row(
                 kind=kind,
                 level=level,
                 benign=benign,
                 scenarios=len(group),
+                cost_multiplier=sum(measured) / len(measured) if measured else None,
                 detected=len(delays),
                 recall=len(delays) / len(group),
                 critical_recall=sum(o.critical for o in group) / len(group),
@@ -434,13 +448,15 @@ def evaluate_dirs(
     return scores
 
 
-def generate_suite(name: str, outdir: Path, seed: int = 1) -> list[Path]:
+def generate_suite(
+    name: str, outdir: Path, seed: int = 1, functions: int | None = None
+) -> list[Path]:
     """Write the recordings of a suite under ``outdir``; their directories."""
     from dowguard.simulate import simulate, write_recording
     from dowguard.suite import suite
 
     paths = []
-    for recording in suite(name, seed):
+    for recording in suite(name, seed, functions):
         path = outdir / recording.name
         write_recording(simulate(recording.config), path)
         paths.append(path)
@@ -460,26 +476,30 @@ def _usd(value: float) -> str:
 
 def format_tables(table: Sequence[Row], summary: dict[str, Any]) -> str:
     lines = [
-        "| attack | intensity | n | recall | critical | first by | precision "
-        "| false/kfh | delay p50 s | delay p95 s | leaked USD | excess USD |",
-        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |",
+        "| attack | intensity | cost x | n | recall | critical | first by "
+        "| precision | false/kfh | delay p50 s | delay p95 s | leaked USD "
+        "| excess USD |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: "
+        "| ---: | ---: | ---: |",
     ]
     for r in table:
         if r.benign:
             continue
         lines.append(
-            f"| {r.kind} | {r.level} | {r.scenarios} | {r.recall:.2f} "
-            f"| {r.critical_recall:.2f} | {r.first_by or '–'} "
+            f"| {r.kind} | {r.level} | {_num(r.cost_multiplier, 1)} "
+            f"| {r.scenarios} | {r.recall:.2f} | {r.critical_recall:.2f} "
+            f"| {r.first_by or '–'} "
             f"| {_num(r.precision)} | {_num(r.false_per_kfh, 1)} "
             f"| {_num(r.delay_p50_s, 1)} | {_num(r.delay_p95_s, 1)} "
             f"| {_usd(r.leaked_usd)} | {_usd(r.excess_usd)} |"
         )
-    lines += [
-        "",
-        "| look-alike | intensity | n | warning alerts | critical alerts | passed |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
-    ]
+    if any(r.benign for r in table):
+        lines += [
+            "",
+            "| look-alike | intensity | n | warning alerts | critical alerts "
+            "| passed |",
+            "| --- | --- | ---: | ---: | ---: | --- |",
+        ]
     for r in table:
         if r.benign:
             passed = "yes" if r.criticals == 0 else "no"
@@ -489,7 +509,7 @@ def format_tables(table: Sequence[Row], summary: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        f"{summary['recordings']} recordings, {summary['alerts']} alerts, "
+        f"recordings: {summary['recordings']}; alerts: {summary['alerts']}, "
         f"{summary['false_alerts']} false; precision {_num(summary['precision'])}; "
         f"{summary['background_false_alerts']} false alerts on "
         f"{summary['background_function_hours']:.0f} background function-hours "
@@ -507,10 +527,10 @@ def register(subparsers: Any) -> None:
         "evaluate",
         help="score the detector on labelled recordings or the scenario suite",
         description=(
-            "Replay labelled recordings (directories with labels.json) through "
-            "the detector, in process, and score its alerts per scenario kind "
-            "and intensity. Without directories, generate a suite into a "
-            "temporary directory first.\n\n" + MEASURES
+            "Replay labelled recordings (directories with labels.json) through\n"
+            "the detector, in process, and score its alerts per scenario kind\n"
+            "and intensity. Without directories, generate a suite (default:\n"
+            "'default') into a temporary directory first.\n\n" + MEASURES
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -518,6 +538,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--suite", choices=SUITES, help="suite to generate (default)")
     p.add_argument("--quick", action="store_true", help="the small suite, for tests")
     p.add_argument("--seed", type=int, default=1, help="suite seed")
+    p.add_argument(
+        "--functions",
+        type=int,
+        help="background functions of the attacks recording (default 300)",
+    )
     p.add_argument("--keep", type=Path, help="write the suite here and keep it")
     p.add_argument("--window", type=float, help="window length in seconds")
     p.add_argument("--json", action="store_true", help="one JSON document")
@@ -540,7 +565,8 @@ def run_cli(args: argparse.Namespace) -> int:
         name = "quick" if args.quick else args.suite or "default"
         with tempfile.TemporaryDirectory(prefix="dowguard-suite-") as tmp:
             root = args.keep or Path(tmp)
-            scores = evaluate_dirs(generate_suite(name, root, args.seed), config)
+            paths = generate_suite(name, root, args.seed, args.functions)
+            scores = evaluate_dirs(paths, config)
     table = rows(scores)
     summary = overall(scores)
     summary["seconds"] = round(time.monotonic() - began, 1)
@@ -559,6 +585,7 @@ def run_cli(args: argparse.Namespace) -> int:
                     "delay_s": o.delay,
                     "leaked_usd": round(o.leak, 6),
                     "excess_usd": round(o.scenario.total_excess, 6),
+                    "cost_multiplier": o.scenario.cost_multiplier,
                     "alerts": [[a.kind, a.severity, a.opened_at] for a in o.alerts],
                 }
                 for sc in scores

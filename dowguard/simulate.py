@@ -2162,6 +2162,7 @@ def register(subparsers: Any) -> None:
         choices=("default", "quick"),
         help="write the recordings of an evaluation suite into OUTDIR instead",
     )
+    p.add_argument("--functions", type=int, help="background functions of a --suite")
     p.set_defaults(func=run_cli)
 
 
@@ -2169,7 +2170,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if getattr(args, "suite", None):
         from dowguard.suite import suite
 
-        for item in suite(args.suite, args.seed):
+        for item in suite(args.suite, args.seed, args.functions):
             labels = generate(args.outdir / item.name, item.config)
             print(  # noqa: T201
                 f"{item.name}: {len(labels['scenarios'])} scenarios,"

@@ -268,3 +268,24 @@ def test_cli_refuses_directories_and_a_suite_together(tmp_path: Path) -> None:
     args = parser.parse_args(["evaluate", str(tmp_path), "--suite", "quick"])
     with pytest.raises(ConfigError, match="not both"):
         args.func(args)
+
+
+def test_unknown_suite_and_empty_background_are_refused() -> None:
+    from dowguard.errors import ConfigError
+    from dowguard.suite import suite
+
+    with pytest.raises(ConfigError, match="unknown suite 'huge'"):
+        suite("huge")
+    with pytest.raises(ConfigError, match="--functions must be positive"):
+        suite("quick", functions=0)
+    (attacks, ramps) = suite("quick", functions=12)
+    for recording, count in ((attacks, 12), (ramps, 6)):
+        names = [f.name for f in recording.config.functions]
+        assert sum(1 for n in names if n.startswith("app")) == count
+
+
+def test_rows_carry_the_measured_cost_multiplier() -> None:
+    flood = attack()
+    flood["intensity"] = {"cost_multiplier": 9.5}
+    (row,) = rows([evaluate.score_recording(labels(flood), [], "r")])
+    assert row.cost_multiplier == 9.5
