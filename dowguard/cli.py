@@ -26,7 +26,13 @@ logger = logging.getLogger(__name__)
 BUNDLED_RECORDING = Path(__file__).resolve().parent.parent / "data" / "recording"
 
 #: Subcommands that live with the package that owns them.
-PLUGINS = ("api.cli", "dowguard.simulate", "dashboards.cli", "bench.cli")
+PLUGINS = (
+    "api.cli",
+    "dowguard.simulate",
+    "dowguard.evaluate",
+    "dashboards.cli",
+    "bench.cli",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

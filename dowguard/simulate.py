@@ -115,19 +115,33 @@ class FunctionSpec:
     route: str = ""
     app_log_p: float = 0.0
     team: str = "platform"
+    #: SNS topic whose messages invoke it (trigger ``sns``).
+    topic: str = ""
+    #: S3 bucket whose object notifications invoke it (trigger ``s3``).
+    bucket: str = ""
+    #: SNS topics it publishes to on every call.
+    publishes: tuple[str, ...] = ()
+    #: Amplitude of the daily cycle of its rate (0: flat), peaking at
+    #: ``peak_hour`` UTC; ``weekend`` multiplies the rate on Saturdays and Sundays.
+    diurnal: float = 0.0
+    peak_hour: float = 14.0
+    weekend: float = 1.0
+    #: The version its invocations run (a deploy scenario changes it).
+    version: str = "$LATEST"
+    timeout_ms: float = MAX_DURATION_MS
 
     def arn(self, qualifier: str = "") -> str:
         base = f"arn:aws:lambda:{self.region}:{self.account}:function:{self.name}"
         return f"{base}:{qualifier}" if qualifier else base
 
-    def context(self) -> dict[str, str]:
-        # Limitation: every function runs $LATEST; versions and aliases are not made.
+    def context(self, qualifier: str = "") -> dict[str, str]:
+        # Limitation: no aliases; a context's qualifier is $LATEST or a version.
         return {
             "provider": "aws",
             "account": self.account,
             "region": self.region,
             "function": self.name,
-            "qualifier": "$LATEST",
+            "qualifier": qualifier or self.version,
         }
 
 
@@ -145,6 +159,59 @@ class LoopScenario:
     end_s: float = 30 * 60.0
     fan_out: int = 1
     max_hops: int = LAMBDA_LOOP_LIMIT
+    #: How the function reaches itself: ``sqs`` (sends to the queue it reads,
+    #: trace linked), ``s3`` (writes to the bucket that triggers it; S3
+    #: notifications carry no trace context, so the trace breaks) or ``sns``
+    #: (publishes to ``queue`` as a topic; through ``members`` it comes back).
+    via: str = "sqs"
+    #: Other functions of the loop (mutual recursion: A -> B -> A).
+    members: tuple[str, ...] = ()
+    #: The function itself stops after ``max_hops`` re-sends (an intended,
+    #: bounded retry) instead of Lambda's loop guard dropping the event.
+    bounded: bool = False
+    #: Scenario name in the labels (the bundled recording's loop has none).
+    name: str = ""
+    level: str = ""
+
+
+#: Attack and look-alike kinds an :class:`Attack` can be.
+FLOOD = "flood"
+SLOW_RAMP = "slow_ramp"
+FLASH_SALE = "flash_sale"
+NIGHTLY_BATCH = "nightly_batch"
+DURATION_INFLATION = "duration_inflation"
+ERROR_STORM = "error_storm"
+DEPLOY = "deploy"
+#: Kinds that add invocations on top of the functions' own traffic.
+RATE_KINDS = frozenset({FLOOD, SLOW_RAMP, FLASH_SALE, NIGHTLY_BATCH})
+BENIGN_KINDS = frozenset({FLASH_SALE, NIGHTLY_BATCH, DEPLOY, "bounded_retry"})
+
+
+@dataclass(frozen=True, slots=True)
+class Attack:
+    """Something that changes some functions' traffic from ``onset_s`` to ``end_s``.
+
+    ``multiplier`` is, per kind: the rate factor (``flood``, ``flash_sale``,
+    ``nightly_batch``; ``slow_ramp`` reaches it at the end, linearly), the
+    duration factor (``duration_inflation`` reaches it half-way and holds;
+    ``deploy`` from the onset, with the new ``version``), or the duration
+    factor of failed calls (``error_storm``, where ``error_rate`` of the calls
+    fail and each failure is redelivered up to ``retries`` times after
+    ``retry_delay_s``). Extra invocations are caused by the attack, so their
+    whole cost is excess; a longer call's excess is what the longer part cost.
+    """
+
+    name: str
+    kind: str
+    functions: tuple[str, ...]
+    onset_s: float
+    end_s: float
+    multiplier: float = 1.0
+    error_rate: float = 0.0
+    retries: int = 0
+    retry_delay_s: float = 30.0
+    version: str = ""
+    level: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +325,11 @@ class SimConfig:
     functions: tuple[FunctionSpec, ...] = field(default_factory=default_functions)
     loop: LoopScenario | None = field(default_factory=LoopScenario)
     spike: SpikeScenario | None = field(default_factory=SpikeScenario)
+    #: Further loops and attacks, each labelled under its own name.
+    loops: tuple[LoopScenario, ...] = ()
+    attacks: tuple[Attack, ...] = ()
+    #: Written into labels.json as ``suite`` (which suite, which recording).
+    suite: str = ""
     #: Share of log payloads written in the ``{"awslogs": ...}`` wrapper.
     wrapper_share: float = 0.02
     #: Add the forwarder's ``region`` field to decoded log payloads (CloudWatch
@@ -339,6 +411,7 @@ class _Env:
     busy_until: float
     last_used: float
     provisioned: bool = False
+    version: str = "$LATEST"
 
 
 @dataclass(slots=True)
@@ -352,6 +425,10 @@ class _Trigger:
     sampled: bool = True
     chain: int = 0
     counts: tuple[tuple[str, int], ...] = ()
+    #: The attack that caused this invocation (its cost is all excess).
+    attack: str = ""
+    attempt: int = 0
+    key: str = ""
 
     def count_of(self, name: str) -> int:
         for fn, n in self.counts:
@@ -386,6 +463,9 @@ class _Call:
     sampled: bool
     chain: int
     counts: tuple[tuple[str, int], ...]
+    #: An attack that changed this call, and what it would have billed without.
+    attack: str = ""
+    normal_billed_ms: int = -1
 
     @property
     def spanned(self) -> bool:
@@ -441,6 +521,31 @@ class _Sim:
         self.chains: dict[int, list[tuple[float, float, int]]] = {}
         self.next_chain = 1
         self.sqs_requests: dict[tuple[str, str, int, str], int] = {}
+        # Every loop, by each function that takes part in it.
+        self.loops: dict[str, LoopScenario] = {}
+        for loop in (*((config.loop,) if config.loop else ()), *config.loops):
+            for name in (loop.function, *loop.members):
+                self.loops[name] = loop
+        self.chain_loop: dict[int, LoopScenario] = {}
+        self.subscribers: dict[str, list[str]] = {}
+        self.watchers: dict[str, list[str]] = {}
+        for f in config.functions:
+            if f.topic:
+                self.subscribers.setdefault(f.topic, []).append(f.name)
+            if f.bucket:
+                self.watchers.setdefault(f.bucket, []).append(f.name)
+        # Attacks that change a call (not its arrivals), by function.
+        self.effects: dict[str, list[Attack]] = {}
+        for attack in config.attacks:
+            if attack.kind not in RATE_KINDS:
+                for name in attack.functions:
+                    self.effects.setdefault(name, []).append(attack)
+        self.effect_rng = random.Random(f"{config.seed}/effects")
+        #: Excess cost per scenario name and second of event time.
+        self.excess: dict[str, dict[int, float]] = {}
+        self.stream_version: dict[str, str] = {}
+        #: Start times of the invocations each named loop caused.
+        self.looped: dict[str, list[float]] = {}
 
     # arrivals
 
@@ -457,6 +562,13 @@ class _Sim:
                 self._timer(fn, rng)
             elif fn.trigger in ("http", "s3", "stream"):
                 self._poisson(fn, rng)
+            elif fn.rate_per_s > 0 and fn.trigger in ("sqs", "sns"):
+                # Messages from producers outside the simulation (untraced).
+                self._poisson(fn, rng)
+        for attack in self.cfg.attacks:
+            if attack.kind in RATE_KINDS:
+                for name in attack.functions:
+                    self._extra_arrivals(attack, self.fns[name])
 
     def _timer(self, fn: FunctionSpec, rng: random.Random) -> None:
         at = math.ceil(self.t0 / fn.period_s) * fn.period_s
@@ -467,6 +579,8 @@ class _Sim:
 
     def _rate_at(self, fn: FunctionSpec, t: float) -> float:
         rate = fn.rate_per_s
+        if fn.diurnal or fn.weekend != 1.0:
+            rate *= _cycle(fn, t)
         spike = self.cfg.spike
         if spike is not None and spike.function == fn.name:
             rel = t - self.t0
@@ -476,7 +590,7 @@ class _Sim:
 
     def _poisson(self, fn: FunctionSpec, rng: random.Random) -> None:
         spike = self.cfg.spike
-        peak = fn.rate_per_s
+        peak = fn.rate_per_s * _cycle_peak(fn)
         if spike is not None and spike.function == fn.name:
             peak *= max(1.0, spike.multiplier)
         t = self.t0
@@ -486,9 +600,34 @@ class _Sim:
             if t >= self.t_end:
                 break
             if rng.random() * peak < self._rate_at(fn, t):
-                self.schedule(t, fn.name, _Trigger(fn.trigger))
+                self.schedule(t, fn.name, self._arrival(fn, rng))
         if fn.burst is not None:
             self._bursts(fn, fn.burst, rng)
+
+    def _arrival(
+        self, fn: FunctionSpec, rng: random.Random, attack: str = ""
+    ) -> _Trigger:
+        """The trigger of an arrival from outside the simulated functions."""
+        if fn.trigger == "s3" and fn.bucket:
+            key = f"uploads/{rng.getrandbits(40):010x}.bin"
+            return _Trigger("s3", fn.bucket, attack=attack, key=key)
+        source = fn.queue or fn.topic
+        return _Trigger(fn.trigger, source, attack=attack)
+
+    def _extra_arrivals(self, attack: Attack, fn: FunctionSpec) -> None:
+        """Invocations an attack adds on top of a function's own traffic."""
+        rng = random.Random(f"{self.cfg.seed}/{attack.name}/{fn.name}")
+        begin = self.t0 + attack.onset_s
+        until = min(self.t0 + attack.end_s, self.t_end)
+        peak = fn.rate_per_s * _cycle_peak(fn) * max(0.0, attack.multiplier - 1.0)
+        t = begin
+        while peak > 0:
+            t += rng.expovariate(peak)
+            if t >= until:
+                break
+            extra = self._rate_at(fn, t) * (_factor(attack, t - self.t0) - 1.0)
+            if rng.random() * peak < extra:
+                self.schedule(t, fn.name, self._arrival(fn, rng, attack.name))
 
     def _bursts(self, fn: FunctionSpec, burst: Burst, rng: random.Random) -> None:
         t = self.t0 + rng.uniform(burst.gap_min_s / 4, burst.gap_max_s / 2)
@@ -513,35 +652,53 @@ class _Sim:
             at, _, name, trigger = heapq.heappop(self.heap)
             self.invoke(self.fns[name], at, trigger)
 
-    def _new_env(self, fn: FunctionSpec, at: float, provisioned: bool) -> _Env:
+    def _new_env(
+        self, fn: FunctionSpec, at: float, provisioned: bool, version: str = ""
+    ) -> _Env:
         env_id = _hex(self.ids, 32)
         day = datetime.fromtimestamp(at, tz=UTC).strftime("%Y/%m/%d")
-        return _Env(env_id, f"{day}/[$LATEST]{env_id}", at, at, provisioned)
+        version = version or fn.version
+        stream = f"{day}/[{version}]{env_id}"
+        if version != "$LATEST":
+            self.stream_version[stream] = version
+        return _Env(env_id, stream, at, at, provisioned, version)
+
+    def _version(self, fn: FunctionSpec, at: float) -> str:
+        for attack in self.effects.get(fn.name, ()):
+            if attack.kind == DEPLOY and at >= self.t0 + attack.onset_s:
+                return attack.version
+        return fn.version
 
     def _pick_env(self, fn: FunctionSpec, at: float) -> tuple[_Env, bool]:
         envs = self.envs[fn.name]
         envs[:] = [e for e in envs if e.provisioned or at - e.busy_until < ENV_IDLE_S]
+        version = self._version(fn, at)
         best: _Env | None = None
         for env in envs:
-            if env.busy_until <= at and (
-                best is None or env.last_used > best.last_used
+            if (
+                env.busy_until <= at
+                and env.version == version
+                and (best is None or env.last_used > best.last_used)
             ):
                 best = env
         if best is not None:
             return best, False
-        env = self._new_env(fn, at, False)
+        env = self._new_env(fn, at, False, version)
         envs.append(env)
         return env, True
 
     def invoke(self, fn: FunctionSpec, at: float, trigger: _Trigger) -> None:
         counts = trigger.counted(fn.name)
-        loop = self.cfg.loop
-        looping = loop is not None and fn.name == loop.function
-        if looping and loop is not None and dict(counts)[fn.name] > loop.max_hops:
+        loop = self.loops.get(fn.name)
+        # A bounded loop stops itself; the guard still stands behind it.
+        limit = LAMBDA_LOOP_LIMIT if loop is None or loop.bounded else loop.max_hops
+        if loop is not None and dict(counts)[fn.name] > limit:
             # Lambda's loop guard drops the event instead of invoking.
             self._minute(fn.name, at).dropped += 1
             return
         call = self._call(fn, at, trigger, counts)
+        if fn.name in self.effects:
+            self._apply_effects(call)
         spans: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self._downstream(call, spans)
         if call.spanned:
@@ -556,11 +713,87 @@ class _Sim:
             self._text_logs(call)
         cost = self._account(call)
         if call.chain:
-            depth = dict(counts)[fn.name]
-            self.chains.setdefault(call.chain, []).append((at, cost, depth))
+            loop = self.chain_loop[call.chain]
+            if fn.name == loop.function:
+                depth = dict(counts)[fn.name]
+                self.chains.setdefault(call.chain, []).append((at, cost, depth))
+            if trigger.chain and loop.name:
+                self.looped.setdefault(loop.name, []).append(at)
+        self._excess(call, cost)
+        if call.failed and call.attack:
+            self._retry(call)
+
+    def _excess(self, call: _Call, cost: float) -> None:
+        """Book what a call cost because of an attack, by scenario and second."""
+        # Limitation: what an attacked call causes in other functions is not excess.
+        name, extra = call.trigger.attack, cost
+        if not name and call.trigger.chain:
+            # Every call of a loop's chain after the first is caused by the bug.
+            name = self.chain_loop[call.chain].name
+        elif not name and call.attack:
+            name = call.attack
+            normal = call.normal_billed_ms
+            extra = cost - self._cost_of(call, normal) if normal >= 0 else 0.0
+        if not name or extra <= 0:
+            return
+        series = self.excess.setdefault(name, {})
+        second = int(call.at)
+        series[second] = series.get(second, 0.0) + extra
+
+    def _retry(self, call: _Call) -> None:
+        attack = next(a for a in self.effects[call.fn.name] if a.name == call.attack)
+        trigger = call.trigger
+        if attack.kind != ERROR_STORM or trigger.attempt >= attack.retries:
+            return
+        # The message becomes visible again and is delivered once more.
+        again = replace(trigger, attack=attack.name, attempt=trigger.attempt + 1)
+        self.schedule(call.end + attack.retry_delay_s, call.fn.name, again)
+
+    def _cost_of(self, call: _Call, billed_ms: int) -> float:
+        """What a call of ``billed_ms`` costs (the counterfactual of an attack)."""
+        fn, rates = call.fn, self.rates[call.fn.name]
+        gb_s = fn.memory_mb * rates.gb_per_mb * billed_ms / 1000.0
+        if call.env.provisioned:
+            rate = rates.provisioned_duration_usd_per_gb_s
+        else:
+            rate = rates.tiers[0].usd_per_gb_s
+        cost = rates.request_usd + gb_s * rate
+        if fn.ephemeral_mb > rates.storage_free_mb:
+            extra = (fn.ephemeral_mb - rates.storage_free_mb) * rates.gb_per_mb
+            cost += extra * billed_ms / 1000.0 * rates.storage_usd_per_gb_s
+        return cost
+
+    def _apply_effects(self, call: _Call) -> None:
+        """Change a call as the attacks live at its start make it."""
+        rel = call.at - self.t0
+        for attack in self.effects[call.fn.name]:
+            if not attack.onset_s <= rel < attack.end_s and attack.kind != DEPLOY:
+                continue
+            if attack.kind == DEPLOY:
+                if call.env.version == attack.version:
+                    self._stretch(call, attack.multiplier)
+            elif attack.kind == DURATION_INFLATION:
+                call.attack = attack.name
+                call.normal_billed_ms = call.billed_ms
+                self._stretch(call, _factor(attack, rel))
+            elif attack.kind == ERROR_STORM and (
+                call.failed or self.effect_rng.random() < attack.error_rate
+            ):
+                call.attack = attack.name
+                call.normal_billed_ms = call.billed_ms
+                call.failed = True
+                self._stretch(call, attack.multiplier)
+
+    def _stretch(self, call: _Call, factor: float) -> None:
+        duration = min(round(call.duration_ms * factor, 2), call.fn.timeout_ms)
+        billed_init = call.init_ms if call.at >= self.init_billed_since else 0.0
+        call.duration_ms = duration
+        call.billed_ms = math.ceil(duration + billed_init - 1e-9)
+        call.end = call.handler_at + duration / 1000.0
+        call.env.busy_until = call.env.last_used = call.end
 
     def _bug_live(self, fn: FunctionSpec, at: float) -> bool:
-        loop = self.cfg.loop
+        loop = self.loops.get(fn.name)
         return (
             loop is not None
             and fn.name == loop.function
@@ -601,6 +834,7 @@ class _Sim:
         if not chain and self._bug_live(fn, handler_at):
             chain = self.next_chain
             self.next_chain += 1
+            self.chain_loop[chain] = self.loops[fn.name]
         return _Call(
             fn, trigger, env, cold, at, handler_at, end, init_ms, duration, billed,
             used, failed, request_id, trace_id, span_id, sampled, chain, counts,
@@ -611,9 +845,12 @@ class _Sim:
     ) -> None:
         fn = call.fn
         rng = self.rngs[fn.name]
-        loop = self.cfg.loop
+        loop = self.loops.get(fn.name)
         queues = list(fn.sends)
-        if loop is not None and self._bug_live(fn, call.handler_at):
+        resend = loop is not None and self._bug_live(fn, call.handler_at)
+        if resend and loop is not None and loop.bounded:
+            resend = dict(call.counts)[fn.name] <= loop.max_hops
+        if resend and loop is not None and loop.via == "sqs":
             queues += [loop.queue] * loop.fan_out
         run_s = call.duration_ms / 1000.0
         for queue in queues:
@@ -625,11 +862,8 @@ class _Sim:
             consumer = self.consumers.get(queue)
             if consumer is None:
                 continue
-            looped = loop is not None and (queue, fn.name) == (
-                loop.queue,
-                loop.function,
-            )
-            chain = call.chain if looped else 0
+            # A chain goes on only through the functions of its own loop.
+            chain = call.chain if self.loops.get(consumer) is loop else 0
             trigger = _Trigger(
                 "sqs", queue, call.trace_id, span_id, call.sampled, chain, call.counts
             )
@@ -651,6 +885,55 @@ class _Sim:
             )
             # An asynchronous invoke waits in Lambda's internal queue briefly.
             self.schedule(called + rng.uniform(0.02, 0.25), name, trigger)
+        topics = list(fn.publishes)
+        if resend and loop is not None and loop.via == "sns":
+            topics += [loop.queue] * loop.fan_out
+        for topic in topics:
+            self._publish(call, topic, spans)
+        if resend and loop is not None and loop.via == "s3":
+            for _ in range(loop.fan_out):
+                self._put_object(call, loop.queue, spans)
+
+    def _publish(
+        self,
+        call: _Call,
+        topic: str,
+        spans: list[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        """SNS Publish: the trace header travels with the message."""
+        fn, rng = call.fn, self.rngs[call.fn.name]
+        sent = call.handler_at + call.duration_ms / 1000.0 * rng.uniform(0.5, 0.9)
+        span_id = _hex(self.ids, 16) if fn.traced else ""
+        if call.spanned:
+            spans.append((_SCOPE_BOTOCORE, _publish_span(call, topic, span_id, sent)))
+        loop = self.loops.get(fn.name)
+        for consumer in self.subscribers.get(topic, ()):
+            chain = call.chain if self.loops.get(consumer) is loop else 0
+            trigger = _Trigger(
+                "sns", topic, call.trace_id, span_id, call.sampled, chain, call.counts
+            )
+            # SNS pushes to Lambda within a fraction of a second.
+            self.schedule(sent + rng.uniform(0.05, 0.4), consumer, trigger)
+
+    def _put_object(
+        self,
+        call: _Call,
+        bucket: str,
+        spans: list[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        """S3 PutObject: the notification it causes carries no trace context."""
+        fn, rng = call.fn, self.rngs[call.fn.name]
+        sent = call.handler_at + call.duration_ms / 1000.0 * rng.uniform(0.5, 0.9)
+        key = f"processed/{rng.getrandbits(40):010x}.json"
+        span_id = _hex(self.ids, 16) if fn.traced else ""
+        if call.spanned:
+            spans.append((_SCOPE_BOTOCORE, _put_span(call, bucket, key, span_id, sent)))
+        loop = self.loops.get(fn.name)
+        for consumer in self.watchers.get(bucket, ()):
+            chain = call.chain if self.loops.get(consumer) is loop else 0
+            # Limitation: one notification per object; S3 may deliver one twice.
+            trigger = _Trigger("s3", bucket, chain=chain, counts=call.counts, key=key)
+            self.schedule(sent + rng.uniform(0.3, 1.5), consumer, trigger)
 
     def _sqs(self, fn: FunctionSpec, queue: str, at: float) -> None:
         key = (fn.account, fn.region, int(at // 3600) * 3600, queue)
@@ -668,7 +951,7 @@ class _Sim:
             out.append(
                 (fn.name, stream, _ms(call.at), f"{text}Runtime Version ARN: {arn}\n")
             )
-        start = f"START RequestId: {rid} Version: $LATEST\n"
+        start = f"START RequestId: {rid} Version: {call.env.version}\n"
         out.append((fn.name, stream, _ms(call.handler_at), start))
         if call.failed or self.rngs[fn.name].random() < fn.app_log_p:
             level, text = (
@@ -713,11 +996,14 @@ class _Sim:
                 "phase": "init",
                 "runtimeVersion": _RUNTIME_VERSION,
                 "functionName": fn.name,
-                "functionVersion": "$LATEST",
+                "functionVersion": call.env.version,
             }
             line = _platform(call.at, "platform.initStart", init)
             out.append((fn.name, stream, _ms(call.at), line))
-        start: dict[str, Any] = {"requestId": call.request_id, "version": "$LATEST"}
+        start: dict[str, Any] = {
+            "requestId": call.request_id,
+            "version": call.env.version,
+        }
         if tracing:
             start["tracing"] = tracing
         line = _platform(call.handler_at, "platform.start", start)
@@ -796,6 +1082,33 @@ class _Sim:
             found[1] += cost
 
 
+def _cycle(fn: FunctionSpec, t: float) -> float:
+    """The daily and weekly shape of a function's rate at ``t`` (mean 1)."""
+    factor = 1.0
+    if fn.diurnal:
+        hour = (t % 86400.0) / 3600.0
+        factor *= 1.0 + fn.diurnal * math.cos(2 * math.pi * (hour - fn.peak_hour) / 24)
+    # 1970-01-01 was a Thursday: day 2 of a week counted from Saturday.
+    if fn.weekend != 1.0 and (int(t // 86400.0) + 5) % 7 < 2:
+        factor *= fn.weekend
+    return factor
+
+
+def _cycle_peak(fn: FunctionSpec) -> float:
+    return (1.0 + abs(fn.diurnal)) * max(1.0, fn.weekend)
+
+
+def _factor(attack: Attack, rel: float) -> float:
+    """An attack's multiplier ``rel`` seconds after the recording's start."""
+    span = max(attack.end_s - attack.onset_s, 1e-9)
+    done = min(1.0, max(0.0, (rel - attack.onset_s) / span))
+    if attack.kind == SLOW_RAMP:
+        return 1.0 + (attack.multiplier - 1.0) * done
+    if attack.kind == DURATION_INFLATION:
+        return 1.0 + (attack.multiplier - 1.0) * min(1.0, 2.0 * done)
+    return attack.multiplier
+
+
 def _ms(ts: float) -> int:
     return round(ts * 1000)
 
@@ -817,7 +1130,7 @@ def _root_span(call: _Call) -> dict[str, Any]:
     fn, trigger = call.fn, call.trigger
     attrs = [
         _attr("faas.invocation_id", call.request_id),
-        _attr("cloud.resource_id", fn.arn("$LATEST")),
+        _attr("cloud.resource_id", fn.arn(call.env.version)),
         _attr("faas.coldstart", call.cold),
     ]
     links: list[dict[str, Any]] = []
@@ -832,6 +1145,26 @@ def _root_span(call: _Call) -> dict[str, Any]:
         if trigger.parent_span:
             # The message's AWSTraceHeader becomes a link to the sender's span.
             links.append({"traceId": call.trace_id, "spanId": trigger.parent_span})
+    elif trigger.kind == "sns":
+        name, kind = f"{trigger.queue} process", SPAN_CONSUMER
+        attrs += [
+            _attr("faas.trigger", "pubsub"),
+            _attr("messaging.system", "aws_sns"),
+            _attr("messaging.operation.type", "process"),
+            _attr("messaging.destination.name", trigger.queue),
+        ]
+        if trigger.parent_span:
+            links.append({"traceId": call.trace_id, "spanId": trigger.parent_span})
+    elif trigger.kind == "s3" and trigger.queue:
+        # What an S3 notification tells the function: bucket, key, event.
+        name, kind = f"{trigger.queue} ObjectCreated", SPAN_SERVER
+        attrs += [
+            _attr("faas.trigger", "datasource"),
+            _attr("faas.document.collection", trigger.queue),
+            _attr("faas.document.operation", "insert"),
+            _attr("faas.document.name", trigger.key),
+            _attr("aws.s3.bucket", trigger.queue),
+        ]
     elif trigger.kind == "invoke":
         name, kind = fn.name, SPAN_SERVER
         attrs.append(_attr("faas.trigger", "other"))
@@ -877,6 +1210,51 @@ def _send_span(call: _Call, queue: str, span_id: str, at: float) -> dict[str, An
             _attr("rpc.system", "aws-api"),
             _attr("rpc.service", "SQS"),
             _attr("rpc.method", "SendMessage"),
+        ],
+        "status": {},
+    }
+
+
+def _publish_span(call: _Call, topic: str, span_id: str, at: float) -> dict[str, Any]:
+    """A PRODUCER span for one SNS Publish, child of the invocation span."""
+    return {
+        "traceId": call.trace_id,
+        "spanId": span_id,
+        "parentSpanId": call.span_id,
+        "name": f"{topic} publish",
+        "kind": SPAN_PRODUCER,
+        "startTimeUnixNano": _nanos(at),
+        "endTimeUnixNano": _nanos(at + 0.02),
+        "attributes": [
+            _attr("messaging.system", "aws_sns"),
+            _attr("messaging.operation.type", "publish"),
+            _attr("messaging.destination.name", topic),
+            _attr("rpc.system", "aws-api"),
+            _attr("rpc.service", "SNS"),
+            _attr("rpc.method", "Publish"),
+        ],
+        "status": {},
+    }
+
+
+def _put_span(
+    call: _Call, bucket: str, key: str, span_id: str, at: float
+) -> dict[str, Any]:
+    """A CLIENT span for one S3 PutObject, child of the invocation span."""
+    return {
+        "traceId": call.trace_id,
+        "spanId": span_id,
+        "parentSpanId": call.span_id,
+        "name": "S3.PutObject",
+        "kind": SPAN_CLIENT,
+        "startTimeUnixNano": _nanos(at),
+        "endTimeUnixNano": _nanos(at + 0.045),
+        "attributes": [
+            _attr("rpc.system", "aws-api"),
+            _attr("rpc.service", "S3"),
+            _attr("rpc.method", "PutObject"),
+            _attr("aws.s3.bucket", bucket),
+            _attr("aws.s3.key", key),
         ],
         "status": {},
     }
@@ -946,7 +1324,7 @@ def _log_lines(sim: _Sim) -> list[bytes]:
     return lines
 
 
-def _resource(fn: FunctionSpec, stream: str) -> dict[str, Any]:
+def _resource(fn: FunctionSpec, stream: str, version: str) -> dict[str, Any]:
     return {
         "attributes": [
             _attr("service.name", fn.name),
@@ -955,7 +1333,7 @@ def _resource(fn: FunctionSpec, stream: str) -> dict[str, Any]:
             _attr("cloud.region", fn.region),
             _attr("cloud.account.id", fn.account),
             _attr("faas.name", fn.name),
-            _attr("faas.version", "$LATEST"),
+            _attr("faas.version", version),
             _attr("faas.instance", stream),
             _attr("faas.max_memory", fn.memory_mb * 1024 * 1024),
             _attr("telemetry.sdk.language", "python"),
@@ -981,7 +1359,9 @@ def _trace_lines(sim: _Sim) -> list[bytes]:
         export = {
             "resourceSpans": [
                 {
-                    "resource": _resource(sim.fns[name], stream),
+                    "resource": _resource(
+                        sim.fns[name], stream, sim.stream_version.get(stream, "$LATEST")
+                    ),
                     "scopeSpans": list(scopes.values()),
                 }
             ]
@@ -1404,6 +1784,124 @@ def _spike_label(sim: _Sim, spike: SpikeScenario) -> dict[str, Any]:
     }
 
 
+#: Alert kinds that count as detecting each scenario kind. The detector has
+#: cost_spike and recursive_trigger; the others are names of rules to come.
+DETECTED_BY: dict[str, tuple[str, ...]] = {
+    "recursive_loop": ("recursive_trigger", "cost_spike"),
+    "sqs_loop": ("recursive_trigger", "cost_spike"),
+    "s3_loop": ("recursive_trigger", "cost_spike"),
+    "mutual_loop": ("recursive_trigger", "cost_spike"),
+    "cost_spike": ("cost_spike", "anomaly"),
+    FLOOD: ("cost_spike", "anomaly"),
+    DURATION_INFLATION: ("duration_inflation", "cost_spike", "anomaly"),
+    ERROR_STORM: ("error_storm", "cost_spike", "anomaly"),
+    SLOW_RAMP: ("slow_ramp", "cost_spike", "anomaly"),
+}
+_LOOP_KINDS = {"sqs": "sqs_loop", "s3": "s3_loop", "sns": "mutual_loop"}
+
+
+def loop_kind(loop: LoopScenario) -> str:
+    return "bounded_retry" if loop.bounded else _LOOP_KINDS[loop.via]
+
+
+def _scenario_label(
+    sim: _Sim,
+    name: str,
+    kind: str,
+    contexts: Sequence[dict[str, str]],
+    since: float,
+    until: float,
+    level: str,
+    intensity: dict[str, Any],
+) -> dict[str, Any]:
+    """The label fields every named scenario has; ``excess`` is per second."""
+    series = sorted(sim.excess.get(name, {}).items())
+    names = list(dict.fromkeys(c["function"] for c in contexts))
+    before = sum(
+        _cost_per_hour(sim.stats[n].starts, sim.stats[n].costs, sim.t0, since)
+        for n in names
+    )
+    during = sum(
+        _cost_per_hour(sim.stats[n].starts, sim.stats[n].costs, since, until)
+        for n in names
+    )
+    measured = {
+        "baseline_usd_per_hour": round(before, 6),
+        "during_usd_per_hour": round(during, 6),
+        "cost_multiplier": round(during / before, 3) if before > 0 else None,
+    }
+    return {
+        "name": name,
+        "kind": kind,
+        "benign": kind in BENIGN_KINDS,
+        "level": level,
+        "context": dict(contexts[0]),
+        "contexts": [dict(c) for c in contexts],
+        **_times(since, until),
+        "detected_by": list(DETECTED_BY.get(kind, ())),
+        "intensity": {**intensity, **measured},
+        "excess": {
+            "total_usd": round(sum(usd for _, usd in series), 9),
+            "per_second": [[second, round(usd, 9)] for second, usd in series],
+        },
+    }
+
+
+def _named_loop_label(sim: _Sim, loop: LoopScenario) -> dict[str, Any]:
+    fns = [sim.fns[n] for n in (loop.function, *loop.members)]
+    chains = [c for key, c in sim.chains.items() if sim.chain_loop[key] is loop and c]
+    times = sim.looped.get(loop.name, [])
+    bug = sim.t0 + loop.onset_s
+    since, until = (min(times), max(times)) if times else (bug, bug)
+    hops = sorted(max(depth for _, _, depth in chain) - 1 for chain in chains)
+    intensity = {
+        "via": loop.via,
+        "channel": loop.queue,
+        "fan_out": loop.fan_out,
+        "bounded": loop.bounded,
+        "max_hops_allowed": loop.max_hops,
+        "chains": sum(1 for h in hops if h > 0),
+        "max_reentries": hops[-1] if hops else 0,
+        "looped_invocations": len(times),
+        # S3 notifications carry no trace header: each hop starts a new trace.
+        "trace_linked": loop.via != "s3",
+    }
+    label = _scenario_label(
+        sim,
+        loop.name,
+        loop_kind(loop),
+        [f.context() for f in fns],
+        since,
+        until,
+        loop.level or f"fan-out {loop.fan_out}",
+        intensity,
+    )
+    label["bug_live"] = _times(bug, sim.t0 + loop.end_s)
+    label["path"] = [loop.function, loop.queue, *loop.members, loop.function]
+    return label
+
+
+def _attack_label(sim: _Sim, attack: Attack) -> dict[str, Any]:
+    contexts = [sim.fns[n].context() for n in attack.functions]
+    if attack.kind == DEPLOY:
+        contexts += [sim.fns[n].context(attack.version) for n in attack.functions]
+    since = sim.t0 + attack.onset_s
+    until = min(sim.t0 + attack.end_s, sim.t_end)
+    intensity: dict[str, Any] = {"multiplier": attack.multiplier}
+    if attack.kind == ERROR_STORM:
+        intensity |= {
+            "error_rate": attack.error_rate,
+            "retries": attack.retries,
+            "retry_delay_s": attack.retry_delay_s,
+        }
+    if attack.kind == DEPLOY:
+        intensity["version"] = attack.version
+    level = attack.level or f"{attack.multiplier:g}x"
+    return _scenario_label(
+        sim, attack.name, attack.kind, contexts, since, until, level, intensity
+    )
+
+
 def _labels(sim: _Sim) -> dict[str, Any]:
     cfg = sim.cfg
     scenarios: list[dict[str, Any]] = []
@@ -1411,13 +1909,26 @@ def _labels(sim: _Sim) -> dict[str, Any]:
         scenarios.append(_spike_label(sim, cfg.spike))
     if cfg.loop is not None:
         scenarios.append(_loop_label(sim, cfg.loop))
-    targets = {s["context"]["function"] for s in scenarios}
+    scenarios += [_named_loop_label(sim, loop) for loop in cfg.loops]
+    scenarios += [_attack_label(sim, attack) for attack in cfg.attacks]
+    targets = {
+        c["function"]
+        for s in scenarios
+        if not s.get("benign")
+        for c in s.get("contexts", [s["context"]])
+    }
+    deployed = {
+        n: a.version for a in cfg.attacks if a.kind == DEPLOY for n in a.functions
+    }
     functions = []
     for fn in cfg.functions:
         stats = sim.stats[fn.name]
-        functions.append(
+        contexts = [fn.context()]
+        if fn.name in deployed:
+            contexts.append(fn.context(deployed[fn.name]))
+        functions += [
             {
-                "context": fn.context(),
+                "context": context,
                 "trigger": fn.trigger,
                 "memory_mb": fn.memory_mb,
                 "architecture": fn.arch,
@@ -1430,7 +1941,9 @@ def _labels(sim: _Sim) -> dict[str, Any]:
                 "cost_usd": round(sum(stats.costs), 6),
                 "expect_alert": fn.name in targets,
             }
-        )
+            for context in contexts
+        ]
+    extra = {"suite": cfg.suite} if cfg.suite else {}
     return {
         "generator": "dowguard.simulate",
         "format_version": 1,
@@ -1454,6 +1967,7 @@ def _labels(sim: _Sim) -> dict[str, Any]:
         ],
         "scenarios": scenarios,
         "functions": functions,
+        **extra,
     }
 
 
@@ -1485,12 +1999,46 @@ def _check(cfg: SimConfig) -> None:
             )
         if cfg.loop.fan_out < 1:
             raise ConfigError(f"simulate: loop fan_out {cfg.loop.fan_out} below 1")
+    _check_scenarios(cfg)
     if cfg.spike is not None:
         spiked = next((f for f in cfg.functions if f.name == cfg.spike.function), None)
         if spiked is None or spiked.trigger not in ("http", "s3", "stream"):
             raise ConfigError(
                 f"simulate: spike function {cfg.spike.function!r} must exist and"
                 " have arrivals of its own (http, s3 or stream)"
+            )
+
+
+def _check_scenarios(cfg: SimConfig) -> None:
+    fns = {f.name: f for f in cfg.functions}
+    names = [loop.name for loop in cfg.loops] + [a.name for a in cfg.attacks]
+    if len(set(names)) != len(names) or "" in names:
+        raise ConfigError(f"simulate: scenario names must be unique and set: {names}")
+    known = RATE_KINDS | {DURATION_INFLATION, ERROR_STORM, DEPLOY}
+    for attack in cfg.attacks:
+        if attack.kind not in known:
+            raise ConfigError(
+                f"simulate: attack {attack.name!r} has unknown kind {attack.kind!r}"
+            )
+        missing = [n for n in attack.functions if n not in fns]
+        if missing or not attack.functions:
+            raise ConfigError(
+                f"simulate: attack {attack.name!r} names unknown functions {missing}"
+            )
+    for loop in cfg.loops:
+        if loop.function not in fns or any(m not in fns for m in loop.members):
+            raise ConfigError(f"simulate: loop {loop.name!r} names unknown functions")
+        readers = {
+            "sqs": [f.name for f in cfg.functions if f.queue == loop.queue],
+            "s3": [f.name for f in cfg.functions if f.bucket == loop.queue],
+            "sns": [f.name for f in cfg.functions if f.topic == loop.queue],
+        }.get(loop.via)
+        if readers is None:
+            raise ConfigError(f"simulate: loop {loop.name!r} via {loop.via!r} unknown")
+        if not {loop.function, *loop.members} & set(readers):
+            raise ConfigError(
+                f"simulate: loop {loop.name!r}: nothing of the loop reads"
+                f" {loop.via} {loop.queue!r}"
             )
 
 
@@ -1609,10 +2157,27 @@ def register(subparsers: Any) -> None:
         help="scenario to include (repeatable; default: loop and spike)",
     )
     p.add_argument("--start", default=DEFAULT_START, help="start time (ISO 8601)")
+    p.add_argument(
+        "--suite",
+        choices=("default", "quick"),
+        help="write the recordings of an evaluation suite into OUTDIR instead",
+    )
+    p.add_argument("--functions", type=int, help="background functions of a --suite")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    if getattr(args, "suite", None):
+        from dowguard.suite import suite
+
+        for item in suite(args.suite, args.seed, args.functions):
+            labels = generate(args.outdir / item.name, item.config)
+            print(  # noqa: T201
+                f"{item.name}: {len(labels['scenarios'])} scenarios,"
+                f" {len(labels['functions'])} functions"
+            )
+        print(f"wrote {args.outdir}")  # noqa: T201
+        return 0
     config = config_for(
         args.seed, args.minutes, args.scenario or ("loop", "spike"), args.start
     )

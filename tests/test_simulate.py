@@ -7,10 +7,12 @@ import base64
 import csv
 import gzip
 import io
+import itertools
 import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -503,3 +505,306 @@ def test_scenario_outside_the_recording_is_refused() -> None:
     late = replace(small_config(), spike=SpikeScenario(onset_s=600.0))
     with pytest.raises(ConfigError, match="spike onset at 600 s is outside"):
         simulate.simulate(late)
+
+
+# --- the scenario suite ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def suite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short recording of every attack and look-alike on a small background."""
+    from dowguard.suite import attacks_config
+
+    config = attacks_config(
+        seed=5, background=40, minutes=16.0, onset_s=8 * 60.0, end_s=12 * 60.0,
+        instances=1,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("suite")
+    simulate.write_recording(simulate.simulate(config), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def suite_events(suite_dir: Path) -> tuple[list[Any], list[Exception]]:
+    from ingest.parse import read_paths
+
+    errors: list[Exception] = []
+    return list(read_paths([suite_dir], errors.append)), errors
+
+
+@pytest.fixture(scope="module")
+def suite_labels(suite_dir: Path) -> dict[str, Any]:
+    labels: dict[str, Any] = json.loads((suite_dir / simulate.LABELS_FILE).read_text())
+    return labels
+
+
+def scenario(labels: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in labels["scenarios"] if s["name"] == name)
+
+
+def invocations_of(events: list[Any], function: str) -> list[Any]:
+    from ingest.events import Invocation
+
+    return [
+        e
+        for e in events
+        if isinstance(e, Invocation) and e.context.function == function
+    ]
+
+
+def spans_of(events: list[Any], function: str) -> list[Any]:
+    from ingest.events import Span
+
+    return [e for e in events if isinstance(e, Span) and e.context.function == function]
+
+
+def test_suite_recording_parses_without_errors(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    events, errors = suite_events
+    assert errors == []
+    counted = Counter(
+        e.context.function for e in events if type(e).__name__ == "Invocation"
+    )
+    for fn in suite_labels["functions"]:
+        assert counted[fn["context"]["function"]] == fn["invocations"]
+
+
+def test_every_scenario_has_the_label_fields(suite_labels: dict[str, Any]) -> None:
+    kinds = {s["kind"] for s in suite_labels["scenarios"]}
+    assert kinds == {
+        "sqs_loop", "s3_loop", "mutual_loop", "flood", "duration_inflation",
+        "error_storm", "flash_sale", "nightly_batch", "deploy", "bounded_retry",
+    }  # fmt: skip
+    for s in suite_labels["scenarios"]:
+        assert s["contexts"] and s["onset"] <= s["end"]
+        assert s["benign"] == (s["kind"] in simulate.BENIGN_KINDS)
+        assert bool(s["detected_by"]) != s["benign"]
+        series = s["excess"]["per_second"]
+        total = s["excess"]["total_usd"]
+        assert sum(usd for _, usd in series) == pytest.approx(total, rel=1e-5)
+        if not s["benign"]:
+            assert s["excess"]["total_usd"] > 0
+            # Excess starts at the onset (a second's rounding aside).
+            assert series[0][0] >= int(s["onset"]) - 1
+
+
+def _rate(times: list[float], since: float, until: float) -> float:
+    return sum(1 for t in times if since <= t < until) / (until - since)
+
+
+@pytest.mark.parametrize("level", [3, 10, 30])
+def test_flood_multiplies_the_rate_at_onset(
+    suite_events: tuple[list[Any], list[Exception]],
+    suite_labels: dict[str, Any],
+    level: int,
+) -> None:
+    label = scenario(suite_labels, f"flood-{level}x-a")
+    times = [
+        i.time for i in invocations_of(suite_events[0], label["context"]["function"])
+    ]
+    start, onset, end = suite_labels["start"], label["onset"], label["end"]
+    before = _rate(times, start + 30, onset)
+    during = _rate(times, onset + 10, end)
+    assert 0.6 * level <= during / before <= 1.6 * level
+    # The label's measured multiplier says the same of the costs.
+    assert 0.6 * level <= label["intensity"]["cost_multiplier"] <= 1.6 * level
+
+
+def test_s3_loop_trace_is_broken_but_names_the_bucket(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    from ingest.events import SPAN_KIND_CLIENT, SPAN_KIND_SERVER
+
+    label = scenario(suite_labels, "s3loop-f1-a")
+    bucket = label["intensity"]["channel"]
+    assert label["intensity"]["trace_linked"] is False
+    spans = spans_of(suite_events[0], label["context"]["function"])
+    during = [s for s in spans if label["onset"] <= s.time <= label["end"]]
+    invocations = [s for s in during if s.kind == SPAN_KIND_SERVER]
+    puts = [s for s in during if s.kind == SPAN_KIND_CLIENT]
+    assert len(invocations) > 20
+    for span in invocations:
+        # Each hop starts a new trace: no parent, no link, but the trigger
+        # is the bucket's notification.
+        assert span.parent_id == "" and span.links == ()
+        assert (span.trigger, span.destination) == ("datasource", bucket)
+    assert len({s.trace_id for s in invocations}) == len(invocations)
+    assert puts and all(
+        s.destination == bucket and s.name == "S3.PutObject" for s in puts
+    )
+
+
+def test_sqs_loop_trace_is_linked_hop_after_hop(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    from ingest.events import SPAN_KIND_CONSUMER
+
+    label = scenario(suite_labels, "sqsloop-f1-a")
+    consumers = [
+        s
+        for s in spans_of(suite_events[0], label["context"]["function"])
+        if s.kind == SPAN_KIND_CONSUMER
+    ]
+    per_trace = Counter(s.trace_id for s in consumers)
+    assert max(per_trace.values()) == label["intensity"]["max_reentries"] + 1 == 16
+    assert all(s.links for s in consumers if s.parent_id)
+
+
+def test_mutual_loop_alternates_two_functions_in_one_trace(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    from ingest.events import SPAN_KIND_CONSUMER
+
+    label = scenario(suite_labels, "mutual-f1-a")
+    a, b = (c["function"] for c in label["contexts"])
+    traces: dict[str, list[str]] = defaultdict(list)
+    for span in sorted(suite_events[0], key=lambda e: e.time):
+        if (
+            type(span).__name__ == "Span"
+            and span.kind == SPAN_KIND_CONSUMER
+            and span.context.function in (a, b)
+        ):
+            traces[span.trace_id].append(span.context.function)
+    longest = max(traces.values(), key=len)
+    assert longest.count(a) >= 10 and longest.count(b) >= 10
+    assert all(x != y for x, y in itertools.pairwise(longest))
+
+
+def test_fan_out_two_grows_faster_than_fan_out_one(
+    suite_labels: dict[str, Any],
+) -> None:
+    one = scenario(suite_labels, "sqsloop-f2-a")["intensity"]
+    assert one["fan_out"] == 2 and one["max_reentries"] >= 3
+    # In six seconds of bug a fan-out-2 chain reaches more calls than hops.
+    assert one["looped_invocations"] > 2 * one["max_reentries"]
+
+
+def test_duration_inflation_grows_durations_not_the_rate(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    label = scenario(suite_labels, "inflate-10x-a")
+    calls = invocations_of(suite_events[0], label["context"]["function"])
+    onset, end = label["onset"], label["end"]
+    before = [c for c in calls if c.time < onset]
+    late = [c for c in calls if onset + (end - onset) / 2 < c.time - 60 <= end]
+    mean = sum(c.duration_ms for c in before) / len(before)
+    assert sum(c.duration_ms for c in late) / len(late) > 6 * mean
+    rate_before = len(before) / (onset - suite_labels["start"])
+    rate_during = sum(1 for c in calls if onset <= c.time < end) / (end - onset)
+    assert rate_during < 1.7 * rate_before
+
+
+def test_error_storm_fails_and_redelivers(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    label = scenario(suite_labels, "storm-30x-a")
+    calls = invocations_of(suite_events[0], label["context"]["function"])
+    onset, end = label["onset"], label["end"]
+    during = [c for c in calls if onset + 60 <= c.time <= end]
+    before = [c for c in calls if c.time < onset]
+    assert sum(c.status != "success" for c in during) / len(during) > 0.9
+    assert sum(c.status != "success" for c in before) <= 1
+    assert len(during) / (end - onset - 60) > 2 * len(before) / (
+        onset - suite_labels["start"]
+    )
+
+
+def test_deploy_moves_the_function_to_a_new_version(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    label = scenario(suite_labels, "deploy-slower")
+    calls = invocations_of(suite_events[0], label["context"]["function"])
+    qualifiers = {c["qualifier"] for c in label["contexts"]}
+    assert qualifiers == {"7", "8"}
+    for call in calls:
+        # REPORT lines come at the end of a call; the version is the start's.
+        expected = "8" if call.time - call.duration_ms / 1000 >= label["onset"] else "7"
+        assert call.context.qualifier == expected
+
+
+def test_bounded_retry_stops_at_its_bound(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    from ingest.events import SPAN_KIND_CONSUMER
+
+    for hops in (2, 5):
+        label = scenario(suite_labels, f"bounded-retry-{hops}")
+        assert label["benign"] and label["intensity"]["max_reentries"] == hops
+        consumers = [
+            s
+            for s in spans_of(suite_events[0], label["context"]["function"])
+            if s.kind == SPAN_KIND_CONSUMER
+        ]
+        assert max(Counter(s.trace_id for s in consumers).values()) == hops + 1
+
+
+def test_flash_sale_lifts_every_function_of_the_application(
+    suite_events: tuple[list[Any], list[Exception]], suite_labels: dict[str, Any]
+) -> None:
+    label = scenario(suite_labels, "flash-sale")
+    assert len(label["contexts"]) >= 5
+    for context in label["contexts"]:
+        times = [i.time for i in invocations_of(suite_events[0], context["function"])]
+        before = _rate(times, suite_labels["start"] + 30, label["onset"])
+        assert _rate(times, label["onset"] + 10, label["end"]) > 2.5 * before
+
+
+def test_background_has_the_published_shape() -> None:
+    from dowguard.suite import Background, background_functions
+
+    fns = background_functions(Background(functions=1000, rate_cap=1e9, seed=2))
+    assert fns == background_functions(Background(functions=1000, rate_cap=1e9, seed=2))
+    rates = sorted(f.rate_per_s for f in fns if f.rate_per_s > 0)
+    # Eight orders of magnitude between the 1st and the 99th percentile.
+    low, high = rates[len(rates) // 100], rates[-len(rates) // 100]
+    assert 1e7 <= high / low <= 1e9
+    rare = sum(1 for r in rates if r <= 1 / 3600) / len(rates)
+    assert 0.35 <= rare <= 0.55
+    triggers = Counter(f.trigger for f in fns)
+    assert 0.45 <= triggers["http"] / len(fns) <= 0.65
+    assert {"timer", "sqs", "sns", "s3"} <= set(triggers)
+    assert min(f.memory_mb for f in fns) == 128
+    assert all(f.diurnal > 0 for f in fns if f.trigger != "timer")
+    medians = sorted(f.duration_ms for f in fns)
+    assert 150 <= medians[len(medians) // 2] <= 800
+    assert sum(1 for f in fns if f.burst is not None) > 20
+
+
+def test_daily_cycle_peaks_in_the_afternoon() -> None:
+    fn = simulate.FunctionSpec(
+        "web", "http", 128, 10.0, rate_per_s=1.0, diurnal=0.5, peak_hour=15.0
+    )
+    day = datetime(2026, 3, 4, tzinfo=UTC).timestamp()
+    assert simulate._cycle(fn, day + 15 * 3600) == pytest.approx(1.5)
+    assert simulate._cycle(fn, day + 3 * 3600) == pytest.approx(0.5)
+    weekend = replace(fn, diurnal=0.0, weekend=0.5)
+    saturday = datetime(2026, 3, 7, 12, tzinfo=UTC).timestamp()
+    assert simulate._cycle(weekend, saturday) == 0.5
+    assert simulate._cycle(weekend, saturday + 2 * 86400) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {
+                "loops": (
+                    LoopScenario("order-processor", "nowhere", 1.0, 2.0, name="x"),
+                )
+            },
+            "nothing of the loop reads",
+        ),
+        (
+            {"attacks": (simulate.Attack("a", "flood", ("ghost",), 1.0, 2.0),)},
+            "unknown functions",
+        ),
+        (
+            {"attacks": (simulate.Attack("a", "meteor", ("cleanup-cron",), 1.0, 2.0),)},
+            "unknown kind",
+        ),
+    ],
+)
+def test_bad_scenario_is_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        simulate.simulate(replace(small_config(), **change))
