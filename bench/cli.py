@@ -111,20 +111,32 @@ def bench_replay(path: Path, repeat: int) -> dict[str, float]:
 
 
 def bench_memory(n_contexts: int) -> dict[str, float]:
-    from ingest.events import Invocation
+    from ingest.events import Billing, Event, Invocation, Metric
 
     engine = _engine()
     ctxs = workload.contexts(n_contexts)
-    events = [
-        Invocation(ctx, workload.T0 + j * 11.0, f"r{i}-{j}", 80.0, 81.0, 256)
-        for j in range(3)
-        for i, ctx in enumerate(ctxs)
-    ]
+    events: list[Event] = []
+    for j in range(3):
+        t = workload.T0 + j * 11.0
+        events.extend(
+            Invocation(ctx, t, f"r{i}-{j}", 80.0, 81.0, 256)
+            for i, ctx in enumerate(ctxs)
+        )
+    # Every context is also seen through a metric stream and a billing row,
+    # the worst case for the per-source state.
+    for ctx in ctxs:
+        for name, total in (("Invocations", 3.0), ("Duration", 240.0)):
+            events.append(
+                Metric(ctx, workload.T0, "AWS/Lambda", name, total, 3.0, 1.0, 1.0)
+            )
+        end = workload.T0 + 3600.0
+        events.append(Billing(ctx, workload.T0, end, 1e-5, 3.0, "requests", "cur"))
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for i, event in enumerate(events):
-        engine.process(event, (i % n_contexts) % 3)
+    number = {ctx: i % 3 for i, ctx in enumerate(ctxs)}
+    for event in events:
+        engine.process(event, number[event.context])
     engine.take_transitions()
     engine.take_status()
     gc.collect()

@@ -45,6 +45,16 @@ MAX_PLANS = 65536
 #: so that an estimate from traces never overstates a function's cost).
 DEFAULT_SPAN_MEMORY_MB = 128
 
+#: Memory assumed for a function seen only through metrics, whose size is
+#: neither configured nor known from an invocation record: Lambda's default
+#: size, which is also its minimum, so the estimate errs low.
+DEFAULT_METRIC_MEMORY_MB = 128
+
+#: Where the memory of a metric-priced function came from (see memory_for).
+MEMORY_CONFIGURED = "config"
+MEMORY_LAST_INVOCATION = "last_invocation"
+MEMORY_DEFAULT = "default"
+
 _INF = math.inf
 
 UsageKey: TypeAlias = tuple[str, str, str, str]
@@ -418,6 +428,7 @@ class FunctionPricing:
     architecture: str | None = None
     ephemeral_storage_mb: int = 512
     provisioned: bool = False
+    memory_mb: int | None = None
 
 
 @dataclass(slots=True)
@@ -430,6 +441,8 @@ class _Plan:
     request_usd: float
     simple: bool
     storage_usd_per_ms: float = 0.0
+    #: Memory of the latest invocation priced with this plan (0: none yet).
+    memory_mb: int = 0
 
 
 _FREE = (Tier(_INF, 0.0),)
@@ -466,10 +479,20 @@ class CostModel:
         architecture: str | None = None,
         ephemeral_storage_mb: int = 512,
         provisioned: bool = False,
+        memory_mb: int | None = None,
     ) -> None:
-        """Tell the model what invocation records cannot (e.g. arm64)."""
+        """Tell the model what invocation records cannot (e.g. arm64).
+
+        ``memory_mb`` is the configured memory, which metric streams do not
+        carry; it prices a function seen only through its metrics.
+        """
+        if memory_mb is not None and not 0 < memory_mb <= 1 << 20:
+            raise ConfigError(
+                f"function {'/'.join(context)}: memory_mb must be a positive"
+                f" number of MB, got {memory_mb!r}"
+            )
         self._functions[context] = FunctionPricing(
-            architecture, ephemeral_storage_mb, provisioned
+            architecture, ephemeral_storage_mb, provisioned, memory_mb
         )
         self._plans.clear()
         self._latest.clear()
@@ -491,6 +514,7 @@ class CostModel:
                 self._latest[context] = found
             plan = self._last_plan = found
             self._last_context = context
+        plan.memory_mb = inv.memory_mb
         billed = inv.billed_ms or math.ceil(inv.duration_ms)
         n = inv.count
         if plan.simple:
@@ -551,6 +575,40 @@ class CostModel:
         gb_s, extra = _measure_parts(rates, billed, memory_mb, memory_mb)
         extra += billed * plan.storage_usd_per_ms
         return invocations_sum * plan.request_usd + gb_s * plan.usage.rate + extra
+
+    def memory_for(self, context: Context) -> tuple[int, str]:
+        """Memory to price a metric aggregate of ``context`` with, and its origin.
+
+        The configured size if known, else that of the context's latest
+        invocation record, else :data:`DEFAULT_METRIC_MEMORY_MB`.
+        """
+        function = self._functions.get(context)
+        if function is not None and function.memory_mb:
+            return function.memory_mb, MEMORY_CONFIGURED
+        plan = self._latest.get(context)
+        if plan is not None and plan.memory_mb:
+            return plan.memory_mb, MEMORY_LAST_INVOCATION
+        return DEFAULT_METRIC_MEMORY_MB, MEMORY_DEFAULT
+
+    def metric_minute_cost(
+        self, context: Context, invocations_sum: float, duration_sum_ms: float
+    ) -> tuple[float, str]:
+        """USD of a metric aggregate of ``context``, and where its memory came from.
+
+        The memory is the configured one, else that of the latest invocation
+        record, else the default (see :meth:`memory_for`).
+        """
+        memory, origin = self.memory_for(context)
+        arch = self.architecture_of(context)
+        cost = self.metric_cost(invocations_sum, duration_sum_ms, memory, arch, context)
+        return cost, origin
+
+    def architecture_of(self, context: Context) -> str:
+        """The configured architecture of a context, else x86_64."""
+        function = self._functions.get(context)
+        if function is not None and function.architecture:
+            return function.architecture
+        return X86_64
 
     def provisioned_cost(
         self,

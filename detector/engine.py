@@ -5,6 +5,8 @@ state is kept per partition number so that it can be checkpointed, moved to
 another daemon in a rebalance, and restored there. Time is event time only:
 a partition's watermark is the latest event time seen on it, and a window
 closes once the watermark has passed its end by the allowed lateness.
+Metric streams and billing rows are judged on their own periods (a minute,
+an hour) by detector.sources and detector.reconcile, never as instants.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from detector.alerts import (
     CRITICAL,
@@ -28,14 +31,36 @@ from detector.alerts import (
 )
 from detector.baseline import RobustBaseline
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
+from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
+from detector.sources import (
+    AGREE,
+    CALM,
+    GAP,
+    HOLD,
+    LOGS,
+    METRICS,
+    NO_GAP,
+    SPIKE,
+    TRACES,
+    Finding,
+    PartitionSources,
+    SourceFusion,
+    SourcesConfig,
+    SourceState,
+    fused_severity,
+)
 from ingest.events import Billing, Context, Event, Invocation, Metric, Span
+
+if TYPE_CHECKING:
+    from detector.cost import CostModel
 
 logger = logging.getLogger(__name__)
 
 COST_SPIKE = "cost_spike"
 RECURSIVE_TRIGGER = "recursive_trigger"
-SNAPSHOT_VERSION = 1
+BILLING_GAP = "billing_gap"
+SNAPSHOT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +79,10 @@ class DetectorConfig:
     above the usual count of a window, unless each invocation itself costs
     ``spike_ratio`` times its usual cost (durations inflating). Without it,
     one run of a rare, costly timer would look like a spike.
+
+    A cost alert is critical on the critical rate (a strong margin) or when
+    two sources agree on it; ``sources`` holds the metric, billing and
+    agreement settings (see detector.sources).
     """
 
     window_s: float = 10.0
@@ -74,6 +103,7 @@ class DetectorConfig:
     resolve_windows: int = 3
     lineage_quiet_s: float = 60.0
     trace_ttl_s: float = 120.0
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
 
 
 @dataclass(slots=True)
@@ -109,11 +139,10 @@ class _Context:
     last_time: float = 0.0
     last_rate: float = 0.0
     last_invocations: float = 0.0
-    billed_cost: float = 0.0
-    metric_invocations: float = 0.0
     spike: _Alert | None = None
     recursion: _Alert | None = None
     chains: dict[str, list[float]] = field(default_factory=dict)
+    sources: SourceState | None = None
 
 
 @dataclass(slots=True)
@@ -124,6 +153,7 @@ class _Partition:
     due: list[tuple[float, int, Context, float]] = field(default_factory=list)
     ticket: int = 0
     number: int = 0
+    sources: PartitionSources = field(default_factory=PartitionSources)
 
 
 # Accumulator slots of an open window.
@@ -138,14 +168,17 @@ class Engine:
         config: DetectorConfig | None = None,
         invocation_cost: Callable[[Invocation], float] | None = None,
         span_cost: Callable[[Span], float] | None = None,
+        cost_model: CostModel | None = None,
     ) -> None:
         self.config = config or DetectorConfig()
+        self._cost_model = cost_model
         if invocation_cost is None or span_cost is None:
-            from detector.cost import Pricing
+            if cost_model is None:
+                from detector.cost import Pricing
 
-            pricing = Pricing.load()
-            invocation_cost = invocation_cost or pricing.invocation_cost
-            span_cost = span_cost or pricing.span_cost
+                self._cost_model = cost_model = Pricing.load().model
+            invocation_cost = invocation_cost or cost_model.invocation_cost
+            span_cost = span_cost or cost_model.span_cost
         self._invocation_cost = invocation_cost
         self._span_cost = span_cost
         self._window = self.config.window_s
@@ -156,6 +189,10 @@ class Engine:
         self._transitions: list[Transition] = []
         self._evidence: list[Evidence] = []
         self._dirty: set[Context] = set()
+        self._fusion = SourceFusion(
+            self.config, self.config.sources, self._metric_minute_cost
+        )
+        self._reconciler = Reconciler(self._fusion, self.config.partitions)
         self.late_events = 0
         self.events = 0
 
@@ -170,12 +207,9 @@ class Engine:
         elif isinstance(event, Span):
             part.traces.process(event, self._evidence)
         elif isinstance(event, Metric):
-            self._state(part, event.context).metric_invocations += (
-                event.sum if event.name == "Invocations" else 0.0
-            )
+            self._on_metric(part, event)
         elif isinstance(event, Billing):
-            # Limitation: billed cost is recorded but not yet reconciled.
-            self._state(part, event.context).billed_cost += event.cost_usd
+            self._on_billing(part, event)
 
     def process_evidence(self, evidence: Evidence, partition: int) -> None:
         """Take evidence from the trace stage (keyed by its context)."""
@@ -240,10 +274,37 @@ class Engine:
         for part in self._parts.values():
             part.traces.flush(self._evidence)
             self._close_due(part, math.inf)
+            self._flush_sources(part)
 
     @property
     def tracked_contexts(self) -> int:
         return sum(len(p.contexts) for p in self._parts.values())
+
+    def computed_cost(self, context: Context, start: float, end: float) -> float:
+        """USD computed for a context over [start, end), each source once.
+
+        From the hourly totals (pro rata inside an hour); NaN when the period
+        is older than they are kept for.
+        """
+        state = self._find(context)
+        if state is None or state.sources is None:
+            return 0.0
+        total = state.sources.hours.total(start, end)
+        return math.nan if total is None else total
+
+    @property
+    def source_counts(self) -> dict[str, int]:
+        """Counters of the metric and billing rules (rejected, late, ...)."""
+        fusion, rec = self._fusion, self._reconciler
+        return {
+            "metric_rejected": fusion.rejected,
+            "metric_late": fusion.metric_late,
+            "log_metric_disagreements": fusion.disagreements,
+            "billing_rejected": rec.rejected,
+            "billing_compared": rec.compared,
+            "billing_uncovered": rec.uncovered,
+            "billing_too_late": rec.too_late,
+        }
 
     # Checkpoints
 
@@ -367,6 +428,7 @@ class Engine:
         state.closed_until = end
         state.last_rate = rate
         state.last_invocations = count
+        self._fusion.on_window(part.sources, state, start, cost, count, part.watermark)
         self._dirty.add(state.context)
         if under_alert or rate >= state.warn_rate:
             self._judge_window(state, rate, cost, count, end)
@@ -438,7 +500,8 @@ class Engine:
             return
         warn, crit = self._thresholds(state)
         if rate >= warn and self._significant(state, cost, count):
-            severity = CRITICAL if rate >= crit else WARNING
+            agreeing = self._fusion.agreeing(state, end, LOGS)
+            severity = fused_severity(rate >= crit, agreeing)
             self._raise_spike(state, rate, cost, end, severity, early=False)
             return
         spike = state.spike
@@ -464,6 +527,7 @@ class Engine:
         at: float,
         severity: str,
         early: bool,
+        leader: str = LOGS,
     ) -> None:
         spike = state.spike
         if spike is None:
@@ -471,7 +535,7 @@ class Engine:
                 COST_SPIKE, fingerprint(state.context, COST_SPIKE)
             )
         spike.calm = 0
-        evidence = self._spike_evidence(state, rate)
+        evidence = self._spike_evidence(state, rate, at, leader)
         evidence["early"] = early
         if not spike.open:
             spike.open = True
@@ -488,15 +552,204 @@ class Engine:
             spike.reported_peak = rate
             self._emit(state, spike, UPDATED, at, evidence)
 
-    def _spike_evidence(self, state: _Context, rate: float) -> dict[str, object]:
-        base = state.baseline.mean
+    def _spike_evidence(
+        self,
+        state: _Context,
+        rate: float,
+        at: float | None = None,
+        leader: str = LOGS,
+    ) -> dict[str, object]:
+        """What fired, by how much against what baseline, and every source."""
+        when = state.closed_until if at is None else at
+        track = state.sources.metric if state.sources is not None else None
+        if leader == METRICS and track is not None:
+            baseline, window = track.baseline, 60.0
+        else:
+            baseline, window = state.baseline, self._window
+        base = baseline.mean
+        agreeing = self._fusion.agreeing(state, when, leader)
         return {
-            "source": "invocations",
+            "source": "invocations" if leader == LOGS else leader,
+            "fired": "cost rate above its baseline",
             "rate_usd_per_hour": round(rate, 6),
             "baseline_usd_per_hour": round(base, 6),
             "ratio": round(rate / base, 2) if base > 0 else None,
-            "baseline_windows": state.baseline.n,
+            "baseline_windows": baseline.n,
+            "window_s": window,
+            "projected_usd_per_hour": round(max(rate, state.last_rate), 6),
+            "sources_agreeing": agreeing,
+            "sources": self._source_entries(state),
         }
+
+    def _source_entries(self, state: _Context) -> dict[str, object]:
+        """One entry per source that has seen this context."""
+        entries: dict[str, object] = {}
+        if state.last_time > 0:
+            entries[LOGS] = {
+                "window_s": self._window,
+                "rate_usd_per_hour": round(state.last_rate, 6),
+                "baseline_usd_per_hour": round(state.baseline.mean, 6),
+                "invocations_last_window": state.last_invocations,
+                "cost_total_usd": round(state.total_cost, 6),
+                "late_events": state.late_events,
+            }
+        metric = self._fusion.metric_entry(state)
+        if metric is not None:
+            entries[METRICS] = metric
+        recursion = state.recursion
+        if recursion is not None and recursion.open:
+            entries[TRACES] = {"recursion_open": True, "hops": int(recursion.peak)}
+        src = state.sources
+        billing = src.billing if src is not None else None
+        entry = self._reconciler.last_entry(billing) if billing is not None else None
+        if entry is not None:
+            entries["billing"] = entry
+        return entries
+
+    # Internals: metric streams and billing
+
+    def _metric_minute_cost(
+        self, context: Context, invocations: float, duration_ms: float
+    ) -> tuple[float, str]:
+        model = self._cost_model
+        if model is None:
+            from detector.cost import Pricing
+
+            model = self._cost_model = Pricing.load().model
+        return model.metric_minute_cost(context, invocations, duration_ms)
+
+    def _on_metric(self, part: _Partition, metric: Metric) -> None:
+        if metric.namespace != "AWS/Lambda":
+            return
+        state = self._state(part, metric.context)
+        spike = state.spike
+        findings = self._fusion.on_metric(
+            part.sources,
+            state,
+            metric,
+            part.watermark - self._lateness,
+            state.last_time > 0,
+            spike is not None and spike.open,
+        )
+        for finding in findings:
+            self._apply(state, finding)
+        due = part.sources.due
+        if due and due[0][0] <= self._horizon(part):
+            self._reconcile_due(part, self._horizon(part))
+
+    def _on_billing(self, part: _Partition, bill: Billing) -> None:
+        state = self._state(part, bill.context)
+        horizon = self._horizon(part)
+        self._reconciler.on_billing(part.sources, state, bill, horizon)
+        due = part.sources.due
+        if due and due[0][0] <= horizon:
+            self._reconcile_due(part, horizon)
+
+    def _horizon(self, part: _Partition) -> float:
+        """Event time up to which the computed cost of a partition is complete."""
+        settle = self.config.sources.metric_settle_s
+        return max(part.watermark - self._lateness, part.sources.latest_metric - settle)
+
+    def _reconcile_due(
+        self, part: _Partition, horizon: float, force: bool = False
+    ) -> None:
+        horizon = max(horizon, self._horizon(part))
+        for state, finding in self._reconciler.due(
+            part.sources, part.contexts.get, horizon, self._account_cost, force
+        ):
+            self._apply(state, finding)
+
+    def _account_cost(
+        self, account: tuple[str, str], start: float, end: float
+    ) -> tuple[float | None, int]:
+        """Computed USD of an account's contexts in the partitions held here."""
+        total = 0.0
+        for part in self._parts.values():
+            ring = part.sources.accounts.get(account)
+            if ring is None:
+                continue
+            found = ring.total(start, end)
+            if found is None:
+                return None, len(self._parts)
+            total += found
+        return total, len(self._parts)
+
+    def _flush_sources(self, part: _Partition) -> None:
+        for state in list(part.contexts.values()):
+            src = state.sources
+            if src is None or src.metric is None or not src.metric.minutes:
+                continue
+            spike = state.spike
+            open_ = spike is not None and spike.open
+            for finding in self._fusion.settle(
+                part.sources, state, src, math.inf, state.last_time > 0, open_, True
+            ):
+                self._apply(state, finding)
+        if part.sources.due:
+            # At the end of a stream no more rows come: compare what is complete.
+            self._reconcile_due(part, self._horizon(part), force=True)
+
+    def _apply(self, state: _Context, finding: Finding) -> None:
+        """Apply what a metric minute or a billing comparison concluded."""
+        kind = finding.kind
+        if kind in (GAP, NO_GAP):
+            self._on_gap(state, finding)
+            return
+        spike = state.spike
+        was_open = spike is not None and spike.open
+        if was_open and spike is not None:
+            spike.cost += finding.cost
+        if kind == SPIKE:
+            agreeing = self._fusion.agreeing(state, finding.at, METRICS)
+            severity = fused_severity(finding.strong, agreeing)
+            self._raise_spike(
+                state,
+                finding.rate,
+                finding.cost,
+                finding.at,
+                severity,
+                early=False,
+                leader=METRICS,
+            )
+        elif spike is None or not spike.open:
+            return
+        elif kind == AGREE and spike.severity != CRITICAL:
+            agreeing = self._fusion.agreeing(state, finding.at, LOGS)
+            if fused_severity(False, agreeing) == CRITICAL:
+                self._raise_spike(
+                    state, state.last_rate, 0.0, finding.at, CRITICAL, early=False
+                )
+        elif kind == HOLD:
+            spike.calm = 0
+        elif kind == CALM:
+            spike.calm += finding.calm
+            if spike.calm >= self.config.resolve_windows:
+                evidence = self._spike_evidence(
+                    state, finding.rate, finding.at, METRICS
+                )
+                self._emit(state, spike, RESOLVED, finding.at, evidence)
+                spike.open = False
+
+    def _on_gap(self, state: _Context, finding: Finding) -> None:
+        src = self._fusion.state(state)
+        alert: _Alert | None = src.gap_alert
+        evidence = dict(finding.evidence)
+        if finding.kind == GAP:
+            if alert is None:
+                fp = fingerprint(state.context, BILLING_GAP)
+                alert = src.gap_alert = _Alert(BILLING_GAP, fp)
+            alert.severity = WARNING
+            if not alert.open:
+                alert.open = True
+                alert.starts_at = finding.at
+                alert.cost = finding.cost
+                self._emit(state, alert, OPENED, finding.at, evidence)
+            else:
+                alert.cost += finding.cost
+                self._emit(state, alert, UPDATED, finding.at, evidence)
+        elif alert is not None and alert.open:
+            self._emit(state, alert, RESOLVED, finding.at, evidence)
+            alert.open = False
 
     # Internals: recursion
 
@@ -593,6 +846,12 @@ class Engine:
             summary = (
                 f"{context.function}: spend {evidence.get('rate_usd_per_hour')} USD/h"
                 f" against a baseline of {evidence.get('baseline_usd_per_hour')} USD/h"
+            )
+        elif alert.kind == BILLING_GAP:
+            summary = (
+                f"{context.function or context.account}: billed"
+                f" {evidence.get('billed_usd')} USD, computed"
+                f" {evidence.get('computed_usd')} USD"
             )
         else:
             summary = (

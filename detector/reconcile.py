@@ -1,0 +1,295 @@
+"""Reconciliation of billed cost (CUR, FOCUS, EstimatedCharges) with computed cost.
+
+Billed rows are held per context and period until the computed side of that
+period is complete, then compared; a gap beyond the tolerance is a finding.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.alerts import rfc3339
+from detector.sources import (
+    BILLING,
+    GAP,
+    HOUR_S,
+    NO_GAP,
+    Finding,
+    PartitionSources,
+    Ring,
+    SourceFusion,
+    SourceState,
+)
+from ingest.events import Billing, Context
+
+logger = logging.getLogger(__name__)
+
+ESTIMATED_CHARGES = "estimated_charges"
+#: Usage kinds the real-time cost model prices; the others (provisioned
+#: concurrency, unknown kinds) are reported beside the gap but not in it.
+PRICED_KINDS = frozenset({"requests", "gb_seconds", "storage"})
+#: The EstimatedCharges series that is all Lambda (others hold other services).
+LAMBDA_CHARGES = "service:AWSLambda"
+
+#: (provider, account), start, end -> computed USD and partitions counted.
+AccountCost = Callable[[tuple[str, str], float, float], tuple[float | None, int]]
+
+
+@dataclass(slots=True)
+class BillingTrack:
+    """Billed cost of one context per hour, and the periods to compare.
+
+    ``billed`` and ``not_priced`` hold USD per hour (a daily row is spread
+    over its hours); ``queued`` the periods waiting for their comparison;
+    ``last`` the latest comparison (start, end, billed, computed, not priced).
+    """
+
+    billed: Ring
+    not_priced: Ring | None = None
+    queued: list[tuple[float, float]] = field(default_factory=list)
+    charges: list[tuple[float, float]] | None = None
+    last: tuple[float, float, float, float, float] | None = None
+    source: str = ""
+    gaps: int = 0
+
+
+class Reconciler:
+    """Compares billed with computed cost for the contexts of an engine."""
+
+    def __init__(self, fusion: SourceFusion, partitions: int) -> None:
+        self.fusion = fusion
+        self.config = fusion.config
+        self.partitions = partitions
+        self.rejected = 0
+        self.uncovered = 0
+        self.too_late = 0
+        self.compared = 0
+
+    def on_billing(
+        self,
+        psrc: PartitionSources,
+        holder: Any,
+        bill: Billing,
+        horizon: float,
+    ) -> None:
+        """Take one billed charge and queue its period for comparison.
+
+        The comparison waits until the computed cost of the period is
+        complete and, for rows that arrive after it, a little longer, so
+        that all rows of a period (requests, GB-s, storage) are in.
+        """
+        if not _valid(bill):
+            self.rejected += 1
+            logger.debug(
+                "billing rejected context=%s cost=%r start=%r end=%r",
+                "/".join(bill.context),
+                bill.cost_usd,
+                bill.time,
+                bill.end,
+            )
+            return
+        src = self.fusion.state(holder)
+        track: BillingTrack | None = src.billing
+        if track is None:
+            track = src.billing = BillingTrack(Ring(HOUR_S, self.config.hours_kept))
+        track.source = bill.source
+        if bill.usage_kind == ESTIMATED_CHARGES:
+            if holder.context.function != LAMBDA_CHARGES:
+                # Totals of every service: nothing computed to compare them with.
+                return
+            if track.charges is None:
+                track.charges = []
+            track.charges.append((bill.time, bill.cost_usd))
+            track.charges.sort()
+            period = (bill.time, bill.time)
+        else:
+            if bill.usage_kind in PRICED_KINDS:
+                kept = track.billed.add_span(bill.time, bill.end, bill.cost_usd)
+            else:
+                if track.not_priced is None:
+                    track.not_priced = Ring(HOUR_S, self.config.hours_kept)
+                kept = track.not_priced.add_span(bill.time, bill.end, bill.cost_usd)
+            if not kept:
+                self.too_late += 1
+                return
+            period = (bill.time, bill.end)
+        if period in track.queued:
+            return
+        track.queued.append(period)
+        due_at = max(period[1], horizon + self.config.billing_settle_s)
+        psrc.ticket += 1
+        heapq.heappush(psrc.due, (due_at, psrc.ticket, holder.context))
+
+    def due(
+        self,
+        psrc: PartitionSources,
+        lookup: Callable[[Context], Any],
+        horizon: float,
+        account_cost: AccountCost,
+        force: bool = False,
+    ) -> list[tuple[Any, Finding]]:
+        """Findings of the contexts whose queued periods became comparable."""
+        out: list[tuple[Any, Finding]] = []
+        due = psrc.due
+        while due and (force or due[0][0] <= horizon):
+            _, _, context = heapq.heappop(due)
+            holder = lookup(context)
+            if holder is None:
+                continue
+            for finding in self.due_one(psrc, holder, horizon, account_cost):
+                out.append((holder, finding))
+        return out
+
+    def due_one(
+        self,
+        psrc: PartitionSources,
+        holder: Any,
+        horizon: float,
+        account_cost: AccountCost,
+    ) -> list[Finding]:
+        src: SourceState | None = holder.sources
+        track: BillingTrack | None = src.billing if src is not None else None
+        if src is None or track is None:
+            return []
+        findings: list[Finding] = []
+        waiting: list[tuple[float, float]] = []
+        for start, end in track.queued:
+            if end > horizon:
+                waiting.append((start, end))
+            elif start == end:
+                self._charges(psrc, holder, track, horizon, account_cost, findings)
+            else:
+                self._period(psrc, src, track, start, end, findings)
+        track.queued = waiting
+        return findings
+
+    def _period(
+        self,
+        psrc: PartitionSources,
+        src: SourceState,
+        track: BillingTrack,
+        start: float,
+        end: float,
+        findings: list[Finding],
+    ) -> None:
+        if start < psrc.since:
+            # Limitation: a period begun before the detector watched is skipped.
+            self.uncovered += 1
+            return
+        computed = src.hours.total(start, end)
+        billed = track.billed.total(start, end)
+        if computed is None or billed is None:
+            self.too_late += 1
+            return
+        extra = track.not_priced.total(start, end) if track.not_priced else 0.0
+        findings.append(
+            self._compare(track, start, end, billed, computed, extra or 0.0)
+        )
+
+    def _charges(
+        self,
+        psrc: PartitionSources,
+        holder: Any,
+        track: BillingTrack,
+        horizon: float,
+        account_cost: AccountCost,
+        findings: list[Finding],
+    ) -> None:
+        """Compare the rate of change of EstimatedCharges between samples."""
+        charges = track.charges
+        if charges is None:
+            return
+        while len(charges) >= 2 and charges[1][0] <= horizon:
+            (t1, v1), (t2, v2) = charges[0], charges[1]
+            del charges[0]
+            if v2 < v1 or t2 <= t1:
+                # A month-to-date total that falls has started a new month.
+                continue
+            if t1 < psrc.since:
+                self.uncovered += 1
+                continue
+            context = holder.context
+            computed, seen = account_cost((context.provider, context.account), t1, t2)
+            if computed is None:
+                self.too_late += 1
+                continue
+            finding = self._compare(track, t1, t2, v2 - v1, computed, 0.0)
+            hours = (t2 - t1) / 3600.0
+            finding.evidence.update(
+                {
+                    "billed_usd_per_hour": round((v2 - v1) / hours, 6),
+                    "computed_usd_per_hour": round(computed / hours, 6),
+                    "partitions_counted": seen,
+                    "partitions": self.partitions,
+                }
+            )
+            findings.append(finding)
+
+    def _compare(
+        self,
+        track: BillingTrack,
+        start: float,
+        end: float,
+        billed: float,
+        computed: float,
+        excluded: float,
+    ) -> Finding:
+        cfg = self.config
+        self.compared += 1
+        gap = billed - computed
+        over = abs(gap) >= cfg.billing_min_usd and abs(gap) > (
+            cfg.billing_tolerance * computed
+        )
+        track.last = (start, end, billed, computed, excluded)
+        evidence: dict[str, Any] = {
+            "source": BILLING,
+            "billing_source": track.source,
+            "period": [rfc3339(start), rfc3339(end)],
+            "billed_usd": round(billed, 6),
+            "computed_usd": round(computed, 6),
+            "gap_usd": round(gap, 6),
+            "ratio": round(billed / computed, 3) if computed > 0 else None,
+            "tolerance": cfg.billing_tolerance,
+            "min_gap_usd": cfg.billing_min_usd,
+            "not_priced_usd": round(excluded, 6),
+        }
+        if over:
+            track.gaps += 1
+            evidence["fired"] = "billed cost differs from computed cost"
+            evidence["hint"] = (
+                "billed above computed: functions (or invocations) this detector"
+                " does not see are being charged"
+                if gap > 0
+                else "computed above billed: the pricing overstates this function"
+                " (architecture, discounts) or the bill is not final"
+            )
+        kind = GAP if over else NO_GAP
+        return Finding(kind, end, cost=max(gap, 0.0), evidence=evidence)
+
+    def last_entry(self, track: BillingTrack) -> dict[str, Any] | None:
+        """The billing entry of an alert's per-source evidence."""
+        if track.last is None:
+            return None
+        start, end, billed, computed, excluded = track.last
+        return {
+            "billing_source": track.source,
+            "period": [rfc3339(start), rfc3339(end)],
+            "billed_usd": round(billed, 6),
+            "computed_usd": round(computed, 6),
+            "not_priced_usd": round(excluded, 6),
+            "gaps": track.gaps,
+        }
+
+
+def _valid(bill: Billing) -> bool:
+    numbers = (bill.cost_usd, bill.time, bill.end)
+    return (
+        all(isinstance(n, (int, float)) and math.isfinite(n) for n in numbers)
+        and bill.cost_usd >= 0
+        and bill.end >= bill.time
+    )

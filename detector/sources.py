@@ -1,0 +1,539 @@
+"""Metric streams beside invocation logs: per-source cost, cross-checks, fusion.
+
+Severity rule of cost alerts: ``critical`` ("stop this", the only severity
+enforcement acts on) needs a strong margin (the critical rate) or two
+sources that agree (logs, metrics, traces); anything else is ``warning``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from array import array
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.alerts import CRITICAL, WARNING, rfc3339
+from detector.baseline import RobustBaseline
+from ingest.events import Context, Metric
+
+logger = logging.getLogger(__name__)
+
+LOGS = "logs"
+METRICS = "metrics"
+TRACES = "traces"
+BILLING = "billing"
+
+#: What a finding asks of the alert lifecycle.
+SPIKE = "spike"
+CALM = "calm"
+HOLD = "hold"
+AGREE = "agree"
+GAP = "gap"
+NO_GAP = "no_gap"
+
+HOUR_S = 3600.0
+#: Minutes of log counts kept beside a metric stream, for its cross-check.
+_LOG_MINUTES = 4
+MINUTE_S = 60.0
+
+# Slots of a pending metric minute.
+_MINUTE, _INV, _DUR, _SEEN, _ERR, _THR, _CONC = range(7)
+_HAS_INV, _HAS_DUR = 1, 2
+
+#: Metric names that cost or explain cost; other AWS/Lambda metrics are ignored.
+_COST_METRICS = frozenset({"Invocations", "Duration"})
+_WANTED = frozenset(
+    {"Invocations", "Duration", "Errors", "Throttles", "ConcurrentExecutions"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesConfig:
+    """Settings of the metric, billing and fusion rules.
+
+    A metric minute is settled (costed, judged) once both ``Invocations``
+    and ``Duration`` are in and the logs of that minute are closed, or at
+    the latest once metrics ``metric_settle_s`` later arrive. Logs that see
+    fewer than ``1 - log_shortfall`` of the invocations a metric counts (in
+    minutes of at least ``cross_check_min_count``) disagree with it. A
+    billed cost differing from the computed one by ``billing_min_usd`` and
+    by more than ``billing_tolerance`` of the computed cost is a gap; a
+    period is compared ``billing_settle_s`` after its last row arrived.
+    Another source agrees with a spike when it spiked within
+    ``agreement_s`` of it.
+    """
+
+    metric_settle_s: float = 60.0
+    cross_check_min_count: float = 20.0
+    log_shortfall: float = 0.5
+    billing_tolerance: float = 0.5
+    billing_min_usd: float = 0.5
+    billing_settle_s: float = 60.0
+    agreement_s: float = 120.0
+    hours_kept: int = 48
+    account_minutes_kept: int = 48 * 60
+
+
+class Ring:
+    """Sums per time bucket over the most recent ``size`` buckets.
+
+    Compact (one array of numbers) because every costed context keeps one;
+    single precision is the default, ample against a tolerance of percents.
+    """
+
+    __slots__ = ("bucket_s", "first", "latest", "values")
+
+    def __init__(self, bucket_s: float, size: int, typecode: str = "f") -> None:
+        self.bucket_s = bucket_s
+        self.values = array(typecode, [0.0]) * size
+        self.first = -1
+        self.latest = -1
+
+    def add(self, time: float, value: float) -> bool:
+        """Add ``value`` to the bucket of ``time``; False if it is too old."""
+        bucket = int(time // self.bucket_s)
+        values = self.values
+        size = len(values)
+        if self.first < 0:
+            self.first = self.latest = bucket
+        elif bucket > self.latest:
+            for b in range(max(self.latest + 1, bucket - size + 1), bucket + 1):
+                values[b % size] = 0.0
+            self.latest = bucket
+        elif bucket <= self.latest - size:
+            return False
+        elif bucket < self.first:
+            for b in range(bucket, self.first):
+                values[b % size] = 0.0
+            self.first = bucket
+        values[bucket % size] += value
+        return True
+
+    def add_span(self, start: float, end: float, value: float) -> bool:
+        """Spread ``value`` evenly over [start, end), bucket by bucket."""
+        step = self.bucket_s
+        if end - start <= step:
+            return self.add(start, value)
+        kept = True
+        bucket = int(start // step)
+        while bucket * step < end:
+            left = max(start, bucket * step)
+            right = min(end, (bucket + 1) * step)
+            kept = self.add(left, value * (right - left) / (end - start)) and kept
+            bucket += 1
+        return kept
+
+    def total(self, start: float, end: float) -> float | None:
+        """Sum over [start, end), buckets pro rata; None if no longer kept."""
+        if self.first < 0:
+            return 0.0
+        step = self.bucket_s
+        size = len(self.values)
+        lo = int(start // step)
+        hi = math.ceil(end / step) - 1
+        evicted = self.latest - size
+        if self.first <= evicted and lo <= evicted:
+            return None
+        total = 0.0
+        for b in range(max(lo, self.first), min(hi, self.latest) + 1):
+            left = max(start, b * step)
+            right = min(end, (b + 1) * step)
+            if right > left:
+                total += self.values[b % size] * (right - left) / step
+        return total
+
+
+@dataclass(slots=True)
+class MetricTrack:
+    """What the metric stream says of one context, minute by minute."""
+
+    baseline: RobustBaseline
+    logs: Ring
+    minutes: list[array[float]] = field(default_factory=list)
+    count_mean: float = 0.0
+    settled_until: float = -math.inf
+    latest: float = -math.inf
+    last_rate: float = 0.0
+    last_count: float = 0.0
+    last_minute: float = -math.inf
+    last_memory: str = ""
+    spiked_at: float = -math.inf
+    led_minutes: int = 0
+    disagreements: int = 0
+    last_disagreement: tuple[float, float, float] | None = None
+    cost: float = 0.0
+
+
+@dataclass(slots=True)
+class SourceState:
+    """The non-log sources of one function context (hung off its state)."""
+
+    hours: Ring
+    metric: MetricTrack | None = None
+    billing: Any = None
+    gap_alert: Any = None
+
+
+@dataclass(slots=True)
+class PartitionSources:
+    """Per-partition part of the source state: coverage and account totals."""
+
+    since: float = math.inf
+    latest_metric: float = -math.inf
+    accounts: dict[tuple[str, str], Ring] = field(default_factory=dict)
+    due: list[tuple[float, int, Context]] = field(default_factory=list)
+    ticket: int = 0
+
+
+@dataclass(slots=True)
+class Finding:
+    """What a source concluded, for the engine's alert lifecycle to apply."""
+
+    kind: str
+    at: float
+    rate: float = 0.0
+    cost: float = 0.0
+    strong: bool = False
+    calm: int = 0
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def spike_thresholds(base: float, deviation: float, cfg: Any) -> tuple[float, float]:
+    """Warning and critical cost rates (USD/h) above a baseline rate.
+
+    The same rule as the log windows: a ratio, an absolute excess and a
+    number of deviations must all be passed.
+    """
+    spread = max(deviation, 0.05 * base)
+    warn = max(
+        cfg.spike_ratio * base, base + cfg.spike_min_excess, base + cfg.spike_z * spread
+    )
+    crit = max(warn, cfg.critical_ratio * base, base + cfg.critical_min_excess)
+    return warn, crit
+
+
+def fused_severity(strong: bool, agreeing: Collection[str]) -> str:
+    """Critical on a strong margin or on two agreeing sources, else warning."""
+    return CRITICAL if strong or len(agreeing) >= 2 else WARNING
+
+
+def count_threshold(usual: float, cfg: Any) -> float:
+    """Invocations in a window that are more than chance (Poisson)."""
+    least = float(cfg.spike_min_count)
+    return usual + max(least, float(cfg.spike_count_z) * math.sqrt(usual))
+
+
+MetricCost = Callable[[Context, float, float], tuple[float, str]]
+
+
+class SourceFusion:
+    """The metric-stream rules of an engine: minute windows and cross-checks.
+
+    ``metric_cost(context, invocations, duration_sum_ms)`` prices a minute
+    and says where the memory came from.
+    """
+
+    def __init__(self, detector: Any, config: SourcesConfig, cost: MetricCost):
+        self.detector = detector
+        self.config = config
+        self.cost = cost
+        minutes = detector.window_s / MINUTE_S
+        self._half_life = max(10.0, float(detector.baseline_half_life) * minutes)
+        self._warmup = max(10, round(detector.baseline_warmup * minutes))
+        self._count_alpha: float = 1.0 - math.pow(0.5, 1.0 / self._half_life)
+        self.rejected = 0
+        self.metric_late = 0
+        self.disagreements = 0
+
+    # State
+
+    def state(self, holder: Any) -> SourceState:
+        """The source state of an engine context, created on first use."""
+        src: SourceState | None = holder.sources
+        if src is None:
+            src = holder.sources = SourceState(Ring(HOUR_S, self.config.hours_kept))
+        return src
+
+    def account_ring(self, psrc: PartitionSources, context: Context) -> Ring:
+        key = (context.provider, context.account)
+        ring = psrc.accounts.get(key)
+        if ring is None:
+            ring = psrc.accounts[key] = Ring(MINUTE_S, self.config.account_minutes_kept)
+        return ring
+
+    # Logs
+
+    def on_window(
+        self,
+        psrc: PartitionSources,
+        holder: Any,
+        start: float,
+        cost: float,
+        count: float,
+        watermark: float,
+    ) -> None:
+        """A log window closed: count its cost per hour and its invocations."""
+        if psrc.since == math.inf:
+            # Conservative: the first window closes once the watermark is past it.
+            psrc.since = watermark if watermark > -math.inf else start
+        if cost <= 0.0 and count <= 0.0:
+            return
+        src = self.state(holder)
+        src.hours.add(start, cost)
+        self.account_ring(psrc, holder.context).add(start, cost)
+        if src.metric is not None:
+            src.metric.logs.add(start, count)
+
+    # Metrics
+
+    def valid_metric(self, metric: Metric) -> bool:
+        """Whether a metric's statistics are usable; bad ones are counted."""
+        values = (metric.sum, metric.count, metric.max, metric.min, metric.time)
+        finite = all(math.isfinite(v) for v in values)
+        if finite and metric.sum >= 0 and metric.count >= 0 and metric.period_s > 0:
+            return True
+        self.rejected += 1
+        logger.debug(
+            "metric rejected context=%s name=%s sum=%r count=%r",
+            "/".join(metric.context),
+            metric.name,
+            metric.sum,
+            metric.count,
+        )
+        return False
+
+    def on_metric(
+        self,
+        psrc: PartitionSources,
+        holder: Any,
+        metric: Metric,
+        horizon: float,
+        has_logs: bool,
+        under_alert: bool,
+    ) -> list[Finding]:
+        """Take one AWS/Lambda metric aggregate; findings of settled minutes."""
+        if metric.name not in _WANTED or not self.valid_metric(metric):
+            return []
+        src = self.state(holder)
+        track = src.metric
+        if track is None:
+            track = src.metric = MetricTrack(
+                RobustBaseline(self._half_life, self._warmup),
+                Ring(MINUTE_S, _LOG_MINUTES, "d"),
+            )
+        minute = metric.time - metric.time % MINUTE_S
+        if psrc.since == math.inf:
+            psrc.since = minute
+        if metric.time > track.latest:
+            track.latest = metric.time
+        if metric.time > psrc.latest_metric:
+            psrc.latest_metric = metric.time
+        if minute < track.settled_until:
+            if metric.name in _COST_METRICS:
+                # Limitation: a cost metric after its minute settled is only counted.
+                self.metric_late += 1
+            return []
+        acc = next((a for a in track.minutes if a[_MINUTE] == minute), None)
+        if acc is None:
+            acc = array("d", (minute, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+            track.minutes.append(acc)
+            track.minutes.sort()
+        name = metric.name
+        if name == "Invocations":
+            acc[_INV] = metric.sum
+            acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_INV)
+        elif name == "Duration":
+            acc[_DUR] = metric.sum
+            acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_DUR)
+        elif name == "Errors":
+            acc[_ERR] = metric.sum
+        elif name == "Throttles":
+            acc[_THR] = metric.sum
+        else:
+            acc[_CONC] = max(acc[_CONC], metric.max)
+        return self.settle(psrc, holder, src, horizon, has_logs, under_alert)
+
+    def settle(
+        self,
+        psrc: PartitionSources,
+        holder: Any,
+        src: SourceState,
+        horizon: float,
+        has_logs: bool,
+        under_alert: bool,
+        force: bool = False,
+    ) -> list[Finding]:
+        """Settle, in order, every metric minute whose sources are complete.
+
+        A minute is complete once both cost metrics are in and the logs of
+        it and of the next minute are closed (the REPORT line of a call that
+        starts near a minute's end is written in the next one); a context
+        without logs needs only its own minute closed. Metrics that arrive
+        ``metric_settle_s`` after a minute's end settle it in any case.
+        """
+        track = src.metric
+        if track is None or not track.minutes:
+            return []
+        findings: list[Finding] = []
+        late_bound = track.latest - self.config.metric_settle_s
+        while track.minutes:
+            acc = track.minutes[0]
+            minute = acc[_MINUTE]
+            end = minute + MINUTE_S
+            seen = int(acc[_SEEN])
+            both = _HAS_INV | _HAS_DUR
+            complete = seen == both or (seen & _HAS_INV and not acc[_INV])
+            logs_end = end + MINUTE_S if has_logs else end
+            ready = complete and logs_end <= horizon
+            if not (force or ready or end <= late_bound):
+                break
+            del track.minutes[0]
+            finding = self._settle_minute(
+                psrc, holder, src, track, minute, acc, has_logs, under_alert
+            )
+            if finding is not None:
+                findings.append(finding)
+                under_alert = finding.kind == SPIKE or under_alert
+        return findings
+
+    def _settle_minute(
+        self,
+        psrc: PartitionSources,
+        holder: Any,
+        src: SourceState,
+        track: MetricTrack,
+        minute: float,
+        acc: array[float],
+        has_logs: bool,
+        under_alert: bool,
+    ) -> Finding | None:
+        context: Context = holder.context
+        cfg = self.detector
+        invocations = acc[_INV]
+        cost, memory_source = self.cost(context, invocations, acc[_DUR])
+        rate = cost * HOUR_S / MINUTE_S
+        # None: the log counts of that minute are no longer kept (unknown).
+        logs = track.logs.total(minute, minute + MINUTE_S)
+        logs_next = track.logs.total(minute + MINUTE_S, minute + 2 * MINUTE_S)
+        # Minutes with no record at all were idle: the stream skips them.
+        idle = 0
+        if track.settled_until > -math.inf:
+            idle = max(0, round((minute - track.settled_until) / MINUTE_S))
+            if idle and not under_alert:
+                track.baseline.learn_many_zeros(idle)
+                track.count_mean *= (1.0 - self._alpha(track)) ** idle
+        track.settled_until = minute + MINUTE_S
+        track.last_rate = rate
+        track.last_count = invocations
+        track.last_minute = minute
+        track.last_memory = memory_source
+        base = track.baseline
+        warm = base.is_warm
+        warn, crit = spike_thresholds(base.mean, base.deviation, cfg)
+        significant = invocations >= count_threshold(track.count_mean, cfg)
+        spiking = warm and rate >= warn and significant
+        if spiking:
+            track.spiked_at = minute + MINUTE_S
+        if logs is not None:
+            self._cross_check(context, track, minute, logs, invocations)
+        # Limitation: a call whose REPORT lands two minutes on is costed twice.
+        led = logs == 0.0 and logs_next == 0.0 and invocations > 0.0
+        finding: Finding | None = None
+        if led:
+            # Counted once: logs saw nothing of this minute, the metric leads.
+            track.led_minutes += 1
+            track.cost += cost
+            src.hours.add(minute, cost)
+            self.account_ring(psrc, context).add(minute, cost)
+        at = minute + MINUTE_S
+        if led and spiking:
+            finding = Finding(SPIKE, at, rate, cost, strong=rate >= crit)
+        elif spiking and under_alert:
+            finding = Finding(AGREE, at, rate, 0.0)
+        elif under_alert and (led or not has_logs):
+            calm = rate < cfg.resolve_ratio * base.mean + 1e-12 or (
+                rate - base.mean < cfg.spike_min_excess / 2
+            )
+            kind = CALM if calm else HOLD
+            finding = Finding(kind, at, rate, cost, calm=idle + int(calm))
+        if not under_alert and not spiking:
+            alpha = self._alpha(track)
+            base.learn_one(rate)
+            track.count_mean += alpha * (invocations - track.count_mean)
+        return finding
+
+    def _cross_check(
+        self,
+        context: Context,
+        track: MetricTrack,
+        minute: float,
+        logs: float,
+        invocations: float,
+    ) -> None:
+        cfg = self.config
+        if invocations < cfg.cross_check_min_count:
+            return
+        if logs >= (1.0 - cfg.log_shortfall) * invocations:
+            return
+        track.disagreements += 1
+        track.last_disagreement = (minute, logs, invocations)
+        self.disagreements += 1
+        logger.info(
+            "logs short of metrics context=%s minute=%s logs=%d metrics=%d",
+            "/".join(context),
+            rfc3339(minute),
+            logs,
+            invocations,
+        )
+
+    def _alpha(self, track: MetricTrack) -> float:
+        """Weight of a new minute in the usual count: a mean at first."""
+        return max(self._count_alpha, 1.0 / (track.baseline.n + 1))
+
+    # Fusion
+
+    def agreeing(self, holder: Any, at: float, leader: str) -> list[str]:
+        """The sources that agree with a spike at ``at`` led by ``leader``."""
+        out = [leader]
+        src: SourceState | None = holder.sources
+        track = src.metric if src is not None else None
+        window = self.config.agreement_s
+        near = track is not None and abs(track.spiked_at - at) <= window + MINUTE_S
+        if leader != METRICS and near:
+            out.append(METRICS)
+        recursion = holder.recursion
+        if recursion is not None and recursion.open:
+            out.append(TRACES)
+        return out
+
+    def metric_entry(self, holder: Any) -> dict[str, Any] | None:
+        """The metrics entry of an alert's per-source evidence."""
+        src: SourceState | None = holder.sources
+        track = src.metric if src is not None else None
+        if track is None or track.last_minute == -math.inf:
+            return None
+        base = track.baseline
+        entry: dict[str, Any] = {
+            "minute": rfc3339(track.last_minute),
+            "window_s": MINUTE_S,
+            "rate_usd_per_hour": round(track.last_rate, 6),
+            "baseline_usd_per_hour": round(base.mean, 6),
+            "baseline_minutes": base.n,
+            "invocations": track.last_count,
+            "memory_from": track.last_memory,
+            "minutes_led": track.led_minutes,
+            "cost_led_usd": round(track.cost, 6),
+            "disagreements": track.disagreements,
+        }
+        if track.last_disagreement is not None:
+            minute, logs, metric = track.last_disagreement
+            entry["last_disagreement"] = {
+                "minute": rfc3339(minute),
+                "log_invocations": logs,
+                "metric_invocations": metric,
+                "note": "logs saw far fewer invocations than the metric counts:"
+                " a subscription filter may be dropping logs",
+            }
+        return entry
