@@ -86,7 +86,9 @@ class FunctionSpec:
     """One simulated function: its configuration, trigger and traffic.
 
     ``trigger`` is ``http``, ``s3``, ``stream`` or ``timer`` (arrivals made
-    here), or ``sqs`` / ``invoke`` (arrivals caused by other functions).
+    here), or ``sqs``, ``sns`` / ``invoke`` (arrivals caused by other
+    functions, and for ``sqs`` and ``sns`` with a rate also by producers
+    outside the simulation).
     ``duration_ms`` is the median of a log-normal with shape ``sigma``.
     """
 

@@ -289,3 +289,15 @@ def test_rows_carry_the_measured_cost_multiplier() -> None:
     flood["intensity"] = {"cost_multiplier": 9.5}
     (row,) = rows([evaluate.score_recording(labels(flood), [], "r")])
     assert row.cost_multiplier == 9.5
+
+
+def test_unknown_alert_kind_on_the_background_is_a_false_alert() -> None:
+    stray = alert(3000.0, kind="budget_burn", context={**OTHER, "function": "bg3"})
+    score = evaluate.score_recording(labels(attack()), [stray], "r")
+    assert score.background_false == [stray]
+    (row,) = rows([score])
+    # Not a kind that detects a flood: the flood's precision is untouched...
+    assert row.precision is None
+    # ...but it is a false alert of the background all the same.
+    assert row.false_per_kfh == pytest.approx(1 / 18 * 1000)
+    assert evaluate.overall([score])["false_alerts"] == 1
