@@ -400,6 +400,9 @@ class Engine:
             state = contexts.get(context)
             if state is not None and end > state.closed_until:
                 self._close_window(part, state, start, end)
+        billing = part.sources.due
+        if billing and billing[0][0] <= horizon:
+            self._reconcile_due(part, horizon)
 
     def _close_window(
         self, part: _Partition, state: _Context, start: float, end: float
