@@ -249,8 +249,11 @@ class Engine:
             state = self._find(context)
             if state is None:
                 continue
+            gap = state.sources.gap_alert if state.sources is not None else None
             open_alerts = sum(
-                1 for a in (state.spike, state.recursion) if a is not None and a.open
+                1
+                for a in (state.spike, state.recursion, gap)
+                if a is not None and a.open
             )
             rows.append(
                 FunctionStatus(
@@ -662,6 +665,7 @@ class Engine:
         self, account: tuple[str, str], start: float, end: float
     ) -> tuple[float | None, int]:
         """Computed USD of an account's contexts in the partitions held here."""
+        # Limitation: a daemon sharing partitions with others counts its own only.
         total = 0.0
         for part in self._parts.values():
             ring = part.sources.accounts.get(account)

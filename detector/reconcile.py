@@ -214,6 +214,7 @@ class Reconciler:
                 self.uncovered += 1
                 continue
             context = holder.context
+            # Limitation: a payer's charges include linked accounts not counted here.
             computed, seen = account_cost((context.provider, context.account), t1, t2)
             if computed is None:
                 self.too_late += 1

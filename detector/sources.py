@@ -275,6 +275,7 @@ class SourceFusion:
         watermark: float,
     ) -> None:
         """A log window closed: count its cost per hour and its invocations."""
+        # Limitation: log events late for their window are not in these totals.
         if psrc.since == math.inf:
             # Conservative: the first window closes once the watermark is past it.
             psrc.since = watermark if watermark > -math.inf else start
@@ -453,6 +454,7 @@ class SourceFusion:
         elif spiking and under_alert:
             finding = Finding(AGREE, at, rate, 0.0)
         elif under_alert and (led or not has_logs):
+            # Limitation: an idle metric-only context resolves on its next record.
             calm = rate < cfg.resolve_ratio * base.mean + 1e-12 or (
                 rate - base.mean < cfg.spike_min_excess / 2
             )
