@@ -662,19 +662,20 @@ class Engine:
             self._apply(state, finding)
 
     def _account_cost(
-        self, account: tuple[str, str], start: float, end: float
+        self, account: tuple[str, str, str], start: float, end: float
     ) -> tuple[float | None, int]:
         """Computed USD of an account's contexts in the partitions held here."""
         # Limitation: a daemon sharing partitions with others counts its own only.
         total = 0.0
         for part in self._parts.values():
-            ring = part.sources.accounts.get(account)
-            if ring is None:
-                continue
-            found = ring.total(start, end)
-            if found is None:
-                return None, len(self._parts)
-            total += found
+            provider, name, region = account
+            for key, ring in part.sources.accounts.items():
+                if key[:2] != (provider, name) or (region and key[2] != region):
+                    continue
+                found = ring.total(start, end)
+                if found is None:
+                    return None, len(self._parts)
+                total += found
         return total, len(self._parts)
 
     def _flush_sources(self, part: _Partition) -> None:

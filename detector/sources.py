@@ -182,7 +182,7 @@ class PartitionSources:
 
     since: float = math.inf
     latest_metric: float = -math.inf
-    accounts: dict[tuple[str, str], Ring] = field(default_factory=dict)
+    accounts: dict[tuple[str, str, str], Ring] = field(default_factory=dict)
     due: list[tuple[float, int, Context]] = field(default_factory=list)
     ticket: int = 0
 
@@ -257,7 +257,7 @@ class SourceFusion:
         return src
 
     def account_ring(self, psrc: PartitionSources, context: Context) -> Ring:
-        key = (context.provider, context.account)
+        key = (context.provider, context.account, context.region)
         ring = psrc.accounts.get(key)
         if ring is None:
             ring = psrc.accounts[key] = Ring(MINUTE_S, self.config.account_minutes_kept)

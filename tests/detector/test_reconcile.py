@@ -214,3 +214,25 @@ def test_an_open_gap_updates_on_the_next_gap() -> None:
     rows = [cur_row(3 * in_hour(logs)), cur_row(0.0, start=H0 + HOUR)]
     transitions = gaps(run(engine, [*logs, *rows]))
     assert [t.event for t in transitions] == [OPENED, UPDATED]
+
+
+@pytest.mark.parametrize(("factor", "alerts"), [(1.1, 0), (3.0, 1)])
+def test_rows_without_a_function_are_compared_with_the_whole_account(
+    factor: float, alerts: int
+) -> None:
+    logs = hour_of_logs()
+    other = list(steady(5.0, H0 - 600.0, HOUR + 720.0, CTX._replace(function="b")))
+    elsewhere = list(
+        steady(5.0, H0 - 600.0, HOUR + 720.0, CTX._replace(region="eu-west-1"))
+    )
+    region_total = in_hour(logs) + in_hour(other)
+    account = Context("aws", CTX.account, CTX.region, "", "")
+    billed = region_total * factor
+    row = Billing(account, H0, H0 + HOUR, billed, 1.0, "requests", "cur")
+    engine = make_engine(billing_tolerance=0.2)
+    transitions = gaps(run(engine, [*logs, *other, *elsewhere, row]))
+    assert len(transitions) == alerts
+    if alerts:
+        assert transitions[0].evidence["computed_usd"] == pytest.approx(
+            region_total, rel=1e-4
+        )
