@@ -578,7 +578,9 @@ class Engine:
             "ratio": round(rate / base, 2) if base > 0 else None,
             "baseline_windows": baseline.n,
             "window_s": window,
-            "projected_usd_per_hour": round(max(rate, state.last_rate), 6),
+            "projected_usd_per_hour": round(
+                rate if leader == METRICS else max(rate, state.last_rate), 6
+            ),
             "sources_agreeing": agreeing,
             "sources": self._source_entries(state),
         }
