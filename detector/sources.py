@@ -34,19 +34,17 @@ GAP = "gap"
 NO_GAP = "no_gap"
 
 HOUR_S = 3600.0
+MINUTE_S = 60.0
 #: Minutes of log counts kept beside a metric stream, for its cross-check.
 _LOG_MINUTES = 4
-MINUTE_S = 60.0
 
 # Slots of a pending metric minute.
-_MINUTE, _INV, _DUR, _SEEN, _ERR, _THR, _CONC = range(7)
+_MINUTE, _INV, _DUR, _SEEN = range(4)
 _HAS_INV, _HAS_DUR = 1, 2
 
-#: Metric names that cost or explain cost; other AWS/Lambda metrics are ignored.
+#: The metrics that price a minute.
+# Limitation: Errors, Throttles and ConcurrentExecutions are not used yet.
 _COST_METRICS = frozenset({"Invocations", "Duration"})
-_WANTED = frozenset(
-    {"Invocations", "Duration", "Errors", "Throttles", "ConcurrentExecutions"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +313,7 @@ class SourceFusion:
         under_alert: bool,
     ) -> list[Finding]:
         """Take one AWS/Lambda metric aggregate; findings of settled minutes."""
-        if metric.name not in _WANTED or not self.valid_metric(metric):
+        if metric.name not in _COST_METRICS or not self.valid_metric(metric):
             return []
         src = self.state(holder)
         track = src.metric
@@ -332,28 +330,20 @@ class SourceFusion:
         if metric.time > psrc.latest_metric:
             psrc.latest_metric = metric.time
         if minute < track.settled_until:
-            if metric.name in _COST_METRICS:
-                # Limitation: a cost metric after its minute settled is only counted.
-                self.metric_late += 1
+            # Limitation: a metric after its minute settled is only counted.
+            self.metric_late += 1
             return []
         acc = next((a for a in track.minutes if a[_MINUTE] == minute), None)
         if acc is None:
-            acc = array("d", (minute, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+            acc = array("d", (minute, 0.0, 0.0, 0.0))
             track.minutes.append(acc)
             track.minutes.sort()
-        name = metric.name
-        if name == "Invocations":
+        if metric.name == "Invocations":
             acc[_INV] = metric.sum
             acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_INV)
-        elif name == "Duration":
+        else:
             acc[_DUR] = metric.sum
             acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_DUR)
-        elif name == "Errors":
-            acc[_ERR] = metric.sum
-        elif name == "Throttles":
-            acc[_THR] = metric.sum
-        else:
-            acc[_CONC] = max(acc[_CONC], metric.max)
         return self.settle(psrc, holder, src, horizon, has_logs, under_alert)
 
     def settle(
