@@ -253,8 +253,11 @@ class Engine:
             state = self._find(context)
             if state is None:
                 continue
+            gap = state.sources.gap_alert if state.sources is not None else None
             open_alerts = sum(
-                1 for a in (state.spike, state.recursion) if a is not None and a.open
+                1
+                for a in (state.spike, state.recursion, gap)
+                if a is not None and a.open
             )
             rows.append(
                 FunctionStatus(
@@ -404,6 +407,9 @@ class Engine:
             state = contexts.get(context)
             if state is not None and end > state.closed_until:
                 self._close_window(part, state, start, end)
+        billing = part.sources.due
+        if billing and billing[0][0] <= horizon:
+            self._reconcile_due(part, horizon)
 
     def _close_window(
         self, part: _Partition, state: _Context, start: float, end: float
@@ -576,7 +582,9 @@ class Engine:
             "ratio": round(rate / base, 2) if base > 0 else None,
             "baseline_windows": baseline.n,
             "window_s": window,
-            "projected_usd_per_hour": round(max(rate, state.last_rate), 6),
+            "projected_usd_per_hour": round(
+                rate if leader == METRICS else max(rate, state.last_rate), 6
+            ),
             "sources_agreeing": agreeing,
             "sources": self._source_entries(state),
         }
@@ -660,18 +668,20 @@ class Engine:
             self._apply(state, finding)
 
     def _account_cost(
-        self, account: tuple[str, str], start: float, end: float
+        self, account: tuple[str, str, str], start: float, end: float
     ) -> tuple[float | None, int]:
         """Computed USD of an account's contexts in the partitions held here."""
+        # Limitation: a daemon sharing partitions with others counts its own only.
         total = 0.0
         for part in self._parts.values():
-            ring = part.sources.accounts.get(account)
-            if ring is None:
-                continue
-            found = ring.total(start, end)
-            if found is None:
-                return None, len(self._parts)
-            total += found
+            provider, name, region = account
+            for key, ring in part.sources.accounts.items():
+                if key[:2] != (provider, name) or (region and key[2] != region):
+                    continue
+                found = ring.total(start, end)
+                if found is None:
+                    return None, len(self._parts)
+                total += found
         return total, len(self._parts)
 
     def _flush_sources(self, part: _Partition) -> None:

@@ -36,8 +36,9 @@ PRICED_KINDS = frozenset({"requests", "gb_seconds", "storage"})
 #: The EstimatedCharges series that is all Lambda (others hold other services).
 LAMBDA_CHARGES = "service:AWSLambda"
 
-#: (provider, account), start, end -> computed USD and partitions counted.
-AccountCost = Callable[[tuple[str, str], float, float], tuple[float | None, int]]
+#: (provider, account, region or "" for all), start, end -> computed USD of
+#: the account's contexts and the number of partitions counted.
+AccountCost = Callable[[tuple[str, str, str], float, float], tuple[float | None, int]]
 
 
 @dataclass(slots=True)
@@ -164,24 +165,35 @@ class Reconciler:
             elif start == end:
                 self._charges(psrc, holder, track, horizon, account_cost, findings)
             else:
-                self._period(psrc, src, track, start, end, findings)
+                self._period(
+                    psrc, holder, src, track, start, end, account_cost, findings
+                )
         track.queued = waiting
         return findings
 
     def _period(
         self,
         psrc: PartitionSources,
+        holder: Any,
         src: SourceState,
         track: BillingTrack,
         start: float,
         end: float,
+        account_cost: AccountCost,
         findings: list[Finding],
     ) -> None:
         if start < psrc.since:
             # Limitation: a period begun before the detector watched is skipped.
             self.uncovered += 1
             return
-        computed = src.hours.total(start, end)
+        context: Context = holder.context
+        if context.function:
+            computed = src.hours.total(start, end)
+        else:
+            # A row naming no function (a bill without resource ids) is the
+            # account's in that region: every context of it is compared.
+            key = (context.provider, context.account, context.region)
+            computed = account_cost(key, start, end)[0]
         billed = track.billed.total(start, end)
         if computed is None or billed is None:
             self.too_late += 1
@@ -214,7 +226,9 @@ class Reconciler:
                 self.uncovered += 1
                 continue
             context = holder.context
-            computed, seen = account_cost((context.provider, context.account), t1, t2)
+            # Limitation: a payer's charges include linked accounts not counted here.
+            key = (context.provider, context.account, "")
+            computed, seen = account_cost(key, t1, t2)
             if computed is None:
                 self.too_late += 1
                 continue

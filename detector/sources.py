@@ -34,19 +34,17 @@ GAP = "gap"
 NO_GAP = "no_gap"
 
 HOUR_S = 3600.0
+MINUTE_S = 60.0
 #: Minutes of log counts kept beside a metric stream, for its cross-check.
 _LOG_MINUTES = 4
-MINUTE_S = 60.0
 
 # Slots of a pending metric minute.
-_MINUTE, _INV, _DUR, _SEEN, _ERR, _THR, _CONC = range(7)
+_MINUTE, _INV, _DUR, _SEEN = range(4)
 _HAS_INV, _HAS_DUR = 1, 2
 
-#: Metric names that cost or explain cost; other AWS/Lambda metrics are ignored.
+#: The metrics that price a minute.
+# Limitation: Errors, Throttles and ConcurrentExecutions are not used yet.
 _COST_METRICS = frozenset({"Invocations", "Duration"})
-_WANTED = frozenset(
-    {"Invocations", "Duration", "Errors", "Throttles", "ConcurrentExecutions"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +180,7 @@ class PartitionSources:
 
     since: float = math.inf
     latest_metric: float = -math.inf
-    accounts: dict[tuple[str, str], Ring] = field(default_factory=dict)
+    accounts: dict[tuple[str, str, str], Ring] = field(default_factory=dict)
     due: list[tuple[float, int, Context]] = field(default_factory=list)
     ticket: int = 0
 
@@ -257,7 +255,7 @@ class SourceFusion:
         return src
 
     def account_ring(self, psrc: PartitionSources, context: Context) -> Ring:
-        key = (context.provider, context.account)
+        key = (context.provider, context.account, context.region)
         ring = psrc.accounts.get(key)
         if ring is None:
             ring = psrc.accounts[key] = Ring(MINUTE_S, self.config.account_minutes_kept)
@@ -275,6 +273,7 @@ class SourceFusion:
         watermark: float,
     ) -> None:
         """A log window closed: count its cost per hour and its invocations."""
+        # Limitation: log events late for their window are not in these totals.
         if psrc.since == math.inf:
             # Conservative: the first window closes once the watermark is past it.
             psrc.since = watermark if watermark > -math.inf else start
@@ -314,7 +313,7 @@ class SourceFusion:
         under_alert: bool,
     ) -> list[Finding]:
         """Take one AWS/Lambda metric aggregate; findings of settled minutes."""
-        if metric.name not in _WANTED or not self.valid_metric(metric):
+        if metric.name not in _COST_METRICS or not self.valid_metric(metric):
             return []
         src = self.state(holder)
         track = src.metric
@@ -331,28 +330,20 @@ class SourceFusion:
         if metric.time > psrc.latest_metric:
             psrc.latest_metric = metric.time
         if minute < track.settled_until:
-            if metric.name in _COST_METRICS:
-                # Limitation: a cost metric after its minute settled is only counted.
-                self.metric_late += 1
+            # Limitation: a metric after its minute settled is only counted.
+            self.metric_late += 1
             return []
         acc = next((a for a in track.minutes if a[_MINUTE] == minute), None)
         if acc is None:
-            acc = array("d", (minute, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+            acc = array("d", (minute, 0.0, 0.0, 0.0))
             track.minutes.append(acc)
             track.minutes.sort()
-        name = metric.name
-        if name == "Invocations":
+        if metric.name == "Invocations":
             acc[_INV] = metric.sum
             acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_INV)
-        elif name == "Duration":
+        else:
             acc[_DUR] = metric.sum
             acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_DUR)
-        elif name == "Errors":
-            acc[_ERR] = metric.sum
-        elif name == "Throttles":
-            acc[_THR] = metric.sum
-        else:
-            acc[_CONC] = max(acc[_CONC], metric.max)
         return self.settle(psrc, holder, src, horizon, has_logs, under_alert)
 
     def settle(
@@ -453,6 +444,7 @@ class SourceFusion:
         elif spiking and under_alert:
             finding = Finding(AGREE, at, rate, 0.0)
         elif under_alert and (led or not has_logs):
+            # Limitation: an idle metric-only context resolves on its next record.
             calm = rate < cfg.resolve_ratio * base.mean + 1e-12 or (
                 rate - base.mean < cfg.spike_min_excess / 2
             )

@@ -377,3 +377,24 @@ def test_configure_after_first_use_takes_effect(model: CostModel) -> None:
     assert model.invocation_cost(inv) == pytest.approx(X86_TIER1 + REQUEST)
     model.configure(AWS, architecture=ARM64)
     assert model.invocation_cost(inv) == pytest.approx(ARM_TIER1 + REQUEST)
+
+
+def test_metric_memory_is_configured_then_last_seen_then_the_default() -> None:
+    from detector.cost import DEFAULT_METRIC_MEMORY_MB
+
+    model = CostModel(Pricing.load())
+    ctx = Context("aws", "1", "us-east-1", "fn")
+    assert model.memory_for(ctx) == (DEFAULT_METRIC_MEMORY_MB, "default")
+    model.invocation_cost(Invocation(ctx, MARCH, "r", 10.0, 10.0, 1769))
+    assert model.memory_for(ctx) == (1769, "last_invocation")
+    model.configure(ctx, memory_mb=512)
+    assert model.memory_for(ctx) == (512, "config")
+    cost, origin = model.metric_minute_cost(ctx, 100.0, 100_000.0)
+    assert origin == "config"
+    assert cost == pytest.approx(model.metric_cost(100.0, 100_000.0, 512, context=ctx))
+
+
+def test_configured_memory_must_be_a_size() -> None:
+    model = CostModel(Pricing.load())
+    with pytest.raises(ConfigError, match="memory_mb"):
+        model.configure(Context("aws", "1", "us-east-1", "fn"), memory_mb=0)

@@ -1,0 +1,219 @@
+"""Metric streams beside logs: minute windows, counted once, cross-checks, fusion."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
+from detector.cost import CostModel, Pricing
+from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from detector.sources import Ring
+from ingest.events import Context, Event, Invocation, Metric
+from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, steady
+from tests.detector.test_engine import run
+
+H0 = T0 + 2400.0  # 2026-03-01T22:00:00Z, an hour boundary
+METRIC_ONLY = Context("aws", "111122223333", "us-east-1", "thumbnailer", "$LATEST")
+
+
+def metric_minutes(
+    context: Context,
+    start: float,
+    minutes: int,
+    per_minute: float,
+    duration_ms: float = 1000.0,
+    seed: int = 1,
+) -> list[Event]:
+    """Invocations and Duration records of a metric stream, minute by minute."""
+    rng = random.Random(seed)
+    out: list[Event] = []
+    for k in range(minutes):
+        t = start + 60.0 * k
+        n = max(0.0, round(rng.gauss(per_minute, math.sqrt(per_minute))))
+        out.append(Metric(context, t, "AWS/Lambda", "Invocations", n, n, 1.0, 1.0))
+        total = n * duration_ms
+        out.append(Metric(context, t, "AWS/Lambda", "Duration", total, n, 1.0, 1.0))
+    return out
+
+
+def counted(invocations: list[Invocation], factor: float = 1.0) -> list[Event]:
+    """The metric stream that matches a log stream (``factor`` times its counts)."""
+    per_minute = Counter(inv.time - inv.time % 60.0 for inv in invocations)
+    out: list[Event] = []
+    for minute, n in sorted(per_minute.items()):
+        total = n * factor
+        out.append(
+            Metric(CTX, minute, "AWS/Lambda", "Invocations", total, total, 1.0, 1.0)
+        )
+        out.append(
+            Metric(CTX, minute, "AWS/Lambda", "Duration", total * 100.0, total, 1, 1)
+        )
+    return out
+
+
+def pricing_model(**memory: int) -> CostModel:
+    model = Pricing.load().model
+    for function, mb in memory.items():
+        model.configure(CTX._replace(function=function), memory_mb=mb)
+    return model
+
+
+def priced_engine(model: CostModel | None = None, **overrides: float) -> Engine:
+    config = DetectorConfig(**overrides)  # type: ignore[arg-type]
+    return Engine(config, flat_cost, no_span_cost, cost_model=model or pricing_model())
+
+
+def spikes(transitions: list[Transition]) -> list[Transition]:
+    return [t for t in transitions if t.kind == COST_SPIKE]
+
+
+def test_metric_only_spike_is_detected_on_minute_windows() -> None:
+    base = metric_minutes(METRIC_ONLY, T0, 40, 1000.0)
+    onset = T0 + 40 * 60.0
+    flood = metric_minutes(METRIC_ONLY, onset, 5, 10_000.0, seed=2)
+    after = metric_minutes(METRIC_ONLY, onset + 300.0, 10, 1000.0, seed=3)
+    transitions = spikes(run(priced_engine(), [*base, *flood, *after]))
+    assert [t.event for t in transitions][:1] == [OPENED]
+    opened = transitions[0]
+    # Judged on the whole first minute of the flood, never on an instant.
+    assert opened.at == onset + 60.0
+    assert opened.evidence["source"] == "metrics"
+    assert opened.evidence["window_s"] == 60.0
+    assert opened.evidence["ratio"] > 5
+    # 1,000 calls of 1 s at the default 128 MB: about 0.13 USD/h.
+    assert 0.1 < opened.evidence["baseline_usd_per_hour"] < 0.2
+    metrics = opened.evidence["sources"]["metrics"]
+    assert metrics["memory_from"] == "default"
+    assert "logs" not in opened.evidence["sources"]
+    assert transitions[-1].event == RESOLVED
+    assert transitions[-1].at > onset + 300.0
+
+
+def test_metric_only_spike_below_the_critical_margin_stays_a_warning() -> None:
+    # One source, 4x: a warning; critical would need the margin or a second source.
+    model = pricing_model(thumbnailer=1024)
+    base = metric_minutes(METRIC_ONLY, T0, 40, 1000.0)
+    flood = metric_minutes(METRIC_ONLY, T0 + 2400.0, 3, 4000.0, seed=2)
+    engine = priced_engine(model)
+    transitions = spikes(run(engine, [*base, *flood]))
+    assert transitions and transitions[0].severity == WARNING
+    assert transitions[0].evidence["sources_agreeing"] == ["metrics"]
+    assert transitions[0].evidence["sources"]["metrics"]["memory_from"] == "config"
+
+
+def test_metric_memory_comes_from_the_last_invocation_record() -> None:
+    model = pricing_model()
+    inv = Invocation(METRIC_ONLY, T0, "r", 100.0, 100.0, 2048)
+    model.invocation_cost(inv)
+    cost, origin = model.metric_minute_cost(METRIC_ONLY, 60.0, 60_000.0)
+    assert origin == "last_invocation"
+    default, origin = pricing_model().metric_minute_cost(METRIC_ONLY, 60.0, 60_000.0)
+    assert origin == "default"
+    # 2048 MB against the default 128 MB: sixteen times the GB-s.
+    assert 10 * default < cost < 16 * default
+
+
+def test_context_with_logs_and_metrics_is_costed_once() -> None:
+    logs = list(steady(10.0, H0, 3600.0))
+    logs_only = priced_engine()
+    run(logs_only, list(logs))
+    both = priced_engine()
+    run(both, [*logs, *counted(logs)])
+    expected = len(logs) * 1e-4
+    alone = logs_only.computed_cost(CTX, H0, H0 + 3600.0)
+    fused = both.computed_cost(CTX, H0, H0 + 3600.0)
+    assert alone == pytest.approx(expected, rel=1e-4)
+    assert fused == pytest.approx(alone, rel=1e-6)
+    assert both.source_counts["log_metric_disagreements"] == 0
+
+
+def test_metrics_cost_the_minutes_logs_stopped_seeing() -> None:
+    logs = list(steady(10.0, H0, 1800.0))
+    engine = priced_engine()
+    # The metric counts the whole hour; the logs stop at half time.
+    hour = [*logs, *steady(10.0, H0 + 1800.0, 1800.0, seed=4)]
+    run(engine, [*logs, *counted(hour)])
+    total = engine.computed_cost(CTX, H0, H0 + 3600.0)
+    # 30 minutes of 600 calls at 100 ms and 128 MB priced from the metric,
+    # beside the logs' own cost of the first half.
+    per_call = 2e-7 + 128 / 1024 * 0.1005 * 0.0000166667
+    metric_part = total - len(logs) * 1e-4
+    assert metric_part == pytest.approx(30 * 600 * per_call, rel=0.1)
+
+
+def test_logs_short_of_the_metric_become_evidence() -> None:
+    base = list(steady(10.0, T0, 900.0))
+    flood = list(steady(200.0, T0 + 900.0, 60.0, seed=2))
+    logs = [*base, *flood]
+    # The metric counts four times what the logs show: logs are being dropped.
+    metrics = [m for m in counted(base, factor=4.0) if m.time < T0 + 840.0]
+    engine = priced_engine()
+    transitions = spikes(run(engine, [*logs, *metrics]))
+    assert engine.source_counts["log_metric_disagreements"] >= 10
+    opened = transitions[0]
+    entry = opened.evidence["sources"]["metrics"]
+    last = entry["last_disagreement"]
+    assert last["metric_invocations"] == pytest.approx(4 * last["log_invocations"])
+    assert "dropping logs" in last["note"]
+
+
+def test_a_second_source_escalates_a_warning_to_critical() -> None:
+    model = pricing_model(resize=10240)
+    base = list(steady(10.0, T0, 900.0))
+    spike = list(steady(35.0, T0 + 900.0, 300.0, seed=2))
+    after = list(steady(10.0, T0 + 1200.0, 300.0, seed=3))
+    logs = [*base, *spike, *after]
+    logs_alone = spikes(run(priced_engine(pricing_model(resize=10240)), logs))
+    assert {t.severity for t in logs_alone} == {WARNING}
+    fused = spikes(run(priced_engine(model), [*logs, *counted(logs)]))
+    assert fused[0].severity == WARNING
+    escalated = [t for t in fused if t.severity == CRITICAL]
+    assert escalated, [t.evidence for t in fused]
+    assert escalated[0].evidence["sources_agreeing"] == ["logs", "metrics"]
+    assert escalated[0].evidence["source"] == "invocations"
+
+
+def test_bad_metric_values_are_ignored_and_counted() -> None:
+    engine = priced_engine()
+    bad = [
+        Metric(CTX, T0, "AWS/Lambda", "Invocations", math.nan, 1.0, 1.0, 1.0),
+        Metric(CTX, T0, "AWS/Lambda", "Duration", -5.0, 1.0, 1.0, 1.0),
+        Metric(CTX, T0, "AWS/Lambda", "Invocations", 3.0, math.inf, 1.0, 1.0),
+    ]
+    assert run(engine, list(bad)) == []
+    assert engine.source_counts["metric_rejected"] == 3
+    assert engine.computed_cost(CTX, T0, T0 + 3600.0) == 0.0
+
+
+def test_snapshot_and_restore_keep_the_metric_state() -> None:
+    base = metric_minutes(METRIC_ONLY, T0, 40, 1000.0)
+    flood = metric_minutes(METRIC_ONLY, T0 + 2400.0, 5, 10_000.0, seed=2)
+    after = metric_minutes(METRIC_ONLY, T0 + 2700.0, 10, 1000.0, seed=3)
+    events = sorted([*base, *flood, *after], key=lambda e: e.time)
+    whole = run(priced_engine(), events)
+    cut = len(base) + 3
+    first = priced_engine()
+    head = run(first, events[:cut], flush=False)
+    second = priced_engine()
+    second.restore(0, first.snapshot(0))
+    tail = run(second, events[cut:])
+    assert whole
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+
+
+def test_ring_keeps_recent_buckets_and_refuses_older_ones() -> None:
+    ring = Ring(3600.0, 3, "d")
+    ring.add(0.0, 1.0)
+    ring.add(3600.0, 2.0)
+    ring.add_span(7200.0, 10800.0 + 1800.0, 3.0)  # 2 in hour 2, 1 in hour 3
+    assert ring.total(3600.0, 7200.0) == pytest.approx(2.0)
+    assert ring.total(7200.0, 10800.0) == pytest.approx(2.0)
+    assert ring.total(3600.0, 14400.0) == pytest.approx(5.0)
+    assert ring.total(0.0, 3600.0) is None  # hour 0 was overwritten
+    assert ring.add(0.0, 1.0) is False
+    # Half an hour counts half of its bucket.
+    assert ring.total(3600.0, 5400.0) == pytest.approx(1.0)
