@@ -284,7 +284,10 @@ def invocation_from_array(data: Any) -> Invocation | None:
         and type(lineage) is int
         and type(count) is int
     ):
-        context = _CONTEXTS.get(tuple(parts))
+        try:
+            context = _CONTEXTS.get(tuple(parts))
+        except TypeError:  # an unhashable part: the checked path says so
+            return None
         if context is not None:
             return Invocation(
                 context, time, request_id, duration, billed, memory, max_memory,
@@ -343,7 +346,10 @@ def _context(parts: Any, source: str, position: str) -> Context:
     if type(parts) is not list:
         raise ParseError(source, position, "context must be 5 strings")
     key = tuple(parts)
-    context = _CONTEXTS.get(key)
+    try:
+        context = _CONTEXTS.get(key)
+    except TypeError:  # an unhashable part, so not a string
+        context = None
     if context is None:
         if len(key) != 5 or not all(type(p) is str for p in key):
             raise ParseError(source, position, "context must be 5 strings")

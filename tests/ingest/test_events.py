@@ -116,6 +116,7 @@ BAD: list[tuple[str, bytes, str]] = [
     ("context parts", replace(EVENTS[0], 2, ["aws", "1", "r", "f"]), "5 strings"),
     ("context types", replace(EVENTS[0], 2, ["aws", "1", "r", "f", 1]), "5 strings"),
     ("context object", replace(EVENTS[0], 2, {"a": 1}), "5 strings"),
+    ("context nested", replace(EVENTS[0], 2, [["a"], "1", "r", "f", "q"]), "5 strings"),
     ("request id", replace(EVENTS[0], 4, 17), "request_id is int"),
     ("memory text", replace(EVENTS[0], 7, "256"), "memory_mb"),
     ("memory bool", replace(EVENTS[0], 7, True), "memory_mb"),
