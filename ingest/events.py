@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, TypeAlias
 import orjson
 
 from dowguard.errors import ParseError
+from ingest.formats.common import LATEST_EVENT_TIME_S
 
 
 class Context(NamedTuple):
@@ -239,6 +240,7 @@ _ARRAY_VALUES = {
 _CONTEXTS: dict[tuple[str, ...], Context] = {}
 _MAX_CONTEXTS = 65536
 _NUMBER = (int, float)
+_INVOCATION_ITEMS = 3 + _ARRAY_FIELDS[Invocation]
 
 
 def encode_event_array(event: Event) -> bytes:
@@ -246,6 +248,52 @@ def encode_event_array(event: Event) -> bytes:
     cls = type(event)
     head = [EVENT_ARRAY_VERSION, _TYPE_NAMES[cls], list(event.context)]
     return orjson.dumps([*head, *_ARRAY_VALUES[cls](event)])
+
+
+def invocation_from_array(data: Any) -> Invocation | None:
+    """The invocation in ``data`` if it is a well-formed one, else ``None``.
+
+    The one check a daemon makes of almost every message, in one expression
+    over the unpacked array; anything it does not accept (another event
+    type, a context seen for the first time, any doubtful field) is left to
+    :func:`event_from_array`, which names what is wrong.
+    """
+    if type(data) is not list or len(data) != _INVOCATION_ITEMS:
+        return None
+    (version, name, parts, time, request_id, duration, billed, memory,
+     max_memory, init, status, arch, trace_id, lineage, count) = data  # fmt: skip
+    if (
+        version == EVENT_ARRAY_VERSION
+        and name == "invocation"
+        and type(parts) is list
+        and type(time) is float
+        and 0.0 <= time <= LATEST_EVENT_TIME_S
+        and type(request_id) is str
+        and type(duration) is float
+        and 0.0 <= duration < 1e9
+        and type(billed) is float
+        and 0.0 <= billed < 1e9
+        and type(memory) is int
+        and 0 < memory <= 1 << 20
+        and type(max_memory) is int
+        and type(init) is float
+        and 0.0 <= init < 1e9
+        and type(status) is str
+        and type(arch) is str
+        and type(trace_id) is str
+        and type(lineage) is int
+        and type(count) is int
+    ):
+        try:
+            context = _CONTEXTS.get(tuple(parts))
+        except TypeError:  # an unhashable part: the checked path says so
+            return None
+        if context is not None:
+            return Invocation(
+                context, time, request_id, duration, billed, memory, max_memory,
+                init, status, arch, trace_id, lineage, count,
+            )  # fmt: skip
+    return None
 
 
 def event_from_array(data: list[Any], source: str, position: str) -> Event:
@@ -298,7 +346,10 @@ def _context(parts: Any, source: str, position: str) -> Context:
     if type(parts) is not list:
         raise ParseError(source, position, "context must be 5 strings")
     key = tuple(parts)
-    context = _CONTEXTS.get(key)
+    try:
+        context = _CONTEXTS.get(key)
+    except TypeError:  # an unhashable part, so not a string
+        context = None
     if context is None:
         if len(key) != 5 or not all(type(p) is str for p in key):
             raise ParseError(source, position, "context must be 5 strings")

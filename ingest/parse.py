@@ -27,6 +27,7 @@ from ingest.events import (
     Event,
     event_from_array,
     event_from_dict,
+    invocation_from_array,
 )
 from ingest.formats.cloudwatch import looks_like_cloudwatch, parse_cloudwatch
 from ingest.formats.common import (
@@ -78,11 +79,12 @@ def parse_message(raw: bytes, source: str, key: bytes | None = None) -> list[Eve
     none itself (see :meth:`Context.from_key`). A message is one unit: the
     first bad record in it rejects the whole message.
     """
-    if not isinstance(raw, (bytes, bytearray)):
-        raise ParseError(
-            source, "offset 0", f"expected bytes, got {type(raw).__name__}"
-        )
-    raw = bytes(raw)
+    if type(raw) is not bytes:
+        if not isinstance(raw, (bytes, bytearray)):
+            raise ParseError(
+                source, "offset 0", f"expected bytes, got {type(raw).__name__}"
+            )
+        raw = bytes(raw)
     check_size(raw, source)
     if raw.startswith(EVENT_ARRAY_PREFIX):
         # dowguard's own array form, as published to Kafka: no format search.
@@ -90,6 +92,9 @@ def parse_message(raw: bytes, source: str, key: bytes | None = None) -> list[Eve
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ParseError(source, "offset 0", f"invalid JSON: {exc}") from exc
+        event = invocation_from_array(doc)
+        if event is not None:
+            return [event]
         return _own_array(doc, source, "offset 0")
     if not raw.strip():
         raise ParseError(source, "offset 0", "empty message")

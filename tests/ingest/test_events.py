@@ -24,6 +24,7 @@ from ingest.events import (
     decode_event,
     encode_event,
     encode_event_array,
+    invocation_from_array,
 )
 from ingest.parse import parse_message, read_path
 from ingest.partitioning import murmur2, partition_for, partitions_for
@@ -115,6 +116,7 @@ BAD: list[tuple[str, bytes, str]] = [
     ("context parts", replace(EVENTS[0], 2, ["aws", "1", "r", "f"]), "5 strings"),
     ("context types", replace(EVENTS[0], 2, ["aws", "1", "r", "f", 1]), "5 strings"),
     ("context object", replace(EVENTS[0], 2, {"a": 1}), "5 strings"),
+    ("context nested", replace(EVENTS[0], 2, [["a"], "1", "r", "f", "q"]), "5 strings"),
     ("request id", replace(EVENTS[0], 4, 17), "request_id is int"),
     ("memory text", replace(EVENTS[0], 7, "256"), "memory_mb"),
     ("memory bool", replace(EVENTS[0], 7, True), "memory_mb"),
@@ -183,3 +185,17 @@ def test_partitions_for_many_keys_match_one_at_a_time(partitions: int) -> None:
         partition_for(key, partitions) for key in many
     ]
     assert partitions_for([], partitions) == []
+
+
+def test_fast_invocation_path_declines_what_it_cannot_vouch_for() -> None:
+    fresh = Invocation(CTX._replace(function="never-seen"), 1.0, "r", 1.0, 1.0, 128)
+    values = fields_of(fresh)
+    # A context seen for the first time goes through the checked path once.
+    assert invocation_from_array(values) is None
+    assert decode_event(encoded(values), SRC) == fresh
+    assert invocation_from_array(fields_of(fresh)) == fresh
+    for index, value in ((3, 1), (7, True), (5, -1.0), (14, 1.0), (0, "x")):
+        doubtful = fields_of(fresh)
+        doubtful[index] = value
+        assert invocation_from_array(doubtful) is None
+    assert invocation_from_array(fields_of(EVENTS[1])) is None
