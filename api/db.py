@@ -2,18 +2,19 @@
 
 SQLite is opened in WAL mode with a busy timeout; write transactions take the
 write lock when they begin and reads run without one, so the daemon and the
-API can share one file.
+API can share one file. Pooled server connections are checked after idling.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 WRITE_OPTION = "dowguard_write"
 #: How long a SQLite writer waits for the lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: A pooled server connection idle this long is pinged before it is used.
+PING_AFTER_IDLE_S = 10.0
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -37,8 +40,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("json_serializer", _dumps)
     kwargs.setdefault("json_deserializer", orjson.loads)
     if parsed.get_backend_name() != "sqlite":
-        kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **kwargs)
+        engine = create_engine(url, **kwargs)
+        if not kwargs.get("pool_pre_ping"):
+            _ping_when_idle(engine)
+        return engine
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("check_same_thread", False)
     memory = parsed.database in (None, "", ":memory:")
@@ -48,6 +53,31 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     _tune_sqlite(engine, wal=not memory)
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    # A ping before every checkout (pool_pre_ping) is one more round trip per
+    # request; a connection in steady use is known to be alive. One that sat
+    # idle may have been closed by the server, a proxy or a restart: it is
+    # pinged, and on failure replaced before anyone uses it.
+    # Limitation: after a server restart, one request on a busy pool fails (503).
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            logger.info("pooled connection dead after idling error=%s", exc)
+            # The pool drops this connection and checks out another.
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
 
 
 def _dumps(value: Any) -> str:

@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Select[Any])
+#: Tables listed newest first, by creation time and then id.
+Created = TypeVar("Created", SilenceRow, ActionRow)
 
 #: Alert states as people see them, derived from status, ack and silences.
 OPEN = "open"
@@ -983,25 +985,7 @@ class SqlStore:
             filters += [SilenceRow.starts_at <= now, SilenceRow.ends_at > now]
         elif state == EXPIRED:
             filters.append(SilenceRow.ends_at <= now)
-        after = decode_cursor(cursor, "created_at", "desc") if cursor else None
-        with self._session() as session:
-            count = session.scalar(
-                select(func.count()).select_from(SilenceRow).where(*filters)
-            )
-            stmt = _keyset(
-                select(SilenceRow).where(*filters),
-                SilenceRow.created_at,
-                SilenceRow.id,
-                "desc",
-                after,
-            ).limit(limit + 1)
-            rows = list(session.scalars(stmt))
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            next_cursor = encode_cursor("created_at", "desc", last.created_at, last.id)
-        return Page(rows, int(count or 0), next_cursor)
+        return self._newest_first(SilenceRow, filters, limit, cursor)
 
     def expire_silence(self, silence_id: str) -> SilenceRow:
         """End a silence now; a pending one never starts. Idempotent."""
@@ -1119,24 +1103,32 @@ class SqlStore:
             filters.append(ActionRow.fingerprint == query.fingerprint)
         if query.since is not None:
             filters.append(ActionRow.created_at >= query.since)
-        after = (
-            decode_cursor(query.cursor, "created_at", "desc") if query.cursor else None
-        )
+        return self._newest_first(ActionRow, filters, query.limit, query.cursor)
+
+    def _newest_first(
+        self,
+        table: type[Created],
+        filters: Sequence[ColumnElement[bool]],
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Created]:
+        """One page of ``table`` by ``created_at`` descending, with the count."""
+        after = decode_cursor(cursor, "created_at", "desc") if cursor else None
         with self._session() as session:
             count = session.scalar(
-                select(func.count()).select_from(ActionRow).where(*filters)
+                select(func.count()).select_from(table).where(*filters)
             )
             stmt = _keyset(
-                select(ActionRow).where(*filters),
-                ActionRow.created_at,
-                ActionRow.id,
+                select(table).where(*filters),
+                table.created_at,
+                table.id,
                 "desc",
                 after,
-            ).limit(query.limit + 1)
+            ).limit(limit + 1)
             rows = list(session.scalars(stmt))
         next_cursor = None
-        if len(rows) > query.limit:
-            rows = rows[: query.limit]
+        if len(rows) > limit:
+            rows = rows[:limit]
             last = rows[-1]
             next_cursor = encode_cursor("created_at", "desc", last.created_at, last.id)
         return Page(rows, int(count or 0), next_cursor)

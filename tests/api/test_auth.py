@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from api.app import create_app
-from api.security import ADMIN, DEV_KEY, OPERATOR, VIEWER, hash_key
+from api.security import (
+    ADMIN,
+    DEV_KEY,
+    KEY_CACHE_S,
+    OPERATOR,
+    VIEWER,
+    KeyResolver,
+    Principal,
+    create_key,
+    hash_key,
+)
 from api.store import SqlStore
 from dowguard.config import Settings
 from tests.api.conftest import Api, FakeClock, TestClient
@@ -96,6 +106,31 @@ def test_a_revoked_key_stops_working(
     assert store.find_api_key(hash_key("dgk_secret")) is None
     assert [k.key_hash for k in store.list_api_keys()] == [hash_key("dgk_secret")]
     store.close()
+
+
+def test_a_revoked_key_stops_working_once_its_cache_entry_expires(
+    tmp_path_factory: pytest.TempPathFactory, clock: FakeClock
+) -> None:
+    path = tmp_path_factory.mktemp("keys") / "k.db"
+    store = SqlStore(f"sqlite:///{path}")
+    store.upgrade()
+    key = create_key(store, VIEWER, "ci")
+    resolver = KeyResolver(store, clock=clock)
+    assert resolver.lookup(key) == Principal("ci", VIEWER)
+    store.revoke_api_key(store.list_api_keys()[0].id)
+    # The documented grace: a verified key is trusted for KEY_CACHE_S.
+    clock.advance(KEY_CACHE_S - 0.5)
+    assert resolver.cached(key) == Principal("ci", VIEWER)
+    clock.advance(1.0)
+    assert resolver.cached(key) is None
+    assert resolver.lookup(key) is None
+    store.close()
+
+
+def test_whoami_names_the_key_and_its_role(api: Api) -> None:
+    assert api.client.get("/api/v1/whoami").status_code == 401
+    r = api.client.get("/api/v1/whoami", headers=api.auth(OPERATOR))
+    assert r.json() == {"name": "operator-test", "role": OPERATOR}
 
 
 @pytest.mark.parametrize("dev_mode", [False, True])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import create_engine, event, text
 
+from api import db
 from api.store import AlertQuery, SqlStore
 from detector.alerts import OPENED, UPDATED, Transition, fingerprint
 from ingest.events import Context
@@ -83,3 +85,23 @@ def test_two_stores_write_one_file_concurrently(tmp_path: Path) -> None:
     assert comments == rounds
     daemon.close()
     api.close()
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_killed_while_idle_is_replaced_unnoticed(
+    scratch_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_url = scratch_postgres_url
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+    engine = db.make_engine(db_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with create_engine(db_url).connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # Without the ping the pool would hand out the dead connection.
+        with engine.connect() as conn:
+            again = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert again != pid
+    finally:
+        engine.dispose()
