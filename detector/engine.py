@@ -230,6 +230,7 @@ class Engine:
             if all(c[2] for c in state.chains.values()):
                 # The last chain to end, not the last one read: partitions
                 # are read in no fixed order.
+                # Limitation: a chain read after the others all ended reopens the alert.
                 ended = max(c[3] for c in state.chains.values())
                 self._resolve_recursion(state, ended)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dowguard.config import Settings, load_settings
-from dowguard.errors import DowError, ParseError
+from dowguard.errors import ConfigError, DowError, ParseError
 
 logger = logging.getLogger(__name__)
 
@@ -381,6 +381,10 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
     from detector.metrics import METRICS
     from ingest.parse import parse_message
 
+    if settings.enforcement_tick_s <= 0:
+        raise ConfigError(
+            f"enforcement_tick_s must be positive, got {settings.enforcement_tick_s}"
+        )
     store = open_store(settings)
     firing = recent_critical_alerts(store, time.time() - CATCH_UP_S)
     enforcer = build_enforcer(settings, SqlActionLog(store))

@@ -12,6 +12,7 @@ from detector.alerts import Transition
 from detector.enforcement.audit import ActionRecord, MemoryActionLog
 from detector.enforcement.service import Enforcer, build_enforcer
 from dowguard.config import Settings
+from dowguard.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ class Rehearsal:
     """
 
     def __init__(self, settings: Settings) -> None:
+        if settings.enforcement_tick_s <= 0:
+            raise ConfigError(
+                "rehearsal: enforcement_tick_s must be positive, "
+                f"got {settings.enforcement_tick_s}"
+            )
         self.clock = _EventClock()
         self.log = MemoryActionLog()
         dry = settings.model_copy(update={"enforcement_mode": "dry_run"})

@@ -6,6 +6,7 @@ The action log is its only state, so a restarted enforcer decides the same.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,9 @@ from dowguard.errors import ConfigError
 from ingest.events import Context
 
 logger = logging.getLogger(__name__)
+
+#: The region of the client built at start when the environment names none.
+WARM_REGION = "us-east-1"
 
 
 class _CircuitOpen(Exception):
@@ -661,8 +665,13 @@ def _build_hook(settings: Settings, clock: Callable[[], float]) -> Hook:
             raise ConfigError(
                 f"enforcement_ceiling must be >= 0, got {settings.enforcement_ceiling}"
             )
+        clients = lambda_clients(settings.enforcement_aws_endpoint_url)
+        # The first client loads botocore's Lambda model, which takes about
+        # half a second; any region's client does it for all, so it is done
+        # now rather than when the first throttle is due.
+        clients(os.environ.get("AWS_DEFAULT_REGION") or WARM_REGION)
         return AwsLambdaHook(
-            lambda_clients(settings.enforcement_aws_endpoint_url),
+            clients,
             ceiling=settings.enforcement_ceiling,
             recursion_terminate=settings.enforcement_recursion_terminate,
         )

@@ -131,6 +131,29 @@ def test_a_loop_starts_with_its_earliest_chain_whatever_partition_is_read_first(
     assert out[-1].starts_at == in_order[0].starts_at
 
 
+def test_a_loop_resolves_when_its_last_chain_ends_whatever_is_read_first() -> None:
+    early = sqs_loop(CTX, hops=4, start=T0, trace_id="01" * 16)
+    late = sqs_loop(CTX, hops=4, start=T0 + 40.0, trace_id="02" * 16)
+    # A short unrelated trace moves partition 1 on, so that the end of the
+    # late chain is read before the end of the early one.
+    other = CTX._replace(function="thumbs")
+    onward = sqs_loop(other, hops=1, start=T0 + 400.0, trace_id="03" * 16)
+    engine = make_engine()
+    out: list[Transition] = []
+    for partition, spans in ((0, early), (1, [*late, *onward])):
+        for span in spans:
+            engine.process(span, partition)
+            for evidence in engine.take_evidence():
+                engine.process_evidence(evidence, 2)
+            out.extend(engine.take_transitions())
+    engine.flush()
+    for evidence in engine.take_evidence():
+        engine.process_evidence(evidence, 2)
+    out.extend(engine.take_transitions())
+    resolved = [t for t in out if t.event == RESOLVED and t.context == CTX]
+    assert [t.at for t in resolved] == [max(s.end for s in late) + 120.0]
+
+
 def test_mutual_recursion_counts_each_function() -> None:
     other = CTX._replace(function="notify")
     transitions = run(make_engine(), list(sqs_loop([CTX, other], hops=7, start=T0)))

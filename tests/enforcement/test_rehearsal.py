@@ -11,6 +11,7 @@ from detector.enforcement.audit import RELEASE, SUCCEEDED, THROTTLE
 from detector.enforcement.rehearsal import Rehearsal
 from dowguard import cli
 from dowguard.config import Settings
+from dowguard.errors import ConfigError
 
 from .conftest import context, transition
 
@@ -46,6 +47,11 @@ def test_rehearsal_is_dry_whatever_the_settings_say() -> None:
     rehearsal.observe(transition(context("resize"), starts_at=T0))
     (rec,) = rehearsal.actions()
     assert (rec.hook, rec.state) == ("dry_run", SUCCEEDED)
+
+
+def test_a_tick_interval_of_zero_is_refused() -> None:
+    with pytest.raises(ConfigError, match="enforcement_tick_s must be positive"):
+        Rehearsal(Settings(enforcement_tick_s=0.0))
 
 
 @pytest.mark.slow

@@ -80,6 +80,25 @@ class DaemonProcess:
             self.proc.wait()
             pytest.fail(f"daemon did not stop on SIGTERM\n{self.tail()}")
 
+    def run_until(
+        self,
+        condition: Callable[[], bool],
+        what: str,
+        timeout_s: float = 180.0,
+        detail: Callable[[], str] | None = None,
+    ) -> None:
+        """Wait for ``condition``, then SIGTERM; the daemon must exit with 0.
+
+        It is killed if anything on the way fails, so no daemon outlives
+        its test.
+        """
+        try:
+            wait_for(condition, what, timeout_s, detail or self.tail)
+            code = self.stop()
+            assert code == 0, f"daemon exited with {code}\n{self.tail()}"
+        finally:
+            self.kill()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

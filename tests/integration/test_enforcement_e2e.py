@@ -31,7 +31,6 @@ from tests.integration.cli_daemon import (
     DaemonProcess,
     caught_up,
     topic_env,
-    wait_for,
 )
 from tests.moto_server import CREDENTIALS, MotoAccount
 
@@ -133,17 +132,14 @@ def test_a_recursive_loop_is_throttled_in_moto_released_after_ttl_and_acted_on_o
     watch = ConcurrencyWatch(moto, function).start()
     daemon = DaemonProcess(kafka_bootstrap, env, tmp_path / "daemon.log")
     try:
-        wait_for(
+        daemon.run_until(
             lambda: any(
                 r.verb == RELEASE and r.state == SUCCEEDED for r in actions.find()
             ),
             "the throttle and its release after the TTL",
-            timeout_s=180,
             detail=lambda: f"actions={actions.find()}\n{daemon.tail()}",
         )
-        assert daemon.stop() == 0, daemon.tail()
     finally:
-        daemon.kill()
         watch.stop()
 
     # The critical alert is stored, and its first critical transition has
@@ -204,23 +200,17 @@ def test_a_recursive_loop_is_throttled_in_moto_released_after_ttl_and_acted_on_o
     replay_group = f"{group}-again"
     env["DOWGUARD_GROUP_ID"] = replay_group
     again = DaemonProcess(kafka_bootstrap, env, tmp_path / "daemon-again.log")
-    try:
-        wait_for(
-            # Evidence of the trace stage goes round its own topic.
-            lambda: caught_up(
-                kafka_bootstrap,
-                replay_group,
-                [topics["traces"], topics["evidence"]],
-                PARTITIONS,
-            ),
-            "the second daemon reading the loop again",
-            timeout_s=180,
-            detail=again.tail,
-        )
-        # SIGTERM lets the daemon finish what it handed to the enforcer.
-        assert again.stop() == 0, again.tail()
-    finally:
-        again.kill()
+    # Evidence of the trace stage goes round its own topic; SIGTERM lets the
+    # daemon finish what it handed to the enforcer.
+    again.run_until(
+        lambda: caught_up(
+            kafka_bootstrap,
+            replay_group,
+            [topics["traces"], topics["evidence"]],
+            PARTITIONS,
+        ),
+        "the second daemon reading the loop again",
+    )
     assert "recursive_trigger" in again.log.read_text()
     assert sorted((r.verb, r.state) for r in actions.find()) == [
         (RELEASE, SUCCEEDED),

@@ -22,7 +22,6 @@ from tests.integration.cli_daemon import (
     caught_up,
     dowguard,
     topic_env,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -84,15 +83,10 @@ def test_the_bundled_recording_alerts_alike_from_files_and_through_kafka(
     }
     inputs = [topics[r] for r in ("invocations", "billing", "traces", "evidence")]
     daemon = DaemonProcess(kafka_bootstrap, env, tmp_path / "daemon.log")
-    try:
-        wait_for(
-            lambda: caught_up(kafka_bootstrap, group, inputs, PARTITIONS),
-            "the daemon consuming the whole recording",
-            timeout_s=400,
-            detail=daemon.tail,
-        )
-        assert daemon.stop() == 0, daemon.tail()
-    finally:
-        daemon.kill()
+    daemon.run_until(
+        lambda: caught_up(kafka_bootstrap, group, inputs, PARTITIONS),
+        "the daemon consuming the whole recording",
+        timeout_s=400,
+    )
 
     assert final_alerts(kafka_db) == from_files

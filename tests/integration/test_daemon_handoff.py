@@ -1,0 +1,127 @@
+"""A hook that hangs does not stop the daemon from detecting and committing.
+
+The daemon runs in a thread on the real broker with the real engine; its
+sink is the hand-off wrapper around a memory sink, and the enforcer's hook
+blocks until the test lets it go.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from detector.alerts import CRITICAL
+from detector.daemon import Daemon
+from detector.enforcement import Enforcer, MemoryActionLog, Policy
+from detector.enforcement.audit import SUCCEEDED
+from detector.enforcement.handoff import AfterStore
+from detector.engine import DetectorConfig, Engine
+from detector.memory_sink import MemorySink
+from detector.metrics import DowMetrics
+from dowguard.config import Settings
+from ingest.events import Context, Invocation
+from ingest.kafka_io import make_producer, publish_events
+from tests.conftest import TopicFactory
+from tests.detector.streams import T0, sqs_loop
+from tests.integration.cli_daemon import ROLES, caught_up, wait_for
+from tests.integration.daemon_child import FAST_GROUP
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 3
+HELD_S = 120.0
+
+
+class HangingHook:
+    """Throttles only once the test sets ``go``; notes that it was called."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def throttle(
+        self, context: Context, reason: str, *, loop: bool = False
+    ) -> dict[str, Any]:
+        self.entered.set()
+        assert self.go.wait(HELD_S), "the test never let the hook go"
+        return {"reserved": None}
+
+    def release(self, context: Context, previous: dict[str, Any]) -> None:
+        return None
+
+    def read(self, context: Context) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.timeout(300)
+def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
+    kafka_bootstrap: str, unique_topics: TopicFactory
+) -> None:
+    topics = unique_topics(*ROLES, partitions=PARTITIONS)
+    group = f"handoff-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        group_id=group,
+        **{f"topic_{role}": topics[role] for role in ROLES},
+        partitions=PARTITIONS,
+        commit_interval_s=0.3,
+    )
+    loop = Context("aws", "111122223333", "us-east-1", "order-loop")
+    busy = Context("aws", "111122223333", "us-east-1", "resize")
+    streams = {r: topics[r] for r in ("invocations", "billing", "traces")}
+
+    def publish(events: list[Any]) -> None:
+        producer = make_producer(kafka_bootstrap)
+        try:
+            publish_events(producer, events, streams)
+        finally:
+            producer.close()
+
+    hook = HangingHook()
+    log = MemoryActionLog()
+    inner = MemorySink()
+    sink = AfterStore(inner, enforcer=Enforcer(hook, Policy(), log))
+    daemon = Daemon(
+        settings,
+        Engine(DetectorConfig(partitions=PARTITIONS)),
+        sink,
+        metrics=DowMetrics(CollectorRegistry()),
+        consumer_options=FAST_GROUP,
+    )
+    sink.start()
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    inputs = [topics[r] for r in ("invocations", "billing", "traces", "evidence")]
+    try:
+        publish(sqs_loop(loop, hops=8, start=T0))
+        assert hook.entered.wait(HELD_S), "the loop never reached the hook"
+        # The hook hangs; more traffic arrives and is all taken and committed.
+        later = [
+            Invocation(busy, T0 + 10 + i * 0.1, f"later-{i}", 20.0, 21.0, 128)
+            for i in range(300)
+        ]
+        publish(later)
+        wait_for(
+            lambda: (
+                daemon.events_processed >= 18 + len(later)
+                and caught_up(kafka_bootstrap, group, inputs, PARTITIONS)
+            ),
+            "every message taken and committed while the hook hangs",
+            detail=lambda: f"processed={daemon.events_processed}",
+        )
+        assert not hook.go.is_set()
+        assert any(t.severity == CRITICAL for t in inner.transitions())
+        assert sink.handoffs["enforcement"].backlog >= 1
+    finally:
+        hook.go.set()
+        daemon.stop()
+        thread.join(timeout=60)
+        sink.close()
+    assert not thread.is_alive()
+    assert [r.state for r in log.find()] == [SUCCEEDED]
