@@ -1,0 +1,240 @@
+"""Resources between functions: who writes to them and whom they trigger.
+
+Some triggers carry no trace context (S3 notifications, DynamoDB and Kinesis
+streams, a dropped header), so a loop through them shows no linked spans. The
+trace stage therefore also learns, per partition, which function wrote to
+which resource and which function a resource triggered, and pairs an
+invocation that has no traced cause with a pending write into its trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from ingest.events import SPAN_KIND_CLIENT, SPAN_KIND_PRODUCER, Span
+
+logger = logging.getLogger(__name__)
+
+#: Operations, by service, whose writes fire a trigger on the resource.
+WRITE_OPERATIONS: dict[str, frozenset[str]] = {
+    "s3": frozenset({"PutObject", "CopyObject", "CompleteMultipartUpload"}),
+    "sqs": frozenset({"SendMessage", "SendMessageBatch"}),
+    "sns": frozenset({"Publish", "PublishBatch"}),
+    "dynamodb": frozenset(
+        {
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "BatchWriteItem",
+            "TransactWriteItems",
+        }
+    ),
+    "kinesis": frozenset({"PutRecord", "PutRecords"}),
+    "events": frozenset({"PutEvents"}),
+    "eventbridge": frozenset({"PutEvents"}),
+    "sfn": frozenset({"StartExecution", "StartSyncExecution"}),
+}
+#: Resources remembered per partition; the longest idle is forgotten first.
+MAX_RESOURCES = 4096
+#: Writes waiting for the invocation they trigger, per resource.
+MAX_PENDING_WRITES = 64
+#: Writer and triggered functions remembered per resource.
+MAX_EDGES_PER_RESOURCE = 32
+
+SpanRef = tuple[str, str]
+
+
+def resource_name(destination: str) -> str:
+    """The bare name of a resource from its name, ARN or queue URL.
+
+    A trigger names its resource one way (a queue ARN, a bucket name), a
+    writer often another (a queue URL); both must meet under one key.
+    """
+    text = destination.strip()
+    if text.startswith("arn:"):
+        parts = text.split(":", 5)
+        tail = parts[5] if len(parts) == 6 else text
+        if tail.startswith(("table/", "stream/", "event-bus/")):
+            # A DynamoDB stream ARN names its table: table/NAME/stream/DATE.
+            return tail.split("/")[1]
+        if tail.startswith("stateMachine:"):
+            return tail.split(":")[1]
+        return tail
+    if text.startswith(("https://", "http://")):
+        return text.rstrip("/").rsplit("/", 1)[-1]
+    return text
+
+
+def written_resource(span: Span) -> str:
+    """The resource a span writes to in a way that fires triggers, or ``""``.
+
+    AWS SDK instrumentations name a call ``Service.Operation``; messaging
+    instrumentations mark a send with the PRODUCER kind.
+    """
+    if not span.destination or span.kind not in (SPAN_KIND_CLIENT, SPAN_KIND_PRODUCER):
+        return ""
+    service, dot, operation = span.name.partition(".")
+    if dot and operation in WRITE_OPERATIONS.get(service.lower(), ()):
+        return resource_name(span.destination)
+    if span.kind == SPAN_KIND_PRODUCER and span.messaging_system:
+        return resource_name(span.destination)
+    return ""
+
+
+@dataclass(slots=True)
+class _Rate:
+    """An event count that halves every ``half_life`` seconds of event time."""
+
+    value: float = 0.0
+    time: float = -math.inf
+
+    def add(self, time: float, half_life: float) -> None:
+        if time >= self.time:
+            self.value = self.value * math.exp2(-(time - self.time) / half_life) + 1.0
+            self.time = time
+        else:
+            self.value += math.exp2(-(self.time - time) / half_life)
+
+    def read(self, time: float, half_life: float) -> float:
+        if time <= self.time:
+            return self.value
+        return self.value * math.exp2(-(time - self.time) / half_life)
+
+
+@dataclass(slots=True)
+class _Resource:
+    last: float
+    pending: deque[tuple[float, str, str]] = field(
+        default_factory=lambda: deque(maxlen=MAX_PENDING_WRITES)
+    )
+    writers: dict[str, _Rate] = field(default_factory=dict)
+    targets: dict[str, _Rate] = field(default_factory=dict)
+
+
+class ResourceGraph:
+    """Write and trigger edges of the resources one partition's spans show.
+
+    Parameters
+    ----------
+    idle_s
+        Event-time quiet period after which a resource and its edges are
+        forgotten.
+    latency_s
+        Longest a write may wait for the invocation it triggers.
+    half_life_s
+        Memory of the write and invocation rates of an edge.
+    """
+
+    def __init__(
+        self, idle_s: float = 300.0, latency_s: float = 30.0, half_life_s: float = 30.0
+    ) -> None:
+        self.idle_s = idle_s
+        self.latency_s = latency_s
+        self.half_life_s = half_life_s
+        self._resources: OrderedDict[str, _Resource] = OrderedDict()
+        self.dropped_edges = 0
+        self.evicted = 0
+
+    @property
+    def tracked_resources(self) -> int:
+        return len(self._resources)
+
+    def edges(self) -> int:
+        """Write and trigger edges held, for memory accounting."""
+        return sum(len(r.writers) + len(r.targets) for r in self._resources.values())
+
+    def wrote(self, resource: str, writer: str, span: Span) -> None:
+        """``writer`` (a function name) wrote to ``resource`` in ``span``."""
+        res = self._touch(resource, span.time)
+        rate = self._edge(res.writers, writer, span.time)
+        if rate is not None:
+            rate.add(span.time, self.half_life_s)
+        res.pending.append((span.time, span.trace_id, span.span_id))
+
+    def triggered(self, resource: str, function: str, time: float) -> None:
+        """``resource`` triggered an invocation of ``function``."""
+        res = self._touch(resource, time)
+        rate = self._edge(res.targets, function, time)
+        if rate is not None:
+            rate.add(time, self.half_life_s)
+
+    def take_write(self, resource: str, time: float) -> SpanRef | None:
+        """The oldest pending write into ``resource`` that can have caused an
+        invocation at ``time``, removed from the pending ones."""
+        res = self._resources.get(resource)
+        if res is None:
+            return None
+        pending = res.pending
+        while pending and pending[0][0] < time - self.latency_s:
+            pending.popleft()
+        for i, (at, trace_id, span_id) in enumerate(pending):
+            if at <= time:
+                del pending[i]
+                return trace_id, span_id
+        return None
+
+    def settle(self, resource: str, refs: list[SpanRef]) -> None:
+        """A traced invocation consumed one of ``refs``: it is no longer pending."""
+        res = self._resources.get(resource)
+        if res is None or not res.pending:
+            return
+        for i, (_, trace_id, span_id) in enumerate(res.pending):
+            if (trace_id, span_id) in refs:
+                del res.pending[i]
+                return
+
+    def self_gain(self, resource: str, function: str, time: float) -> float:
+        """Writes into ``resource`` by ``function`` per invocation of it that
+        ``resource`` triggered, over the recent past."""
+        res = self._resources.get(resource)
+        if res is None:
+            return 0.0
+        wrote = res.writers.get(function)
+        fired = res.targets.get(function)
+        if wrote is None or fired is None:
+            return 0.0
+        invoked = fired.read(time, self.half_life_s)
+        return wrote.read(time, self.half_life_s) / invoked if invoked > 0 else 0.0
+
+    def expire(self, now: float) -> None:
+        """Forget resources idle for ``idle_s`` of event time."""
+        horizon = now - self.idle_s
+        resources = self._resources
+        while resources:
+            name, res = next(iter(resources.items()))
+            if res.last > horizon:
+                break
+            del resources[name]
+
+    def _touch(self, resource: str, time: float) -> _Resource:
+        res = self._resources.get(resource)
+        if res is None:
+            res = self._resources[resource] = _Resource(time)
+            if len(self._resources) > MAX_RESOURCES:
+                self._resources.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._resources.move_to_end(resource)
+            res.last = max(res.last, time)
+        return res
+
+    def _edge(
+        self, edges: dict[str, _Rate], function: str, time: float
+    ) -> _Rate | None:
+        rate = edges.get(function)
+        if rate is not None:
+            return rate
+        if len(edges) >= MAX_EDGES_PER_RESOURCE:
+            # Make room from edges gone quiet; with none, the new edge is
+            # counted and left out.
+            horizon = time - self.idle_s
+            for key in [k for k, r in edges.items() if r.time <= horizon]:
+                del edges[key]
+            if len(edges) >= MAX_EDGES_PER_RESOURCE:
+                self.dropped_edges += 1
+                return None
+        rate = edges[function] = _Rate()
+        return rate
