@@ -267,10 +267,13 @@ class TraceStage:
         if span.destination:
             trigger = resource_name(span.destination)
             if cause is not None:
-                self.resources.settle(trigger, self._refs(span))
+                self.resources.settle(trigger, self._refs(span), span.time)
             else:
                 # The trace broke at the trigger: the write into it that
                 # waited longest is taken as the cause.
+                # Limitation: before any attempt of an untraced self-requeue
+                # has stopped, fresh messages pair with its writes like a
+                # loop's generations; a bounded retry can then warn at start.
                 write = self.resources.take_write(trigger, span.time)
                 if write is not None:
                     cause, _ = self._walk_up(write)

@@ -112,6 +112,9 @@ class _Resource:
     )
     writers: dict[str, _Rate] = field(default_factory=dict)
     targets: dict[str, _Rate] = field(default_factory=dict)
+    # invocations it triggered whose trace did / did not carry over
+    linked: _Rate = field(default_factory=_Rate)
+    unlinked: _Rate = field(default_factory=_Rate)
 
 
 class ResourceGraph:
@@ -129,7 +132,7 @@ class ResourceGraph:
     """
 
     def __init__(
-        self, idle_s: float = 300.0, latency_s: float = 30.0, half_life_s: float = 30.0
+        self, idle_s: float = 300.0, latency_s: float = 30.0, half_life_s: float = 60.0
     ) -> None:
         self.idle_s = idle_s
         self.latency_s = latency_s
@@ -163,9 +166,18 @@ class ResourceGraph:
 
     def take_write(self, resource: str, time: float) -> SpanRef | None:
         """The oldest pending write into ``resource`` that can have caused an
-        invocation at ``time``, removed from the pending ones."""
+        invocation at ``time``, removed from the pending ones.
+
+        None where the trace usually carries over this trigger: there an
+        invocation without a traced cause is one that nothing traced caused.
+        """
         res = self._resources.get(resource)
         if res is None:
+            return None
+        res.unlinked.add(time, self.half_life_s)
+        if res.linked.read(time, self.half_life_s) > res.unlinked.read(
+            time, self.half_life_s
+        ):
             return None
         pending = res.pending
         while pending and pending[0][0] < time - self.latency_s:
@@ -176,10 +188,13 @@ class ResourceGraph:
                 return trace_id, span_id
         return None
 
-    def settle(self, resource: str, refs: list[SpanRef]) -> None:
+    def settle(self, resource: str, refs: list[SpanRef], time: float) -> None:
         """A traced invocation consumed one of ``refs``: it is no longer pending."""
         res = self._resources.get(resource)
-        if res is None or not res.pending:
+        if res is None:
+            return
+        res.linked.add(time, self.half_life_s)
+        if not res.pending:
             return
         for i, (_, trace_id, span_id) in enumerate(res.pending):
             if (trace_id, span_id) in refs:
@@ -197,7 +212,10 @@ class ResourceGraph:
         if wrote is None or fired is None:
             return 0.0
         invoked = fired.read(time, self.half_life_s)
-        return wrote.read(time, self.half_life_s) / invoked if invoked > 0 else 0.0
+        # The invocation being judged has not written yet: count its write,
+        # or a steady loop would always look one write short.
+        written = wrote.read(time, self.half_life_s) + 1.0
+        return written / invoked if invoked > 0 else 0.0
 
     def expire(self, now: float) -> None:
         """Forget resources idle for ``idle_s`` of event time."""

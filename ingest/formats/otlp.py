@@ -56,6 +56,11 @@ _DESTINATION_KEYS = (
     "aws.s3.bucket",
     "aws.kinesis.stream_name",
     "aws.sqs.queue.url",
+    "aws.sqs.queue_url",
+    "aws.sqs.queue_name",
+    "aws.step_functions.state_machine.arn",
+    # The bucket or table whose change triggered a datasource invocation.
+    "faas.document.collection",
 )
 #: Attributes that carry a whole X-Ray trace header (with its Lineage).
 _TRACE_HEADER_KEYS = ("aws.xray.trace_header", "AWSTraceHeader", "_X_AMZN_TRACE_ID")
