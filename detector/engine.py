@@ -628,6 +628,13 @@ class Engine:
                 f"{context.function}: spend {evidence.get('rate_usd_per_hour')} USD/h"
                 f" against a baseline of {evidence.get('baseline_usd_per_hour')} USD/h"
             )
+        elif evidence.get("method") == "resource":
+            resources = evidence.get("resources")
+            through = ", ".join(resources) if isinstance(resources, list) else "?"
+            summary = (
+                f"{context.function}: its writes to {through} trigger it again; "
+                f"re-entered {evidence.get('hops')} times"
+            )
         else:
             summary = (
                 f"{context.function}: causal chain re-entered it "

@@ -271,6 +271,8 @@ class TraceStage:
             else:
                 # The trace broke at the trigger: the write into it that
                 # waited longest is taken as the cause.
+                # Limitation: writes pair only within a trace partition; a
+                # daemon with P partitions needs about P times the re-entries.
                 # Limitation: before any attempt of an untraced self-requeue
                 # has stopped, fresh messages pair with its writes like a
                 # loop's generations; a bounded retry can then warn at start.

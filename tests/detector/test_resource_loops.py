@@ -10,6 +10,7 @@ from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
 from detector.engine import RECURSIVE_TRIGGER, DetectorConfig, Engine
 from detector.evidence import CHAIN, Evidence
 from detector.recursion import TraceStage, projected_per_hour
+from detector.replay import replay_events
 from detector.resources import MAX_RESOURCES, ResourceGraph, resource_name
 from ingest.events import Span
 from tests.detector.loops import TRIGGERS, loop
@@ -64,6 +65,9 @@ def test_s3_loop_with_broken_traces_alerts_at_the_third_reentry() -> None:
     assert alert.evidence["resources"] == ["photos"]
     assert alert.evidence["via"] == "photos"
     assert alert.severity == WARNING
+    assert alert.summary == (
+        "worker: its writes to photos trigger it again; re-entered 3 times"
+    )
     # It opened on the fourth invocation itself, not later.
     assert alert.at == max(s.time for s in spans if s.invocation_id)
 
@@ -78,6 +82,17 @@ def test_long_s3_loop_turns_critical_and_resolves_when_it_stops() -> None:
     assert kinds[0] == (OPENED, WARNING)
     assert ("updated", CRITICAL) in kinds
     assert kinds[-1][0] == RESOLVED
+
+
+def test_broken_s3_loop_spread_over_trace_partitions_is_flagged_in_time() -> None:
+    # Each generation is a new trace, so a replay (like the daemon) puts the
+    # generations on different partitions; each sees part of the loop.
+    spans = parse(loop("s3", generations=16))
+    transitions = replay_events(make_engine(), spans)
+    first = opened(list(transitions))
+    assert first and first[0].evidence["method"] == "resource"
+    sixteenth = sorted(s.time for s in spans if s.invocation_id)[-1]
+    assert first[0].at < sixteenth  # before the platform's own loop breaker
 
 
 def test_write_to_a_bucket_that_triggers_another_function_does_not_alert() -> None:
