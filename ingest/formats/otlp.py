@@ -59,6 +59,12 @@ _DESTINATION_KEYS = (
     "aws.sqs.queue_url",
     "aws.sqs.queue_name",
     "aws.step_functions.state_machine.arn",
+    # The names the Java AWS SDK instrumentation gives them.
+    "aws.bucket.name",
+    "aws.queue.url",
+    "aws.queue.name",
+    "aws.stream.name",
+    "aws.table.name",
     # The bucket or table whose change triggered a datasource invocation.
     "faas.document.collection",
 )

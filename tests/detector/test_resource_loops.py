@@ -130,6 +130,30 @@ def test_write_to_a_bucket_that_triggers_another_function_does_not_alert() -> No
     assert run(make_engine(), parse(exports)) == []
 
 
+def test_java_sdk_attribute_names_name_the_resource_too() -> None:
+    exports = []
+    for i in range(4):
+        at = T0 + i * 1.5
+        inv = invocation(
+            "worker",
+            trace_id(),
+            at,
+            "datasource",
+            {"faas.document.collection": "photos"},
+        )
+        put = sdk_call(
+            inv["traceId"],
+            inv["spanId"],
+            "S3",
+            "PutObject",
+            at + 0.1,
+            {"aws.bucket.name": "photos", "aws.agent": "java-aws-sdk"},
+        )
+        exports.append(lambda_export("worker", [inv, put]))
+    (alert,) = opened(run(make_engine(), parse(exports)))
+    assert alert.evidence["resources"] == ["photos"]
+
+
 def test_reads_of_the_triggering_bucket_are_no_writes() -> None:
     exports = []
     for i in range(10):
