@@ -276,7 +276,7 @@ class TraceStage:
                 # Limitation: before any attempt of an untraced self-requeue
                 # has stopped, fresh messages pair with its writes like a
                 # loop's generations; a bounded retry can then warn at start.
-                write = self.resources.take_write(trigger, span.time)
+                write = self.resources.take_write(trigger, span.time, span.resource_key)
                 if write is not None:
                     cause, _ = self._walk_up(write)
                     resource = trigger if cause is not None else ""

@@ -107,7 +107,8 @@ class _Rate:
 @dataclass(slots=True)
 class _Resource:
     last: float
-    pending: deque[tuple[float, str, str]] = field(
+    # (time, trace id, span id, item key) of writes not yet taken
+    pending: deque[tuple[float, str, str, str]] = field(
         default_factory=lambda: deque(maxlen=MAX_PENDING_WRITES)
     )
     writers: dict[str, _Rate] = field(default_factory=dict)
@@ -155,7 +156,7 @@ class ResourceGraph:
         rate = self._edge(res.writers, writer, span.time)
         if rate is not None:
             rate.add(span.time, self.half_life_s)
-        res.pending.append((span.time, span.trace_id, span.span_id))
+        res.pending.append((span.time, span.trace_id, span.span_id, span.resource_key))
 
     def triggered(self, resource: str, function: str, time: float) -> None:
         """``resource`` triggered an invocation of ``function``."""
@@ -164,12 +165,15 @@ class ResourceGraph:
         if rate is not None:
             rate.add(time, self.half_life_s)
 
-    def take_write(self, resource: str, time: float) -> SpanRef | None:
-        """The oldest pending write into ``resource`` that can have caused an
-        invocation at ``time``, removed from the pending ones.
+    def take_write(self, resource: str, time: float, key: str = "") -> SpanRef | None:
+        """The pending write into ``resource`` that caused an invocation at
+        ``time``, removed from the pending ones.
 
-        None where the trace usually carries over this trigger: there an
-        invocation without a traced cause is one that nothing traced caused.
+        With item keys on both sides (an object key, a message id), only the
+        write of the very item that fired the trigger; else the oldest
+        write. None where the trace usually carries over this trigger: there
+        an invocation without a traced cause is one that nothing traced
+        caused.
         """
         res = self._resources.get(resource)
         if res is None:
@@ -182,8 +186,9 @@ class ResourceGraph:
         pending = res.pending
         while pending and pending[0][0] < time - self.latency_s:
             pending.popleft()
-        for i, (at, trace_id, span_id) in enumerate(pending):
-            if at <= time:
+        keyed = bool(key) and any(entry[3] for entry in pending)
+        for i, (at, trace_id, span_id, written) in enumerate(pending):
+            if at <= time and (not keyed or written == key):
                 del pending[i]
                 return trace_id, span_id
         return None
@@ -196,7 +201,7 @@ class ResourceGraph:
         res.linked.add(time, self.half_life_s)
         if not res.pending:
             return
-        for i, (_, trace_id, span_id) in enumerate(res.pending):
+        for i, (_, trace_id, span_id, _key) in enumerate(res.pending):
             if (trace_id, span_id) in refs:
                 del res.pending[i]
                 return

@@ -154,6 +154,49 @@ def test_java_sdk_attribute_names_name_the_resource_too() -> None:
     assert alert.evidence["resources"] == ["photos"]
 
 
+def _keyed_bucket(
+    uploads: int, writes_key: str, loops: bool
+) -> list[dict[str, object]]:
+    """A function triggered by uploads to "photos" that writes there too.
+
+    loops: each write is the object that triggers the next invocation (its
+    key grows by a prefix per generation); else the writes go under
+    ``writes_key``, which the trigger's filter leaves out, while uploads
+    keep coming.
+    """
+    exports = []
+    key = "uploads/cat.jpg"
+    for i in range(uploads):
+        at = T0 + i * 1.5
+        if not loops:
+            key = f"uploads/{i}.jpg"
+        inv = invocation(
+            "worker",
+            trace_id(),
+            at,
+            "datasource",
+            {"faas.document.collection": "photos", "faas.document.name": key},
+        )
+        written = f"{writes_key}/{key}"
+        put = sdk_call(
+            inv["traceId"],
+            inv["spanId"],
+            "S3",
+            "PutObject",
+            at + 0.1,
+            {"aws.s3.bucket": "photos", "aws.s3.key": written},
+        )
+        exports.append(lambda_export("worker", [inv, put]))
+        key = written
+    return exports
+
+
+def test_object_keys_tell_a_loop_from_writes_the_trigger_filters_out() -> None:
+    looped = opened(run(make_engine(), parse(_keyed_bucket(4, "thumb", True))))
+    assert [t.evidence["hops"] for t in looped] == [3]
+    assert run(make_engine(), parse(_keyed_bucket(30, "thumbs", False))) == []
+
+
 def test_reads_of_the_triggering_bucket_are_no_writes() -> None:
     exports = []
     for i in range(10):
