@@ -53,6 +53,8 @@ def resource_name(destination: str) -> str:
     A trigger names its resource one way (a queue ARN, a bucket name), a
     writer often another (a queue URL); both must meet under one key.
     """
+    # Limitation: a bare name merges same-named resources of two services or
+    # accounts seen on one partition (a queue and a table both "jobs").
     text = destination.strip()
     if text.startswith("arn:"):
         parts = text.split(":", 5)
@@ -186,6 +188,8 @@ class ResourceGraph:
         pending = res.pending
         while pending and pending[0][0] < time - self.latency_s:
             pending.popleft()
+        # Limitation: without item keys, writes that the trigger's filter
+        # leaves out (another prefix of the same bucket) look like a loop.
         keyed = bool(key) and any(entry[3] for entry in pending)
         for i, (at, trace_id, span_id, written) in enumerate(pending):
             if at <= time and (not keyed or written == key):
