@@ -289,6 +289,8 @@ class TraceStage:
         name = "/".join(span.context)
         counts = dict(cause.counts) if cause is not None and cause.counts else {}
         counts[name] = counts.get(name, 0) + 1
+        # Limitation: only a function writing to its own trigger is bounded
+        # by its rates; f -> R1 -> g -> R2 -> f relies on pairing alone.
         if (
             resource
             and cause is not None
