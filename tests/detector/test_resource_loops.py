@@ -72,6 +72,16 @@ def test_s3_loop_with_broken_traces_alerts_at_the_third_reentry() -> None:
     assert alert.at == max(s.time for s in spans if s.invocation_id)
 
 
+def test_s3_loop_in_export_order_is_followed() -> None:
+    # Tracers export an invocation's spans when it ends, children first.
+    spans = parse(loop("s3", generations=5))
+    by_export = sorted(spans, key=lambda s: (s.end, -s.time))
+    transitions = run(make_engine(), by_export)
+    (alert,) = opened(transitions)
+    assert alert.evidence["method"] == "resource"
+    assert alert.evidence["hops"] >= 3
+
+
 def test_s3_loop_two_reentries_do_not_alert() -> None:
     assert run(make_engine(), parse(loop("s3", generations=3))) == []
 
