@@ -196,7 +196,7 @@ class TraceStage:
         if node.is_invocation:
             if span.destination:
                 self.resources.triggered(
-                    resource_name(span.destination), _edge_name(span), span.time
+                    _resource_of(span.destination), _edge_name(span), span.time
                 )
             self._try_resolve(node, out, force=False)
         else:
@@ -265,7 +265,7 @@ class TraceStage:
         resource = ""
         span = node.span
         if span.destination:
-            trigger = resource_name(span.destination)
+            trigger = _resource_of(span.destination)
             if cause is not None:
                 self.resources.settle(trigger, self._refs(span), span.time)
             else:
@@ -446,6 +446,19 @@ class TraceStage:
         del self._traces[trace_id]
         for ref in [r for r in self._waiting if r[0] == trace_id]:
             del self._waiting[ref]
+
+
+_NAMES: dict[str, str] = {}
+
+
+def _resource_of(destination: str) -> str:
+    """:func:`resource_name`, remembered: a partition sees few destinations."""
+    name = _NAMES.get(destination)
+    if name is None:
+        if len(_NAMES) >= 4096:
+            _NAMES.clear()
+        name = _NAMES[destination] = resource_name(destination)
+    return name
 
 
 def _edge_name(span: Span) -> str:

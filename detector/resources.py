@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ingest.events import SPAN_KIND_CLIENT, SPAN_KIND_PRODUCER, Span
@@ -43,6 +43,9 @@ MAX_RESOURCES = 4096
 MAX_PENDING_WRITES = 64
 #: Writer and triggered functions remembered per resource.
 MAX_EDGES_PER_RESOURCE = 32
+
+#: Weight of one invocation in a resource's share of traced invocations.
+_LINKED_WEIGHT = 1.0 / 16.0
 
 SpanRef = tuple[str, str]
 
@@ -109,15 +112,15 @@ class _Rate:
 @dataclass(slots=True)
 class _Resource:
     last: float
-    # (time, trace id, span id, item key) of writes not yet taken
-    pending: deque[tuple[float, str, str, str]] = field(
-        default_factory=lambda: deque(maxlen=MAX_PENDING_WRITES)
-    )
+    # writes not yet taken, oldest first: span -> (time, item key)
+    pending: dict[SpanRef, tuple[float, str]] = field(default_factory=dict)
     writers: dict[str, _Rate] = field(default_factory=dict)
     targets: dict[str, _Rate] = field(default_factory=dict)
-    # invocations it triggered whose trace did / did not carry over
-    linked: _Rate = field(default_factory=_Rate)
-    unlinked: _Rate = field(default_factory=_Rate)
+    # share of the invocations it triggered whose trace carried over
+    linked: float = 0.0
+
+    def carries_trace(self) -> bool:
+        return self.linked > 0.5
 
 
 class ResourceGraph:
@@ -155,14 +158,21 @@ class ResourceGraph:
     def wrote(self, resource: str, writer: str, span: Span) -> None:
         """``writer`` (a function name) wrote to ``resource`` in ``span``."""
         res = self._touch(resource, span.time)
+        if res.carries_trace():
+            return  # nothing to pair, nor to bound
         rate = self._edge(res.writers, writer, span.time)
         if rate is not None:
             rate.add(span.time, self.half_life_s)
-        res.pending.append((span.time, span.trace_id, span.span_id, span.resource_key))
+        pending = res.pending
+        pending[span.trace_id, span.span_id] = (span.time, span.resource_key)
+        if len(pending) > MAX_PENDING_WRITES:
+            del pending[next(iter(pending))]
 
     def triggered(self, resource: str, function: str, time: float) -> None:
         """``resource`` triggered an invocation of ``function``."""
         res = self._touch(resource, time)
+        if res.carries_trace():
+            return
         rate = self._edge(res.targets, function, time)
         if rate is not None:
             rate.add(time, self.half_life_s)
@@ -180,21 +190,20 @@ class ResourceGraph:
         res = self._resources.get(resource)
         if res is None:
             return None
-        res.unlinked.add(time, self.half_life_s)
-        if res.linked.read(time, self.half_life_s) > res.unlinked.read(
-            time, self.half_life_s
-        ):
+        res.linked -= res.linked * _LINKED_WEIGHT
+        if res.carries_trace():
             return None
         pending = res.pending
-        while pending and pending[0][0] < time - self.latency_s:
-            pending.popleft()
+        horizon = time - self.latency_s
+        for ref in [r for r, (at, _) in pending.items() if at < horizon]:
+            del pending[ref]
         # Limitation: without item keys, writes that the trigger's filter
         # leaves out (another prefix of the same bucket) look like a loop.
-        keyed = bool(key) and any(entry[3] for entry in pending)
-        for i, (at, trace_id, span_id, written) in enumerate(pending):
+        keyed = bool(key) and any(written for _, written in pending.values())
+        for ref, (at, written) in pending.items():
             if at <= time and (not keyed or written == key):
-                del pending[i]
-                return trace_id, span_id
+                del pending[ref]
+                return ref
         return None
 
     def settle(self, resource: str, refs: list[SpanRef], time: float) -> None:
@@ -202,13 +211,12 @@ class ResourceGraph:
         res = self._resources.get(resource)
         if res is None:
             return
-        res.linked.add(time, self.half_life_s)
-        if not res.pending:
-            return
-        for i, (_, trace_id, span_id, _key) in enumerate(res.pending):
-            if (trace_id, span_id) in refs:
-                del res.pending[i]
-                return
+        res.linked += (1.0 - res.linked) * _LINKED_WEIGHT
+        pending = res.pending
+        if pending:
+            for ref in refs:
+                if pending.pop(ref, None) is not None:
+                    return
 
     def self_gain(self, resource: str, function: str, time: float) -> float:
         """Writes into ``resource`` by ``function`` per invocation of it that
