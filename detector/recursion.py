@@ -21,7 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
-from detector.resources import ResourceGraph, resource_name, written_resource
+from detector.resources import (
+    ResourceGraph,
+    edge_name,
+    resource_name,
+    written_resource,
+)
 from ingest.events import SPAN_KIND_CONSUMER, SPAN_KIND_SERVER, Context, Span
 
 logger = logging.getLogger(__name__)
@@ -195,14 +200,12 @@ class TraceStage:
             )
         if node.is_invocation:
             if span.destination:
-                self.resources.triggered(
-                    _resource_of(span.destination), _edge_name(span), span.time
-                )
+                self.resources.triggered(_resource_of(span.destination), span)
             self._try_resolve(node, out, force=False)
         else:
             written = written_resource(span)
             if written:
-                self.resources.wrote(written, _edge_name(span), span)
+                self.resources.wrote(written, span)
         self._wake((span.trace_id, span.span_id), out)
         self._drain(out)
         if span.time > self._watermark:
@@ -291,11 +294,7 @@ class TraceStage:
         counts[name] = counts.get(name, 0) + 1
         # Limitation: only a function writing to its own trigger is bounded
         # by its rates; f -> R1 -> g -> R2 -> f relies on pairing alone.
-        if (
-            resource
-            and cause is not None
-            and _edge_name(cause.span) == _edge_name(span)
-        ):
+        if resource and cause is not None and edge_name(cause.span) == edge_name(span):
             counts[name] = min(counts[name], self._rate_bound(resource, span))
         node.counts = counts
         node.resolved = True
@@ -327,7 +326,7 @@ class TraceStage:
         chains of ``1 / (1 - g)`` invocations on average, so a bounded retry
         does not add up to a loop when its chains interleave.
         """
-        gain = self.resources.self_gain(resource, _edge_name(span), span.time)
+        gain = self.resources.self_gain(resource, edge_name(span), span.time)
         if gain >= 1.0:
             return MAX_WALK * MAX_WALK
         return max(1, math.floor(gain / (1.0 - gain) + 1e-6) + 1)
@@ -459,13 +458,6 @@ def _resource_of(destination: str) -> str:
             _NAMES.clear()
         name = _NAMES[destination] = resource_name(destination)
     return name
-
-
-def _edge_name(span: Span) -> str:
-    """A function as the resource edges know it (its qualifier left out: a
-    writer's SDK span and its invocation span may name versions apart)."""
-    context = span.context
-    return f"{context.provider}/{context.account}/{context.region}/{context.function}"
 
 
 _STATE_FIELDS = (

@@ -73,6 +73,13 @@ def resource_name(destination: str) -> str:
     return text
 
 
+def edge_name(span: Span) -> str:
+    """A function as the edges know it: its qualifier left out, as a writer's
+    SDK span and its invocation span may name versions apart."""
+    context = span.context
+    return f"{context.provider}/{context.account}/{context.region}/{context.function}"
+
+
 def written_resource(span: Span) -> str:
     """The resource a span writes to in a way that fires triggers, or ``""``.
 
@@ -155,12 +162,12 @@ class ResourceGraph:
         """Write and trigger edges held, for memory accounting."""
         return sum(len(r.writers) + len(r.targets) for r in self._resources.values())
 
-    def wrote(self, resource: str, writer: str, span: Span) -> None:
-        """``writer`` (a function name) wrote to ``resource`` in ``span``."""
+    def wrote(self, resource: str, span: Span) -> None:
+        """The function of ``span`` wrote to ``resource`` in it."""
         res = self._touch(resource, span.time)
         if res.carries_trace():
             return  # nothing to pair, nor to bound
-        rate = self._edge(res.writers, writer, span.time)
+        rate = self._edge(res.writers, edge_name(span), span.time)
         if rate is not None:
             rate.add(span.time, self.half_life_s)
         pending = res.pending
@@ -168,12 +175,13 @@ class ResourceGraph:
         if len(pending) > MAX_PENDING_WRITES:
             del pending[next(iter(pending))]
 
-    def triggered(self, resource: str, function: str, time: float) -> None:
-        """``resource`` triggered an invocation of ``function``."""
+    def triggered(self, resource: str, span: Span) -> None:
+        """``resource`` triggered the invocation ``span``."""
+        time = span.time
         res = self._touch(resource, time)
         if res.carries_trace():
             return
-        rate = self._edge(res.targets, function, time)
+        rate = self._edge(res.targets, edge_name(span), time)
         if rate is not None:
             rate.add(time, self.half_life_s)
 

@@ -536,9 +536,9 @@ def test_pending_writes_expire_after_the_trigger_latency() -> None:
     graph = ResourceGraph(latency_s=30.0)
     put = sdk_call(trace_id(), "", "S3", "PutObject", T0, {"aws.s3.bucket": "b"})
     (span,) = parse([lambda_export("w", [put])])
-    graph.wrote("b", "w", span)
+    graph.wrote("b", span)
     assert graph.take_write("b", T0 + 31.0) is None
-    graph.wrote("b", "w", span)
+    graph.wrote("b", span)
     assert graph.take_write("b", T0 - 1.0) is None  # a write after cannot cause
     assert graph.take_write("b", T0 + 1.0) == (span.trace_id, span.span_id)
 
