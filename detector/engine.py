@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 COST_SPIKE = "cost_spike"
 RECURSIVE_TRIGGER = "recursive_trigger"
-SNAPSHOT_VERSION = 1
+# 2: the trace stage keeps chains across traces and the resource edges.
+SNAPSHOT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

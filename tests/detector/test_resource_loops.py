@@ -11,7 +11,12 @@ from detector.engine import RECURSIVE_TRIGGER, DetectorConfig, Engine
 from detector.evidence import CHAIN, Evidence
 from detector.recursion import TraceStage, projected_per_hour
 from detector.replay import replay_events
-from detector.resources import MAX_RESOURCES, ResourceGraph, resource_name
+from detector.resources import (
+    MAX_EDGES_PER_RESOURCE,
+    MAX_RESOURCES,
+    ResourceGraph,
+    resource_name,
+)
 from ingest.events import Span
 from tests.detector.loops import TRIGGERS, loop
 from tests.detector.otlp_builder import (
@@ -518,6 +523,28 @@ def test_edge_tables_stay_bounded_and_idle_resources_expire() -> None:
     assert stage.tracked_traces == 1
     assert stage.tracked_chains == 1
     assert out == []
+
+
+def test_writers_of_one_resource_are_bounded_and_quiet_ones_make_room() -> None:
+    graph = ResourceGraph(idle_s=300.0)
+    exports = [
+        lambda_export(
+            f"writer-{i}",
+            [sdk_call(trace_id(), "", "S3", "PutObject", T0, {"aws.s3.bucket": "b"})],
+        )
+        for i in range(MAX_EDGES_PER_RESOURCE + 8)
+    ]
+    for span in parse(exports):
+        graph.wrote("b", span)
+    assert graph.edges() == MAX_EDGES_PER_RESOURCE
+    assert graph.dropped_edges == 8
+    later = sdk_call(
+        trace_id(), "", "S3", "PutObject", T0 + 400, {"aws.s3.bucket": "b"}
+    )
+    (span,) = parse([lambda_export("newcomer", [later])])
+    graph.wrote("b", span)
+    assert graph.edges() == 1  # the quiet writers were dropped for it
+    assert graph.dropped_edges == 8
 
 
 def test_resource_names_meet_across_arns_urls_and_names() -> None:
