@@ -8,8 +8,6 @@ trace header becomes a link). Each invocation carries how many times each
 function occurs on its causal path; a function that occurs ``hops + 1``
 times has been re-entered ``hops`` times, directly or through others
 (A -> B -> A), and that is sent on as evidence keyed by its context.
-Where the trace breaks at a resource, an invocation that resource triggered
-is paired with a pending write into it (see :mod:`detector.resources`).
 """
 
 from __future__ import annotations
@@ -137,6 +135,8 @@ class TraceStage:
         before it is treated as the start of a chain.
     resources
         The write and trigger edges of resources; a default one is made.
+        Where the trace breaks at a resource, an invocation it triggered is
+        paired with a pending write into it and the chain goes on.
     """
 
     def __init__(

@@ -1,10 +1,6 @@
-"""Resources between functions: who writes to them and whom they trigger.
-
-Some triggers carry no trace context (S3 notifications, DynamoDB and Kinesis
-streams, a dropped header), so a loop through them shows no linked spans. The
-trace stage therefore also learns, per partition, which function wrote to
-which resource and which function a resource triggered, and pairs an
-invocation that has no traced cause with a pending write into its trigger.
+"""Resources between functions: which function wrote to each, whom each
+triggered, and the pending writes an invocation without a traced cause is
+paired with when the trace breaks at its trigger (S3, streams, bare queues).
 """
 
 from __future__ import annotations
