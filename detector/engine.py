@@ -589,8 +589,7 @@ class Engine:
         state.chains.clear()
 
     def _on_lineage(self, part: _Partition, state: _Context, inv: Invocation) -> None:
-        # Limitation: a Lineage chain costs only the invocation that showed
-        # the counter, and projects nothing; its other invocations are unseen.
+        # Limitation: a Lineage chain costs one invocation and projects nothing.
         chain = f"lineage:{inv.trace_id or inv.request_id}"
         evidence = Evidence(
             CHAIN,

@@ -41,6 +41,7 @@ MAX_PATH_RESOURCES = 8
 PROJECTION_CAP_USD = 1e9
 
 SpanRef = tuple[str, str]
+_UNBOUNDED = 1 << 30
 
 
 @dataclass(slots=True)
@@ -50,7 +51,6 @@ class _Node:
     resolved: bool = False
     counts: dict[str, int] | None = None
     root: str = ""
-    cost: float = 0.0
     path: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()
     children: int = 0
@@ -274,11 +274,8 @@ class TraceStage:
             else:
                 # The trace broke at the trigger: the write into it that
                 # waited longest is taken as the cause.
-                # Limitation: writes pair only within a trace partition; a
-                # daemon with P partitions needs about P times the re-entries.
-                # Limitation: before any attempt of an untraced self-requeue
-                # has stopped, fresh messages pair with its writes like a
-                # loop's generations; a bounded retry can then warn at start.
+                # Limitation: pairs within a partition; P partitions need ~P x hops.
+                # Limitation: an untraced bounded retry can warn at its start.
                 write = self.resources.take_write(trigger, span.time, span.resource_key)
                 if write is not None:
                     cause, _ = self._walk_up(write)
@@ -292,8 +289,7 @@ class TraceStage:
         name = "/".join(span.context)
         counts = dict(cause.counts) if cause is not None and cause.counts else {}
         counts[name] = counts.get(name, 0) + 1
-        # Limitation: only a function writing to its own trigger is bounded
-        # by its rates; f -> R1 -> g -> R2 -> f relies on pairing alone.
+        # Limitation: rates bound only self-writes, not f -> R1 -> g -> R2 -> f.
         if resource and cause is not None and edge_name(cause.span) == edge_name(span):
             counts[name] = min(counts[name], self._rate_bound(resource, span))
         node.counts = counts
@@ -301,13 +297,11 @@ class TraceStage:
         own_cost = self.span_cost(span) if self.span_cost is not None else 0.0
         if cause is not None:
             node.root = cause.root
-            node.cost = cause.cost + own_cost
             node.path = (*cause.path[-15:], span.context.function)
             node.resources = cause.resources
             cause.children += 1
         else:
             node.root = f"{span.trace_id}:{span.span_id}"
-            node.cost = own_cost
             node.path = (span.context.function,)
         if resource and resource not in node.resources:
             node.resources = (*node.resources[-(MAX_PATH_RESOURCES - 1) :], resource)
@@ -328,7 +322,7 @@ class TraceStage:
         """
         gain = self.resources.self_gain(resource, edge_name(span), span.time)
         if gain >= 1.0:
-            return MAX_WALK * MAX_WALK
+            return _UNBOUNDED
         return max(1, math.floor(gain / (1.0 - gain) + 1e-6) + 1)
 
     def _account(

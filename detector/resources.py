@@ -52,8 +52,7 @@ def resource_name(destination: str) -> str:
     A trigger names its resource one way (a queue ARN, a bucket name), a
     writer often another (a queue URL); both must meet under one key.
     """
-    # Limitation: a bare name merges same-named resources of two services or
-    # accounts seen on one partition (a queue and a table both "jobs").
+    # Limitation: same-named resources of two services or accounts are merged.
     text = destination.strip()
     if text.startswith("arn:"):
         parts = text.split(":", 5)
@@ -201,8 +200,7 @@ class ResourceGraph:
         horizon = time - self.latency_s
         for ref in [r for r, (at, _) in pending.items() if at < horizon]:
             del pending[ref]
-        # Limitation: without item keys, writes that the trigger's filter
-        # leaves out (another prefix of the same bucket) look like a loop.
+        # Limitation: without item keys, writes a trigger filters out look looped.
         keyed = bool(key) and any(written for _, written in pending.values())
         for ref, (at, written) in pending.items():
             if at <= time and (not keyed or written == key):
