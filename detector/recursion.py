@@ -200,7 +200,7 @@ class TraceStage:
             )
         if node.is_invocation:
             if span.destination:
-                self.resources.triggered(_resource_of(span.destination), span)
+                self.resources.triggered(resource_name(span.destination), span)
             self._try_resolve(node, out, force=False)
         else:
             written = written_resource(span)
@@ -268,7 +268,7 @@ class TraceStage:
         resource = ""
         span = node.span
         if span.destination:
-            trigger = _resource_of(span.destination)
+            trigger = resource_name(span.destination)
             if cause is not None:
                 self.resources.settle(trigger, self._refs(span), span.time)
             else:
@@ -338,10 +338,13 @@ class TraceStage:
             chain.traces += 1
         chain.invocations += 1
         chain.cost += own_cost
-        chain.first = min(chain.first, span.time)
-        chain.last = max(chain.last, span.time)
-        if cause is not None:
-            chain.fan_out = max(chain.fan_out, cause.children)
+        time = span.time
+        if time < chain.first:
+            chain.first = time
+        elif time > chain.last:
+            chain.last = time
+        if cause is not None and cause.children > chain.fan_out:
+            chain.fan_out = cause.children
         gens = chain.gens.setdefault(name, [])
         generation = min((node.counts or {}).get(name, 1), MAX_GENERATIONS) - 1
         if len(gens) <= generation:
@@ -439,19 +442,6 @@ class TraceStage:
         del self._traces[trace_id]
         for ref in [r for r in self._waiting if r[0] == trace_id]:
             del self._waiting[ref]
-
-
-_NAMES: dict[str, str] = {}
-
-
-def _resource_of(destination: str) -> str:
-    """:func:`resource_name`, remembered: a partition sees few destinations."""
-    name = _NAMES.get(destination)
-    if name is None:
-        if len(_NAMES) >= 4096:
-            _NAMES.clear()
-        name = _NAMES[destination] = resource_name(destination)
-    return name
 
 
 _STATE_FIELDS = (

@@ -46,12 +46,25 @@ _LINKED_WEIGHT = 1.0 / 16.0
 SpanRef = tuple[str, str]
 
 
+_NAMES: dict[str, str] = {}
+
+
 def resource_name(destination: str) -> str:
     """The bare name of a resource from its name, ARN or queue URL.
 
     A trigger names its resource one way (a queue ARN, a bucket name), a
     writer often another (a queue URL); both must meet under one key.
     """
+    name = _NAMES.get(destination)
+    if name is None:
+        # A partition sees few destinations: remember them, within bounds.
+        if len(_NAMES) >= MAX_RESOURCES:
+            _NAMES.clear()
+        name = _NAMES[destination] = _bare_name(destination)
+    return name
+
+
+def _bare_name(destination: str) -> str:
     # Limitation: same-named resources of two services or accounts are merged.
     text = destination.strip()
     if text.startswith("arn:"):
