@@ -60,7 +60,9 @@ logger = logging.getLogger(__name__)
 COST_SPIKE = "cost_spike"
 RECURSIVE_TRIGGER = "recursive_trigger"
 BILLING_GAP = "billing_gap"
-SNAPSHOT_VERSION = 2
+# 3: the trace stage keeps chains across traces and the resource edges, and
+# contexts carry their metric and billing state.
+SNAPSHOT_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,15 @@ class DetectorConfig:
     A cost alert is critical on the critical rate (a strong margin) or when
     two sources agree on it; ``sources`` holds the metric, billing and
     agreement settings (see detector.sources).
+
+    A chain turns critical at ``recursion_critical_hops`` re-entries, or
+    earlier, from ``recursion_hops`` on, when its generations grow by
+    ``recursion_growth`` or more each (a fan-out loop, whose cost is
+    geometric) and it has already run as many invocations of the function
+    as a straight loop has at the critical count. A bounded retry, which
+    requeues its own message at most N times, therefore never alerts for N
+    below ``recursion_hops``, and only warns for N up to
+    ``recursion_critical_hops - 1``: it reaches critical only by going on.
     """
 
     window_s: float = 10.0
@@ -90,6 +101,7 @@ class DetectorConfig:
     partitions: int = 3
     recursion_hops: int = 3
     recursion_critical_hops: int = 6
+    recursion_growth: float = 1.5
     baseline_half_life: float = 180.0
     baseline_warmup: int = 60
     spike_ratio: float = 2.5
@@ -141,6 +153,8 @@ class _Context:
     last_invocations: float = 0.0
     spike: _Alert | None = None
     recursion: _Alert | None = None
+    # chain -> [hops, cost, ended, last time, projected USD/h, growth, fan-out,
+    #          invocations]
     chains: dict[str, list[float]] = field(default_factory=dict)
     sources: SourceState | None = None
 
@@ -158,6 +172,8 @@ class _Partition:
 
 # Accumulator slots of an open window.
 _COST, _COUNT = range(2)
+# Slots of a chain's figures in a context (see _Context.chains).
+_CHAIN_SLOTS = 8
 
 
 class Engine:
@@ -219,10 +235,18 @@ class Engine:
         if evidence.kind == CHAIN:
             if chain is None:
                 chain = state.chains[evidence.chain] = [0.0, 0.0, 0.0, evidence.time]
+            if len(chain) < _CHAIN_SLOTS:
+                chain.extend([0.0, 1.0, 0.0, 0.0][len(chain) - _CHAIN_SLOTS :])
+            chain[2] = 0.0
+            if evidence.hops >= chain[0]:
+                # The latest figures of a chain come with its highest count.
+                chain[4] = evidence.projected_usd_per_hour
+                chain[5] = evidence.growth
             chain[0] = max(chain[0], evidence.hops)
             chain[1] = max(chain[1], evidence.cost_usd)
-            chain[2] = 0.0
             chain[3] = max(chain[3], evidence.time)
+            chain[6] = max(chain[6], evidence.fan_out)
+            chain[7] = max(chain[7], evidence.invocations)
             self._on_chain(state, evidence)
         elif evidence.kind == CHAIN_ENDED and chain is not None:
             chain[2] = 1.0
@@ -769,17 +793,26 @@ class Engine:
         if alert is None:
             fp = fingerprint(state.context, RECURSIVE_TRIGGER)
             alert = state.recursion = _Alert(RECURSIVE_TRIGGER, fp)
-        hops = max(c[0] for c in state.chains.values())
-        cost = sum(c[1] for c in state.chains.values())
-        severity = CRITICAL if hops >= self.config.recursion_critical_hops else WARNING
+        chains = state.chains.values()
+        hops = max(c[0] for c in chains)
+        cost = sum(c[1] for c in chains)
+        severity = CRITICAL if any(map(self._critical, chains)) else WARNING
+        source = "invocations" if evidence.via == "lineage" else "traces"
         details: dict[str, object] = {
-            "source": "traces" if evidence.via != "lineage" else "invocations",
+            "source": source,
+            "method": "lineage" if evidence.via == "lineage" else evidence.method,
             "hops": int(hops),
             "threshold": self.config.recursion_hops,
             "via": evidence.via,
             "path": list(evidence.path),
             "chains": len(state.chains),
+            "fan_out": int(max(c[6] for c in chains)),
+            "growth": round(max(c[5] for c in chains), 3),
+            "chain_invocations": int(sum(c[7] for c in chains)),
+            "projected_usd_per_hour": round(sum(c[4] for c in chains if not c[2]), 6),
         }
+        if evidence.resources:
+            details["resources"] = list(evidence.resources)
         alert.cost = cost
         self._dirty.add(state.context)
         if not alert.open:
@@ -802,6 +835,19 @@ class Engine:
             alert.reported_peak = hops
             self._emit(state, alert, UPDATED, evidence.time, details)
 
+    def _critical(self, chain: list[float]) -> bool:
+        """Whether one chain's figures make a recursion alert critical."""
+        cfg = self.config
+        hops, growth = chain[0], chain[5]
+        if hops >= cfg.recursion_critical_hops:
+            return True
+        if hops < cfg.recursion_hops or growth < cfg.recursion_growth:
+            return False
+        # Invocations of the function in a geometric chain after ``hops``
+        # generations, against a straight loop's at the critical count.
+        grown = (math.pow(growth, hops + 1) - 1.0) / (growth - 1.0)
+        return grown >= cfg.recursion_critical_hops + 1
+
     def _resolve_recursion(self, state: _Context, at: float) -> None:
         alert = state.recursion
         if alert is None or not alert.open:
@@ -818,6 +864,7 @@ class Engine:
         state.chains.clear()
 
     def _on_lineage(self, part: _Partition, state: _Context, inv: Invocation) -> None:
+        # Limitation: a Lineage chain costs one invocation and projects nothing.
         chain = f"lineage:{inv.trace_id or inv.request_id}"
         evidence = Evidence(
             CHAIN,
@@ -863,6 +910,13 @@ class Engine:
                 f"{context.function or context.account}: billed"
                 f" {evidence.get('billed_usd')} USD, computed"
                 f" {evidence.get('computed_usd')} USD"
+            )
+        elif evidence.get("method") == "resource":
+            resources = evidence.get("resources")
+            through = ", ".join(resources) if isinstance(resources, list) else "?"
+            summary = (
+                f"{context.function}: its writes to {through} trigger it again; "
+                f"re-entered {evidence.get('hops')} times"
             )
         else:
             summary = (

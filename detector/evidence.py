@@ -29,6 +29,15 @@ class Evidence:
     are idempotent; ``hops`` is the number of re-entries of the function in
     that chain; ``via`` names the trigger that closed the loop (a queue, a
     topic, a bucket) or the mechanism (``lineage``, ``self_write``).
+
+    ``method`` says how the chain was followed: ``trace`` (parents and
+    links), ``resource`` (a write paired with the invocation its resource
+    triggered, where the trace broke; ``resources`` lists them) or
+    ``lineage``. ``cost_usd`` is the priced cost of every invocation of the
+    chain so far; ``fan_out`` the most invocations one invocation of it
+    caused; ``growth`` how many times larger each generation of the
+    function is than the one before (1.0 for a straight loop);
+    ``projected_usd_per_hour`` the cost of the next hour if it goes on.
     """
 
     kind: str
@@ -39,6 +48,12 @@ class Evidence:
     cost_usd: float = 0.0
     via: str = ""
     path: tuple[str, ...] = ()
+    method: str = "trace"
+    resources: tuple[str, ...] = ()
+    fan_out: int = 0
+    growth: float = 1.0
+    invocations: int = 0
+    projected_usd_per_hour: float = 0.0
 
 
 def encode_evidence(ev: Evidence) -> bytes:
@@ -52,6 +67,7 @@ def decode_evidence(raw: bytes, source: str) -> Evidence:
         data = orjson.loads(raw)
         data["context"] = Context(*data["context"])
         data["path"] = tuple(data.get("path", ()))
+        data["resources"] = tuple(data.get("resources", ()))
         return Evidence(**data)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ParseError(source, "offset 0", f"bad evidence message: {exc}") from exc

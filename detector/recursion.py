@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
+from detector.resources import (
+    ResourceGraph,
+    edge_name,
+    resource_name,
+    written_resource,
+)
 from ingest.events import SPAN_KIND_CONSUMER, SPAN_KIND_SERVER, Context, Span
 
 logger = logging.getLogger(__name__)
@@ -26,8 +33,15 @@ logger = logging.getLogger(__name__)
 MAX_WALK = 64
 #: Spans kept per trace; beyond it new spans are counted and ignored.
 MAX_SPANS_PER_TRACE = 20_000
+#: Generations of one function counted per chain; deeper ones share the last.
+MAX_GENERATIONS = 64
+#: Resources named on one chain's path.
+MAX_PATH_RESOURCES = 8
+#: A projection above this many USD per hour is reported as this many.
+PROJECTION_CAP_USD = 1e9
 
 SpanRef = tuple[str, str]
+_UNBOUNDED = 1 << 30
 
 
 @dataclass(slots=True)
@@ -37,25 +51,74 @@ class _Node:
     resolved: bool = False
     counts: dict[str, int] | None = None
     root: str = ""
-    cost: float = 0.0
     path: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    children: int = 0
 
 
 @dataclass(slots=True)
 class _Trace:
     nodes: dict[str, _Node] = field(default_factory=dict)
     last_time: float = 0.0
-    # (context, chain) -> highest hops sent on as evidence
-    emitted: dict[tuple[Context, str], int] = field(default_factory=dict)
+    # chains with an invocation in this trace
+    roots: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Chain:
+    """One causal chain, which may run through many traces (resource links)."""
+
+    first: float
+    last: float
+    invocations: int = 0
+    cost: float = 0.0
+    fan_out: int = 0
+    # function -> invocations per generation of it (its count on the path)
+    gens: dict[str, list[int]] = field(default_factory=dict)
+    # context -> highest hops sent on as evidence
+    emitted: dict[Context, int] = field(default_factory=dict)
+    traces: int = 0
 
 
 def _is_invocation(span: Span) -> bool:
-    if not span.context.function or span.kind not in (
-        SPAN_KIND_SERVER,
-        SPAN_KIND_CONSUMER,
-    ):
+    context = span.context
+    if not context.function or span.kind not in (SPAN_KIND_SERVER, SPAN_KIND_CONSUMER):
         return False
-    return bool(span.trigger or span.invocation_id or span.context.provider == "aws")
+    if span.trigger or span.invocation_id:
+        return True
+    # A managed service in front of a function (an API gateway, a state
+    # machine) is no function: it has no qualifier.
+    return context.provider == "aws" and bool(context.qualifier)
+
+
+def _growth(gens: list[int]) -> float:
+    """Growth per generation from complete generations (the last may not be)."""
+    deepest = len(gens) - 2
+    if deepest < 1 or gens[0] <= 0:
+        return 1.0
+    return max(1.0, math.pow(gens[deepest] / gens[0], 1.0 / deepest))
+
+
+def projected_per_hour(cost: float, elapsed: float, hops: int, growth: float) -> float:
+    """Cost of the next hour of a chain that goes on as it went.
+
+    The chain has cost ``cost`` over ``elapsed`` seconds and ``hops``
+    generations; each next generation is ``growth`` times the last, so an
+    hour of generations of length ``elapsed / hops`` sums geometrically.
+    """
+    if elapsed <= 0.0 or cost <= 0.0:
+        return 0.0
+    rate = cost / elapsed
+    if growth <= 1.0 + 1e-9:
+        return min(rate * 3600.0, PROJECTION_CAP_USD)
+    period = elapsed / max(hops, 1)
+    generations = 3600.0 / period
+    # rate * period * (g + g^2 + ... + g^N), kept in logs against overflow
+    log_sum = generations * math.log(growth) + math.log(growth / (growth - 1.0))
+    if log_sum + math.log(rate * period) > math.log(PROJECTION_CAP_USD):
+        return PROJECTION_CAP_USD
+    total = growth * (math.pow(growth, generations) - 1.0) / (growth - 1.0)
+    return rate * period * total
 
 
 class TraceStage:
@@ -70,6 +133,10 @@ class TraceStage:
     pending_s
         How long an invocation waits for a parent span that has not arrived
         before it is treated as the start of a chain.
+    resources
+        The write and trigger edges of resources; a default one is made.
+        Where the trace breaks at a resource, an invocation it triggered is
+        paired with a pending write into it and the chain goes on.
     """
 
     def __init__(
@@ -78,12 +145,15 @@ class TraceStage:
         trace_ttl_s: float = 120.0,
         pending_s: float = 5.0,
         span_cost: Callable[[Span], float] | None = None,
+        resources: ResourceGraph | None = None,
     ) -> None:
         self.hops = hops
         self.trace_ttl_s = trace_ttl_s
         self.pending_s = pending_s
         self.span_cost = span_cost
+        self.resources = resources or ResourceGraph()
         self._traces: dict[str, _Trace] = {}
+        self._chains: dict[str, _Chain] = {}
         self._expiry: list[tuple[float, str]] = []
         self._waiting: dict[SpanRef, list[SpanRef]] = {}
         self._deadlines: list[tuple[float, str, str]] = []
@@ -98,12 +168,18 @@ class TraceStage:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        self.resources = ResourceGraph()
+        self._chains = {}
         for key, value in state.items():
             setattr(self, key, value)
 
     @property
     def tracked_traces(self) -> int:
         return len(self._traces)
+
+    @property
+    def tracked_chains(self) -> int:
+        return len(self._chains)
 
     def process(self, span: Span, out: list[Evidence]) -> None:
         """Take one span; append any evidence it produces to ``out``."""
@@ -123,7 +199,13 @@ class TraceStage:
                 self._expiry, (trace.last_time + self.trace_ttl_s, span.trace_id)
             )
         if node.is_invocation:
+            if span.destination:
+                self.resources.triggered(resource_name(span.destination), span)
             self._try_resolve(node, out, force=False)
+        else:
+            written = written_resource(span)
+            if written:
+                self.resources.wrote(written, span)
         self._wake((span.trace_id, span.span_id), out)
         self._drain(out)
         if span.time > self._watermark:
@@ -141,15 +223,17 @@ class TraceStage:
         trace = self._traces.get(ref[0])
         return trace.nodes.get(ref[1]) if trace is not None else None
 
-    def _cause(self, node: _Node) -> tuple[_Node | None, SpanRef | None]:
-        """The invocation that caused ``node``, or the span to wait for."""
-        span = node.span
+    def _refs(self, span: Span) -> list[SpanRef]:
         starts: list[SpanRef] = []
         if span.parent_id:
             starts.append((span.trace_id, span.parent_id))
         starts.extend(span.links)
+        return starts
+
+    def _cause(self, node: _Node) -> tuple[_Node | None, SpanRef | None]:
+        """The invocation that caused ``node``, or the span to wait for."""
         missing: SpanRef | None = None
-        for ref in starts:
+        for ref in self._refs(node.span):
             found, wait = self._walk_up(ref)
             if found is not None:
                 return found, None
@@ -181,37 +265,109 @@ class TraceStage:
                 (span.time + self.pending_s, span.trace_id, span.span_id),
             )
             return
-        self._resolve(node, cause, out)
+        resource = ""
+        span = node.span
+        if span.destination:
+            trigger = resource_name(span.destination)
+            if cause is not None:
+                self.resources.settle(trigger, self._refs(span), span.time)
+            else:
+                # The trace broke at the trigger: the write into it that
+                # waited longest is taken as the cause.
+                # Limitation: pairs within a partition; P partitions need ~P x hops.
+                # Limitation: an untraced bounded retry can warn at its start.
+                write = self.resources.take_write(trigger, span.time, span.resource_key)
+                if write is not None:
+                    cause, _ = self._walk_up(write)
+                    resource = trigger if cause is not None else ""
+        self._resolve(node, cause, out, resource)
 
-    def _resolve(self, node: _Node, cause: _Node | None, out: list[Evidence]) -> None:
+    def _resolve(
+        self, node: _Node, cause: _Node | None, out: list[Evidence], resource: str = ""
+    ) -> None:
         span = node.span
         name = "/".join(span.context)
         counts = dict(cause.counts) if cause is not None and cause.counts else {}
         counts[name] = counts.get(name, 0) + 1
+        # Limitation: rates bound only self-writes, not f -> R1 -> g -> R2 -> f.
+        if resource and cause is not None and edge_name(cause.span) == edge_name(span):
+            counts[name] = min(counts[name], self._rate_bound(resource, span))
         node.counts = counts
         node.resolved = True
         own_cost = self.span_cost(span) if self.span_cost is not None else 0.0
         if cause is not None:
             node.root = cause.root
-            node.cost = cause.cost + own_cost
             node.path = (*cause.path[-15:], span.context.function)
+            node.resources = cause.resources
+            cause.children += 1
         else:
             node.root = f"{span.trace_id}:{span.span_id}"
-            node.cost = own_cost
             node.path = (span.context.function,)
+        if resource and resource not in node.resources:
+            node.resources = (*node.resources[-(MAX_PATH_RESOURCES - 1) :], resource)
+        chain = self._account(node, cause, name, own_cost)
         hops = max(counts[name] - 1, span.lineage)
         if hops >= self.hops:
-            self._emit(node, hops, out)
+            self._emit(node, chain, name, hops, resource, out)
         self._ready.append((span.trace_id, span.span_id))
 
-    def _emit(self, node: _Node, hops: int, out: list[Evidence]) -> None:
+    def _rate_bound(self, resource: str, span: Span) -> int:
+        """The most invocations a chain of a self-writing function can have
+        reached, judged from its write and invocation rates.
+
+        Pairing writes with invocations cannot tell chains apart; a function
+        that writes back ``g`` times per invocation it gets (g < 1) makes
+        chains of ``1 / (1 - g)`` invocations on average, so a bounded retry
+        does not add up to a loop when its chains interleave.
+        """
+        gain = self.resources.self_gain(resource, edge_name(span), span.time)
+        if gain >= 1.0:
+            return _UNBOUNDED
+        return max(1, math.floor(gain / (1.0 - gain) + 1e-6) + 1)
+
+    def _account(
+        self, node: _Node, cause: _Node | None, name: str, own_cost: float
+    ) -> _Chain:
         span = node.span
+        chain = self._chains.get(node.root)
+        if chain is None:
+            chain = self._chains[node.root] = _Chain(span.time, span.time)
         trace = self._traces[span.trace_id]
-        key = (span.context, node.root)
-        if hops <= trace.emitted.get(key, 0):
+        if node.root not in trace.roots:
+            trace.roots.add(node.root)
+            chain.traces += 1
+        chain.invocations += 1
+        chain.cost += own_cost
+        time = span.time
+        if time < chain.first:
+            chain.first = time
+        elif time > chain.last:
+            chain.last = time
+        if cause is not None and cause.children > chain.fan_out:
+            chain.fan_out = cause.children
+        gens = chain.gens.setdefault(name, [])
+        generation = min((node.counts or {}).get(name, 1), MAX_GENERATIONS) - 1
+        if len(gens) <= generation:
+            gens.extend([0] * (generation + 1 - len(gens)))
+        gens[generation] += 1
+        return chain
+
+    def _emit(
+        self,
+        node: _Node,
+        chain: _Chain,
+        name: str,
+        hops: int,
+        resource: str,
+        out: list[Evidence],
+    ) -> None:
+        span = node.span
+        if hops <= chain.emitted.get(span.context, 0):
             return
-        trace.emitted[key] = hops
-        via = span.destination or span.trigger or "unknown"
+        chain.emitted[span.context] = hops
+        via = resource or span.destination or span.trigger or "unknown"
+        growth = _growth(chain.gens.get(name, []))
+        elapsed = chain.last - chain.first
         out.append(
             Evidence(
                 CHAIN,
@@ -219,9 +375,17 @@ class TraceStage:
                 span.time,
                 node.root,
                 hops=hops,
-                cost_usd=node.cost,
+                cost_usd=chain.cost,
                 via=via,
                 path=node.path,
+                method="resource" if node.resources else "trace",
+                resources=node.resources,
+                fan_out=chain.fan_out,
+                growth=round(growth, 4),
+                invocations=chain.invocations,
+                projected_usd_per_hour=projected_per_hour(
+                    chain.cost, elapsed, hops, growth
+                ),
             )
         )
 
@@ -257,6 +421,7 @@ class TraceStage:
             if trace is None or trace.last_time + self.trace_ttl_s > due:
                 continue  # the trace went on after this entry was made
             self._close(trace_id, trace, out)
+        self.resources.expire(horizon)
 
     def _close(self, trace_id: str, trace: _Trace, out: list[Evidence]) -> None:
         for node in list(trace.nodes.values()):
@@ -264,8 +429,16 @@ class TraceStage:
                 self._resolve(node, None, out)
                 self._drain(out)
         ended = trace.last_time + self.trace_ttl_s
-        for (context, chain), hops in sorted(trace.emitted.items()):
-            out.append(Evidence(CHAIN_ENDED, context, ended, chain, hops=hops))
+        for root in sorted(trace.roots):
+            chain = self._chains.get(root)
+            if chain is None:
+                continue
+            chain.traces -= 1
+            if chain.traces > 0:
+                continue  # the chain goes on in another trace
+            for context, hops in sorted(chain.emitted.items()):
+                out.append(Evidence(CHAIN_ENDED, context, ended, root, hops=hops))
+            del self._chains[root]
         del self._traces[trace_id]
         for ref in [r for r in self._waiting if r[0] == trace_id]:
             del self._waiting[ref]
@@ -275,7 +448,9 @@ _STATE_FIELDS = (
     "hops",
     "trace_ttl_s",
     "pending_s",
+    "resources",
     "_traces",
+    "_chains",
     "_expiry",
     "_waiting",
     "_deadlines",

@@ -111,7 +111,9 @@ class Span:
 
     ``links`` holds ``(trace_id, span_id)`` pairs; ids are lowercase hex.
     ``destination`` is the queue, topic, bucket or stream a messaging span
-    reads from (consumer) or writes to (producer/client).
+    reads from (consumer) or writes to (producer/client); ``resource_key``
+    the item there that it wrote or that triggered it (an object key, a
+    message id), where the span names it.
     """
 
     context: Context
@@ -131,6 +133,7 @@ class Span:
     memory_mb: int = 0
     lineage: int = 0
     error: bool = False
+    resource_key: str = ""
 
 
 Event: TypeAlias = Invocation | Metric | Billing | Span

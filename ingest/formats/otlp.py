@@ -56,7 +56,20 @@ _DESTINATION_KEYS = (
     "aws.s3.bucket",
     "aws.kinesis.stream_name",
     "aws.sqs.queue.url",
+    "aws.sqs.queue_url",
+    "aws.sqs.queue_name",
+    "aws.step_functions.state_machine.arn",
+    # The names the Java AWS SDK instrumentation gives them.
+    "aws.bucket.name",
+    "aws.queue.url",
+    "aws.queue.name",
+    "aws.stream.name",
+    "aws.table.name",
+    # The bucket or table whose change triggered a datasource invocation.
+    "faas.document.collection",
 )
+#: Where a span names the item it wrote, or the one that triggered it.
+_RESOURCE_KEY_KEYS = ("faas.document.name", "aws.s3.key", "messaging.message.id")
 #: Attributes that carry a whole X-Ray trace header (with its Lineage).
 _TRACE_HEADER_KEYS = ("aws.xray.trace_header", "AWSTraceHeader", "_X_AMZN_TRACE_ID")
 
@@ -146,6 +159,7 @@ def _parse_span(
         memory_mb=memory_mb,
         lineage=lineage,
         error=_status_code(obj.get("status"), source, f"{pos}.status") == _STATUS_ERROR,
+        resource_key=_first_str(attrs, _RESOURCE_KEY_KEYS, source, attr_pos),
     )
 
 
@@ -222,6 +236,15 @@ def _destination(attrs: dict[str, Any], source: str, pos: str) -> str:
             return tables[0]
         if isinstance(tables, str):
             return tables
+    return ""
+
+
+def _first_str(
+    attrs: dict[str, Any], keys: tuple[str, ...], source: str, pos: str
+) -> str:
+    for key in keys:
+        if key in attrs:
+            return _str_attr(attrs, key, source, pos)
     return ""
 
 

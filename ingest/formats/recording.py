@@ -79,6 +79,7 @@ _COLUMN_TYPES: dict[str, pa.DataType] = {
     "destination": _DICT,
     "invoked": _DICT,
     "error": pa.bool_(),
+    "resource_key": pa.string(),
 }
 SCHEMA = pa.schema([pa.field(name, kind) for name, kind in _COLUMN_TYPES.items()])
 
@@ -147,6 +148,7 @@ _TYPES: list[tuple[type[Any], tuple[str, ...]]] = [
             "memory_mb",
             "lineage",
             "error",
+            "resource_key",
         ),
     ),
 ]

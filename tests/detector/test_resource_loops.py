@@ -1,0 +1,599 @@
+"""Loops through resources, fan-out, every trigger kind, chain cost, retries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
+from detector.engine import RECURSIVE_TRIGGER, DetectorConfig, Engine
+from detector.evidence import CHAIN, Evidence
+from detector.recursion import TraceStage, projected_per_hour
+from detector.replay import replay_events
+from detector.resources import (
+    MAX_EDGES_PER_RESOURCE,
+    MAX_RESOURCES,
+    ResourceGraph,
+    resource_name,
+)
+from ingest.events import Span
+from tests.detector.loops import TRIGGERS, loop
+from tests.detector.otlp_builder import (
+    CONSUMER,
+    PRODUCER,
+    T0,
+    invocation,
+    lambda_export,
+    parse,
+    sdk_call,
+    trace_id,
+)
+from tests.detector.streams import flat_cost, no_span_cost
+
+
+def make_engine(span_cost: object = no_span_cost) -> Engine:
+    return Engine(DetectorConfig(), invocation_cost=flat_cost, span_cost=span_cost)  # type: ignore[arg-type]
+
+
+def run(engine: Engine, spans: list[Span], flush: bool = True) -> list[Transition]:
+    out: list[Transition] = []
+    for span in spans:
+        engine.process(span, 0)
+        for evidence in engine.take_evidence():
+            engine.process_evidence(evidence, 0)
+        out.extend(engine.take_transitions())
+    if flush:
+        engine.flush()
+        for evidence in engine.take_evidence():
+            engine.process_evidence(evidence, 0)
+        out.extend(engine.take_transitions())
+    return out
+
+
+def opened(transitions: list[Transition]) -> list[Transition]:
+    return [t for t in transitions if t.event == OPENED]
+
+
+# Resource loops with broken traces
+
+
+def test_s3_loop_with_broken_traces_alerts_at_the_third_reentry() -> None:
+    spans = parse(loop("s3", generations=4))
+    assert len({s.trace_id for s in spans}) == 4  # no trace carries over
+    transitions = run(make_engine(), spans, flush=False)
+    (alert,) = opened(transitions)
+    assert alert.kind == RECURSIVE_TRIGGER
+    assert alert.context.function == "worker"
+    assert alert.evidence["hops"] == 3
+    assert alert.evidence["method"] == "resource"
+    assert alert.evidence["resources"] == ["photos"]
+    assert alert.evidence["via"] == "photos"
+    assert alert.severity == WARNING
+    assert alert.summary == (
+        "worker: its writes to photos trigger it again; re-entered 3 times"
+    )
+    # It opened on the fourth invocation itself, not later.
+    assert alert.at == max(s.time for s in spans if s.invocation_id)
+
+
+def test_s3_loop_in_export_order_is_followed() -> None:
+    # Tracers export an invocation's spans when it ends, children first.
+    spans = parse(loop("s3", generations=5))
+    by_export = sorted(spans, key=lambda s: (s.end, -s.time))
+    transitions = run(make_engine(), by_export)
+    (alert,) = opened(transitions)
+    assert alert.evidence["method"] == "resource"
+    assert alert.evidence["hops"] >= 3
+
+
+def test_s3_loop_two_reentries_do_not_alert() -> None:
+    assert run(make_engine(), parse(loop("s3", generations=3))) == []
+
+
+def test_long_s3_loop_turns_critical_and_resolves_when_it_stops() -> None:
+    transitions = run(make_engine(), parse(loop("s3", generations=10)))
+    kinds = [(t.event, t.severity) for t in transitions]
+    assert kinds[0] == (OPENED, WARNING)
+    assert ("updated", CRITICAL) in kinds
+    assert kinds[-1][0] == RESOLVED
+
+
+def test_broken_s3_loop_spread_over_trace_partitions_is_flagged_in_time() -> None:
+    # Each generation is a new trace, so a replay (like the daemon) puts the
+    # generations on different partitions; each sees part of the loop.
+    spans = parse(loop("s3", generations=16))
+    transitions = replay_events(make_engine(), spans)
+    first = opened(list(transitions))
+    assert first and first[0].evidence["method"] == "resource"
+    sixteenth = sorted(s.time for s in spans if s.invocation_id)[-1]
+    assert first[0].at < sixteenth  # before the platform's own loop breaker
+
+
+def test_write_to_a_bucket_that_triggers_another_function_does_not_alert() -> None:
+    exports = []
+    for i in range(30):
+        at = T0 + i * 1.5
+        tid = trace_id()
+        upload = invocation("uploader", tid, at, "http")
+        put = sdk_call(
+            tid,
+            upload["spanId"],
+            "S3",
+            "PutObject",
+            at + 0.1,
+            {"aws.s3.bucket": "photos"},
+        )
+        exports.append(lambda_export("uploader", [upload, put]))
+        resized = invocation(
+            "resizer",
+            trace_id(),
+            at + 1.0,
+            "datasource",
+            {"faas.document.collection": "photos"},
+        )
+        # The resizer writes too, to another bucket: no cycle either way.
+        out = sdk_call(
+            resized["traceId"],
+            resized["spanId"],
+            "S3",
+            "PutObject",
+            at + 1.1,
+            {"aws.s3.bucket": "thumbnails"},
+        )
+        exports.append(lambda_export("resizer", [resized, out]))
+    assert run(make_engine(), parse(exports)) == []
+
+
+def test_java_sdk_attribute_names_name_the_resource_too() -> None:
+    exports = []
+    for i in range(4):
+        at = T0 + i * 1.5
+        inv = invocation(
+            "worker",
+            trace_id(),
+            at,
+            "datasource",
+            {"faas.document.collection": "photos"},
+        )
+        put = sdk_call(
+            inv["traceId"],
+            inv["spanId"],
+            "S3",
+            "PutObject",
+            at + 0.1,
+            {"aws.bucket.name": "photos", "aws.agent": "java-aws-sdk"},
+        )
+        exports.append(lambda_export("worker", [inv, put]))
+    (alert,) = opened(run(make_engine(), parse(exports)))
+    assert alert.evidence["resources"] == ["photos"]
+
+
+def _keyed_bucket(
+    uploads: int, writes_key: str, loops: bool
+) -> list[dict[str, object]]:
+    """A function triggered by uploads to "photos" that writes there too.
+
+    loops: each write is the object that triggers the next invocation (its
+    key grows by a prefix per generation); else the writes go under
+    ``writes_key``, which the trigger's filter leaves out, while uploads
+    keep coming.
+    """
+    exports = []
+    key = "uploads/cat.jpg"
+    for i in range(uploads):
+        at = T0 + i * 1.5
+        if not loops:
+            key = f"uploads/{i}.jpg"
+        inv = invocation(
+            "worker",
+            trace_id(),
+            at,
+            "datasource",
+            {"faas.document.collection": "photos", "faas.document.name": key},
+        )
+        written = f"{writes_key}/{key}"
+        put = sdk_call(
+            inv["traceId"],
+            inv["spanId"],
+            "S3",
+            "PutObject",
+            at + 0.1,
+            {"aws.s3.bucket": "photos", "aws.s3.key": written},
+        )
+        exports.append(lambda_export("worker", [inv, put]))
+        key = written
+    return exports
+
+
+def test_object_keys_tell_a_loop_from_writes_the_trigger_filters_out() -> None:
+    looped = opened(run(make_engine(), parse(_keyed_bucket(4, "thumb", True))))
+    assert [t.evidence["hops"] for t in looped] == [3]
+    assert run(make_engine(), parse(_keyed_bucket(30, "thumbs", False))) == []
+
+
+def test_reads_of_the_triggering_bucket_are_no_writes() -> None:
+    exports = []
+    for i in range(10):
+        at = T0 + i * 1.5
+        inv = invocation(
+            "worker",
+            trace_id(),
+            at,
+            "datasource",
+            {"faas.document.collection": "photos"},
+        )
+        get = sdk_call(
+            inv["traceId"],
+            inv["spanId"],
+            "S3",
+            "GetObject",
+            at + 0.1,
+            {"aws.s3.bucket": "photos"},
+        )
+        exports.append(lambda_export("worker", [inv, get]))
+    assert run(make_engine(), parse(exports)) == []
+
+
+def test_two_functions_through_two_buckets_are_a_loop() -> None:
+    # f writes A, A triggers g, g writes B, B triggers f; no trace carries.
+    exports = []
+    for i in range(8):
+        at = T0 + i * 1.5
+        if i % 2 == 0:
+            function, writes, trigger = "f", "bucket-a", "bucket-b"
+        else:
+            function, writes, trigger = "g", "bucket-b", "bucket-a"
+        inv = invocation(
+            function,
+            trace_id(),
+            at,
+            "datasource",
+            {"faas.document.collection": trigger},
+        )
+        put = sdk_call(
+            inv["traceId"],
+            inv["spanId"],
+            "S3",
+            "CopyObject",
+            at + 0.2,
+            {"aws.s3.bucket": writes},
+        )
+        exports.append(lambda_export(function, [inv, put]))
+    transitions = run(make_engine(), parse(exports))
+    alerts = {t.context.function: t for t in opened(transitions)}
+    assert set(alerts) == {"f", "g"}
+    assert alerts["f"].evidence["method"] == "resource"
+    assert set(alerts["f"].evidence["resources"]) == {"bucket-a", "bucket-b"}
+
+
+# Fan-out
+
+
+def test_fan_out_two_loop_is_critical_at_three_reentries() -> None:
+    transitions = run(make_engine(), parse(loop("sqs", generations=4, fan_out=2)))
+    (alert,) = opened(transitions)
+    assert alert.evidence["hops"] == 3
+    assert alert.severity == CRITICAL
+    assert alert.evidence["fan_out"] == 2
+    assert alert.evidence["growth"] == pytest.approx(2.0)
+    straight = opened(run(make_engine(), parse(loop("sqs", generations=4))))
+    assert straight[0].severity == WARNING
+    assert straight[0].evidence["fan_out"] == 1
+    assert straight[0].evidence["growth"] == 1.0
+
+
+def test_fan_out_through_a_broken_trace_is_counted_too() -> None:
+    transitions = run(make_engine(), parse(loop("s3", generations=4, fan_out=2)))
+    (alert,) = opened(transitions)
+    assert alert.severity == CRITICAL
+    assert alert.evidence["method"] == "resource"
+    assert alert.evidence["fan_out"] == 2
+
+
+# Mutual recursion through SNS and EventBridge
+
+
+def test_mutual_recursion_through_sns_and_eventbridge() -> None:
+    tid = trace_id()
+    exports = []
+    parent = ""
+    for i in range(8):
+        at = T0 + i * 0.8
+        if i % 2 == 0:
+            # "a" is triggered by the bus and publishes to the topic.
+            inv = invocation(
+                "a",
+                tid,
+                at,
+                "pubsub",
+                {"messaging.destination.name": "events-bus"},
+                parent=parent,
+            )
+            send = sdk_call(
+                tid,
+                inv["spanId"],
+                "SNS",
+                "Publish",
+                at + 0.1,
+                {
+                    "messaging.system": "aws.sns",
+                    "aws.sns.topic.arn": "arn:aws:sns:us-east-1:111122223333:jobs",
+                },
+                kind=PRODUCER,
+            )
+            exports.append(lambda_export("a", [inv, send]))
+        else:
+            inv = invocation(
+                "b",
+                tid,
+                at,
+                "pubsub",
+                {
+                    "messaging.system": "aws.sns",
+                    "aws.sns.topic.arn": "arn:aws:sns:us-east-1:111122223333:jobs",
+                },
+                parent=parent,
+                kind=CONSUMER,
+            )
+            send = sdk_call(
+                tid,
+                inv["spanId"],
+                "EventBridge",
+                "PutEvents",
+                at + 0.1,
+                {"messaging.destination.name": "events-bus"},
+            )
+            exports.append(lambda_export("b", [inv, send]))
+        parent = send["spanId"]
+    transitions = run(make_engine(), parse(exports))
+    alerts = {t.context.function: t for t in opened(transitions)}
+    assert set(alerts) == {"a", "b"}
+    assert alerts["a"].evidence["hops"] == 3
+    assert alerts["a"].evidence["method"] == "trace"
+    assert alerts["a"].evidence["path"][-3:] == ["a", "b", "a"]
+    assert alerts["b"].evidence["hops"] == 3
+
+
+# Every trigger kind
+
+
+@pytest.mark.parametrize("kind", sorted(TRIGGERS))
+def test_each_trigger_kind_is_followed(kind: str) -> None:
+    spans = parse(loop(kind, generations=4))
+    transitions = run(make_engine(), spans)
+    (alert,) = opened(transitions)
+    assert alert.context.function == "worker"
+    assert alert.evidence["hops"] == 3
+    method = "trace" if TRIGGERS[kind].linked else "resource"
+    assert alert.evidence["method"] == method
+    assert run(make_engine(), parse(loop(kind, generations=3))) == []
+
+
+def test_a_gateway_in_front_of_a_function_is_not_counted_as_one() -> None:
+    spans = parse(loop("http_api_gateway", generations=6))
+    transitions = run(make_engine(), spans)
+    assert {t.context.function for t in transitions} == {"worker"}
+
+
+# Chain cost
+
+
+def test_chain_cost_and_projection_by_hand() -> None:
+    # Four invocations of 0.3 s, 1.5 s apart; each costs 0.3 s x 1 USD/s.
+    def span_cost(span: Span) -> float:
+        return (span.end - span.time) * 1.0 if span.invocation_id else 0.0
+
+    transitions = run(make_engine(span_cost), parse(loop("sqs", generations=4)))
+    (alert,) = opened(transitions)
+    assert alert.cost_usd == pytest.approx(4 * 0.3)
+    assert alert.evidence["cost_so_far_usd"] == pytest.approx(1.2)
+    assert alert.evidence["chain_invocations"] == 4
+    # 1.2 USD over the 4.5 s from the first invocation to the fourth, going
+    # on at the same pace (growth 1): 1.2 / 4.5 * 3600 = 960 USD per hour.
+    assert alert.evidence["projected_usd_per_hour"] == pytest.approx(960.0)
+
+
+def test_chain_cost_counts_every_branch_of_a_fan_out() -> None:
+    def span_cost(span: Span) -> float:
+        return 0.01 if span.invocation_id else 0.0
+
+    spans = parse(loop("sqs", generations=4, fan_out=2))
+    transitions = run(make_engine(span_cost), spans)
+    (alert,) = opened(transitions)
+    # 1 + 2 + 4 invocations, then the first of the fourth generation.
+    assert alert.cost_usd == pytest.approx(0.08)
+
+
+def test_projection_grows_geometrically() -> None:
+    straight = projected_per_hour(1.0, 10.0, 5, 1.0)
+    assert straight == pytest.approx(360.0)
+    # Two generations of 5 s each per 10 s, doubling: an hour is 720 of them.
+    doubling = projected_per_hour(1.0, 10.0, 2, 2.0)
+    assert doubling == 1e9  # capped
+    mild = projected_per_hour(1.0, 3600.0, 1, 1.5)
+    # One generation per hour: the next one costs 1.5 times the last.
+    assert mild == pytest.approx(1.5)
+    assert projected_per_hour(0.0, 10.0, 3, 2.0) == 0.0
+
+
+# Bounded retries
+
+
+def _retry_exports(
+    messages: int, retries: int, linked: bool, batch: int = 10, every_s: float = 7.0
+) -> list[dict[str, object]]:
+    """``messages`` messages, each requeued by the function ``retries`` times.
+
+    Messages arrive in batches of ``batch`` every ``every_s`` seconds, as
+    a queue poller hands them over; a retry is requeued with a 2 s delay.
+    Linked: the messages come from a traced producer and every message's
+    trace header becomes a link. Not linked: no trace crosses the queue.
+    """
+    queue_url = "https://sqs.us-east-1.amazonaws.com/111122223333/jobs"
+    exports: list[dict[str, object]] = []
+    for m in range(messages):
+        cause: tuple[str, str] | None = None
+        if linked:
+            at = T0 + (m // batch) * every_s + (m % batch) * 0.01 - 0.3
+            tid = trace_id()
+            api = invocation("api", tid, at, "http")
+            send = sdk_call(
+                tid,
+                api["spanId"],
+                "SQS",
+                "SendMessage",
+                at + 0.05,
+                {"aws.sqs.queue_url": queue_url, "messaging.system": "aws_sqs"},
+            )
+            exports.append(lambda_export("api", [api, send]))
+            cause = (tid, send["spanId"])
+        for attempt in range(retries + 1):
+            at = T0 + (m // batch) * every_s + (m % batch) * 0.01 + attempt * 2.0
+            tid = trace_id()
+            links = [cause] if linked and cause is not None else []
+            inv = invocation(
+                "worker",
+                tid,
+                at,
+                "pubsub",
+                {"messaging.system": "aws_sqs", "messaging.destination.name": "jobs"},
+                links=links,
+                kind=CONSUMER,
+                name="jobs process",
+            )
+            own = [inv]
+            if attempt < retries:
+                send = sdk_call(
+                    tid,
+                    inv["spanId"],
+                    "SQS",
+                    "SendMessage",
+                    at + 0.1,
+                    {"aws.sqs.queue_url": queue_url, "messaging.system": "aws_sqs"},
+                )
+                own.append(send)
+                cause = (tid, send["spanId"])
+            exports.append(lambda_export("worker", own))
+    return exports
+
+
+@pytest.mark.parametrize("linked", [True, False])
+def test_bounded_retry_below_the_threshold_does_not_alert(linked: bool) -> None:
+    spans = parse(_retry_exports(messages=200, retries=2, linked=linked))
+    assert run(make_engine(), spans) == []
+
+
+def test_bounded_retry_at_the_threshold_warns_but_never_turns_critical() -> None:
+    spans = parse(_retry_exports(messages=20, retries=4, linked=True))
+    transitions = run(make_engine(), spans)
+    assert opened(transitions)
+    assert {t.severity for t in transitions} == {WARNING}
+    assert max(int(t.evidence["hops"]) for t in transitions) == 4  # type: ignore[call-overload]
+
+
+# Memory and checkpoints
+
+
+def test_edge_tables_stay_bounded_and_idle_resources_expire() -> None:
+    stage = TraceStage(span_cost=no_span_cost)
+    out: list[Evidence] = []
+    exports = []
+    for i in range(MAX_RESOURCES + 1000):
+        at = T0 + i * 0.01
+        inv = invocation("worker", trace_id(), at, "http")
+        put = sdk_call(
+            inv["traceId"],
+            inv["spanId"],
+            "S3",
+            "PutObject",
+            at + 0.001,
+            {"aws.s3.bucket": f"bucket-{i}"},
+        )
+        exports.append(lambda_export("worker", [inv, put]))
+    for span in parse(exports):
+        stage.process(span, out)
+    assert stage.resources.tracked_resources == MAX_RESOURCES
+    assert stage.resources.evicted == 1000
+    # An hour later, one more span moves the watermark: all of them expire.
+    later = invocation("worker", trace_id(), T0 + 3600, "http")
+    late = parse([lambda_export("worker", [later])])
+    stage.process(late[0], out)
+    assert stage.resources.tracked_resources == 0
+    assert stage.tracked_traces == 1
+    assert stage.tracked_chains == 1
+    assert out == []
+
+
+def test_writers_of_one_resource_are_bounded_and_quiet_ones_make_room() -> None:
+    graph = ResourceGraph(idle_s=300.0)
+    exports = [
+        lambda_export(
+            f"writer-{i}",
+            [sdk_call(trace_id(), "", "S3", "PutObject", T0, {"aws.s3.bucket": "b"})],
+        )
+        for i in range(MAX_EDGES_PER_RESOURCE + 8)
+    ]
+    for span in parse(exports):
+        graph.wrote("b", span)
+    assert graph.edges() == MAX_EDGES_PER_RESOURCE
+    assert graph.dropped_edges == 8
+    later = sdk_call(
+        trace_id(), "", "S3", "PutObject", T0 + 400, {"aws.s3.bucket": "b"}
+    )
+    (span,) = parse([lambda_export("newcomer", [later])])
+    graph.wrote("b", span)
+    assert graph.edges() == 1  # the quiet writers were dropped for it
+    assert graph.dropped_edges == 8
+
+
+def test_resource_names_meet_across_arns_urls_and_names() -> None:
+    assert resource_name("arn:aws:sqs:us-east-1:1:jobs") == "jobs"
+    assert resource_name("https://sqs.us-east-1.amazonaws.com/1/jobs") == "jobs"
+    assert resource_name("arn:aws:s3:::photos") == "photos"
+    assert resource_name("arn:aws:sns:us-east-1:1:topic") == "topic"
+    stream = "arn:aws:dynamodb:us-east-1:1:table/jobs/stream/2026-01-01T00:00:00.000"
+    assert resource_name(stream) == "jobs"
+    assert resource_name("arn:aws:kinesis:us-east-1:1:stream/clicks") == "clicks"
+    assert resource_name("arn:aws:events:us-east-1:1:event-bus/orders") == "orders"
+    assert resource_name("arn:aws:states:us-east-1:1:stateMachine:rework") == "rework"
+
+
+def test_pending_writes_expire_after_the_trigger_latency() -> None:
+    graph = ResourceGraph(latency_s=30.0)
+    put = sdk_call(trace_id(), "", "S3", "PutObject", T0, {"aws.s3.bucket": "b"})
+    (span,) = parse([lambda_export("w", [put])])
+    graph.wrote("b", span)
+    assert graph.take_write("b", T0 + 31.0) is None
+    graph.wrote("b", span)
+    assert graph.take_write("b", T0 - 1.0) is None  # a write after cannot cause
+    assert graph.take_write("b", T0 + 1.0) == (span.trace_id, span.span_id)
+
+
+@pytest.mark.parametrize("cut", [0.25, 0.5, 0.8])
+def test_snapshot_and_restore_keep_the_resource_edges(cut: float) -> None:
+    spans = parse(loop("s3", generations=9))
+    whole = run(make_engine(), spans)
+    split = int(len(spans) * cut)
+    first = make_engine()
+    head = run(first, spans[:split], flush=False)
+    second = make_engine()
+    second.restore(0, first.snapshot(0))
+    assert second._parts[0].traces.resources.tracked_resources == 1
+    tail = run(second, spans[split:])
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+    assert any(t.evidence.get("method") == "resource" for t in whole)
+
+
+def test_chain_evidence_round_trips_with_its_new_fields() -> None:
+    from detector.evidence import decode_evidence, encode_evidence
+
+    spans = parse(loop("s3", generations=4, fan_out=2))
+    stage = TraceStage(span_cost=no_span_cost)
+    out: list[Evidence] = []
+    for span in spans:
+        stage.process(span, out)
+    chain = next(e for e in out if e.kind == CHAIN)
+    assert chain.resources == ("photos",)
+    assert decode_evidence(encode_evidence(chain), "t") == chain
+    assert math.isfinite(chain.projected_usd_per_hour)
