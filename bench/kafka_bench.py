@@ -44,6 +44,7 @@ def _topics(prefix: str) -> dict[str, str]:
     }
 
 
+# Limitation: short runs let broker fetch latency swing the bare rate on a busy host.
 def _bare(bootstrap: str, topics: Sequence[str], count: int) -> float:
     consumer = make_consumer(
         bootstrap, f"bench-bare-{uuid.uuid4().hex[:8]}", topics, **CONSUMER_OPTIONS
