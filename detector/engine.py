@@ -687,8 +687,10 @@ class Engine:
         self, part: _Partition, horizon: float, force: bool = False
     ) -> None:
         horizon = max(horizon, self._horizon(part))
+        # Limitation: an idle partition holds account-wide comparisons back.
+        low = min(self._horizon(p) for p in self._parts.values())
         for state, finding in self._reconciler.due(
-            part.sources, part.contexts.get, horizon, self._account_cost, force
+            part.sources, part.contexts.get, horizon, self._account_cost, force, low
         ):
             self._apply(state, finding)
 

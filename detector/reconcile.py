@@ -133,17 +133,35 @@ class Reconciler:
         horizon: float,
         account_cost: AccountCost,
         force: bool = False,
+        account_horizon: float = math.inf,
     ) -> list[tuple[Any, Finding]]:
-        """Findings of the contexts whose queued periods became comparable."""
+        """Findings of the contexts whose queued periods became comparable.
+
+        A charge that covers a whole account (EstimatedCharges, or a row
+        naming no function) is compared with the contexts of every
+        partition, so it waits for ``account_horizon``, the horizon of the
+        partition furthest behind: the result must not depend on the order
+        in which partitions happen to be read.
+        """
         out: list[tuple[Any, Finding]] = []
         due = psrc.due
+        retry: list[Context] = []
         while due and (force or due[0][0] <= horizon):
             _, _, context = heapq.heappop(due)
             holder = lookup(context)
             if holder is None:
                 continue
-            for finding in self.due_one(psrc, holder, horizon, account_cost):
+            wide = account_wide(context)
+            upto = horizon if force or not wide else min(horizon, account_horizon)
+            for finding in self.due_one(psrc, holder, upto, account_cost):
                 out.append((holder, finding))
+            track = holder.sources.billing if holder.sources is not None else None
+            if wide and not force and track is not None and track.queued:
+                retry.append(context)
+        for context in retry:
+            # Looked at again once this partition's horizon moves on.
+            psrc.ticket += 1
+            heapq.heappush(psrc.due, (horizon + 1.0, psrc.ticket, context))
         return out
 
     def due_one(
@@ -298,6 +316,11 @@ class Reconciler:
             "not_priced_usd": round(excluded, 6),
             "gaps": track.gaps,
         }
+
+
+def account_wide(context: Context) -> bool:
+    """Whether a billed charge covers every context of an account."""
+    return not context.function or context.function == LAMBDA_CHARGES
 
 
 def _valid(bill: Billing) -> bool:
