@@ -1,0 +1,615 @@
+"""Rules judged when a context's window closes, beyond rate spikes.
+
+Duration inflation, error and retry storms, and slow ramps against a
+budget; each context keeps one compact :class:`RuleState` for all three.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
+from detector.alerts import fingerprint as alert_fingerprint
+from detector.baseline import MAD_TO_STD
+from ingest.events import Context
+
+if TYPE_CHECKING:
+    from detector.engine import DetectorConfig
+
+logger = logging.getLogger(__name__)
+
+DURATION_INFLATION = "duration_inflation"
+ERROR_STORM = "error_storm"
+SLOW_RAMP = "slow_ramp"
+
+# Accumulator slots an open window holds beyond cost and count (the engine
+# owns slots 0 and 1 and adds to these per invocation).
+BILLED_MS, FAILED, FAILED_COST, TIMEOUTS = range(2, 6)
+WINDOW_SLOTS = 6
+
+_DAY_S = 86_400.0
+#: Bound of a deviation below its mean, so a context of perfectly regular
+#: durations does not turn the smallest change into infinite deviations.
+_MIN_SPREAD = 0.01
+#: Clip of baseline updates, as in RobustBaseline: mean + 4 deviations, with
+#: the deviation bounded below by a tenth of the mean.
+_CLIP = 4.0
+#: Least error share used for the binomial spread of a context that has
+#: (almost) never failed.
+_MIN_SHARE = 1e-3
+
+
+class RuleAlert:
+    """Lifecycle of one rule's alert of one context (kept for ``seq``)."""
+
+    __slots__ = (
+        "calm",
+        "cost",
+        "excess",
+        "fingerprint",
+        "kind",
+        "open",
+        "peak",
+        "seq",
+        "severity",
+        "starts_at",
+    )
+
+    def __init__(self, kind: str, fingerprint: str) -> None:
+        self.kind = kind
+        self.fingerprint = fingerprint
+        self.seq = 0
+        self.open = False
+        self.severity = WARNING
+        self.starts_at = 0.0
+        self.cost = 0.0
+        self.excess = 0.0
+        self.peak = 0.0
+        self.calm = 0
+
+
+class RuleState:
+    """What the rules remember of one context between windows.
+
+    Rates are USD per hour; the duration baseline is billed milliseconds per
+    invocation; shares are fractions of a window's invocations. Baselines of
+    one rule stop learning while that rule's alert is open; the slow anchor
+    stops while any cost alert of the context is open.
+    """
+
+    __slots__ = (
+        "anchor",
+        "busy",
+        "count",
+        "day_cost",
+        "day_end",
+        "dur",
+        "dur_dev",
+        "each",
+        "errors",
+        "fail_rate",
+        "inflation",
+        "last_end",
+        "month_cost",
+        "month_end",
+        "month_start",
+        "ramp",
+        "recent",
+        "storm",
+        "timeouts",
+        "windows",
+    )
+
+    def __init__(self) -> None:
+        self.last_end = -math.inf
+        self.windows = 0
+        self.busy = 0
+        self.recent = 0.0
+        self.anchor = 0.0
+        self.day_end = -math.inf
+        self.day_cost = 0.0
+        self.month_start = -math.inf
+        self.month_end = -math.inf
+        self.month_cost = 0.0
+        self.dur = 0.0
+        self.dur_dev = 0.0
+        self.count = 0.0
+        self.each = 0.0
+        self.timeouts = 0.0
+        self.errors = 0.0
+        self.fail_rate = 0.0
+        self.inflation: RuleAlert | None = None
+        self.storm: RuleAlert | None = None
+        self.ramp: RuleAlert | None = None
+
+    def open_alerts(self) -> int:
+        alerts = (self.inflation, self.storm, self.ramp)
+        return sum(1 for a in alerts if a is not None and a.open)
+
+
+def _alpha(half_life: float) -> float:
+    """The EWMA weight of one observation for a half-life in observations."""
+    return 1.0 - math.pow(0.5, 1.0 / max(half_life, 1.0))
+
+
+def _ewma(mean: float, x: float, n: int, alpha: float) -> float:
+    """One step of a mean that is a plain running mean until alpha * n > 1."""
+    a = alpha if alpha * n > 1.0 else 1.0 / n
+    return mean + a * (x - mean)
+
+
+def _month_bounds(time: float) -> tuple[float, float]:
+    moment = datetime.fromtimestamp(time, tz=UTC)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        end = start.replace(year=start.year + 1, month=1)
+    else:
+        end = start.replace(month=start.month + 1)
+    return start.timestamp(), end.timestamp()
+
+
+class Rules:
+    """Judges the rules for every context of one engine at window close."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        window = config.window_s
+        self._window = window
+        self._per_hour = 3600.0 / window
+        self._alpha = _alpha(config.baseline_half_life)
+        self._warm = config.baseline_warmup
+        self._recent_alpha = _alpha(config.ramp_recent_half_life_s / window)
+        self._recent_warm = max(1, round(config.ramp_recent_half_life_s / window))
+        self._anchor_alpha = _alpha(config.ramp_anchor_half_life_s / window)
+        self._anchor_warm = max(1, round(config.ramp_anchor_warmup_s / window))
+        self._daily = dict(config.daily_budgets)
+        self._monthly = dict(config.monthly_budgets)
+
+    def judge(
+        self,
+        s: RuleState,
+        context: Context,
+        acc: Sequence[float] | None,
+        start: float,
+        end: float,
+        spike_open: bool,
+        out: list[Transition],
+    ) -> bool:
+        """Judge one closed window; True while an alert of ``s`` is open."""
+        if acc is None:
+            cost = count = billed = failed = failed_cost = timeouts = 0.0
+        else:
+            cost, count, billed, failed, failed_cost, timeouts = acc[:WINDOW_SLOTS]
+        idle = 0
+        if s.last_end > -math.inf:
+            idle = max(0, round((start - s.last_end) / self._window))
+        s.last_end = end
+        self._calendar(s, start)
+        s.day_cost += cost
+        s.month_cost += cost
+        rate = cost * self._per_hour
+        self._learn_recent(s, rate, idle)
+        self._judge_duration(s, context, cost, count, billed, timeouts, end, out)
+        self._judge_errors(s, context, count, failed, failed_cost, end, out)
+        self._judge_ramp(s, context, cost, spike_open, end, out)
+        frozen = spike_open or s.open_alerts() > 0
+        if not frozen:
+            self._learn_anchor(s, rate, idle)
+        if count > 0:
+            self._learn_window(s, cost, count, billed, failed, failed_cost, timeouts)
+        return s.open_alerts() > 0
+
+    # Learning
+
+    def _calendar(self, s: RuleState, start: float) -> None:
+        """Start a new day or month of spend when the window is past its end."""
+        if start >= s.day_end:
+            s.day_end = start - start % _DAY_S + _DAY_S
+            s.day_cost = 0.0
+        if start >= s.month_end:
+            s.month_start, s.month_end = _month_bounds(start)
+            s.month_cost = 0.0
+
+    def _learn_recent(self, s: RuleState, rate: float, idle: int) -> None:
+        alpha = self._recent_alpha
+        if idle:
+            # Idle windows are windows of zero cost: k zeros scale the mean.
+            if alpha * (s.windows + idle) > 1.0:
+                s.recent *= (1.0 - alpha) ** idle
+            elif s.windows:
+                s.recent *= s.windows / (s.windows + idle)
+        s.windows += idle + 1
+        s.recent = _ewma(s.recent, rate, s.windows, alpha)
+
+    def _learn_anchor(self, s: RuleState, rate: float, idle: int) -> None:
+        # A running mean over the warm-up, then a fixed slow pace: a ramp
+        # that starts after the warm-up moves the anchor by a small share
+        # of the ramp, however long the context has been tracked.
+        n = s.windows
+        if n <= self._anchor_warm:
+            s.anchor = (s.anchor * max(n - idle - 1, 0) + rate) / n
+            return
+        alpha = self._anchor_alpha
+        if idle:
+            s.anchor *= (1.0 - alpha) ** idle
+        s.anchor += alpha * (rate - s.anchor)
+
+    def _learn_window(
+        self,
+        s: RuleState,
+        cost: float,
+        count: float,
+        billed: float,
+        failed: float,
+        failed_cost: float,
+        timeouts: float,
+    ) -> None:
+        """Learn the per-invocation baselines from a window with invocations."""
+        inflated = s.inflation is not None and s.inflation.open
+        storming = s.storm is not None and s.storm.open
+        if inflated and storming:
+            return
+        s.busy += 1
+        n = s.busy
+        alpha = self._alpha
+        if not inflated:
+            mean = billed / count
+            if n > 2:
+                ceiling = s.dur + _CLIP * max(s.dur_dev, 0.1 * s.dur)
+                mean = min(mean, ceiling)
+            s.dur_dev = _ewma(s.dur_dev, abs(mean - s.dur), n, alpha)
+            s.dur = _ewma(s.dur, mean, n, alpha)
+            s.each = _ewma(s.each, cost / count, n, alpha)
+            s.timeouts = _ewma(s.timeouts, timeouts / count, n, alpha)
+        if not storming:
+            s.errors = _ewma(s.errors, failed / count, n, alpha)
+            s.fail_rate = _ewma(s.fail_rate, failed_cost * self._per_hour, n, alpha)
+        s.count = _ewma(s.count, count, n, alpha)
+
+    # Duration inflation
+
+    def _judge_duration(
+        self,
+        s: RuleState,
+        context: Context,
+        cost: float,
+        count: float,
+        billed: float,
+        timeouts: float,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        cfg = self.config
+        alert = s.inflation
+        if s.busy < self._warm or s.dur <= 0.0 or count < cfg.duration_min_count:
+            self._calm(s, alert, context, end, out, self._duration_evidence(s, 0.0))
+            return
+        mean = billed / count
+        ratio = mean / s.dur
+        # The spread of window means was learnt at the usual count; a window
+        # of n invocations has a mean whose chance spread scales as 1/sqrt(n).
+        spread = MAD_TO_STD * s.dur_dev * math.sqrt(s.count / count)
+        spread = max(spread, _MIN_SPREAD * s.dur)
+        z = (mean - s.dur) / spread
+        expected = s.timeouts * count
+        timed_out = timeouts >= cfg.timeout_min_count and timeouts >= (
+            expected + cfg.duration_z * math.sqrt(max(expected, 1.0))
+        )
+        need = cfg.duration_timeout_ratio if timed_out else cfg.duration_ratio
+        excess = (cost - s.each * count) * self._per_hour
+        evidence = self._duration_evidence(s, mean)
+        evidence.update(
+            z=round(z, 2),
+            threshold_ratio=need,
+            invocations=int(count),
+            timeouts=int(timeouts),
+            expected_timeouts=round(expected, 2),
+        )
+        if ratio >= need and z >= cfg.duration_z and excess >= cfg.duration_min_excess:
+            critical = (
+                ratio >= cfg.rule_critical_margin * need
+                and excess >= cfg.critical_min_excess
+            )
+            if alert is None:
+                alert = s.inflation = RuleAlert(
+                    DURATION_INFLATION, alert_fingerprint(context, DURATION_INFLATION)
+                )
+            self._fire(
+                s, alert, context, end, cost, excess, ratio, critical, evidence, out
+            )
+        elif alert is not None and alert.open:
+            alert.cost += cost
+            alert.excess += max(excess, 0.0) / self._per_hour
+            if ratio < (1.0 + need) / 2.0:
+                self._calm(s, alert, context, end, out, evidence)
+            else:
+                alert.calm = 0
+
+    def _duration_evidence(self, s: RuleState, mean: float) -> dict[str, object]:
+        return {
+            "rule": DURATION_INFLATION,
+            "value": round(mean, 3),
+            "baseline": round(s.dur, 3),
+            "unit": "billed_ms_per_invocation",
+            "ratio": round(mean / s.dur, 3) if s.dur > 0 else None,
+        }
+
+    # Error and retry storms
+
+    def _judge_errors(
+        self,
+        s: RuleState,
+        context: Context,
+        count: float,
+        failed: float,
+        failed_cost: float,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        cfg = self.config
+        alert = s.storm
+        share = failed / count if count > 0 else 0.0
+        evidence = self._error_evidence(s, share)
+        if s.busy < self._warm or failed < cfg.error_min_count:
+            self._calm(s, alert, context, end, out, evidence)
+            return
+        p0 = s.errors
+        spread = math.sqrt(count * max(p0, _MIN_SHARE) * (1.0 - min(p0, 0.999)))
+        z = (failed - count * p0) / spread
+        excess = failed_cost * self._per_hour - s.fail_rate
+        need = max(cfg.error_ratio * p0, p0 + cfg.error_min_share)
+        evidence.update(
+            z=round(z, 2),
+            threshold_share=round(need, 4),
+            failures=int(failed),
+            invocations=int(count),
+            # Retries of failed invocations show as more invocations than usual.
+            invocations_vs_usual=round(count / s.count, 2) if s.count > 0 else None,
+            failed_usd_per_hour=round(failed_cost * self._per_hour, 6),
+            baseline_failed_usd_per_hour=round(s.fail_rate, 6),
+        )
+        if share >= need and z >= cfg.error_z and excess >= cfg.error_min_excess:
+            margin = cfg.rule_critical_margin
+            critical = (
+                share - p0 >= margin * cfg.error_min_share
+                and share >= margin * cfg.error_ratio * p0
+                and excess >= cfg.critical_min_excess
+            )
+            if alert is None:
+                alert = s.storm = RuleAlert(
+                    ERROR_STORM, alert_fingerprint(context, ERROR_STORM)
+                )
+            ratio = share / max(p0, _MIN_SHARE)
+            cost = failed_cost
+            self._fire(
+                s, alert, context, end, cost, excess, ratio, critical, evidence, out
+            )
+        elif alert is not None and alert.open:
+            alert.cost += failed_cost
+            alert.excess += max(excess, 0.0) / self._per_hour
+            if share < p0 + cfg.error_min_share / 2.0:
+                self._calm(s, alert, context, end, out, evidence)
+            else:
+                alert.calm = 0
+
+    def _error_evidence(self, s: RuleState, share: float) -> dict[str, object]:
+        return {
+            "rule": ERROR_STORM,
+            "value": round(share, 4),
+            "baseline": round(s.errors, 4),
+            "unit": "failure_share",
+            "ratio": round(share / s.errors, 2) if s.errors > 0 else None,
+        }
+
+    # Slow ramps against the anchor and the budgets
+
+    def _budgets(self, s: RuleState, context: Context) -> tuple[float, float]:
+        """The daily and monthly budgets in USD of a context (inf: none)."""
+        daily = monthly = math.inf
+        if self._daily or self._monthly:
+            key = "/".join(context)
+            function = key.rpartition("/")[0]
+            daily = self._daily.get(key, self._daily.get(function, math.inf))
+            monthly = self._monthly.get(key, self._monthly.get(function, math.inf))
+        if s.windows >= self._anchor_warm:
+            cfg = self.config
+            day = max(cfg.ramp_budget_factor * s.anchor, cfg.ramp_min_excess) * 24.0
+            month_days = (s.month_end - s.month_start) / _DAY_S
+            if daily == math.inf:
+                daily = day
+            if monthly == math.inf:
+                monthly = day * month_days
+        return daily, monthly
+
+    def _projection(self, s: RuleState, end: float) -> tuple[float, float]:
+        """Spend of the day and of the month if the recent rate holds."""
+        day = s.day_cost + s.recent * max(0.0, s.day_end - end) / 3600.0
+        month = s.month_cost + s.recent * max(0.0, s.month_end - end) / 3600.0
+        return day, month
+
+    def _judge_ramp(
+        self,
+        s: RuleState,
+        context: Context,
+        cost: float,
+        spike_open: bool,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        cfg = self.config
+        alert = s.ramp
+        if s.windows < self._recent_warm:
+            return
+        daily, monthly = self._budgets(s, context)
+        day, month = self._projection(s, end)
+        anchored = s.windows >= self._anchor_warm and s.anchor > 0.0
+        ratio = s.recent / s.anchor if anchored else 0.0
+        excess = s.recent - s.anchor if anchored else s.recent
+        # A rise the spike detector is already alerting on is its business;
+        # this rule is for the rise its fast baseline has learnt as normal.
+        by_factor = (
+            anchored
+            and not spike_open
+            and ratio >= cfg.ramp_factor
+            and excess >= cfg.ramp_min_excess
+        )
+        over_day = day > daily
+        over_month = month > monthly
+        evidence: dict[str, object] = {
+            "rule": SLOW_RAMP,
+            "value": round(s.recent, 6),
+            "baseline": round(s.anchor, 6),
+            "unit": "usd_per_hour",
+            "ratio": round(ratio, 3) if anchored else None,
+            "threshold_ratio": cfg.ramp_factor,
+            "fired": [
+                name
+                for name, hit in (
+                    ("anchor_factor", by_factor),
+                    ("daily_budget", over_day),
+                    ("monthly_budget", over_month),
+                )
+                if hit
+            ],
+            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
+            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+        }
+        if by_factor or over_day or over_month:
+            margin = cfg.rule_critical_margin
+            critical = excess >= cfg.critical_min_excess and (
+                (by_factor and ratio >= margin * cfg.ramp_factor)
+                or day >= margin * daily
+                or month >= margin * monthly
+            )
+            if alert is None:
+                alert = s.ramp = RuleAlert(
+                    SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP)
+                )
+            peak = max(ratio, day / max(daily, 1e-9), month / max(monthly, 1e-9))
+            self._fire(
+                s, alert, context, end, cost, excess, peak, critical, evidence, out
+            )
+        elif alert is not None and alert.open:
+            alert.cost += cost
+            alert.excess += max(excess, 0.0) / self._per_hour
+            settled = ratio < (1.0 + cfg.ramp_factor) / 2.0
+            if settled and day < 0.9 * daily and month < 0.9 * monthly:
+                self._calm(s, alert, context, end, out, evidence)
+            else:
+                alert.calm = 0
+
+    # Alert lifecycle
+
+    def _fire(
+        self,
+        s: RuleState,
+        alert: RuleAlert,
+        context: Context,
+        at: float,
+        cost: float,
+        excess: float,
+        peak: float,
+        critical: bool,
+        evidence: dict[str, object],
+        out: list[Transition],
+    ) -> None:
+        alert.calm = 0
+        alert.cost += cost
+        alert.excess += max(excess, 0.0) / self._per_hour
+        severity = CRITICAL if critical else WARNING
+        evidence["excess_usd_per_hour"] = round(excess, 6)
+        if not alert.open:
+            alert.open = True
+            alert.severity = severity
+            alert.starts_at = at
+            alert.peak = peak
+            self._emit(s, alert, context, OPENED, at, evidence, out)
+            return
+        escalated = critical and alert.severity != CRITICAL
+        if escalated or peak >= 2.0 * alert.peak:
+            alert.severity = CRITICAL if escalated else alert.severity
+            alert.peak = max(alert.peak, peak)
+            self._emit(s, alert, context, UPDATED, at, evidence, out)
+
+    def _calm(
+        self,
+        s: RuleState,
+        alert: RuleAlert | None,
+        context: Context,
+        at: float,
+        out: list[Transition],
+        evidence: dict[str, object],
+    ) -> None:
+        if alert is None or not alert.open:
+            return
+        alert.calm += 1
+        if alert.calm >= self.config.resolve_windows:
+            alert.open = False
+            self._emit(s, alert, context, RESOLVED, at, evidence, out)
+
+    def _emit(
+        self,
+        s: RuleState,
+        alert: RuleAlert,
+        context: Context,
+        event: str,
+        at: float,
+        evidence: dict[str, object],
+        out: list[Transition],
+    ) -> None:
+        alert.seq += 1
+        day, month = self._projection(s, at)
+        evidence.update(
+            source="invocations",
+            rate_usd_per_hour=round(s.recent, 6),
+            projected_usd_per_day=round(day, 4),
+            projected_usd_per_month=round(month, 2),
+            cost_so_far_usd=round(alert.cost, 6),
+            excess_so_far_usd=round(alert.excess, 6),
+        )
+        out.append(
+            Transition(
+                event,
+                alert.fingerprint,
+                alert.kind,
+                alert.severity,
+                context,
+                alert.starts_at,
+                at,
+                alert.seq,
+                alert.cost,
+                _summary(context, alert.kind, evidence),
+                evidence,
+            )
+        )
+        logger.info(
+            "rule alert %s kind=%s function=%s severity=%s",
+            event,
+            alert.kind,
+            context.function,
+            alert.severity,
+        )
+
+
+def _summary(context: Context, kind: str, evidence: dict[str, object]) -> str:
+    value = evidence.get("value")
+    base = evidence.get("baseline")
+    if kind == DURATION_INFLATION:
+        return (
+            f"{context.function}: {value} billed ms per invocation"
+            f" against a baseline of {base} ms"
+        )
+    if kind == ERROR_STORM:
+        return (
+            f"{context.function}: {evidence.get('failures', 0)} failures,"
+            f" a share of {value} against a baseline of {base}"
+        )
+    return (
+        f"{context.function}: {value} USD/h, projected"
+        f" {evidence.get('projected_usd_per_day')} USD today"
+        f" against a long-run {base} USD/h"
+    )
