@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
 from detector.engine import COST_SPIKE, DetectorConfig, Engine
 from detector.rules import DURATION_INFLATION, ERROR_STORM, SLOW_RAMP
+from dowguard.cli import detector_config
+from dowguard.config import load_settings
+from dowguard.errors import ConfigError
 from ingest.events import Context, Event, Invocation
 from tests.detector.streams import CTX, T0, no_span_cost, steady
 
@@ -334,3 +338,27 @@ def test_status_counts_the_open_rule_alerts() -> None:
     run(engine, slower(2.0, seconds=600.0)[: int(10 * (WARM_S + 300))], flush=False)
     rows = {row.context: row for row in engine.take_status()}
     assert rows[CTX].open_alerts == 1
+
+
+# Settings
+
+
+def test_budgets_come_from_the_environment_and_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    function = "/".join(CTX[:4])
+    toml = tmp_path / "dowguard.toml"
+    toml.write_text(f'[monthly_budgets]\n"{function}" = 300.0\n')
+    monkeypatch.setenv("DOWGUARD_DAILY_BUDGETS", f'{{"{function}/$LATEST": 12.5}}')
+    config = detector_config(load_settings(toml))
+    assert config.daily_budgets == ((f"{function}/$LATEST", 12.5),)
+    assert config.monthly_budgets == ((function, 300.0),)
+
+
+@pytest.mark.parametrize("budgets", ['{"aws/1": 5}', '{"aws/1/r/f": -1}'])
+def test_a_bad_budget_is_a_config_error(
+    budgets: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOWGUARD_DAILY_BUDGETS", budgets)
+    with pytest.raises(ConfigError, match="daily_budgets"):
+        load_settings()
