@@ -91,7 +91,10 @@ class DetectorConfig:
     (``provider/account/region/function/qualifier``) or by the function
     without qualifier (applied to each qualifier); without one, a warm
     anchor gives ``ramp_budget_factor`` times its daily spend (at least
-    ``ramp_min_excess`` per hour), and its monthly spend alike.
+    ``ramp_min_excess`` per hour), and its monthly spend alike. A key
+    ``provider/account`` budgets the sum of the account's contexts, judged
+    each ``ramp_recent_half_life_s`` on the spend of the last hour of such
+    buckets; its alert has the context ``provider/account/*/*/*``.
 
     Severity of these rules is warning; it is critical only when the value
     reaches ``rule_critical_margin`` times its threshold (the ratio, the

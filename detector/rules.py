@@ -10,7 +10,7 @@ import logging
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.alerts import fingerprint as alert_fingerprint
@@ -131,6 +131,40 @@ class RuleState:
         return sum(1 for a in alerts if a is not None and a.open)
 
 
+class AccountSpend:
+    """Spend of one account with a budget, summed over its contexts.
+
+    The recent rate is the spend of the last complete buckets of
+    ``ramp_recent_half_life_s`` each, so a function that went idle stops
+    counting as soon as its buckets age out.
+    """
+
+    __slots__ = (
+        "alert",
+        "bucket",
+        "buckets",
+        "day_cost",
+        "day_end",
+        "month_cost",
+        "month_end",
+        "month_start",
+    )
+
+    def __init__(self) -> None:
+        self.alert: RuleAlert | None = None
+        self.bucket = -math.inf
+        self.buckets: list[float] = []
+        self.day_cost = 0.0
+        self.day_end = -math.inf
+        self.month_cost = 0.0
+        self.month_end = -math.inf
+        self.month_start = -math.inf
+
+
+#: Complete buckets an account's recent rate is averaged over.
+ACCOUNT_BUCKETS = 6
+
+
 def _alpha(half_life: float) -> float:
     """The EWMA weight of one observation for a half-life in observations."""
     return 1.0 - math.pow(0.5, 1.0 / max(half_life, 1.0))
@@ -166,8 +200,14 @@ class Rules:
         self._recent_warm = max(1, round(config.ramp_recent_half_life_s / window))
         self._anchor_alpha = _alpha(config.ramp_anchor_half_life_s / window)
         self._anchor_warm = max(1, round(config.ramp_anchor_warmup_s / window))
-        self._daily = dict(config.daily_budgets)
-        self._monthly = dict(config.monthly_budgets)
+        self._daily = _by_scope(config.daily_budgets, 4)
+        self._monthly = _by_scope(config.monthly_budgets, 4)
+        self._account_daily = _by_scope(config.daily_budgets, 2)
+        self._account_monthly = _by_scope(config.monthly_budgets, 2)
+        # Limitation: account spend is not checkpointed and covers only the
+        # partitions this engine holds; with partitions spread over daemons
+        # each sees a share, and a restore starts the account's sums anew.
+        self._accounts: dict[tuple[str, str], AccountSpend] = {}
 
     def judge(
         self,
@@ -196,11 +236,17 @@ class Rules:
         self._judge_duration(s, context, cost, count, billed, timeouts, end, out)
         self._judge_errors(s, context, count, failed, failed_cost, end, out)
         self._judge_ramp(s, context, cost, spike_open, end, out)
+        if self._account_daily or self._account_monthly:
+            self._account(context, cost, start, end, out)
         frozen = spike_open or s.open_alerts() > 0
         if not frozen:
             self._learn_anchor(s, rate, idle)
         if count > 0:
             self._learn_window(s, cost, count, billed, failed, failed_cost, timeouts)
+        if s.ramp is not None and s.ramp.open:
+            # An idle context need not be woken every window for a ramp: its
+            # next busy window judges it with the idle time decayed.
+            return s.open_alerts() > 1 or s.recent >= self.config.ramp_min_excess
         return s.open_alerts() > 0
 
     # Learning
@@ -502,6 +548,138 @@ class Rules:
             else:
                 alert.calm = 0
 
+    # Account budgets
+
+    def _account(
+        self,
+        context: Context,
+        cost: float,
+        start: float,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        key = (context.provider, context.account)
+        daily = self._account_daily.get(key, math.inf)
+        monthly = self._account_monthly.get(key, math.inf)
+        if daily == monthly == math.inf:
+            return
+        spend = self._accounts.get(key)
+        if spend is None:
+            spend = self._accounts[key] = AccountSpend()
+        width = self.config.ramp_recent_half_life_s
+        bucket = start - start % width
+        buckets = spend.buckets
+        if bucket > spend.bucket:
+            if spend.bucket > -math.inf:
+                # Judged once a bucket is complete: the rate is the mean of
+                # the complete buckets, and later windows go to the new one.
+                gap = round((bucket - spend.bucket) / width)
+                buckets.extend([0.0] * min(gap - 1, ACCOUNT_BUCKETS))
+                self._judge_account(spend, key, daily, monthly, bucket, out)
+            buckets.append(0.0)
+            del buckets[: -(ACCOUNT_BUCKETS + 1)]
+            spend.bucket = bucket
+        # A window of a partition whose watermark lags goes to its own bucket.
+        back = len(buckets) - 1 - round((spend.bucket - bucket) / width)
+        if back >= 0:
+            buckets[back] += cost
+        if start >= spend.day_end:
+            spend.day_end = start - start % _DAY_S + _DAY_S
+            spend.day_cost = 0.0
+        if start >= spend.month_end:
+            spend.month_start, spend.month_end = _month_bounds(start)
+            spend.month_cost = 0.0
+        spend.day_cost += cost
+        spend.month_cost += cost
+
+    def _judge_account(
+        self,
+        spend: AccountSpend,
+        key: tuple[str, str],
+        daily: float,
+        monthly: float,
+        now: float,
+        out: list[Transition],
+    ) -> None:
+        complete = spend.buckets[-ACCOUNT_BUCKETS:]
+        width = self.config.ramp_recent_half_life_s
+        rate = sum(complete) / (len(complete) * width) * 3600.0
+        day = spend.day_cost + rate * max(0.0, spend.day_end - now) / 3600.0
+        month = spend.month_cost + rate * max(0.0, spend.month_end - now) / 3600.0
+        over_day, over_month = day > daily, month > monthly
+        context = Context(key[0], key[1], "*", "*", "*")
+        alert = spend.alert
+        evidence: dict[str, object] = {
+            "rule": SLOW_RAMP,
+            "scope": "account",
+            "value": round(rate, 6),
+            "unit": "usd_per_hour",
+            "fired": [
+                name
+                for name, hit in (
+                    ("daily_budget", over_day),
+                    ("monthly_budget", over_month),
+                )
+                if hit
+            ],
+            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
+            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+            "source": "invocations",
+            "rate_usd_per_hour": round(rate, 6),
+            "projected_usd_per_day": round(day, 4),
+            "projected_usd_per_month": round(month, 2),
+        }
+        if over_day or over_month:
+            if alert is None:
+                alert = spend.alert = RuleAlert(
+                    SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP)
+                )
+            alert.cost += sum(complete[-1:])
+            if not alert.open:
+                # An account budget names no function to throttle, so it
+                # stays a warning whatever its margin.
+                alert.open = True
+                alert.starts_at = now
+                alert.calm = 0
+                self._account_emit(alert, context, OPENED, now, evidence, out)
+        elif alert is not None and alert.open:
+            alert.cost += sum(complete[-1:])
+            if day < 0.9 * daily and month < 0.9 * monthly:
+                alert.open = False
+                self._account_emit(alert, context, RESOLVED, now, evidence, out)
+
+    def _account_emit(
+        self,
+        alert: RuleAlert,
+        context: Context,
+        event: str,
+        at: float,
+        evidence: dict[str, object],
+        out: list[Transition],
+    ) -> None:
+        alert.seq += 1
+        evidence["cost_so_far_usd"] = round(alert.cost, 6)
+        summary = (
+            f"account {context.account}: {evidence['rate_usd_per_hour']} USD/h,"
+            f" projected {evidence['projected_usd_per_day']} USD today against"
+            f" a budget of {evidence['budget_usd_per_day']} USD"
+        )
+        out.append(
+            Transition(
+                event,
+                alert.fingerprint,
+                alert.kind,
+                WARNING,
+                context,
+                alert.starts_at,
+                at,
+                alert.seq,
+                alert.cost,
+                summary,
+                evidence,
+            )
+        )
+
     # Alert lifecycle
 
     def _fire(
@@ -593,6 +771,15 @@ class Rules:
             context.function,
             alert.severity,
         )
+
+
+def _by_scope(budgets: Sequence[tuple[str, float]], parts: int) -> dict[Any, float]:
+    """Budgets whose key has ``parts`` parts (account) or more (function)."""
+    if parts == 2:
+        return {
+            tuple(key.split("/")): usd for key, usd in budgets if key.count("/") == 1
+        }
+    return {key: usd for key, usd in budgets if key.count("/") >= 3}
 
 
 def _summary(context: Context, kind: str, evidence: dict[str, object]) -> str:

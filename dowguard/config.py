@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     metrics_top_n: int = 50
-    # Slow-ramp budgets in USD, keyed "provider/account/region/function" (each
-    # qualifier) or with "/qualifier" (that context only).
+    # Slow-ramp budgets in USD, keyed "provider/account" (the account's sum),
+    # "provider/account/region/function" (each qualifier on its own) or with
+    # "/qualifier" (that context only).
     daily_budgets: dict[str, PositiveFloat] = {}
     monthly_budgets: dict[str, PositiveFloat] = {}
 
@@ -71,10 +72,10 @@ class Settings(BaseSettings):
     def _budget_keys(cls, budgets: dict[str, float]) -> dict[str, float]:
         for key in budgets:
             parts = key.split("/")
-            if len(parts) not in (4, 5) or not all(parts):
+            if len(parts) not in (2, 4, 5) or not all(parts):
                 raise ValueError(
-                    f"budget key {key!r} is not provider/account/region/function"
-                    "[/qualifier]"
+                    f"budget key {key!r} is not provider/account or"
+                    " provider/account/region/function[/qualifier]"
                 )
         return budgets
 

@@ -296,6 +296,35 @@ def test_a_budget_for_a_function_covers_each_qualifier() -> None:
     assert [t.evidence["fired"] for t in found] == [["monthly_budget"]]
 
 
+@pytest.mark.parametrize(("share", "alerts"), [(1.01, 0), (0.99, 1)])
+def test_an_account_budget_sums_its_functions(share: float, alerts: int) -> None:
+    # Two functions on two partitions, 0.72 USD/h each: 34.56 USD a day.
+    other = CTX._replace(function="thumbnail")
+    events = sorted(
+        [
+            *regular(MIDNIGHT, 1800.0, 1.0),
+            *regular(MIDNIGHT, 1800.0, 1.0, context=other, tag="o"),
+        ],
+        key=lambda e: e.time,
+    )
+    budget = 2 * 24 * 0.72 * share
+    engine = make_engine(unit_cost, daily_budgets=(("aws/111122223333", budget),))
+    out: list[Transition] = []
+    for event in events:
+        engine.process(event, 0 if event.context == CTX else 1)
+        out.extend(engine.take_transitions())
+    engine.flush()
+    out.extend(engine.take_transitions())
+    found = opened(out)
+    assert len(found) == alerts
+    if found:
+        account = found[0]
+        assert account.kind == SLOW_RAMP and account.severity == WARNING
+        assert account.context == Context("aws", "111122223333", "*", "*", "*")
+        assert account.evidence["scope"] == "account"
+        assert account.evidence["projected_usd_per_day"] == pytest.approx(34.56)
+
+
 # Determinism and checkpoints
 
 
@@ -355,7 +384,7 @@ def test_budgets_come_from_the_environment_and_toml(
     assert config.monthly_budgets == ((function, 300.0),)
 
 
-@pytest.mark.parametrize("budgets", ['{"aws/1": 5}', '{"aws/1/r/f": -1}'])
+@pytest.mark.parametrize("budgets", ['{"aws/1/r": 5}', '{"aws/1/r/f": -1}'])
 def test_a_bad_budget_is_a_config_error(
     budgets: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
