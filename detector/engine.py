@@ -86,7 +86,8 @@ class DetectorConfig:
     (a running mean over ``ramp_anchor_warmup_s``, then a half-life of
     ``ramp_anchor_half_life_s``, frozen while any cost alert of the context
     is open), while no cost spike is open; or the spend of the day or month
-    so far plus the recent rate to its end exceeding a budget. Budgets are
+    so far plus the recent rate to its end exceeding a budget; either for
+    ``ramp_sustain_s`` in a row. Budgets are
     USD per day and per month keyed by the context key
     (``provider/account/region/function/qualifier``) or by the function
     without qualifier (applied to each qualifier); without one, a warm
@@ -135,6 +136,7 @@ class DetectorConfig:
     ramp_anchor_half_life_s: float = 6 * 3600.0
     ramp_anchor_warmup_s: float = 3600.0
     ramp_factor: float = 3.0
+    ramp_sustain_s: float = 600.0
     ramp_min_excess: float = 0.5
     ramp_budget_factor: float = 3.0
     daily_budgets: tuple[tuple[str, float], ...] = ()

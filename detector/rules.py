@@ -97,6 +97,7 @@ class RuleState:
         "month_cost",
         "month_end",
         "month_start",
+        "over",
         "ramp",
         "recent",
         "storm",
@@ -115,6 +116,7 @@ class RuleState:
         self.month_start = -math.inf
         self.month_end = -math.inf
         self.month_cost = 0.0
+        self.over = 0
         self.dur = 0.0
         self.dur_dev = 0.0
         self.count = 0.0
@@ -200,6 +202,7 @@ class Rules:
         self._recent_warm = max(1, round(config.ramp_recent_half_life_s / window))
         self._anchor_alpha = _alpha(config.ramp_anchor_half_life_s / window)
         self._anchor_warm = max(1, round(config.ramp_anchor_warmup_s / window))
+        self._sustain = max(1, round(config.ramp_sustain_s / window))
         self._daily = _by_scope(config.daily_budgets, 4)
         self._monthly = _by_scope(config.monthly_budgets, 4)
         self._account_daily = _by_scope(config.daily_budgets, 2)
@@ -524,7 +527,11 @@ class Rules:
             "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
             "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
         }
-        if by_factor or over_day or over_month:
+        # A ramp is a rise that lasts: a batch that runs for minutes each hour
+        # lifts the recent rate for a while, then lets it fall back.
+        hit = by_factor or over_day or over_month
+        s.over = s.over + 1 if hit else 0
+        if hit and (s.over >= self._sustain or (alert is not None and alert.open)):
             margin = cfg.rule_critical_margin
             critical = excess >= cfg.critical_min_excess and (
                 (by_factor and ratio >= margin * cfg.ramp_factor)

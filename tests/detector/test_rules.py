@@ -239,19 +239,29 @@ def test_retry_storm_shows_as_more_failed_invocations() -> None:
 def test_a_doubling_every_hour_is_learnt_by_the_fast_baseline_not_the_anchor() -> None:
     events: list[Event] = [
         *regular(T0, HOUR, 1.0),
-        *doubling(T0 + HOUR, 3.0, 1.0),
+        *doubling(T0 + HOUR, 3.5, 1.0),
     ]
     engine = make_engine(unit_cost)
     transitions = run(engine, events, flush=False)
     # The spike detector's baseline follows the ramp and never fires...
     assert opened(transitions, COST_SPIKE) == []
     assert engine._parts[0].contexts[CTX].baseline.mean > 3 * 0.72
-    # ...but against the slow anchor the ramp is a slow_ramp, within hours.
+    # ...but against the slow anchor the ramp is a slow_ramp, within hours
+    # (2.2 hours to three times the anchor, and ten minutes that it lasts).
     ramps = opened(transitions, SLOW_RAMP)
     assert len(ramps) == 1
     assert "anchor_factor" in ramps[0].evidence["fired"]  # type: ignore[operator]
-    assert ramps[0].at < T0 + HOUR + 2.5 * HOUR
+    assert ramps[0].at < T0 + HOUR + 3.0 * HOUR
     assert ramps[0].evidence["ratio"] >= 3.0  # type: ignore[operator]
+
+
+def test_a_batch_each_hour_is_not_a_ramp() -> None:
+    # Five minutes of 20 invocations a second at the top of every hour.
+    events: list[Event] = []
+    for hour in range(6):
+        start = T0 + hour * HOUR
+        events.extend(regular(start, 300.0, 20.0, tag=f"batch{hour}"))
+    assert opened(run(make_engine(unit_cost), events), SLOW_RAMP) == []
 
 
 def test_a_steady_function_never_ramps() -> None:
@@ -265,7 +275,7 @@ def test_a_step_against_the_anchor_at_the_factor(factor: float, alerts: int) -> 
     # the recent rate creeps up to 2.2x and passes 2.15, never 2.25.
     events: list[Event] = [
         *regular(T0, HOUR, 1.0),
-        *regular(T0 + HOUR, HOUR, 2.2),
+        *regular(T0 + HOUR, 2 * HOUR, 2.2),
     ]
     engine = make_engine(unit_cost, ramp_factor=factor, ramp_anchor_half_life_s=1e12)
     transitions = run(engine, events)
@@ -276,7 +286,7 @@ def test_a_step_against_the_anchor_at_the_factor(factor: float, alerts: int) -> 
 @pytest.mark.parametrize(("share", "alerts"), [(1.01, 0), (0.99, 1)])
 def test_projected_day_against_a_budget(share: float, alerts: int) -> None:
     # 0.72 USD/h from midnight on: the day is projected at 17.28 USD.
-    events = list(regular(MIDNIGHT, 900.0, 1.0))
+    events = list(regular(MIDNIGHT, HOUR, 1.0))
     budget = 24 * 0.72 * share
     key = "/".join(CTX)
     engine = make_engine(unit_cost, daily_budgets=((key, budget),))
@@ -291,7 +301,7 @@ def test_projected_day_against_a_budget(share: float, alerts: int) -> None:
 def test_a_budget_for_a_function_covers_each_qualifier() -> None:
     function = "/".join(CTX[:4])
     monthly = ((function, 100.0),)
-    events = list(regular(MIDNIGHT, 900.0, 1.0, context=CTX._replace(qualifier="7")))
+    events = list(regular(MIDNIGHT, HOUR, 1.0, context=CTX._replace(qualifier="7")))
     found = opened(run(make_engine(unit_cost, monthly_budgets=monthly), events))
     assert [t.evidence["fired"] for t in found] == [["monthly_budget"]]
 
