@@ -235,7 +235,9 @@ class Rules:
         s.day_cost += cost
         s.month_cost += cost
         rate = cost * self._per_hour
-        self._learn_recent(s, rate, idle)
+        # The spike detector owns a spike: its windows count in the spend so
+        # far, not in the recent rate the ramp rule projects from.
+        self._learn_recent(s, rate, idle, learn=not spike_open)
         self._judge_duration(s, context, cost, count, billed, timeouts, end, out)
         self._judge_errors(s, context, count, failed, failed_cost, end, out)
         self._judge_ramp(s, context, cost, spike_open, end, out)
@@ -263,8 +265,11 @@ class Rules:
             s.month_start, s.month_end = _month_bounds(start)
             s.month_cost = 0.0
 
-    def _learn_recent(self, s: RuleState, rate: float, idle: int) -> None:
+    def _learn_recent(self, s: RuleState, rate: float, idle: int, learn: bool) -> None:
         alpha = self._recent_alpha
+        if not learn:
+            s.windows += idle + 1
+            return
         if idle:
             # Idle windows are windows of zero cost: k zeros scale the mean.
             if alpha * (s.windows + idle) > 1.0:

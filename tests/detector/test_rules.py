@@ -264,6 +264,19 @@ def test_a_batch_each_hour_is_not_a_ramp() -> None:
     assert opened(run(make_engine(unit_cost), events), SLOW_RAMP) == []
 
 
+def test_a_flood_is_a_spike_not_a_ramp() -> None:
+    # Early in the day, where the recent rate of a flood, projected to
+    # midnight, would blow three times the anchor's daily spend.
+    flood = MIDNIGHT + 1.5 * HOUR
+    events: list[Event] = [
+        *regular(MIDNIGHT, 1.5 * HOUR, 1.0),
+        *regular(flood, 1500.0, 10.0, tag="flood"),
+        *regular(flood + 1500.0, HOUR, 1.0, tag="after"),
+    ]
+    transitions = run(make_engine(unit_cost), events)
+    assert [t.kind for t in opened(transitions)] == [COST_SPIKE]
+
+
 def test_a_steady_function_never_ramps() -> None:
     events = list(steady(1.0, T0, 5 * HOUR))
     assert run(make_engine(unit_cost), list(events)) == []
