@@ -129,8 +129,12 @@ class RuleState:
         self.ramp: RuleAlert | None = None
 
     def open_alerts(self) -> int:
-        alerts = (self.inflation, self.storm, self.ramp)
-        return sum(1 for a in alerts if a is not None and a.open)
+        inflation, storm, ramp = self.inflation, self.storm, self.ramp
+        return (
+            (inflation is not None and inflation.open)
+            + (storm is not None and storm.open)
+            + (ramp is not None and ramp.open)
+        )
 
 
 class AccountSpend:
@@ -163,6 +167,8 @@ class AccountSpend:
         self.month_start = -math.inf
 
 
+#: Event time between two judgements of a context's slow ramp.
+_RAMP_EVERY_S = 60.0
 #: Complete buckets an account's recent rate is averaged over.
 ACCOUNT_BUCKETS = 6
 
@@ -202,7 +208,7 @@ class Rules:
         self._recent_warm = max(1, round(config.ramp_recent_half_life_s / window))
         self._anchor_alpha = _alpha(config.ramp_anchor_half_life_s / window)
         self._anchor_warm = max(1, round(config.ramp_anchor_warmup_s / window))
-        self._sustain = max(1, round(config.ramp_sustain_s / window))
+        self._sustain = max(1, round(config.ramp_sustain_s / _RAMP_EVERY_S))
         self._daily = _by_scope(config.daily_budgets, 4)
         self._monthly = _by_scope(config.monthly_budgets, 4)
         self._account_daily = _by_scope(config.daily_budgets, 2)
@@ -223,61 +229,92 @@ class Rules:
         out: list[Transition],
     ) -> bool:
         """Judge one closed window; True while an alert of ``s`` is open."""
-        if acc is None:
-            cost = count = billed = failed = failed_cost = timeouts = 0.0
-        else:
-            cost, count, billed, failed, failed_cost, timeouts = acc[:WINDOW_SLOTS]
+        cost = count = 0.0
+        if acc is not None:
+            cost = acc[0]
+            count = acc[1]
+        last = s.last_end
         idle = 0
-        if s.last_end > -math.inf:
-            idle = max(0, round((start - s.last_end) / self._window))
+        if last > -math.inf:
+            idle = max(0, round((start - last) / self._window))
         s.last_end = end
-        self._calendar(s, start)
+        if start >= s.day_end:
+            self._calendar(s, start)
         s.day_cost += cost
         s.month_cost += cost
         rate = cost * self._per_hour
         # The spike detector owns a spike: its windows count in the spend so
         # far, not in the recent rate the ramp rule projects from.
-        self._learn_recent(s, rate, idle, learn=not spike_open)
-        self._judge_duration(s, context, cost, count, billed, timeouts, end, out)
-        self._judge_errors(s, context, count, failed, failed_cost, end, out)
-        self._judge_ramp(s, context, cost, spike_open, end, out)
+        n = s.windows
+        s.windows = n + idle + 1
+        if not spike_open:
+            self._learn_recent(s, rate, n, idle)
+        # Most windows of most contexts are unremarkable: each rule looks
+        # closer only past its cheapest gate or while its alert is open.
+        cfg = self.config
+        inflation, storm, ramp = s.inflation, s.storm, s.ramp
+        inflated = inflation is not None and inflation.open
+        storming = storm is not None and storm.open
+        if acc is not None or inflated or storming:
+            billed = failed = failed_cost = timeouts = 0.0
+            if acc is not None:
+                billed = acc[BILLED_MS]
+                failed = acc[FAILED]
+                failed_cost = acc[FAILED_COST]
+                timeouts = acc[TIMEOUTS]
+            if count >= cfg.duration_min_count or inflated:
+                self._judge_duration(
+                    s, context, cost, count, billed, timeouts, end, out
+                )
+            if failed >= cfg.error_min_count or storming:
+                self._judge_errors(s, context, count, failed, failed_cost, end, out)
+            if count > 0:
+                self._learn_window(
+                    s, cost, count, billed, failed, failed_cost, timeouts
+                )
+        if ramp is not None and ramp.open:
+            ramp.cost += cost
+        # Ramps build over hours: they are judged once a minute of event time.
+        if s.windows >= self._recent_warm and (
+            last == -math.inf or end - end % _RAMP_EVERY_S > last
+        ):
+            self._judge_ramp(s, context, spike_open, end, out)
         if self._account_daily or self._account_monthly:
             self._account(context, cost, start, end, out)
-        frozen = spike_open or s.open_alerts() > 0
-        if not frozen:
+        inflation, storm, ramp = s.inflation, s.storm, s.ramp
+        busy = (inflation is not None and inflation.open) or (
+            storm is not None and storm.open
+        )
+        ramping = ramp is not None and ramp.open
+        if not (spike_open or busy or ramping):
             self._learn_anchor(s, rate, idle)
-        if count > 0:
-            self._learn_window(s, cost, count, billed, failed, failed_cost, timeouts)
-        if s.ramp is not None and s.ramp.open:
+        if ramping:
             # An idle context need not be woken every window for a ramp: its
             # next busy window judges it with the idle time decayed.
-            return s.open_alerts() > 1 or s.recent >= self.config.ramp_min_excess
-        return s.open_alerts() > 0
+            return busy or s.recent >= cfg.ramp_min_excess
+        return busy
 
     # Learning
 
     def _calendar(self, s: RuleState, start: float) -> None:
-        """Start a new day or month of spend when the window is past its end."""
-        if start >= s.day_end:
-            s.day_end = start - start % _DAY_S + _DAY_S
-            s.day_cost = 0.0
+        """Start a new day, and a new month when the window is past its end."""
+        s.day_end = start - start % _DAY_S + _DAY_S
+        s.day_cost = 0.0
         if start >= s.month_end:
             s.month_start, s.month_end = _month_bounds(start)
             s.month_cost = 0.0
 
-    def _learn_recent(self, s: RuleState, rate: float, idle: int, learn: bool) -> None:
+    def _learn_recent(self, s: RuleState, rate: float, n: int, idle: int) -> None:
+        """Learn a window after ``idle`` empty ones, ``n`` windows seen before."""
         alpha = self._recent_alpha
-        if not learn:
-            s.windows += idle + 1
-            return
         if idle:
             # Idle windows are windows of zero cost: k zeros scale the mean.
-            if alpha * (s.windows + idle) > 1.0:
+            if alpha * (n + idle) > 1.0:
                 s.recent *= (1.0 - alpha) ** idle
-            elif s.windows:
-                s.recent *= s.windows / (s.windows + idle)
-        s.windows += idle + 1
-        s.recent = _ewma(s.recent, rate, s.windows, alpha)
+            elif n:
+                s.recent *= n / (n + idle)
+        a = alpha if alpha * s.windows > 1.0 else 1.0 / s.windows
+        s.recent += a * (rate - s.recent)
 
     def _learn_anchor(self, s: RuleState, rate: float, idle: int) -> None:
         # A running mean over the warm-up, then a fixed slow pace: a ramp
@@ -307,22 +344,21 @@ class Rules:
         storming = s.storm is not None and s.storm.open
         if inflated and storming:
             return
-        s.busy += 1
-        n = s.busy
-        alpha = self._alpha
+        s.busy = n = s.busy + 1
+        a = self._alpha if self._alpha * n > 1.0 else 1.0 / n
         if not inflated:
             mean = billed / count
+            dur = s.dur
             if n > 2:
-                ceiling = s.dur + _CLIP * max(s.dur_dev, 0.1 * s.dur)
-                mean = min(mean, ceiling)
-            s.dur_dev = _ewma(s.dur_dev, abs(mean - s.dur), n, alpha)
-            s.dur = _ewma(s.dur, mean, n, alpha)
-            s.each = _ewma(s.each, cost / count, n, alpha)
-            s.timeouts = _ewma(s.timeouts, timeouts / count, n, alpha)
+                mean = min(mean, dur + _CLIP * max(s.dur_dev, 0.1 * dur))
+            s.dur_dev += a * (abs(mean - dur) - s.dur_dev)
+            s.dur = dur + a * (mean - dur)
+            s.each += a * (cost / count - s.each)
+            s.timeouts += a * (timeouts / count - s.timeouts)
         if not storming:
-            s.errors = _ewma(s.errors, failed / count, n, alpha)
-            s.fail_rate = _ewma(s.fail_rate, failed_cost * self._per_hour, n, alpha)
-        s.count = _ewma(s.count, count, n, alpha)
+            s.errors += a * (failed / count - s.errors)
+            s.fail_rate += a * (failed_cost * self._per_hour - s.fail_rate)
+        s.count += a * (count - s.count)
 
     # Duration inflation
 
@@ -340,7 +376,12 @@ class Rules:
         cfg = self.config
         alert = s.inflation
         if s.busy < self._warm or s.dur <= 0.0 or count < cfg.duration_min_count:
-            self._calm(s, alert, context, end, out, self._duration_evidence(s, 0.0))
+            # Too few invocations to judge: calm, for an open alert.
+            if alert is not None and alert.open:
+                alert.cost += cost
+                if self._calm(alert):
+                    evidence = self._duration_evidence(s, billed / max(count, 1.0))
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
         mean = billed / count
         ratio = mean / s.dur
@@ -355,6 +396,17 @@ class Rules:
         )
         need = cfg.duration_timeout_ratio if timed_out else cfg.duration_ratio
         excess = (cost - s.each * count) * self._per_hour
+        firing = ratio >= need and z >= cfg.duration_z
+        if not (firing and excess >= cfg.duration_min_excess):
+            if alert is not None and alert.open:
+                alert.cost += cost
+                alert.excess += max(excess, 0.0) / self._per_hour
+                if ratio >= (1.0 + need) / 2.0:
+                    alert.calm = 0
+                elif self._calm(alert):
+                    evidence = self._duration_evidence(s, mean)
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            return
         evidence = self._duration_evidence(s, mean)
         evidence.update(
             z=round(z, 2),
@@ -363,25 +415,14 @@ class Rules:
             timeouts=int(timeouts),
             expected_timeouts=round(expected, 2),
         )
-        if ratio >= need and z >= cfg.duration_z and excess >= cfg.duration_min_excess:
-            critical = (
-                ratio >= cfg.rule_critical_margin * need
-                and excess >= cfg.critical_min_excess
-            )
-            if alert is None:
-                alert = s.inflation = RuleAlert(
-                    DURATION_INFLATION, alert_fingerprint(context, DURATION_INFLATION)
-                )
-            self._fire(
-                s, alert, context, end, cost, excess, ratio, critical, evidence, out
-            )
-        elif alert is not None and alert.open:
-            alert.cost += cost
-            alert.excess += max(excess, 0.0) / self._per_hour
-            if ratio < (1.0 + need) / 2.0:
-                self._calm(s, alert, context, end, out, evidence)
-            else:
-                alert.calm = 0
+        critical = (
+            ratio >= cfg.rule_critical_margin * need
+            and excess >= cfg.critical_min_excess
+        )
+        if alert is None:
+            fp = alert_fingerprint(context, DURATION_INFLATION)
+            alert = s.inflation = RuleAlert(DURATION_INFLATION, fp)
+        self._fire(s, alert, context, end, cost, excess, ratio, critical, evidence, out)
 
     def _duration_evidence(self, s: RuleState, mean: float) -> dict[str, object]:
         return {
@@ -407,15 +448,28 @@ class Rules:
         cfg = self.config
         alert = s.storm
         share = failed / count if count > 0 else 0.0
-        evidence = self._error_evidence(s, share)
-        if s.busy < self._warm or failed < cfg.error_min_count:
-            self._calm(s, alert, context, end, out, evidence)
-            return
         p0 = s.errors
-        spread = math.sqrt(count * max(p0, _MIN_SHARE) * (1.0 - min(p0, 0.999)))
-        z = (failed - count * p0) / spread
         excess = failed_cost * self._per_hour - s.fail_rate
         need = max(cfg.error_ratio * p0, p0 + cfg.error_min_share)
+        firing = s.busy >= self._warm and failed >= cfg.error_min_count
+        z = 0.0
+        if firing:
+            spread = math.sqrt(count * max(p0, _MIN_SHARE) * (1.0 - min(p0, 0.999)))
+            z = (failed - count * p0) / spread
+            firing = share >= need and z >= cfg.error_z
+        if not (firing and excess >= cfg.error_min_excess):
+            if alert is not None and alert.open:
+                alert.cost += failed_cost
+                alert.excess += max(excess, 0.0) / self._per_hour
+                if failed >= cfg.error_min_count / 2.0 and (
+                    share >= p0 + cfg.error_min_share / 2.0
+                ):
+                    alert.calm = 0
+                elif self._calm(alert):
+                    evidence = self._error_evidence(s, share)
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            return
+        evidence = self._error_evidence(s, share)
         evidence.update(
             z=round(z, 2),
             threshold_share=round(need, 4),
@@ -426,29 +480,20 @@ class Rules:
             failed_usd_per_hour=round(failed_cost * self._per_hour, 6),
             baseline_failed_usd_per_hour=round(s.fail_rate, 6),
         )
-        if share >= need and z >= cfg.error_z and excess >= cfg.error_min_excess:
-            margin = cfg.rule_critical_margin
-            critical = (
-                share - p0 >= margin * cfg.error_min_share
-                and share >= margin * cfg.error_ratio * p0
-                and excess >= cfg.critical_min_excess
+        margin = cfg.rule_critical_margin
+        critical = (
+            share - p0 >= margin * cfg.error_min_share
+            and share >= margin * cfg.error_ratio * p0
+            and excess >= cfg.critical_min_excess
+        )
+        if alert is None:
+            alert = s.storm = RuleAlert(
+                ERROR_STORM, alert_fingerprint(context, ERROR_STORM)
             )
-            if alert is None:
-                alert = s.storm = RuleAlert(
-                    ERROR_STORM, alert_fingerprint(context, ERROR_STORM)
-                )
-            ratio = share / max(p0, _MIN_SHARE)
-            cost = failed_cost
-            self._fire(
-                s, alert, context, end, cost, excess, ratio, critical, evidence, out
-            )
-        elif alert is not None and alert.open:
-            alert.cost += failed_cost
-            alert.excess += max(excess, 0.0) / self._per_hour
-            if share < p0 + cfg.error_min_share / 2.0:
-                self._calm(s, alert, context, end, out, evidence)
-            else:
-                alert.calm = 0
+        ratio = share / max(p0, _MIN_SHARE)
+        self._fire(
+            s, alert, context, end, failed_cost, excess, ratio, critical, evidence, out
+        )
 
     def _error_evidence(self, s: RuleState, share: float) -> dict[str, object]:
         return {
@@ -489,15 +534,12 @@ class Rules:
         self,
         s: RuleState,
         context: Context,
-        cost: float,
         spike_open: bool,
         end: float,
         out: list[Transition],
     ) -> None:
         cfg = self.config
         alert = s.ramp
-        if s.windows < self._recent_warm:
-            return
         daily, monthly = self._budgets(s, context)
         day, month = self._projection(s, end)
         anchored = s.windows >= self._anchor_warm and s.anchor > 0.0
@@ -513,52 +555,69 @@ class Rules:
         )
         over_day = day > daily
         over_month = month > monthly
-        evidence: dict[str, object] = {
-            "rule": SLOW_RAMP,
-            "value": round(s.recent, 6),
-            "baseline": round(s.anchor, 6),
-            "unit": "usd_per_hour",
-            "ratio": round(ratio, 3) if anchored else None,
-            "threshold_ratio": cfg.ramp_factor,
-            "fired": [
-                name
-                for name, hit in (
-                    ("anchor_factor", by_factor),
-                    ("daily_budget", over_day),
-                    ("monthly_budget", over_month),
-                )
-                if hit
-            ],
-            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
-            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
-        }
         # A ramp is a rise that lasts: a batch that runs for minutes each hour
         # lifts the recent rate for a while, then lets it fall back.
         hit = by_factor or over_day or over_month
         s.over = s.over + 1 if hit else 0
-        if hit and (s.over >= self._sustain or (alert is not None and alert.open)):
-            margin = cfg.rule_critical_margin
-            critical = excess >= cfg.critical_min_excess and (
-                (by_factor and ratio >= margin * cfg.ramp_factor)
-                or day >= margin * daily
-                or month >= margin * monthly
+        is_open = alert is not None and alert.open
+        if not (hit and (s.over >= self._sustain or is_open)):
+            if alert is not None and alert.open:
+                alert.excess += max(excess, 0.0) * _RAMP_EVERY_S / 3600.0
+                settled = ratio < (1.0 + cfg.ramp_factor) / 2.0
+                if not (settled and day < 0.9 * daily and month < 0.9 * monthly):
+                    alert.calm = 0
+                elif self._calm(alert):
+                    evidence = self._ramp_evidence(s, ratio, daily, monthly)
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            return
+        evidence = self._ramp_evidence(s, ratio, daily, monthly)
+        evidence["fired"] = [
+            name
+            for name, fired in (
+                ("anchor_factor", by_factor),
+                ("daily_budget", over_day),
+                ("monthly_budget", over_month),
             )
-            if alert is None:
-                alert = s.ramp = RuleAlert(
-                    SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP)
-                )
-            peak = max(ratio, day / max(daily, 1e-9), month / max(monthly, 1e-9))
-            self._fire(
-                s, alert, context, end, cost, excess, peak, critical, evidence, out
-            )
-        elif alert is not None and alert.open:
-            alert.cost += cost
-            alert.excess += max(excess, 0.0) / self._per_hour
-            settled = ratio < (1.0 + cfg.ramp_factor) / 2.0
-            if settled and day < 0.9 * daily and month < 0.9 * monthly:
-                self._calm(s, alert, context, end, out, evidence)
-            else:
-                alert.calm = 0
+            if fired
+        ]
+        margin = cfg.rule_critical_margin
+        critical = excess >= cfg.critical_min_excess and (
+            (by_factor and ratio >= margin * cfg.ramp_factor)
+            or day >= margin * daily
+            or month >= margin * monthly
+        )
+        if alert is None:
+            alert = s.ramp = RuleAlert(SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP))
+        peak = max(ratio, day / max(daily, 1e-9), month / max(monthly, 1e-9))
+        # The cost of each window was added as it closed; the excess is that
+        # of the minute since the last judgement.
+        self._fire(
+            s,
+            alert,
+            context,
+            end,
+            0.0,
+            excess,
+            peak,
+            critical,
+            evidence,
+            out,
+            span_s=_RAMP_EVERY_S,
+        )
+
+    def _ramp_evidence(
+        self, s: RuleState, ratio: float, daily: float, monthly: float
+    ) -> dict[str, object]:
+        return {
+            "rule": SLOW_RAMP,
+            "value": round(s.recent, 6),
+            "baseline": round(s.anchor, 6),
+            "unit": "usd_per_hour",
+            "ratio": round(ratio, 3) if ratio else None,
+            "threshold_ratio": self.config.ramp_factor,
+            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
+            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+        }
 
     # Account budgets
 
@@ -706,10 +765,12 @@ class Rules:
         critical: bool,
         evidence: dict[str, object],
         out: list[Transition],
+        span_s: float = 0.0,
     ) -> None:
+        """Open, escalate or extend an alert; ``excess`` USD/h for ``span_s``."""
         alert.calm = 0
         alert.cost += cost
-        alert.excess += max(excess, 0.0) / self._per_hour
+        alert.excess += max(excess, 0.0) * (span_s or self._window) / 3600.0
         severity = CRITICAL if critical else WARNING
         evidence["excess_usd_per_hour"] = round(excess, 6)
         if not alert.open:
@@ -725,21 +786,13 @@ class Rules:
             alert.peak = max(alert.peak, peak)
             self._emit(s, alert, context, UPDATED, at, evidence, out)
 
-    def _calm(
-        self,
-        s: RuleState,
-        alert: RuleAlert | None,
-        context: Context,
-        at: float,
-        out: list[Transition],
-        evidence: dict[str, object],
-    ) -> None:
-        if alert is None or not alert.open:
-            return
+    def _calm(self, alert: RuleAlert) -> bool:
+        """Count a calm window of an open alert; True when it resolves now."""
         alert.calm += 1
-        if alert.calm >= self.config.resolve_windows:
-            alert.open = False
-            self._emit(s, alert, context, RESOLVED, at, evidence, out)
+        if alert.calm < self.config.resolve_windows:
+            return False
+        alert.open = False
+        return True
 
     def _emit(
         self,
