@@ -98,6 +98,7 @@ class RuleState:
         "month_end",
         "month_start",
         "over",
+        "pool",
         "ramp",
         "recent",
         "storm",
@@ -117,6 +118,7 @@ class RuleState:
         self.month_end = -math.inf
         self.month_cost = 0.0
         self.over = 0
+        self.pool: list[float] | None = None
         self.dur = 0.0
         self.dur_dev = 0.0
         self.count = 0.0
@@ -167,6 +169,10 @@ class AccountSpend:
         self.month_start = -math.inf
 
 
+# The pool of quiet windows: the window slots, then the windows it spans.
+_SPAN = WINDOW_SLOTS
+_POOL_SLOTS = WINDOW_SLOTS + 1
+_EMPTY_POOL = (0.0,) * _POOL_SLOTS
 #: Event time between two judgements of a context's slow ramp.
 _RAMP_EVERY_S = 60.0
 #: Complete buckets an account's recent rate is averaged over.
@@ -178,10 +184,15 @@ def _alpha(half_life: float) -> float:
     return 1.0 - math.pow(0.5, 1.0 / max(half_life, 1.0))
 
 
-def _ewma(mean: float, x: float, n: int, alpha: float) -> float:
-    """One step of a mean that is a plain running mean until alpha * n > 1."""
-    a = alpha if alpha * n > 1.0 else 1.0 / n
-    return mean + a * (x - mean)
+def _ewma_k(mean: float, x: float, n: int, k: float, alpha: float | None) -> float:
+    """Learn ``k`` windows of mean ``x`` after ``n`` others.
+
+    With ``alpha`` None a running mean, else an exponentially weighted one
+    (in closed form for k equal values).
+    """
+    if alpha is None:
+        return (mean * n + x * k) / (n + k)
+    return x + math.pow(1.0 - alpha, k) * (mean - x)
 
 
 def _month_bounds(time: float) -> tuple[float, float]:
@@ -229,65 +240,93 @@ class Rules:
         out: list[Transition],
     ) -> bool:
         """Judge one closed window; True while an alert of ``s`` is open."""
-        cost = count = 0.0
+        window_cost = 0.0
+        pool = s.pool
+        if pool is None:
+            pool = s.pool = [0.0] * _POOL_SLOTS
         if acc is not None:
-            cost = acc[0]
-            count = acc[1]
+            window_cost = acc[0]
+            pool[0] += window_cost
+            pool[1] += acc[1]
+            pool[BILLED_MS] += acc[BILLED_MS]
+            pool[FAILED] += acc[FAILED]
+            pool[FAILED_COST] += acc[FAILED_COST]
+            pool[TIMEOUTS] += acc[TIMEOUTS]
         last = s.last_end
         idle = 0
         if last > -math.inf:
             idle = max(0, round((start - last) / self._window))
+        pool[_SPAN] += idle + 1
         s.last_end = end
         if start >= s.day_end:
             self._calendar(s, start)
-        s.day_cost += cost
-        s.month_cost += cost
-        rate = cost * self._per_hour
-        # The spike detector owns a spike: its windows count in the spend so
-        # far, not in the recent rate the ramp rule projects from.
-        n = s.windows
-        s.windows = n + idle + 1
-        if not spike_open:
-            self._learn_recent(s, rate, n, idle)
-        # Most windows of most contexts are unremarkable: each rule looks
-        # closer only past its cheapest gate or while its alert is open.
-        cfg = self.config
+        s.day_cost += window_cost
+        s.month_cost += window_cost
+        if self._account_daily or self._account_monthly:
+            self._account(context, window_cost, start, end, out)
         inflation, storm, ramp = s.inflation, s.storm, s.ramp
+        if ramp is not None and ramp.open:
+            ramp.cost += window_cost
+        # Most windows of most contexts are unremarkable: a quiet window is
+        # pooled with the next ones, and the pool is judged as one
+        # observation once it is large enough to judge, once a minute of
+        # event time, or at once while an alert of the context is open.
+        cfg = self.config
+        minute = last == -math.inf or end - end % _RAMP_EVERY_S > last
         inflated = inflation is not None and inflation.open
         storming = storm is not None and storm.open
-        if acc is not None or inflated or storming:
-            billed = failed = failed_cost = timeouts = 0.0
-            if acc is not None:
-                billed = acc[BILLED_MS]
-                failed = acc[FAILED]
-                failed_cost = acc[FAILED_COST]
-                timeouts = acc[TIMEOUTS]
-            if count >= cfg.duration_min_count or inflated:
-                self._judge_duration(
-                    s, context, cost, count, billed, timeouts, end, out
-                )
-            if failed >= cfg.error_min_count or storming:
-                self._judge_errors(s, context, count, failed, failed_cost, end, out)
-            if count > 0:
-                self._learn_window(
-                    s, cost, count, billed, failed, failed_cost, timeouts
-                )
-        if ramp is not None and ramp.open:
-            ramp.cost += cost
-        # Ramps build over hours: they are judged once a minute of event time.
-        if s.windows >= self._recent_warm and (
-            last == -math.inf or end - end % _RAMP_EVERY_S > last
+        alerting = (
+            spike_open or inflated or storming or (ramp is not None and ramp.open)
+        )
+        if not (
+            alerting
+            or minute
+            or pool[1] >= cfg.duration_min_count
+            or pool[FAILED] >= cfg.error_min_count
         ):
+            return False
+        cost, count, billed, failed, failed_cost, timeouts, span = pool
+        pool[:] = _EMPTY_POOL
+        span_s = span * self._window
+        per_hour = 3600.0 / span_s
+        n = s.windows
+        s.windows = n + int(span)
+        # The spike detector owns a spike: its windows count in the spend so
+        # far, not in the recent rate the ramp rule projects from.
+        alpha = self._recent_alpha
+        recent_alpha = alpha if alpha * n > 1.0 else None
+        if not spike_open:
+            s.recent = _ewma_k(s.recent, cost * per_hour, n, span, recent_alpha)
+        elif span > 1:
+            # The idle and quiet windows before this one still count.
+            quiet = (cost - window_cost) * 3600.0 / ((span - 1) * self._window)
+            s.recent = _ewma_k(s.recent, quiet, n, span - 1, recent_alpha)
+        if count >= cfg.duration_min_count or inflated:
+            self._judge_duration(
+                s, context, cost, count, billed, timeouts, per_hour, end, out
+            )
+        if failed >= cfg.error_min_count or storming:
+            self._judge_errors(
+                s, context, count, failed, failed_cost, per_hour, end, out
+            )
+        if count > 0:
+            self._learn_window(
+                s, cost, count, billed, failed, failed_cost, timeouts, per_hour
+            )
+        # Ramps build over hours: they are judged once a minute of event time.
+        if minute and s.windows >= self._recent_warm:
             self._judge_ramp(s, context, spike_open, end, out)
-        if self._account_daily or self._account_monthly:
-            self._account(context, cost, start, end, out)
         inflation, storm, ramp = s.inflation, s.storm, s.ramp
         busy = (inflation is not None and inflation.open) or (
             storm is not None and storm.open
         )
         ramping = ramp is not None and ramp.open
         if not (spike_open or busy or ramping):
-            self._learn_anchor(s, rate, idle)
+            # A running mean over the warm-up, then a fixed slow pace: a ramp
+            # that starts after the warm-up moves the anchor by a small share
+            # of the ramp, however long the context has been tracked.
+            anchor_alpha = self._anchor_alpha if n >= self._anchor_warm else None
+            s.anchor = _ewma_k(s.anchor, cost * per_hour, n, span, anchor_alpha)
         if ramping:
             # An idle context need not be woken every window for a ramp: its
             # next busy window judges it with the idle time decayed.
@@ -304,31 +343,6 @@ class Rules:
             s.month_start, s.month_end = _month_bounds(start)
             s.month_cost = 0.0
 
-    def _learn_recent(self, s: RuleState, rate: float, n: int, idle: int) -> None:
-        """Learn a window after ``idle`` empty ones, ``n`` windows seen before."""
-        alpha = self._recent_alpha
-        if idle:
-            # Idle windows are windows of zero cost: k zeros scale the mean.
-            if alpha * (n + idle) > 1.0:
-                s.recent *= (1.0 - alpha) ** idle
-            elif n:
-                s.recent *= n / (n + idle)
-        a = alpha if alpha * s.windows > 1.0 else 1.0 / s.windows
-        s.recent += a * (rate - s.recent)
-
-    def _learn_anchor(self, s: RuleState, rate: float, idle: int) -> None:
-        # A running mean over the warm-up, then a fixed slow pace: a ramp
-        # that starts after the warm-up moves the anchor by a small share
-        # of the ramp, however long the context has been tracked.
-        n = s.windows
-        if n <= self._anchor_warm:
-            s.anchor = (s.anchor * max(n - idle - 1, 0) + rate) / n
-            return
-        alpha = self._anchor_alpha
-        if idle:
-            s.anchor *= (1.0 - alpha) ** idle
-        s.anchor += alpha * (rate - s.anchor)
-
     def _learn_window(
         self,
         s: RuleState,
@@ -338,8 +352,10 @@ class Rules:
         failed: float,
         failed_cost: float,
         timeouts: float,
+        per_hour: float,
     ) -> None:
-        """Learn the per-invocation baselines from a window with invocations."""
+        """Learn the per-invocation baselines from an observation (a window or a
+        pool of quiet ones) with invocations; ``per_hour`` scales it to USD/h."""
         inflated = s.inflation is not None and s.inflation.open
         storming = s.storm is not None and s.storm.open
         if inflated and storming:
@@ -357,7 +373,7 @@ class Rules:
             s.timeouts += a * (timeouts / count - s.timeouts)
         if not storming:
             s.errors += a * (failed / count - s.errors)
-            s.fail_rate += a * (failed_cost * self._per_hour - s.fail_rate)
+            s.fail_rate += a * (failed_cost * per_hour - s.fail_rate)
         s.count += a * (count - s.count)
 
     # Duration inflation
@@ -370,6 +386,7 @@ class Rules:
         count: float,
         billed: float,
         timeouts: float,
+        per_hour: float,
         end: float,
         out: list[Transition],
     ) -> None:
@@ -395,12 +412,12 @@ class Rules:
             expected + cfg.duration_z * math.sqrt(max(expected, 1.0))
         )
         need = cfg.duration_timeout_ratio if timed_out else cfg.duration_ratio
-        excess = (cost - s.each * count) * self._per_hour
+        excess = (cost - s.each * count) * per_hour
         firing = ratio >= need and z >= cfg.duration_z
         if not (firing and excess >= cfg.duration_min_excess):
             if alert is not None and alert.open:
                 alert.cost += cost
-                alert.excess += max(excess, 0.0) / self._per_hour
+                alert.excess += max(excess, 0.0) / per_hour
                 if ratio >= (1.0 + need) / 2.0:
                     alert.calm = 0
                 elif self._calm(alert):
@@ -422,7 +439,19 @@ class Rules:
         if alert is None:
             fp = alert_fingerprint(context, DURATION_INFLATION)
             alert = s.inflation = RuleAlert(DURATION_INFLATION, fp)
-        self._fire(s, alert, context, end, cost, excess, ratio, critical, evidence, out)
+        self._fire(
+            s,
+            alert,
+            context,
+            end,
+            cost,
+            excess,
+            ratio,
+            critical,
+            evidence,
+            out,
+            span_s=3600.0 / per_hour,
+        )
 
     def _duration_evidence(self, s: RuleState, mean: float) -> dict[str, object]:
         return {
@@ -442,6 +471,7 @@ class Rules:
         count: float,
         failed: float,
         failed_cost: float,
+        per_hour: float,
         end: float,
         out: list[Transition],
     ) -> None:
@@ -449,7 +479,7 @@ class Rules:
         alert = s.storm
         share = failed / count if count > 0 else 0.0
         p0 = s.errors
-        excess = failed_cost * self._per_hour - s.fail_rate
+        excess = failed_cost * per_hour - s.fail_rate
         need = max(cfg.error_ratio * p0, p0 + cfg.error_min_share)
         firing = s.busy >= self._warm and failed >= cfg.error_min_count
         z = 0.0
@@ -460,7 +490,7 @@ class Rules:
         if not (firing and excess >= cfg.error_min_excess):
             if alert is not None and alert.open:
                 alert.cost += failed_cost
-                alert.excess += max(excess, 0.0) / self._per_hour
+                alert.excess += max(excess, 0.0) / per_hour
                 if failed >= cfg.error_min_count / 2.0 and (
                     share >= p0 + cfg.error_min_share / 2.0
                 ):
@@ -475,9 +505,10 @@ class Rules:
             threshold_share=round(need, 4),
             failures=int(failed),
             invocations=int(count),
-            # Retries of failed invocations show as more invocations than usual.
+            # Retries of failed invocations show as more invocations than an
+            # observation (a window, or a pool of quiet ones) usually holds.
             invocations_vs_usual=round(count / s.count, 2) if s.count > 0 else None,
-            failed_usd_per_hour=round(failed_cost * self._per_hour, 6),
+            failed_usd_per_hour=round(failed_cost * per_hour, 6),
             baseline_failed_usd_per_hour=round(s.fail_rate, 6),
         )
         margin = cfg.rule_critical_margin
@@ -492,7 +523,17 @@ class Rules:
             )
         ratio = share / max(p0, _MIN_SHARE)
         self._fire(
-            s, alert, context, end, failed_cost, excess, ratio, critical, evidence, out
+            s,
+            alert,
+            context,
+            end,
+            failed_cost,
+            excess,
+            ratio,
+            critical,
+            evidence,
+            out,
+            span_s=3600.0 / per_hour,
         )
 
     def _error_evidence(self, s: RuleState, share: float) -> dict[str, object]:
