@@ -64,7 +64,8 @@ class DetectorConfig:
     ``spike_ratio`` times its usual cost (durations inflating). Without it,
     one run of a rare, costly timer would look like a spike.
 
-    The window-close rules (``detector.rules``) alert on their own kinds:
+    The window-close rules (``detector.rules``) alert on their own kinds,
+    judging a window, or quiet windows pooled for up to a minute:
 
     ``duration_inflation``: a window's mean billed duration per invocation
     is ``duration_ratio`` times its baseline, ``duration_z`` chance
@@ -87,8 +88,9 @@ class DetectorConfig:
     ``ramp_anchor_half_life_s``, frozen while any cost alert of the context
     is open), while no cost spike is open; or the spend of the day or month
     so far plus the recent rate to its end exceeding a budget; either for
-    ``ramp_sustain_s`` in a row. Budgets are
-    USD per day and per month keyed by the context key
+    ``ramp_sustain_s`` in a row (judged once a minute; windows under a cost
+    spike are left out of the recent rate). Budgets are USD per day and
+    per month keyed by the context key
     (``provider/account/region/function/qualifier``) or by the function
     without qualifier (applied to each qualifier); without one, a warm
     anchor gives ``ramp_budget_factor`` times its daily spend (at least
@@ -288,8 +290,9 @@ class Engine:
             open_alerts = sum(
                 1 for a in (state.spike, state.recursion) if a is not None and a.open
             )
-            if state.rules is not None:
-                open_alerts += state.rules.open_alerts()
+            rules = getattr(state, "rules", None)
+            if rules is not None:
+                open_alerts += rules.open_alerts()
             rows.append(
                 FunctionStatus(
                     context,
@@ -456,8 +459,9 @@ class Engine:
         if state.chains:
             self._expire_lineage(state, end)
         self._refresh_thresholds(state)
-        # Duration, error and budget rules judge the same window.
-        rules = state.rules
+        # Duration, error and budget rules judge the same window. Checkpoints
+        # from before the rules existed restore contexts without the field.
+        rules = getattr(state, "rules", None)
         if rules is None:
             rules = state.rules = RuleState()
         spike_open = state.spike is not None and state.spike.open

@@ -414,3 +414,17 @@ def test_a_bad_budget_is_a_config_error(
     monkeypatch.setenv("DOWGUARD_DAILY_BUDGETS", budgets)
     with pytest.raises(ConfigError, match="daily_budgets"):
         load_settings()
+
+
+def test_a_checkpoint_from_before_the_rules_restores() -> None:
+    events = sorted(slower(2.0), key=lambda e: e.time)
+    first = make_engine()
+    # Cut early enough that the rules, learning afresh, are warm by the onset.
+    run(first, events[:2000], flush=False)
+    state = first._parts[0].contexts[CTX]
+    del state.rules  # the field a checkpoint written before the rules lacks
+    second = make_engine()
+    second.restore(0, first.snapshot(0))
+    found = opened(run(second, events[2000:]), DURATION_INFLATION)
+    assert len(found) == 1
+    assert [row.open_alerts for row in second.take_status()] == [0]
