@@ -224,9 +224,7 @@ class Rules:
         self._monthly = _by_scope(config.monthly_budgets, 4)
         self._account_daily = _by_scope(config.daily_budgets, 2)
         self._account_monthly = _by_scope(config.monthly_budgets, 2)
-        # Limitation: account spend is not checkpointed and covers only the
-        # partitions this engine holds; with partitions spread over daemons
-        # each sees a share, and a restore starts the account's sums anew.
+        # Limitation: account spend is not checkpointed; it sums this engine only.
         self._accounts: dict[tuple[str, str], AccountSpend] = {}
 
     def judge(
@@ -272,8 +270,7 @@ class Rules:
         # observation once it is large enough to judge, once a minute of
         # event time, or at once while an alert of the context is open.
         cfg = self.config
-        # Limitation: a pool still open when a replay ends is never judged, so
-        # an alert due in its last minute of quiet windows is not raised.
+        # Limitation: a pool still open when a replay ends is never judged.
         minute = last == -math.inf or end - end % _RAMP_EVERY_S > last
         inflated = inflation is not None and inflation.open
         storming = storm is not None and storm.open
@@ -569,8 +566,7 @@ class Rules:
 
     def _projection(self, s: RuleState, end: float) -> tuple[float, float]:
         """Spend of the day and of the month if the recent rate holds."""
-        # Limitation: spend so far is what this engine saw of the context since
-        # it began tracking it, not billed cost; a mid-month start undercounts.
+        # Limitation: spend so far is only what was seen since tracking began.
         day = s.day_cost + s.recent * max(0.0, s.day_end - end) / 3600.0
         month = s.month_cost + s.recent * max(0.0, s.month_end - end) / 3600.0
         return day, month
