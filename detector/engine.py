@@ -33,6 +33,15 @@ from detector.baseline import RobustBaseline
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
+from detector.rules import (
+    BILLED_MS,
+    FAILED,
+    FAILED_COST,
+    TIMEOUTS,
+    WINDOW_SLOTS,
+    Rules,
+    RuleState,
+)
 from detector.sources import (
     AGREE,
     CALM,
@@ -94,6 +103,46 @@ class DetectorConfig:
     requeues its own message at most N times, therefore never alerts for N
     below ``recursion_hops``, and only warns for N up to
     ``recursion_critical_hops - 1``: it reaches critical only by going on.
+
+    The window-close rules (``detector.rules``) alert on their own kinds,
+    judging a window, or quiet windows pooled for up to a minute:
+
+    ``duration_inflation``: a window's mean billed duration per invocation
+    is ``duration_ratio`` times its baseline, ``duration_z`` chance
+    deviations above it (the spread of window means scaled to the window's
+    count), with at least ``duration_min_count`` invocations, and the
+    extra cost over the usual cost per invocation is at least
+    ``duration_min_excess`` USD/h. When at least ``timeout_min_count``
+    invocations time out, more than chance above the usual share of
+    timeouts, ``duration_timeout_ratio`` is enough.
+
+    ``error_storm``: at least ``error_min_count`` failed invocations, a
+    failure share at least ``error_ratio`` times and ``error_min_share``
+    above the usual share, ``error_z`` binomial deviations above the usual
+    count, and failed invocations costing ``error_min_excess`` USD/h more
+    than usual.
+
+    ``slow_ramp``: a recent cost rate (half-life ``ramp_recent_half_life_s``)
+    ``ramp_factor`` times and ``ramp_min_excess`` USD/h above a slow anchor
+    (a running mean over ``ramp_anchor_warmup_s``, then a half-life of
+    ``ramp_anchor_half_life_s``, frozen while any cost alert of the context
+    is open), while no cost spike is open; or the spend of the day or month
+    so far plus the recent rate to its end exceeding a budget; either for
+    ``ramp_sustain_s`` in a row (judged once a minute; windows under a cost
+    spike are left out of the recent rate). Budgets are USD per day and
+    per month keyed by the context key
+    (``provider/account/region/function/qualifier``) or by the function
+    without qualifier (applied to each qualifier); without one, a warm
+    anchor gives ``ramp_budget_factor`` times its daily spend (at least
+    ``ramp_min_excess`` per hour), and its monthly spend alike. A key
+    ``provider/account`` budgets the sum of the account's contexts, judged
+    each ``ramp_recent_half_life_s`` on the spend of the last hour of such
+    buckets; its alert has the context ``provider/account/*/*/*``.
+
+    Severity of these rules is warning; it is critical only when the value
+    reaches ``rule_critical_margin`` times its threshold (the ratio, the
+    share above baseline, the budget) and the excess cost is at least
+    ``critical_min_excess`` USD/h, because critical may reach enforcement.
     """
 
     window_s: float = 10.0
@@ -116,6 +165,27 @@ class DetectorConfig:
     lineage_quiet_s: float = 60.0
     trace_ttl_s: float = 120.0
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    duration_ratio: float = 1.5
+    duration_z: float = 6.0
+    duration_min_count: float = 20.0
+    duration_min_excess: float = 0.5
+    duration_timeout_ratio: float = 1.2
+    timeout_min_count: float = 3.0
+    error_ratio: float = 3.0
+    error_min_share: float = 0.2
+    error_min_count: float = 10.0
+    error_z: float = 6.0
+    error_min_excess: float = 0.5
+    ramp_recent_half_life_s: float = 600.0
+    ramp_anchor_half_life_s: float = 6 * 3600.0
+    ramp_anchor_warmup_s: float = 3600.0
+    ramp_factor: float = 3.0
+    ramp_sustain_s: float = 600.0
+    ramp_min_excess: float = 0.5
+    ramp_budget_factor: float = 3.0
+    daily_budgets: tuple[tuple[str, float], ...] = ()
+    monthly_budgets: tuple[tuple[str, float], ...] = ()
+    rule_critical_margin: float = 2.0
 
 
 @dataclass(slots=True)
@@ -157,6 +227,7 @@ class _Context:
     #          invocations]
     chains: dict[str, list[float]] = field(default_factory=dict)
     sources: SourceState | None = None
+    rules: RuleState | None = None
 
 
 @dataclass(slots=True)
@@ -201,6 +272,7 @@ class Engine:
         self._hops = self.config.recursion_hops
         self._lateness = self.config.lateness_s
         self._per_hour = 3600.0 / self.config.window_s
+        self._rules = Rules(self.config)
         self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
         self._evidence: list[Evidence] = []
@@ -284,6 +356,9 @@ class Engine:
                 for a in (state.spike, state.recursion, gap)
                 if a is not None and a.open
             )
+            rules = getattr(state, "rules", None)
+            if rules is not None:
+                open_alerts += rules.open_alerts()
             rows.append(
                 FunctionStatus(
                     context,
@@ -401,13 +476,20 @@ class Engine:
             start = time - time % self._window
             acc = state.windows.get(start)
             if acc is None:
-                acc = state.windows[start] = [0.0, 0.0]
+                acc = state.windows[start] = [0.0] * WINDOW_SLOTS
                 part.ticket += 1
                 heapq.heappush(
                     part.due, (start + self._window, part.ticket, context, start)
                 )
             acc[_COST] += cost
             acc[_COUNT] += inv.count
+            # Slots of the window-close rules: duration, failures, timeouts.
+            acc[BILLED_MS] += inv.billed_ms * inv.count
+            if inv.status != "success":
+                acc[FAILED] += inv.count
+                acc[FAILED_COST] += cost
+                if inv.status == "timeout":
+                    acc[TIMEOUTS] += inv.count
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
@@ -474,6 +556,17 @@ class Engine:
         if state.chains:
             self._expire_lineage(state, end)
         self._refresh_thresholds(state)
+        # Duration, error and budget rules judge the same window. Checkpoints
+        # from before the rules existed restore contexts without the field.
+        rules = getattr(state, "rules", None)
+        if rules is None:
+            rules = state.rules = RuleState()
+        spike_open = state.spike is not None and state.spike.open
+        keep = self._rules.judge(
+            rules, state.context, acc, start, end, spike_open, self._transitions
+        )
+        if keep and not under_alert:
+            self._schedule(part, state.context, end)
 
     def _refresh_thresholds(self, state: _Context) -> None:
         """Cache what the next window must reach to be judged at all."""

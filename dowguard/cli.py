@@ -142,6 +142,8 @@ def detector_config(settings: Settings) -> Any:
         lateness_s=settings.lateness_s,
         partitions=settings.partitions,
         recursion_hops=settings.recursion_hops,
+        daily_budgets=tuple(sorted(settings.daily_budgets.items())),
+        monthly_budgets=tuple(sorted(settings.monthly_budgets.items())),
     )
 
 

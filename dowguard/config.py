@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import PositiveFloat, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dowguard.errors import ConfigError
@@ -65,6 +65,23 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     metrics_top_n: int = 50
+    # Slow-ramp budgets in USD, keyed "provider/account" (the account's sum),
+    # "provider/account/region/function" (each qualifier on its own) or with
+    # "/qualifier" (that context only).
+    daily_budgets: dict[str, PositiveFloat] = {}
+    monthly_budgets: dict[str, PositiveFloat] = {}
+
+    @field_validator("daily_budgets", "monthly_budgets")
+    @classmethod
+    def _budget_keys(cls, budgets: dict[str, float]) -> dict[str, float]:
+        for key in budgets:
+            parts = key.split("/")
+            if len(parts) not in (2, 4, 5) or not all(parts):
+                raise ValueError(
+                    f"budget key {key!r} is not provider/account or"
+                    " provider/account/region/function[/qualifier]"
+                )
+        return budgets
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,908 @@
+"""Rules judged when a context's window closes, beyond rate spikes.
+
+Duration inflation, error and retry storms, and slow ramps against a
+budget; each context keeps one compact :class:`RuleState` for all three.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
+from detector.alerts import fingerprint as alert_fingerprint
+from detector.baseline import MAD_TO_STD
+from ingest.events import Context
+
+if TYPE_CHECKING:
+    from detector.engine import DetectorConfig
+
+logger = logging.getLogger(__name__)
+
+DURATION_INFLATION = "duration_inflation"
+ERROR_STORM = "error_storm"
+SLOW_RAMP = "slow_ramp"
+
+# Accumulator slots an open window holds beyond cost and count (the engine
+# owns slots 0 and 1 and adds to these per invocation).
+BILLED_MS, FAILED, FAILED_COST, TIMEOUTS = range(2, 6)
+WINDOW_SLOTS = 6
+
+_DAY_S = 86_400.0
+#: Bound of a deviation below its mean, so a context of perfectly regular
+#: durations does not turn the smallest change into infinite deviations.
+_MIN_SPREAD = 0.01
+#: Clip of baseline updates, as in RobustBaseline: mean + 4 deviations, with
+#: the deviation bounded below by a tenth of the mean.
+_CLIP = 4.0
+#: Least error share used for the binomial spread of a context that has
+#: (almost) never failed.
+_MIN_SHARE = 1e-3
+
+
+class RuleAlert:
+    """Lifecycle of one rule's alert of one context (kept for ``seq``)."""
+
+    __slots__ = (
+        "calm",
+        "cost",
+        "excess",
+        "fingerprint",
+        "kind",
+        "open",
+        "peak",
+        "seq",
+        "severity",
+        "starts_at",
+    )
+
+    def __init__(self, kind: str, fingerprint: str) -> None:
+        self.kind = kind
+        self.fingerprint = fingerprint
+        self.seq = 0
+        self.open = False
+        self.severity = WARNING
+        self.starts_at = 0.0
+        self.cost = 0.0
+        self.excess = 0.0
+        self.peak = 0.0
+        self.calm = 0
+
+
+class RuleState:
+    """What the rules remember of one context between windows.
+
+    Rates are USD per hour; the duration baseline is billed milliseconds per
+    invocation; shares are fractions of a window's invocations. Baselines of
+    one rule stop learning while that rule's alert is open; the slow anchor
+    stops while any cost alert of the context is open.
+    """
+
+    __slots__ = (
+        "anchor",
+        "busy",
+        "count",
+        "day_cost",
+        "day_end",
+        "dur",
+        "dur_dev",
+        "each",
+        "errors",
+        "fail_rate",
+        "inflation",
+        "last_end",
+        "month_cost",
+        "month_end",
+        "month_start",
+        "over",
+        "pool",
+        "ramp",
+        "recent",
+        "storm",
+        "timeouts",
+        "windows",
+    )
+
+    def __init__(self) -> None:
+        self.last_end = -math.inf
+        self.windows = 0
+        self.busy = 0
+        self.recent = 0.0
+        self.anchor = 0.0
+        self.day_end = -math.inf
+        self.day_cost = 0.0
+        self.month_start = -math.inf
+        self.month_end = -math.inf
+        self.month_cost = 0.0
+        self.over = 0
+        self.pool: list[float] | None = None
+        self.dur = 0.0
+        self.dur_dev = 0.0
+        self.count = 0.0
+        self.each = 0.0
+        self.timeouts = 0.0
+        self.errors = 0.0
+        self.fail_rate = 0.0
+        self.inflation: RuleAlert | None = None
+        self.storm: RuleAlert | None = None
+        self.ramp: RuleAlert | None = None
+
+    def open_alerts(self) -> int:
+        inflation, storm, ramp = self.inflation, self.storm, self.ramp
+        return (
+            (inflation is not None and inflation.open)
+            + (storm is not None and storm.open)
+            + (ramp is not None and ramp.open)
+        )
+
+
+class AccountSpend:
+    """Spend of one account with a budget, summed over its contexts.
+
+    The recent rate is the spend of the last complete buckets of
+    ``ramp_recent_half_life_s`` each, so a function that went idle stops
+    counting as soon as its buckets age out.
+    """
+
+    __slots__ = (
+        "alert",
+        "bucket",
+        "buckets",
+        "day_cost",
+        "day_end",
+        "month_cost",
+        "month_end",
+        "month_start",
+    )
+
+    def __init__(self) -> None:
+        self.alert: RuleAlert | None = None
+        self.bucket = -math.inf
+        self.buckets: list[float] = []
+        self.day_cost = 0.0
+        self.day_end = -math.inf
+        self.month_cost = 0.0
+        self.month_end = -math.inf
+        self.month_start = -math.inf
+
+
+# The pool of quiet windows: the window slots, then the windows it spans.
+_SPAN = WINDOW_SLOTS
+_POOL_SLOTS = WINDOW_SLOTS + 1
+_EMPTY_POOL = (0.0,) * _POOL_SLOTS
+#: Event time between two judgements of a context's slow ramp.
+_RAMP_EVERY_S = 60.0
+#: Complete buckets an account's recent rate is averaged over.
+ACCOUNT_BUCKETS = 6
+
+
+def _alpha(half_life: float) -> float:
+    """The EWMA weight of one observation for a half-life in observations."""
+    return 1.0 - math.pow(0.5, 1.0 / max(half_life, 1.0))
+
+
+def _ewma_k(mean: float, x: float, n: int, k: float, alpha: float | None) -> float:
+    """Learn ``k`` windows of mean ``x`` after ``n`` others.
+
+    With ``alpha`` None a running mean, else an exponentially weighted one
+    (in closed form for k equal values).
+    """
+    if alpha is None:
+        return (mean * n + x * k) / (n + k)
+    return x + math.pow(1.0 - alpha, k) * (mean - x)
+
+
+def _month_bounds(time: float) -> tuple[float, float]:
+    moment = datetime.fromtimestamp(time, tz=UTC)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        end = start.replace(year=start.year + 1, month=1)
+    else:
+        end = start.replace(month=start.month + 1)
+    return start.timestamp(), end.timestamp()
+
+
+class Rules:
+    """Judges the rules for every context of one engine at window close."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        window = config.window_s
+        self._window = window
+        self._per_hour = 3600.0 / window
+        self._alpha = _alpha(config.baseline_half_life)
+        self._warm = config.baseline_warmup
+        self._recent_alpha = _alpha(config.ramp_recent_half_life_s / window)
+        self._recent_warm = max(1, round(config.ramp_recent_half_life_s / window))
+        self._anchor_alpha = _alpha(config.ramp_anchor_half_life_s / window)
+        self._anchor_warm = max(1, round(config.ramp_anchor_warmup_s / window))
+        self._sustain = max(1, round(config.ramp_sustain_s / _RAMP_EVERY_S))
+        self._daily = _by_scope(config.daily_budgets, 4)
+        self._monthly = _by_scope(config.monthly_budgets, 4)
+        self._account_daily = _by_scope(config.daily_budgets, 2)
+        self._account_monthly = _by_scope(config.monthly_budgets, 2)
+        # Limitation: account spend is not checkpointed; it sums this engine only.
+        self._accounts: dict[tuple[str, str], AccountSpend] = {}
+
+    def judge(
+        self,
+        s: RuleState,
+        context: Context,
+        acc: Sequence[float] | None,
+        start: float,
+        end: float,
+        spike_open: bool,
+        out: list[Transition],
+    ) -> bool:
+        """Judge one closed window; True while an alert of ``s`` is open."""
+        window_cost = 0.0
+        pool = s.pool
+        if pool is None:
+            pool = s.pool = [0.0] * _POOL_SLOTS
+        if acc is not None:
+            window_cost = acc[0]
+            pool[0] += window_cost
+            pool[1] += acc[1]
+            pool[BILLED_MS] += acc[BILLED_MS]
+            pool[FAILED] += acc[FAILED]
+            pool[FAILED_COST] += acc[FAILED_COST]
+            pool[TIMEOUTS] += acc[TIMEOUTS]
+        last = s.last_end
+        idle = 0
+        if last > -math.inf:
+            idle = max(0, round((start - last) / self._window))
+        pool[_SPAN] += idle + 1
+        s.last_end = end
+        if start >= s.day_end:
+            self._calendar(s, start)
+        s.day_cost += window_cost
+        s.month_cost += window_cost
+        if self._account_daily or self._account_monthly:
+            self._account(context, window_cost, start, end, out)
+        inflation, storm, ramp = s.inflation, s.storm, s.ramp
+        if ramp is not None and ramp.open:
+            ramp.cost += window_cost
+        # Most windows of most contexts are unremarkable: a quiet window is
+        # pooled with the next ones, and the pool is judged as one
+        # observation once it is large enough to judge, once a minute of
+        # event time, or at once while an alert of the context is open.
+        cfg = self.config
+        # Limitation: a pool still open when a replay ends is never judged.
+        minute = last == -math.inf or end - end % _RAMP_EVERY_S > last
+        inflated = inflation is not None and inflation.open
+        storming = storm is not None and storm.open
+        alerting = (
+            spike_open or inflated or storming or (ramp is not None and ramp.open)
+        )
+        if not (
+            alerting
+            or minute
+            or pool[1] >= cfg.duration_min_count
+            or pool[FAILED] >= cfg.error_min_count
+        ):
+            return False
+        cost, count, billed, failed, failed_cost, timeouts, span = pool
+        pool[:] = _EMPTY_POOL
+        span_s = span * self._window
+        per_hour = 3600.0 / span_s
+        n = s.windows
+        s.windows = n + int(span)
+        # The spike detector owns a spike: its windows count in the spend so
+        # far, not in the recent rate the ramp rule projects from.
+        alpha = self._recent_alpha
+        recent_alpha = alpha if alpha * n > 1.0 else None
+        if not spike_open:
+            s.recent = _ewma_k(s.recent, cost * per_hour, n, span, recent_alpha)
+        elif span > 1:
+            # The idle and quiet windows before this one still count.
+            quiet = (cost - window_cost) * 3600.0 / ((span - 1) * self._window)
+            s.recent = _ewma_k(s.recent, quiet, n, span - 1, recent_alpha)
+        if count >= cfg.duration_min_count or inflated:
+            self._judge_duration(
+                s, context, cost, count, billed, timeouts, per_hour, end, out
+            )
+        if failed >= cfg.error_min_count or storming:
+            self._judge_errors(
+                s, context, count, failed, failed_cost, per_hour, end, out
+            )
+        if count > 0:
+            self._learn_window(
+                s, cost, count, billed, failed, failed_cost, timeouts, per_hour
+            )
+        # Ramps build over hours: they are judged once a minute of event time.
+        if minute and s.windows >= self._recent_warm:
+            self._judge_ramp(s, context, spike_open, end, out)
+        inflation, storm, ramp = s.inflation, s.storm, s.ramp
+        busy = (inflation is not None and inflation.open) or (
+            storm is not None and storm.open
+        )
+        ramping = ramp is not None and ramp.open
+        if not (spike_open or busy or ramping):
+            # A running mean over the warm-up, then a fixed slow pace: a ramp
+            # that starts after the warm-up moves the anchor by a small share
+            # of the ramp, however long the context has been tracked.
+            anchor_alpha = self._anchor_alpha if n >= self._anchor_warm else None
+            s.anchor = _ewma_k(s.anchor, cost * per_hour, n, span, anchor_alpha)
+        if ramping:
+            # An idle context need not be woken every window for a ramp: its
+            # next busy window judges it with the idle time decayed.
+            return busy or s.recent >= cfg.ramp_min_excess
+        return busy
+
+    # Learning
+
+    def _calendar(self, s: RuleState, start: float) -> None:
+        """Start a new day, and a new month when the window is past its end."""
+        s.day_end = start - start % _DAY_S + _DAY_S
+        s.day_cost = 0.0
+        if start >= s.month_end:
+            s.month_start, s.month_end = _month_bounds(start)
+            s.month_cost = 0.0
+
+    def _learn_window(
+        self,
+        s: RuleState,
+        cost: float,
+        count: float,
+        billed: float,
+        failed: float,
+        failed_cost: float,
+        timeouts: float,
+        per_hour: float,
+    ) -> None:
+        """Learn the per-invocation baselines from an observation (a window or a
+        pool of quiet ones) with invocations; ``per_hour`` scales it to USD/h."""
+        inflated = s.inflation is not None and s.inflation.open
+        storming = s.storm is not None and s.storm.open
+        if inflated and storming:
+            return
+        s.busy = n = s.busy + 1
+        a = self._alpha if self._alpha * n > 1.0 else 1.0 / n
+        if not inflated:
+            mean = billed / count
+            dur = s.dur
+            if n > 2:
+                mean = min(mean, dur + _CLIP * max(s.dur_dev, 0.1 * dur))
+            s.dur_dev += a * (abs(mean - dur) - s.dur_dev)
+            s.dur = dur + a * (mean - dur)
+            s.each += a * (cost / count - s.each)
+            s.timeouts += a * (timeouts / count - s.timeouts)
+        if not storming:
+            s.errors += a * (failed / count - s.errors)
+            s.fail_rate += a * (failed_cost * per_hour - s.fail_rate)
+        s.count += a * (count - s.count)
+
+    # Duration inflation
+
+    def _judge_duration(
+        self,
+        s: RuleState,
+        context: Context,
+        cost: float,
+        count: float,
+        billed: float,
+        timeouts: float,
+        per_hour: float,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        cfg = self.config
+        alert = s.inflation
+        if s.busy < self._warm or s.dur <= 0.0 or count < cfg.duration_min_count:
+            # Too few invocations to judge: calm, for an open alert.
+            if alert is not None and alert.open:
+                alert.cost += cost
+                if self._calm(alert):
+                    evidence = self._duration_evidence(s, billed / max(count, 1.0))
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            return
+        mean = billed / count
+        ratio = mean / s.dur
+        # The spread of window means was learnt at the usual count; a window
+        # of n invocations has a mean whose chance spread scales as 1/sqrt(n).
+        spread = MAD_TO_STD * s.dur_dev * math.sqrt(s.count / count)
+        spread = max(spread, _MIN_SPREAD * s.dur)
+        z = (mean - s.dur) / spread
+        expected = s.timeouts * count
+        timed_out = timeouts >= cfg.timeout_min_count and timeouts >= (
+            expected + cfg.duration_z * math.sqrt(max(expected, 1.0))
+        )
+        need = cfg.duration_timeout_ratio if timed_out else cfg.duration_ratio
+        excess = (cost - s.each * count) * per_hour
+        firing = ratio >= need and z >= cfg.duration_z
+        if not (firing and excess >= cfg.duration_min_excess):
+            if alert is not None and alert.open:
+                alert.cost += cost
+                alert.excess += max(excess, 0.0) / per_hour
+                if ratio >= (1.0 + need) / 2.0:
+                    alert.calm = 0
+                elif self._calm(alert):
+                    evidence = self._duration_evidence(s, mean)
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            return
+        evidence = self._duration_evidence(s, mean)
+        evidence.update(
+            z=round(z, 2),
+            threshold_ratio=need,
+            invocations=int(count),
+            timeouts=int(timeouts),
+            expected_timeouts=round(expected, 2),
+        )
+        critical = (
+            ratio >= cfg.rule_critical_margin * need
+            and excess >= cfg.critical_min_excess
+        )
+        if alert is None:
+            fp = alert_fingerprint(context, DURATION_INFLATION)
+            alert = s.inflation = RuleAlert(DURATION_INFLATION, fp)
+        self._fire(
+            s,
+            alert,
+            context,
+            end,
+            cost,
+            excess,
+            ratio,
+            critical,
+            evidence,
+            out,
+            span_s=3600.0 / per_hour,
+        )
+
+    def _duration_evidence(self, s: RuleState, mean: float) -> dict[str, object]:
+        return {
+            "rule": DURATION_INFLATION,
+            "value": round(mean, 3),
+            "baseline": round(s.dur, 3),
+            "unit": "billed_ms_per_invocation",
+            "ratio": round(mean / s.dur, 3) if s.dur > 0 else None,
+        }
+
+    # Error and retry storms
+
+    def _judge_errors(
+        self,
+        s: RuleState,
+        context: Context,
+        count: float,
+        failed: float,
+        failed_cost: float,
+        per_hour: float,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        cfg = self.config
+        alert = s.storm
+        share = failed / count if count > 0 else 0.0
+        p0 = s.errors
+        excess = failed_cost * per_hour - s.fail_rate
+        need = max(cfg.error_ratio * p0, p0 + cfg.error_min_share)
+        firing = s.busy >= self._warm and failed >= cfg.error_min_count
+        z = 0.0
+        if firing:
+            spread = math.sqrt(count * max(p0, _MIN_SHARE) * (1.0 - min(p0, 0.999)))
+            z = (failed - count * p0) / spread
+            firing = share >= need and z >= cfg.error_z
+        if not (firing and excess >= cfg.error_min_excess):
+            if alert is not None and alert.open:
+                alert.cost += failed_cost
+                alert.excess += max(excess, 0.0) / per_hour
+                if failed >= cfg.error_min_count / 2.0 and (
+                    share >= p0 + cfg.error_min_share / 2.0
+                ):
+                    alert.calm = 0
+                elif self._calm(alert):
+                    evidence = self._error_evidence(s, share)
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            return
+        evidence = self._error_evidence(s, share)
+        evidence.update(
+            z=round(z, 2),
+            threshold_share=round(need, 4),
+            failures=int(failed),
+            invocations=int(count),
+            # Retries of failed invocations show as more invocations than an
+            # observation (a window, or a pool of quiet ones) usually holds.
+            invocations_vs_usual=round(count / s.count, 2) if s.count > 0 else None,
+            failed_usd_per_hour=round(failed_cost * per_hour, 6),
+            baseline_failed_usd_per_hour=round(s.fail_rate, 6),
+        )
+        margin = cfg.rule_critical_margin
+        critical = (
+            share - p0 >= margin * cfg.error_min_share
+            and share >= margin * cfg.error_ratio * p0
+            and excess >= cfg.critical_min_excess
+        )
+        if alert is None:
+            alert = s.storm = RuleAlert(
+                ERROR_STORM, alert_fingerprint(context, ERROR_STORM)
+            )
+        ratio = share / max(p0, _MIN_SHARE)
+        self._fire(
+            s,
+            alert,
+            context,
+            end,
+            failed_cost,
+            excess,
+            ratio,
+            critical,
+            evidence,
+            out,
+            span_s=3600.0 / per_hour,
+        )
+
+    def _error_evidence(self, s: RuleState, share: float) -> dict[str, object]:
+        return {
+            "rule": ERROR_STORM,
+            "value": round(share, 4),
+            "baseline": round(s.errors, 4),
+            "unit": "failure_share",
+            "ratio": round(share / s.errors, 2) if s.errors > 0 else None,
+        }
+
+    # Slow ramps against the anchor and the budgets
+
+    def _budgets(self, s: RuleState, context: Context) -> tuple[float, float]:
+        """The daily and monthly budgets in USD of a context (inf: none)."""
+        daily = monthly = math.inf
+        if self._daily or self._monthly:
+            key = "/".join(context)
+            function = key.rpartition("/")[0]
+            daily = self._daily.get(key, self._daily.get(function, math.inf))
+            monthly = self._monthly.get(key, self._monthly.get(function, math.inf))
+        if s.windows >= self._anchor_warm:
+            cfg = self.config
+            day = max(cfg.ramp_budget_factor * s.anchor, cfg.ramp_min_excess) * 24.0
+            month_days = (s.month_end - s.month_start) / _DAY_S
+            if daily == math.inf:
+                daily = day
+            if monthly == math.inf:
+                monthly = day * month_days
+        return daily, monthly
+
+    def _projection(self, s: RuleState, end: float) -> tuple[float, float]:
+        """Spend of the day and of the month if the recent rate holds."""
+        # Limitation: spend so far is only what was seen since tracking began.
+        day = s.day_cost + s.recent * max(0.0, s.day_end - end) / 3600.0
+        month = s.month_cost + s.recent * max(0.0, s.month_end - end) / 3600.0
+        return day, month
+
+    def _judge_ramp(
+        self,
+        s: RuleState,
+        context: Context,
+        spike_open: bool,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        cfg = self.config
+        alert = s.ramp
+        daily, monthly = self._budgets(s, context)
+        day, month = self._projection(s, end)
+        anchored = s.windows >= self._anchor_warm and s.anchor > 0.0
+        ratio = s.recent / s.anchor if anchored else 0.0
+        excess = s.recent - s.anchor if anchored else s.recent
+        # A rise the spike detector is already alerting on is its business;
+        # this rule is for the rise its fast baseline has learnt as normal.
+        by_factor = (
+            anchored
+            and not spike_open
+            and ratio >= cfg.ramp_factor
+            and excess >= cfg.ramp_min_excess
+        )
+        over_day = day > daily
+        over_month = month > monthly
+        # A ramp is a rise that lasts: a batch that runs for minutes each hour
+        # lifts the recent rate for a while, then lets it fall back.
+        hit = by_factor or over_day or over_month
+        s.over = s.over + 1 if hit else 0
+        is_open = alert is not None and alert.open
+        if not (hit and (s.over >= self._sustain or is_open)):
+            if alert is not None and alert.open:
+                alert.excess += max(excess, 0.0) * _RAMP_EVERY_S / 3600.0
+                settled = ratio < (1.0 + cfg.ramp_factor) / 2.0
+                if not (settled and day < 0.9 * daily and month < 0.9 * monthly):
+                    alert.calm = 0
+                elif self._calm(alert):
+                    evidence = self._ramp_evidence(s, ratio, daily, monthly)
+                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            return
+        evidence = self._ramp_evidence(s, ratio, daily, monthly)
+        evidence["fired"] = [
+            name
+            for name, fired in (
+                ("anchor_factor", by_factor),
+                ("daily_budget", over_day),
+                ("monthly_budget", over_month),
+            )
+            if fired
+        ]
+        margin = cfg.rule_critical_margin
+        critical = excess >= cfg.critical_min_excess and (
+            (by_factor and ratio >= margin * cfg.ramp_factor)
+            or day >= margin * daily
+            or month >= margin * monthly
+        )
+        if alert is None:
+            alert = s.ramp = RuleAlert(SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP))
+        peak = max(ratio, day / max(daily, 1e-9), month / max(monthly, 1e-9))
+        # The cost of each window was added as it closed; the excess is that
+        # of the minute since the last judgement.
+        self._fire(
+            s,
+            alert,
+            context,
+            end,
+            0.0,
+            excess,
+            peak,
+            critical,
+            evidence,
+            out,
+            span_s=_RAMP_EVERY_S,
+        )
+
+    def _ramp_evidence(
+        self, s: RuleState, ratio: float, daily: float, monthly: float
+    ) -> dict[str, object]:
+        return {
+            "rule": SLOW_RAMP,
+            "value": round(s.recent, 6),
+            "baseline": round(s.anchor, 6),
+            "unit": "usd_per_hour",
+            "ratio": round(ratio, 3) if ratio else None,
+            "threshold_ratio": self.config.ramp_factor,
+            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
+            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+        }
+
+    # Account budgets
+
+    def _account(
+        self,
+        context: Context,
+        cost: float,
+        start: float,
+        end: float,
+        out: list[Transition],
+    ) -> None:
+        key = (context.provider, context.account)
+        daily = self._account_daily.get(key, math.inf)
+        monthly = self._account_monthly.get(key, math.inf)
+        if daily == monthly == math.inf:
+            return
+        spend = self._accounts.get(key)
+        if spend is None:
+            spend = self._accounts[key] = AccountSpend()
+        width = self.config.ramp_recent_half_life_s
+        bucket = start - start % width
+        buckets = spend.buckets
+        if bucket > spend.bucket:
+            if spend.bucket > -math.inf:
+                # Judged once a bucket is complete: the rate is the mean of
+                # the complete buckets, and later windows go to the new one.
+                gap = round((bucket - spend.bucket) / width)
+                buckets.extend([0.0] * min(gap - 1, ACCOUNT_BUCKETS))
+                self._judge_account(spend, key, daily, monthly, bucket, out)
+            buckets.append(0.0)
+            del buckets[: -(ACCOUNT_BUCKETS + 1)]
+            spend.bucket = bucket
+        # A window of a partition whose watermark lags goes to its own bucket.
+        back = len(buckets) - 1 - round((spend.bucket - bucket) / width)
+        if back >= 0:
+            buckets[back] += cost
+        if start >= spend.day_end:
+            spend.day_end = start - start % _DAY_S + _DAY_S
+            spend.day_cost = 0.0
+        if start >= spend.month_end:
+            spend.month_start, spend.month_end = _month_bounds(start)
+            spend.month_cost = 0.0
+        spend.day_cost += cost
+        spend.month_cost += cost
+
+    def _judge_account(
+        self,
+        spend: AccountSpend,
+        key: tuple[str, str],
+        daily: float,
+        monthly: float,
+        now: float,
+        out: list[Transition],
+    ) -> None:
+        complete = spend.buckets[-ACCOUNT_BUCKETS:]
+        width = self.config.ramp_recent_half_life_s
+        rate = sum(complete) / (len(complete) * width) * 3600.0
+        day = spend.day_cost + rate * max(0.0, spend.day_end - now) / 3600.0
+        month = spend.month_cost + rate * max(0.0, spend.month_end - now) / 3600.0
+        over_day, over_month = day > daily, month > monthly
+        context = Context(key[0], key[1], "*", "*", "*")
+        alert = spend.alert
+        evidence: dict[str, object] = {
+            "rule": SLOW_RAMP,
+            "scope": "account",
+            "value": round(rate, 6),
+            "unit": "usd_per_hour",
+            "fired": [
+                name
+                for name, hit in (
+                    ("daily_budget", over_day),
+                    ("monthly_budget", over_month),
+                )
+                if hit
+            ],
+            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
+            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+            "source": "invocations",
+            "rate_usd_per_hour": round(rate, 6),
+            "projected_usd_per_day": round(day, 4),
+            "projected_usd_per_month": round(month, 2),
+        }
+        if over_day or over_month:
+            if alert is None:
+                alert = spend.alert = RuleAlert(
+                    SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP)
+                )
+            alert.cost += sum(complete[-1:])
+            if not alert.open:
+                # An account budget names no function to throttle, so it
+                # stays a warning whatever its margin.
+                alert.open = True
+                alert.starts_at = now
+                alert.calm = 0
+                self._account_emit(alert, context, OPENED, now, evidence, out)
+        elif alert is not None and alert.open:
+            alert.cost += sum(complete[-1:])
+            if day < 0.9 * daily and month < 0.9 * monthly:
+                alert.open = False
+                self._account_emit(alert, context, RESOLVED, now, evidence, out)
+
+    def _account_emit(
+        self,
+        alert: RuleAlert,
+        context: Context,
+        event: str,
+        at: float,
+        evidence: dict[str, object],
+        out: list[Transition],
+    ) -> None:
+        alert.seq += 1
+        evidence["cost_so_far_usd"] = round(alert.cost, 6)
+        summary = (
+            f"account {context.account}: {evidence['rate_usd_per_hour']} USD/h,"
+            f" projected {evidence['projected_usd_per_day']} USD today against"
+            f" a budget of {evidence['budget_usd_per_day']} USD"
+        )
+        out.append(
+            Transition(
+                event,
+                alert.fingerprint,
+                alert.kind,
+                WARNING,
+                context,
+                alert.starts_at,
+                at,
+                alert.seq,
+                alert.cost,
+                summary,
+                evidence,
+            )
+        )
+
+    # Alert lifecycle
+
+    def _fire(
+        self,
+        s: RuleState,
+        alert: RuleAlert,
+        context: Context,
+        at: float,
+        cost: float,
+        excess: float,
+        peak: float,
+        critical: bool,
+        evidence: dict[str, object],
+        out: list[Transition],
+        span_s: float = 0.0,
+    ) -> None:
+        """Open, escalate or extend an alert; ``excess`` USD/h for ``span_s``."""
+        alert.calm = 0
+        alert.cost += cost
+        alert.excess += max(excess, 0.0) * (span_s or self._window) / 3600.0
+        severity = CRITICAL if critical else WARNING
+        evidence["excess_usd_per_hour"] = round(excess, 6)
+        if not alert.open:
+            alert.open = True
+            alert.severity = severity
+            alert.starts_at = at
+            alert.peak = peak
+            self._emit(s, alert, context, OPENED, at, evidence, out)
+            return
+        escalated = critical and alert.severity != CRITICAL
+        if escalated or peak >= 2.0 * alert.peak:
+            alert.severity = CRITICAL if escalated else alert.severity
+            alert.peak = max(alert.peak, peak)
+            self._emit(s, alert, context, UPDATED, at, evidence, out)
+
+    def _calm(self, alert: RuleAlert) -> bool:
+        """Count a calm window of an open alert; True when it resolves now."""
+        alert.calm += 1
+        if alert.calm < self.config.resolve_windows:
+            return False
+        alert.open = False
+        return True
+
+    def _emit(
+        self,
+        s: RuleState,
+        alert: RuleAlert,
+        context: Context,
+        event: str,
+        at: float,
+        evidence: dict[str, object],
+        out: list[Transition],
+    ) -> None:
+        alert.seq += 1
+        day, month = self._projection(s, at)
+        evidence.update(
+            source="invocations",
+            rate_usd_per_hour=round(s.recent, 6),
+            projected_usd_per_day=round(day, 4),
+            projected_usd_per_month=round(month, 2),
+            cost_so_far_usd=round(alert.cost, 6),
+            excess_so_far_usd=round(alert.excess, 6),
+        )
+        out.append(
+            Transition(
+                event,
+                alert.fingerprint,
+                alert.kind,
+                alert.severity,
+                context,
+                alert.starts_at,
+                at,
+                alert.seq,
+                alert.cost,
+                _summary(context, alert.kind, evidence),
+                evidence,
+            )
+        )
+        logger.info(
+            "rule alert %s kind=%s function=%s severity=%s",
+            event,
+            alert.kind,
+            context.function,
+            alert.severity,
+        )
+
+
+def _by_scope(budgets: Sequence[tuple[str, float]], parts: int) -> dict[Any, float]:
+    """Budgets whose key has ``parts`` parts (account) or more (function)."""
+    if parts == 2:
+        return {
+            tuple(key.split("/")): usd for key, usd in budgets if key.count("/") == 1
+        }
+    return {key: usd for key, usd in budgets if key.count("/") >= 3}
+
+
+def _summary(context: Context, kind: str, evidence: dict[str, object]) -> str:
+    value = evidence.get("value")
+    base = evidence.get("baseline")
+    if kind == DURATION_INFLATION:
+        return (
+            f"{context.function}: {value} billed ms per invocation"
+            f" against a baseline of {base} ms"
+        )
+    if kind == ERROR_STORM:
+        return (
+            f"{context.function}: {evidence.get('failures', 0)} failures,"
+            f" a share of {value} against a baseline of {base}"
+        )
+    return (
+        f"{context.function}: {value} USD/h, projected"
+        f" {evidence.get('projected_usd_per_day')} USD today"
+        f" against a long-run {base} USD/h"
+    )
