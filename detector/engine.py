@@ -15,6 +15,7 @@ import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from detector.alerts import (
     CRITICAL,
@@ -26,16 +27,18 @@ from detector.alerts import (
     Transition,
     fingerprint,
 )
-from detector.baseline import RobustBaseline
+from detector.baseline import PeerPool, RobustBaseline, SeasonalBaseline, memory_bucket
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
 from detector.recursion import TraceStage
 from ingest.events import Billing, Context, Event, Invocation, Metric, Span
+from models.features import Window, window_features
 
 logger = logging.getLogger(__name__)
 
 COST_SPIKE = "cost_spike"
 RECURSIVE_TRIGGER = "recursive_trigger"
-SNAPSHOT_VERSION = 1
+ANOMALY = "anomaly"
+SNAPSHOT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,19 @@ class DetectorConfig:
     above the usual count of a window, unless each invocation itself costs
     ``spike_ratio`` times its usual cost (durations inflating). Without it,
     one run of a rare, costly timer would look like a spike.
+
+    With ``seasonal`` the cost baseline keeps hour-of-day and day-of-week
+    profiles (:class:`detector.baseline.SeasonalBaseline`). A context that
+    is not warm yet is judged against its peers' pool once that has seen
+    ``peer_warmup`` windows (the cold-start rule of :mod:`detector.baseline`).
+
+    With ``online_model`` a pooled river model scores every window of a warm
+    context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
+    USD/h above what was expected; its score is added to the evidence, and
+    ``anomaly_windows`` such windows in a row scoring ``anomaly_score`` or
+    more open an ``anomaly`` alert, always a warning (it never reaches
+    enforcement), unless another alert of the context is open already. The
+    model learns from every ``model_learn_every``-th window not under alert.
     """
 
     window_s: float = 10.0
@@ -74,6 +90,14 @@ class DetectorConfig:
     resolve_windows: int = 3
     lineage_quiet_s: float = 60.0
     trace_ttl_s: float = 120.0
+    seasonal: bool = True
+    peer_warmup: int = 30
+    online_model: bool = True
+    anomaly_score: float = 0.9
+    anomaly_windows: int = 3
+    anomaly_ratio: float = 1.5
+    anomaly_min_excess: float = 0.1
+    model_learn_every: int = 4
 
 
 @dataclass(slots=True)
@@ -90,6 +114,7 @@ class _Alert:
     peak: float = 0.0
     reported_peak: float = 0.0
     calm: int = 0
+    streak: int = 0
 
 
 @dataclass(slots=True)
@@ -114,6 +139,9 @@ class _Context:
     spike: _Alert | None = None
     recursion: _Alert | None = None
     chains: dict[str, list[float]] = field(default_factory=dict)
+    peers: PeerPool | None = None
+    fresh_until: float = -math.inf
+    anomaly: _Alert | None = None
 
 
 @dataclass(slots=True)
@@ -124,6 +152,9 @@ class _Partition:
     due: list[tuple[float, int, Context, float]] = field(default_factory=list)
     ticket: int = 0
     number: int = 0
+    pools: dict[tuple[str, ...], PeerPool] = field(default_factory=dict)
+    model: Any = None
+    model_ticks: int = 0
 
 
 # Accumulator slots of an open window.
@@ -138,8 +169,15 @@ class Engine:
         config: DetectorConfig | None = None,
         invocation_cost: Callable[[Invocation], float] | None = None,
         span_cost: Callable[[Span], float] | None = None,
+        offline_model: Any = None,
     ) -> None:
         self.config = config or DetectorConfig()
+        #: A model trained offline (``models.offline.OfflineModel``), or none.
+        self.offline_model = offline_model
+        #: Called with (context, window start, features) of each warm window.
+        self.on_window: Callable[[Context, float, dict[str, float]], None] | None
+        self.on_window = None
+        self._scores: dict[str, float] | None = None
         if invocation_cost is None or span_cost is None:
             from detector.cost import Pricing
 
@@ -215,9 +253,8 @@ class Engine:
             state = self._find(context)
             if state is None:
                 continue
-            open_alerts = sum(
-                1 for a in (state.spike, state.recursion) if a is not None and a.open
-            )
+            alerts = (state.spike, state.recursion, state.anomaly)
+            open_alerts = sum(1 for a in alerts if a is not None and a.open)
             rows.append(
                 FunctionStatus(
                     context,
@@ -269,13 +306,23 @@ class Engine:
                 span_cost=self._span_cost,
             )
             part = self._parts[partition] = _Partition(traces=traces, number=partition)
+            if self.config.online_model:
+                from models.online import PooledModel
+
+                part.model = PooledModel()
         return part
 
     def _state(self, part: _Partition, context: Context) -> _Context:
         state = part.contexts.get(context)
         if state is None:
             cfg = self.config
-            baseline = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
+            baseline: RobustBaseline
+            if cfg.seasonal:
+                baseline = SeasonalBaseline(
+                    cfg.baseline_half_life, cfg.baseline_warmup, window_s=cfg.window_s
+                )
+            else:
+                baseline = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
             counts = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
             state = part.contexts[context] = _Context(context, baseline, counts)
         return state
@@ -313,6 +360,8 @@ class Engine:
                 heapq.heappush(
                     part.due, (start + self._window, part.ticket, context, start)
                 )
+                if start >= state.fresh_until:
+                    self._new_period(part, state, inv, start)
             acc[_COST] += cost
             acc[_COUNT] += inv.count
             spike = state.spike
@@ -357,33 +406,76 @@ class Engine:
         if closed > -math.inf and not under_alert:
             idle = round((start - closed) / self._window)
             if idle > 0:
-                baseline.learn_many_zeros(idle)
+                baseline.learn_many_zeros(idle, closed)
                 state.counts.learn_many_zeros(idle)
-                self._refresh_thresholds(state)
+                self._refresh_thresholds(state, start)
         state.closed_until = end
         state.last_rate = rate
         state.last_invocations = count
         self._dirty.add(state.context)
+        if acc is not None or state.anomaly is not None:
+            self._model_window(part, state, start, cost, count, under_alert)
         if under_alert or rate >= state.warn_rate:
-            self._judge_window(state, rate, cost, count, end)
+            self._judge_window(state, rate, cost, count, end, start)
             under_alert = state.spike is not None and state.spike.open
+        self._scores = None
         if not under_alert:
-            baseline.learn_one(rate)
+            warm = baseline.is_warm
+            baseline.learn_one(rate, start)
             state.counts.learn_one(count)
+            if warm and acc is not None and state.peers is not None:
+                state.peers.learn_one(rate)
         else:
+            baseline.learn_paused(rate, start)
+        anomaly = state.anomaly
+        if under_alert or (anomaly is not None and anomaly.open):
             # Keep closing empty windows of an idle context under alert, so
             # that its alert can resolve when the traffic stops.
             self._schedule(part, state.context, end)
         if state.chains:
             self._expire_lineage(state, end)
-        self._refresh_thresholds(state)
+        self._refresh_thresholds(state, end)
 
-    def _refresh_thresholds(self, state: _Context) -> None:
-        """Cache what the next window must reach to be judged at all."""
-        if not state.baseline.is_warm:
+    def _new_period(
+        self, part: _Partition, state: _Context, inv: Invocation, start: float
+    ) -> None:
+        """A window opens after what the cached thresholds were made for."""
+        if state.peers is None:
+            state.peers = self._peer_pool(part, inv)
+        self._refresh_thresholds(state, start)
+
+    def _peer_pool(self, part: _Partition, inv: Invocation) -> PeerPool:
+        ctx = inv.context
+        account = (ctx.provider, ctx.account)
+        peers = (*account, inv.architecture, f"{memory_bucket(inv.memory_mb)}MB")
+        pool = part.pools.get(peers)
+        if pool is None:
+            parent = part.pools.get(account)
+            if parent is None:
+                warmup = self.config.peer_warmup
+                parent = part.pools[account] = PeerPool(account, warmup=warmup)
+            pool = PeerPool(peers, parent, warmup=self.config.peer_warmup)
+            part.pools[peers] = pool
+        return pool
+
+    def _reference(self, state: _Context, at: float) -> tuple[float, float] | None:
+        """Mean and deviation a window at ``at`` is judged against, if any."""
+        baseline = state.baseline
+        if baseline.is_warm:
+            return baseline.expected(at)
+        pool = state.peers.reference() if state.peers is not None else None
+        if pool is None:
+            return None
+        return pool.baseline.mean, pool.baseline.deviation
+
+    def _refresh_thresholds(self, state: _Context, at: float) -> None:
+        """Cache what the next window (from ``at``) must reach to be judged."""
+        state.fresh_until = state.baseline.valid_until(at)
+        reference = self._reference(state, at)
+        if reference is None:
             state.warn_rate = state.early_cost = state.early_count = math.inf
             return
-        warn, crit = self._thresholds(state)
+        warn, crit = self._thresholds(reference)
         state.warn_rate = warn
         spike = state.spike
         if spike is not None and spike.open and spike.severity == CRITICAL:
@@ -394,11 +486,11 @@ class Engine:
             state.early_cost = crit * self._window / 3600.0
         state.early_count = self._count_threshold(state)
 
-    def _thresholds(self, state: _Context) -> tuple[float, float]:
-        """The warning and critical cost rates of a context's next window."""
+    def _thresholds(self, reference: tuple[float, float]) -> tuple[float, float]:
+        """The warning and critical cost rates against a mean and deviation."""
         cfg = self.config
-        base = state.baseline.mean
-        spread = max(state.baseline.deviation, 0.05 * base)
+        base, deviation = reference
+        spread = max(deviation, 0.05 * base)
         warn = max(
             cfg.spike_ratio * base,
             base + cfg.spike_min_excess,
@@ -428,11 +520,20 @@ class Engine:
         state.early_cost = math.inf
 
     def _judge_window(
-        self, state: _Context, rate: float, cost: float, count: float, end: float
+        self,
+        state: _Context,
+        rate: float,
+        cost: float,
+        count: float,
+        end: float,
+        start: float | None = None,
     ) -> None:
-        if not state.baseline.is_warm:
+        at = end - self._window if start is None else start
+        reference = self._reference(state, at)
+        if reference is None:
             return
-        warn, crit = self._thresholds(state)
+        warn, crit = self._thresholds(reference)
+        base = reference[0]
         if rate >= warn and self._significant(state, cost, count):
             severity = CRITICAL if rate >= crit else WARNING
             self._raise_spike(state, rate, cost, end, severity, early=False)
@@ -440,14 +541,13 @@ class Engine:
         spike = state.spike
         if spike is None or not spike.open:
             return
-        if rate < self.config.resolve_ratio * state.baseline.mean + 1e-12 or (
-            rate - state.baseline.mean < self.config.spike_min_excess / 2
+        if rate < self.config.resolve_ratio * base + 1e-12 or (
+            rate - base < self.config.spike_min_excess / 2
         ):
             spike.calm += 1
             if spike.calm >= self.config.resolve_windows:
-                self._emit(
-                    state, spike, RESOLVED, end, self._spike_evidence(state, rate)
-                )
+                evidence = self._spike_evidence(state, rate, end)
+                self._emit(state, spike, RESOLVED, end, evidence)
                 spike.open = False
         else:
             spike.calm = 0
@@ -467,7 +567,7 @@ class Engine:
                 COST_SPIKE, fingerprint(state.context, COST_SPIKE)
             )
         spike.calm = 0
-        evidence = self._spike_evidence(state, rate)
+        evidence = self._spike_evidence(state, rate, at)
         evidence["early"] = early
         if not spike.open:
             spike.open = True
@@ -484,15 +584,102 @@ class Engine:
             spike.reported_peak = rate
             self._emit(state, spike, UPDATED, at, evidence)
 
-    def _spike_evidence(self, state: _Context, rate: float) -> dict[str, object]:
-        base = state.baseline.mean
-        return {
+    def _spike_evidence(
+        self, state: _Context, rate: float, at: float
+    ) -> dict[str, object]:
+        reference = self._reference(state, at)
+        base = state.baseline.mean if reference is None else reference[0]
+        evidence: dict[str, object] = {
             "source": "invocations",
             "rate_usd_per_hour": round(rate, 6),
             "baseline_usd_per_hour": round(base, 6),
             "ratio": round(rate / base, 2) if base > 0 else None,
             "baseline_windows": state.baseline.n,
         }
+        if not state.baseline.is_warm and state.peers is not None:
+            pool = state.peers.reference()
+            if pool is not None:
+                evidence["judged_against"] = f"peers:{pool.name}"
+        if self._scores:
+            evidence["model_scores"] = dict(self._scores)
+        return evidence
+
+    # Internals: learned models
+
+    def _model_window(
+        self,
+        part: _Partition,
+        state: _Context,
+        start: float,
+        cost: float,
+        count: float,
+        under_alert: bool,
+    ) -> None:
+        """Score a warm context's window with the models; let them learn it."""
+        model = part.model
+        offline = self.offline_model
+        baseline = state.baseline
+        if (model is None and offline is None) or not baseline.is_warm:
+            return
+        cfg = self.config
+        mean, spread = baseline.expected(start)
+        window = Window(
+            self._window, cost, count, mean, spread, baseline.mean, state.counts.mean
+        )
+        rate = window.rate
+        features = window_features(window)
+        if self.on_window is not None:
+            self.on_window(state.context, start, features)
+        hit = False
+        if rate >= cfg.anomaly_ratio * mean and rate - mean >= cfg.anomaly_min_excess:
+            scores: dict[str, float] = {}
+            if model is not None and model.is_warm:
+                scores["online"] = score = round(model.score_one(features), 4)
+                hit = score >= cfg.anomaly_score
+            if offline is not None:
+                scores["offline"] = score = round(offline.score_one(features), 4)
+                hit = hit or score >= offline.threshold
+            self._scores = scores
+        if model is not None and not under_alert and count > 0:
+            part.model_ticks += 1
+            if part.model_ticks >= cfg.model_learn_every:
+                part.model_ticks = 0
+                model.learn_one(features)
+        self._track_anomaly(state, hit, cost, start + self._window)
+
+    def _track_anomaly(
+        self, state: _Context, hit: bool, cost: float, at: float
+    ) -> None:
+        alert = state.anomaly
+        if not hit:
+            if alert is not None:
+                alert.streak = 0
+                if alert.open:
+                    alert.cost += cost
+                    alert.calm += 1
+                    if alert.calm >= self.config.resolve_windows:
+                        alert.open = False
+                        self._emit(state, alert, RESOLVED, at, self._anomaly_evidence())
+            return
+        if alert is None:
+            fp = fingerprint(state.context, ANOMALY)
+            alert = state.anomaly = _Alert(ANOMALY, fp, severity=WARNING)
+        alert.calm = 0
+        alert.streak += 1
+        if alert.open:
+            alert.cost += cost
+            return
+        others = (state.spike, state.recursion)
+        if alert.streak >= self.config.anomaly_windows and not any(
+            a is not None and a.open for a in others
+        ):
+            alert.open = True
+            alert.starts_at = at
+            alert.cost = cost
+            self._emit(state, alert, OPENED, at, self._anomaly_evidence())
+
+    def _anomaly_evidence(self) -> dict[str, object]:
+        return {"source": "model", "model_scores": dict(self._scores or {})}
 
     # Internals: recursion
 
@@ -579,7 +766,12 @@ class Engine:
     ) -> None:
         alert.seq += 1
         context = state.context
-        if alert.kind == COST_SPIKE:
+        if alert.kind == ANOMALY:
+            scores = evidence.get("model_scores")
+            pairs = scores.items() if isinstance(scores, dict) else ()
+            named = ", ".join(f"{k} score {v}" for k, v in pairs)
+            summary = f"{context.function}: windows unlike its usual ones ({named})"
+        elif alert.kind == COST_SPIKE:
             summary = (
                 f"{context.function}: spend {evidence.get('rate_usd_per_hour')} USD/h"
                 f" against a baseline of {evidence.get('baseline_usd_per_hour')} USD/h"
