@@ -619,7 +619,9 @@ class Engine:
         model = part.model
         offline = self.offline_model
         baseline = state.baseline
-        if (model is None and offline is None) or not baseline.is_warm:
+        if not baseline.is_warm or (
+            model is None and offline is None and self.on_window is None
+        ):
             return
         cfg = self.config
         mean, spread = baseline.expected(start)

@@ -25,7 +25,13 @@ logger = logging.getLogger(__name__)
 BUNDLED_RECORDING = Path(__file__).resolve().parent.parent / "data" / "recording"
 
 #: Subcommands that live with the package that owns them.
-PLUGINS = ("api.cli", "dowguard.simulate", "dashboards.cli", "bench.cli")
+PLUGINS = (
+    "api.cli",
+    "dowguard.simulate",
+    "dashboards.cli",
+    "bench.cli",
+    "detector.training",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +79,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", help="SQLAlchemy URL (DOWGUARD_DATABASE_URL)")
     p.add_argument("--window", type=float, help="window length in seconds")
     p.add_argument("--partitions", type=int, help="partitions per topic")
+    p.add_argument(
+        "--model", help="offline model from `dowguard train` (DOWGUARD_MODEL_PATH)"
+    )
     p.add_argument(
         "--json", action="store_true", help="one JSON object per alert transition"
     )
@@ -123,6 +132,7 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
         database_url=getattr(args, "database_url", None),
         window_s=getattr(args, "window", None),
         partitions=getattr(args, "partitions", None),
+        model_path=getattr(args, "model", None),
         **extra,
     )
 
@@ -135,7 +145,20 @@ def detector_config(settings: Settings) -> Any:
         lateness_s=settings.lateness_s,
         partitions=settings.partitions,
         recursion_hops=settings.recursion_hops,
+        online_model=settings.online_model,
     )
+
+
+def make_engine(settings: Settings) -> Any:
+    """The detector the settings ask for, with its offline model if one is set."""
+    from detector.engine import Engine
+
+    model = None
+    if settings.model_path:
+        from models.offline import load
+
+        model = load(settings.model_path)
+    return Engine(detector_config(settings), offline_model=model)
 
 
 def open_store(settings: Settings) -> Any:
@@ -198,12 +221,11 @@ def replay_paths(
     speed: float | None = None,
     store: bool = True,
 ) -> int:
-    from detector.engine import Engine
     from detector.replay import Replay
 
     errors = _ErrorReport()
+    engine = make_engine(settings)
     sink = open_store(settings) if store else None
-    engine = Engine(detector_config(settings))
     replay = Replay(engine, sink, speed=speed, on_transition=_printer(as_json))
     result = replay.run(_with_progress(_events(paths, errors)))
     opened = sum(1 for t in result.transitions if t.event == "opened")
@@ -268,9 +290,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_daemon(settings: Settings, as_json: bool) -> int:
     from detector.daemon import Daemon
-    from detector.engine import Engine
 
-    engine = Engine(detector_config(settings))
+    engine = make_engine(settings)
     from ingest.parse import parse_message
 
     daemon = Daemon(settings, engine, open_store(settings), parse=parse_message)

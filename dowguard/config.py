@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     metrics_top_n: int = 50
+    # Learned models: the pooled online model, and an offline model trained
+    # by `dowguard train` (a models/NAME folder or one of its vN versions).
+    online_model: bool = True
+    model_path: str = ""
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
