@@ -21,6 +21,10 @@ from models.base import Detector
 #: Scale from mean absolute deviation to standard deviation for a normal law.
 MAD_TO_STD = 1.2533
 
+#: Under alert, a window teaches its hour at most this multiple of what the
+#: hour expected (the detector's ratio for a critical spike).
+ALERT_CLIP = 10.0
+
 HOUR_S = 3600.0
 DAY_S = 86_400.0
 #: 1970-01-01, day 0 of the epoch, was a Thursday; weekday 0 is a Monday.
@@ -199,8 +203,11 @@ class SeasonalBaseline(RobustBaseline):
     from the next day on: the traffic of a day never raises what that same
     day expects. Each update moves the profile ``cycle_weight`` of the way to
     the new day (the first sighting of an hour or a weekday is taken as it
-    is). Windows under an open alert do not move the level, and move their
-    hour's profile only ``alert_weight`` as much.
+    is). Windows under an open alert do not move the level; in an hour seen
+    before they move its profile only ``alert_weight`` as much, with values
+    clipped to :data:`ALERT_CLIP` times what the hour expected. A pattern
+    that recurs under alert in an hour known as quiet is therefore learned
+    over days, not at once; the first day of a context learns in full.
 
     The profile is 55 16-bit codes (110 bytes) plus eight accumulators, so
     a context costs a few hundred bytes, not 168 floats.
@@ -316,6 +323,10 @@ class SeasonalBaseline(RobustBaseline):
     def learn_paused(self, x: float | None, t: float | None = None) -> None:
         if x is None or x != x or t is None:
             return
+        profile = self._profile
+        if profile is not None and profile[_MEAN + int(t // HOUR_S) % 24] != _UNSEEN:
+            # Bounded, so a flood cannot make itself expected in one day.
+            x = min(x, ALERT_CLIP * self.expected(t)[0])
         self._season(x, t, 1, alerted=True)
 
     def learn_many_zeros(self, count: int, t: float | None = None) -> None:
@@ -407,8 +418,8 @@ class SeasonalBaseline(RobustBaseline):
 
 
 def memory_bucket(memory_mb: int) -> int:
-    """Peers' memory sizes: the same power of two (1024 to 2047 MB, ...)."""
-    return max(int(memory_mb), 1).bit_length()
+    """The power of two at or below a memory size: peers share it (1024: 1024-2047)."""
+    return 1 << (max(int(memory_mb), 1).bit_length() - 1)
 
 
 class PeerPool:

@@ -93,7 +93,7 @@ class DetectorConfig:
     seasonal: bool = True
     peer_warmup: int = 30
     online_model: bool = True
-    anomaly_score: float = 0.9
+    anomaly_score: float = 0.8
     anomaly_windows: int = 3
     anomaly_ratio: float = 1.5
     anomaly_min_excess: float = 0.1

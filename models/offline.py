@@ -81,6 +81,25 @@ class OfflineModel:
         return float(min(max(-self.estimator.score_samples(row)[0], 0.0), 1.0))
 
 
+_single_threaded = False
+
+
+def single_threaded() -> None:
+    """Keep scikit-learn's OpenMP to one thread in this process, from now on.
+
+    Its threads spin while they wait: on a shared machine, and for one row
+    or a few thousand, they cost far more than they give.
+    """
+    global _single_threaded
+    if not _single_threaded:
+        # threadpoolctl limits only the runtimes loaded so far: load them.
+        import sklearn.ensemble  # noqa: F401
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="openmp")
+        _single_threaded = True
+
+
 def fit(training: TrainingSet, kind: str = "auto", seed: int = 0) -> OfflineModel:
     """Fit a classifier when there are labels of both kinds, else a forest."""
     if not training.rows:
@@ -96,15 +115,11 @@ def fit(training: TrainingSet, kind: str = "auto", seed: int = 0) -> OfflineMode
         )
     if kind not in (GRADIENT_BOOSTING, ISOLATION_FOREST):
         raise ConfigError(f"train: unknown model kind {kind!r}")
-    from threadpoolctl import threadpool_limits
-
-    # OpenMP threads spin while they wait; on a busy machine they cost far
-    # more than they give for data of this size.
-    with threadpool_limits(1, user_api="openmp"):
-        if kind == GRADIENT_BOOSTING:
-            estimator, scores, threshold = _fit_classifier(training, seed)
-        else:
-            estimator, scores, threshold = _fit_forest(training, seed)
+    single_threaded()
+    if kind == GRADIENT_BOOSTING:
+        estimator, scores, threshold = _fit_classifier(training, seed)
+    else:
+        estimator, scores, threshold = _fit_forest(training, seed)
     import sklearn
 
     metadata = {
@@ -136,7 +151,7 @@ def _fit_classifier(
         training.rows, labels, test_size=0.3, random_state=seed, stratify=labels
     )
     model = HistGradientBoostingClassifier(
-        max_iter=200, class_weight="balanced", random_state=seed
+        max_iter=100, class_weight="balanced", random_state=seed
     )
     model.fit(x_fit, y_fit)
     held_out = model.predict_proba(x_test)[:, 1]
@@ -257,9 +272,6 @@ def load(path: str | Path, features: Sequence[str] = FEATURE_NAMES) -> OfflineMo
         estimator = joblib.load(folder / MODEL_FILE)
     except (OSError, ValueError, EOFError, ImportError) as exc:
         raise ConfigError(f"model {folder / MODEL_FILE}: unreadable: {exc}") from exc
-    from threadpoolctl import threadpool_limits
-
-    # One row at a time: OpenMP threads only add their start-up and spinning.
-    threadpool_limits(1, user_api="openmp")
+    single_threaded()
     logger.info("model loaded path=%s kind=%s", folder, metadata["kind"])
     return OfflineModel(estimator, metadata, folder)
