@@ -352,6 +352,8 @@ class SeasonalBaseline(RobustBaseline):
         if acc is None:
             acc = self._acc = array("d", [math.floor(t / HOUR_S), 0.0, 0.0, 0.0])
             acc.extend([0.0, math.floor(t / DAY_S), 0.0, 0.0])
+            # Made now, not at the first hour's end, so memory is paid up front.
+            self._profile_codes()
         hour = math.floor(t / HOUR_S)
         if hour != acc[_HOUR]:
             self._commit_hour(acc)

@@ -306,10 +306,6 @@ class Engine:
                 span_cost=self._span_cost,
             )
             part = self._parts[partition] = _Partition(traces=traces, number=partition)
-            if self.config.online_model:
-                from models.online import PooledModel
-
-                part.model = PooledModel()
         return part
 
     def _state(self, part: _Partition, context: Context) -> _Context:
@@ -616,14 +612,19 @@ class Engine:
         under_alert: bool,
     ) -> None:
         """Score a warm context's window with the models; let them learn it."""
-        model = part.model
+        cfg = self.config
         offline = self.offline_model
         baseline = state.baseline
         if not baseline.is_warm or (
-            model is None and offline is None and self.on_window is None
+            not cfg.online_model and offline is None and self.on_window is None
         ):
             return
-        cfg = self.config
+        model = part.model
+        if model is None and cfg.online_model:
+            # Made at the first warm window: river takes a while to import.
+            from models.online import PooledModel
+
+            model = part.model = PooledModel()
         mean, spread = baseline.expected(start)
         window = Window(
             self._window, cost, count, mean, spread, baseline.mean, state.counts.mean

@@ -24,7 +24,8 @@ class PooledModel(Detector):
     where it falls. Features are mapped into ``[0, 1]`` first (see
     :meth:`models.features.Feature.unit`); a missing feature is put at its
     neutral point, as if it were unremarkable, because the trees would
-    otherwise read an absent value as an extreme one.
+    otherwise read an absent value as an extreme one. The trees split only
+    on the features the first window learned had.
 
     Scores are in ``[0, 1]``; until ``window_size`` windows have been
     learned the model scores 0 (see :attr:`is_warm`).
@@ -66,6 +67,7 @@ class PooledModel(Detector):
             limits={name: (0.0, 1.0) for name in FEATURE_NAMES},
         )
         self._n = 0
+        self._names: tuple[str, ...] = ()
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -87,13 +89,21 @@ class PooledModel(Detector):
     def is_warm(self) -> bool:
         return self._n >= self.window_size
 
+    def _unit(self, x: Mapping[str, float]) -> dict[str, float]:
+        units = unit_features(x)
+        return {name: units[name] for name in self._names}
+
     def learn_one(self, x: Mapping[str, float], t: float | None = None) -> None:
+        if not self._names:
+            # The trees split only on the features the first window had:
+            # splits on features that are never there would be wasted.
+            self._names = tuple(n for n in FEATURE_NAMES if n in x) or FEATURE_NAMES
         # river leaves these two methods unannotated.
-        self._hst.learn_one(unit_features(x))  # type: ignore[no-untyped-call]
+        self._hst.learn_one(self._unit(x))  # type: ignore[no-untyped-call]
         self._n += 1
 
     def score_one(self, x: Mapping[str, float], t: float | None = None) -> float:
         if self._n < self.window_size:
             return 0.0
-        score = self._hst.score_one(unit_features(x))  # type: ignore[no-untyped-call]
+        score = self._hst.score_one(self._unit(x))  # type: ignore[no-untyped-call]
         return float(min(max(score, 0.0), 1.0))
