@@ -61,6 +61,7 @@ def _decode(code: int) -> float:
 
 def weekday(t: float) -> int:
     """Day of the week of an event time, Monday 0, in UTC."""
+    # Limitation: profiles are in UTC; a local-time pattern shifts an hour at DST.
     return (int(t // DAY_S) + _EPOCH_WEEKDAY) % 7
 
 

@@ -65,7 +65,8 @@ class DetectorConfig:
 
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
-    USD/h above what was expected; its score is added to the evidence, and
+    USD/h above what was expected, in more invocations than chance (as a
+    spike must be); its score is added to the evidence, and
     ``anomaly_windows`` such windows in a row scoring ``anomaly_score`` or
     more open an ``anomaly`` alert, always a warning (it never reaches
     enforcement), unless another alert of the context is open already. The
@@ -441,6 +442,7 @@ class Engine:
         self._refresh_thresholds(state, start)
 
     def _peer_pool(self, part: _Partition, inv: Invocation) -> PeerPool:
+        # Limitation: pools are per partition; peers on other partitions are not met.
         ctx = inv.context
         account = (ctx.provider, ctx.account)
         peers = (*account, inv.architecture, f"{memory_bucket(inv.memory_mb)}MB")
@@ -626,6 +628,7 @@ class Engine:
 
             model = part.model = PooledModel()
         mean, spread = baseline.expected(start)
+        # Limitation: windows count cost and invocations only; other features miss.
         window = Window(
             self._window, cost, count, mean, spread, baseline.mean, state.counts.mean
         )
@@ -634,7 +637,13 @@ class Engine:
         if self.on_window is not None:
             self.on_window(state.context, start, features)
         hit = False
-        if rate >= cfg.anomaly_ratio * mean and rate - mean >= cfg.anomaly_min_excess:
+        excess = rate - mean
+        # More than chance, as for a spike: one run of a costly timer is not.
+        if (
+            rate >= cfg.anomaly_ratio * mean
+            and excess >= cfg.anomaly_min_excess
+            and self._significant(state, cost, count)
+        ):
             scores: dict[str, float] = {}
             if model is not None and model.is_warm:
                 scores["online"] = score = round(model.score_one(features), 4)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 from detector.alerts import OPENED, RESOLVED, WARNING, Transition
 from detector.engine import ANOMALY, COST_SPIKE, DetectorConfig, Engine
-from ingest.events import Context, Event
-from tests.detector.streams import T0, flat_cost, no_span_cost, steady
+from ingest.events import Context, Event, Invocation
+from tests.detector.streams import T0, flat_cost, no_span_cost
 
 WARM_S = 1200.0
 
@@ -14,17 +17,29 @@ def fn(i: int) -> Context:
     return Context("aws", "111122223333", "us-east-1", f"fn-{i}", "$LATEST")
 
 
+def traffic(
+    start: float, seconds: float, counts: list[float], seed: int
+) -> list[Event]:
+    """One aggregated record per window and function, Poisson-like counts."""
+    rng = random.Random(seed)
+    out: list[Event] = []
+    for w in range(int(seconds / 10.0)):
+        for i, usual in enumerate(counts):
+            n = max(0, round(rng.gauss(usual, math.sqrt(usual))))
+            t = start + w * 10.0 + 1.0 + i * 0.01
+            out.append(Invocation(fn(i), t, f"r{w}-{i}", 100.0, 100.0, 128, count=n))
+    return out
+
+
 def run(config: DetectorConfig, factor: float) -> list[Transition]:
-    """Ten functions at 10/s; after WARM_S, fn-0 runs ``factor`` times faster."""
-    events: list[Event] = []
-    for i in range(10):
-        events += steady(10.0, T0, WARM_S, context=fn(i), seed=i)
-        rate = 10.0 * factor if i == 0 else 10.0
-        events += steady(rate, T0 + WARM_S, 120.0, context=fn(i), seed=50 + i)
-        events += steady(10.0, T0 + WARM_S + 120.0, 120.0, context=fn(i), seed=90 + i)
+    """Ten functions at 400 a window; after WARM_S, fn-0 runs ``factor`` times."""
+    usual = [400.0] * 10
+    events = traffic(T0, WARM_S, usual, seed=1)
+    events += traffic(T0 + WARM_S, 120.0, [400.0 * factor, *usual[1:]], seed=2)
+    events += traffic(T0 + WARM_S + 120.0, 120.0, usual, seed=3)
     engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
     out: list[Transition] = []
-    for event in sorted(events, key=lambda e: e.time):
+    for event in events:
         engine.process(event, 0)
         out.extend(engine.take_transitions())
     engine.flush()
