@@ -155,3 +155,35 @@ def test_idle_windows_are_learned_in_their_hours() -> None:
     assert hours[0] == pytest.approx(1.0, 0.01)
     assert hours[1] == 0.0 and hours[2] == 0.0
     assert hours[3] is None
+
+
+def nightly_only(days: int) -> list[Invocation]:
+    """A batch job at 02:00 for twenty minutes, and one call at noon."""
+    out = []
+    for day in range(days):
+        base = DAY0 + day * DAY_S
+        for w in range(120):
+            t = base + 2 * HOUR_S + w * WINDOW_S + 1.0
+            out.append(Invocation(CTX, t, f"b{day}-{w}", 100.0, 100.0, 128, count=400))
+        noon = base + 12 * HOUR_S + 1.0
+        out.append(Invocation(CTX, noon, f"n{day}", 100.0, 100.0, 128))
+    return out
+
+
+@pytest.mark.parametrize("seasonal", [True, False])
+def test_batch_after_an_idle_night_meets_its_hour_not_stale_thresholds(
+    seasonal: bool,
+) -> None:
+    config = DetectorConfig(seasonal=seasonal, online_model=False)
+    engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
+    out: list[Transition] = []
+    for event in nightly_only(3):
+        engine.process(event, 0)
+        out.extend(engine.take_transitions())
+    alerts = opened(out)
+    if seasonal:
+        # Day 0's batch made the context warm; later nights are expected.
+        assert on_day(alerts, 1) == [] and on_day(alerts, 2) == []
+    else:
+        # The last window closed at noon, when nothing was going on.
+        assert on_day(alerts, 1) and on_day(alerts, 2)
