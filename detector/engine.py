@@ -628,34 +628,45 @@ class Engine:
 
             model = part.model = PooledModel()
         mean, spread = baseline.expected(start)
-        # Limitation: windows count cost and invocations only; other features miss.
-        window = Window(
-            self._window, cost, count, mean, spread, baseline.mean, state.counts.mean
-        )
-        rate = window.rate
-        features = window_features(window)
-        if self.on_window is not None:
-            self.on_window(state.context, start, features)
-        hit = False
-        excess = rate - mean
+        rate = cost * self._per_hour
         # More than chance, as for a spike: one run of a costly timer is not.
-        if (
+        notable = (
             rate >= cfg.anomaly_ratio * mean
-            and excess >= cfg.anomaly_min_excess
+            and rate - mean >= cfg.anomaly_min_excess
             and self._significant(state, cost, count)
-        ):
-            scores: dict[str, float] = {}
-            if model is not None and model.is_warm:
-                scores["online"] = score = round(model.score_one(features), 4)
-                hit = score >= cfg.anomaly_score
-            if offline is not None:
-                scores["offline"] = score = round(offline.score_one(features), 4)
-                hit = hit or score >= offline.threshold
-            self._scores = scores
+        )
+        learn = False
         if model is not None and not under_alert and count > 0:
             part.model_ticks += 1
             if part.model_ticks >= cfg.model_learn_every:
                 part.model_ticks = 0
+                learn = True
+        hit = False
+        # Features are made only for windows that are scored, learned or tapped.
+        if notable or learn or self.on_window is not None:
+            # Limitation: windows count cost and invocations only; other features miss.
+            window = Window(
+                self._window,
+                cost,
+                count,
+                mean,
+                spread,
+                baseline.mean,
+                state.counts.mean,
+            )
+            features = window_features(window)
+            if self.on_window is not None:
+                self.on_window(state.context, start, features)
+            if notable:
+                scores: dict[str, float] = {}
+                if model is not None and model.is_warm:
+                    scores["online"] = score = round(model.score_one(features), 4)
+                    hit = score >= cfg.anomaly_score
+                if offline is not None:
+                    scores["offline"] = score = round(offline.score_one(features), 4)
+                    hit = hit or score >= offline.threshold
+                self._scores = scores
+            if learn and model is not None:
                 model.learn_one(features)
         self._track_anomaly(state, hit, cost, start + self._window)
 

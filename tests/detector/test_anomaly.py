@@ -72,3 +72,27 @@ def test_spike_alert_carries_the_score_and_no_second_alert() -> None:
     assert kinds == {COST_SPIKE}
     scored = [t for t in transitions if "model_scores" in t.evidence]
     assert scored, "a spike's windows are scored by the model"
+
+
+def test_checkpoint_keeps_the_model_pools_and_seasons() -> None:
+    usual = [400.0] * 10
+    first = traffic(T0, WARM_S, usual, seed=1)
+    rest = traffic(T0 + WARM_S, 120.0, [880.0, *usual[1:]], seed=2)
+    rest += traffic(T0 + WARM_S + 120.0, 120.0, usual, seed=3)
+    engine = Engine(CONFIG, invocation_cost=flat_cost, span_cost=no_span_cost)
+    for event in first:
+        engine.process(event, 0)
+    engine.take_transitions()
+    restored = Engine(CONFIG, invocation_cost=flat_cost, span_cost=no_span_cost)
+    restored.restore(0, engine.snapshot(0))
+    assert restored._parts[0].model is not None
+    assert restored._parts[0].pools.keys() == engine._parts[0].pools.keys()
+    outputs = []
+    for e in (engine, restored):
+        for event in rest:
+            e.process(event, 0)
+        e.flush()
+        seen = e.take_transitions()
+        outputs.append([(t.kind, t.event, t.at, t.evidence) for t in seen])
+    assert outputs[0] == outputs[1]
+    assert any(kind == ANOMALY for kind, *_ in outputs[0])
