@@ -120,3 +120,15 @@ def test_train_command_fits_labelled_recording_and_replay_loads_it(
     (out / "v1" / offline.META_FILE).write_text(json.dumps(meta))
     assert main(["replay", str(recording), "--no-store", "--model", str(out)]) == 1
     assert "trained on features" in capsys.readouterr().err
+
+
+def test_model_path_setting_gives_the_engine_its_model(tmp_path: Path) -> None:
+    from dowguard.cli import make_engine
+    from dowguard.config import load_settings
+
+    offline.save(offline.fit(training_set(False)), tmp_path / "m")
+    engine = make_engine(load_settings(model_path=str(tmp_path / "m")))
+    assert engine.offline_model.kind == offline.ISOLATION_FOREST
+    assert make_engine(load_settings(model_path="")).offline_model is None
+    with pytest.raises(ConfigError, match="no metadata"):
+        make_engine(load_settings(model_path=str(tmp_path / "absent")))
