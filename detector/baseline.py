@@ -1,20 +1,71 @@
-"""A robust, slow-learning baseline of one context's cost rate.
+"""Baselines of one context's window values: robust level, seasons, peer pools.
 
-Shaped like a river estimator: the constructor keeps the hyperparameters
-under their own names, learned state lives in underscored attributes,
-``learn_one`` updates in place and ``score_one`` says how anomalous a value
-is (higher is more anomalous, 0 for anything at or below the baseline).
+Cold start. A context is judged against its own baseline once that has seen
+``warmup`` windows. Until then it is judged against the pool of its peers:
+the warm contexts of the same account with the same architecture and the
+same power-of-two memory size; when that pool has not seen ``warmup``
+windows itself, the pool of the whole account; when neither is warm, the
+context is not judged. Pools learn only from warm contexts not under alert,
+so a brand-new function that floods at once meets the usual cost of a
+function like it, not its own flood.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
+from typing import Any
+
+from models.base import Detector
 
 #: Scale from mean absolute deviation to standard deviation for a normal law.
 MAD_TO_STD = 1.2533
 
+#: Under alert, a window teaches its hour at most this multiple of what the
+#: hour expected (the detector's ratio for a critical spike).
+ALERT_CLIP = 10.0
 
-class RobustBaseline:
+HOUR_S = 3600.0
+DAY_S = 86_400.0
+#: 1970-01-01, day 0 of the epoch, was a Thursday; weekday 0 is a Monday.
+_EPOCH_WEEKDAY = 3
+
+# Layout of a seasonal profile: per hour of the day the mean of a window's
+# value and its root mean square, then one factor per day of the week.
+_MEAN, _RMS, _WEEK = 0, 24, 48
+_PROFILE_LEN = 55
+# Layout of the accumulators of the hour and the day in progress.
+_HOUR, _H_SUM, _H_SQ, _H_N, _H_ALERT, _DAY, _D_SUM, _D_N = range(8)
+
+# Values are kept as 16-bit codes of their base-2 logarithm, 1/1024 apart
+# (0.07 %, far below any threshold), from 2**-30 to 2**34; code 0 means
+# "never seen" and code 1 "zero".
+_UNSEEN, _ZERO = 0, 1
+_LOG_MIN = -30.0
+_STEPS = 1024.0
+_CODE_MAX = 65_535
+
+
+def _encode(value: float) -> int:
+    if value <= 2.0**_LOG_MIN:
+        return _ZERO
+    code = 2 + round((math.log2(value) - _LOG_MIN) * _STEPS)
+    return min(code, _CODE_MAX)
+
+
+def _decode(code: int) -> float:
+    if code <= _ZERO:
+        return 0.0
+    return float(2.0 ** ((code - 2) / _STEPS + _LOG_MIN))
+
+
+def weekday(t: float) -> int:
+    """Day of the week of an event time, Monday 0, in UTC."""
+    # Limitation: profiles are in UTC; a local-time pattern shifts an hour at DST.
+    return (int(t // DAY_S) + _EPOCH_WEEKDAY) % 7
+
+
+class RobustBaseline(Detector):
     """Exponentially weighted mean and deviation with clipped updates.
 
     Parameters
@@ -27,6 +78,9 @@ class RobustBaseline:
     clip
         Updates are clipped to ``mean + clip * deviation``, so one outlier
         (or an attack that was not flagged) moves the baseline only a little.
+
+    Scores are deviations above the mean, in ``[0, inf)``; a missing value
+    (``None`` or NaN) is not learned and scores 0.
 
     Examples
     --------
@@ -48,6 +102,13 @@ class RobustBaseline:
         self._mean = 0.0
         self._mad = 0.0
 
+    def _params(self) -> dict[str, Any]:
+        return {"half_life": self.half_life, "warmup": self.warmup, "clip": self.clip}
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"half_life": 20.0, "warmup": 5}
+
     @property
     def mean(self) -> float:
         return self._mean
@@ -65,7 +126,17 @@ class RobustBaseline:
     def is_warm(self) -> bool:
         return self._n >= self.warmup
 
-    def learn_one(self, x: float) -> None:
+    def expected(self, t: float | None = None) -> tuple[float, float]:
+        """Mean and deviation expected of an observation at time ``t``."""
+        return self._mean, self._mad * MAD_TO_STD
+
+    def valid_until(self, t: float) -> float:
+        """Until when :meth:`expected` stays what it is at ``t`` (no new data)."""
+        return math.inf
+
+    def learn_one(self, x: float | None, t: float | None = None) -> None:
+        if x is None or x != x:
+            return
         n = self._n
         mean = self._mean
         if n >= 2:
@@ -79,20 +150,23 @@ class RobustBaseline:
         self._mad += alpha * ((x - mean if x >= mean else mean - x) - self._mad)
         self._mean = mean + alpha * (x - mean)
 
-    def learn_many_zeros(self, count: int) -> None:
+    def learn_paused(self, x: float | None, t: float | None = None) -> None:
+        """An observation made under an open alert: the level learns nothing."""
+
+    def learn_many_zeros(self, count: int, t: float | None = None) -> None:
         """Learn ``count`` observations of 0 at once (idle windows)."""
         # Step by step while the running mean still sets the pace, then in
         # closed form: with a fixed alpha and non-negative observations, k
         # zeros scale the mean by r**k and move the deviation to
         # r**k * mad + k * alpha * r**(k-1) * mean, where r = 1 - alpha.
         while count > 0 and self._alpha * (self._n + 1) <= 1.0:
-            self.learn_one(0.0)
+            RobustBaseline.learn_one(self, 0.0)
             count -= 1
         if count <= 0:
             return
         if self._mean < 0:
             for _ in range(min(count, 10_000)):
-                self.learn_one(0.0)
+                RobustBaseline.learn_one(self, 0.0)
             return
         alpha = self._alpha
         r = 1.0 - alpha
@@ -101,18 +175,296 @@ class RobustBaseline:
         self._mean *= rk1 * r
         self._n += count
 
-    def score_one(self, x: float, floor: float = 0.0) -> float:
+    def score_one(
+        self, x: float | None, t: float | None = None, floor: float = 0.0
+    ) -> float:
         """Deviations above the mean; ``floor`` bounds the deviation below."""
-        spread = max(self.deviation, floor)
+        if x is None or x != x:
+            return 0.0
+        mean, dev = self.expected(t)
+        spread = max(dev, floor)
         if spread <= 0.0:
-            return math.inf if x > self._mean else 0.0
-        return max(0.0, (x - self._mean) / spread)
+            return math.inf if x > mean else 0.0
+        return max(0.0, (x - mean) / spread)
 
-    def clone(self) -> RobustBaseline:
-        return RobustBaseline(self.half_life, self.warmup, self.clip)
+
+class SeasonalBaseline(RobustBaseline):
+    """A robust level plus hour-of-day and day-of-week profiles, in UTC.
+
+    The level is a :class:`RobustBaseline` of the recent windows. The daily
+    profile keeps, per hour of the day, the mean and the root mean square
+    of a window's value in that hour on earlier days; the weekly profile a
+    factor per day of the week (that day's mean over the usual day's). What
+    is expected of a window is the larger of the level and its hour's
+    profile times its weekday's factor, so a nightly batch job or a midday
+    peak seen on earlier days is expected, while a flood at an hour that is
+    usually quiet meets only the level.
+
+    An hour's profile is updated once, when the hour is over, and is used
+    from the next day on: the traffic of a day never raises what that same
+    day expects. Each update moves the profile ``cycle_weight`` of the way to
+    the new day (the first sighting of an hour or a weekday is taken as it
+    is). Windows under an open alert do not move the level; in an hour seen
+    before they move its profile only ``alert_weight`` as much, with values
+    clipped to :data:`ALERT_CLIP` times what the hour expected. A pattern
+    that recurs under alert in an hour known as quiet is therefore learned
+    over days, not at once; the first day of a context learns in full.
+
+    The profile is 55 16-bit codes (110 bytes) plus eight accumulators, so
+    a context costs a few hundred bytes, not 168 floats.
+
+    Parameters
+    ----------
+    half_life, warmup, clip
+        As for :class:`RobustBaseline`, for the level.
+    window_s
+        Length of one observation's window in seconds, to place idle
+        windows in their hours.
+    cycle_weight
+        How far one day moves an hour's profile (and one week a weekday's).
+    alert_weight
+        Share of ``cycle_weight`` that windows under an open alert get.
+
+    Scores are deviations above the expected value, in ``[0, inf)``; a
+    missing value is not learned and scores 0.
+
+    Examples
+    --------
+    >>> b = SeasonalBaseline(half_life=30, warmup=5, window_s=600.0)
+    >>> day = [50.0 if hour == 2 else 1.0 for hour in range(24) for _ in range(6)]
+    >>> for i, x in enumerate(day * 3):
+    ...     b.learn_one(x, i * 600.0)
+    >>> at_two = 3 * 86_400.0 + 2 * 3600.0
+    >>> round(b.expected(at_two)[0]), b.score_one(50.0, at_two) < 1.0
+    (50, True)
+    >>> b.score_one(50.0, at_two + 12 * 3600.0) > 10
+    True
+    """
+
+    def __init__(
+        self,
+        half_life: float = 180.0,
+        warmup: int = 30,
+        clip: float = 4.0,
+        window_s: float = 10.0,
+        cycle_weight: float = 0.5,
+        alert_weight: float = 0.25,
+    ) -> None:
+        super().__init__(half_life, warmup, clip)
+        if not 0.0 < cycle_weight <= 1.0:
+            raise ValueError(f"cycle_weight must be in (0, 1], got {cycle_weight!r}")
+        if not 0.0 <= alert_weight <= 1.0:
+            raise ValueError(f"alert_weight must be in [0, 1], got {alert_weight!r}")
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s!r}")
+        self.window_s = window_s
+        self.cycle_weight = cycle_weight
+        self.alert_weight = alert_weight
+        self._profile: array[int] | None = None
+        self._acc: array[float] | None = None
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            **super()._params(),
+            "window_s": self.window_s,
+            "cycle_weight": self.cycle_weight,
+            "alert_weight": self.alert_weight,
+        }
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"half_life": 20.0, "warmup": 5, "window_s": 600.0}
+
+    # What is expected
+
+    def expected(self, t: float | None = None) -> tuple[float, float]:
+        mean = self._mean
+        dev = self._mad * MAD_TO_STD
+        profile = self._profile
+        if t is None or profile is None:
+            return mean, dev
+        hour = int(t // HOUR_S) % 24
+        code = profile[_MEAN + hour]
+        if code == _UNSEEN:
+            return mean, dev
+        factor = self._week_factor(profile, weekday(t))
+        m = _decode(code) * factor
+        rms = _decode(profile[_RMS + hour]) * factor
+        spread = math.sqrt(max(rms * rms - m * m, 0.0))
+        return (m if m > mean else mean), (spread if spread > dev else dev)
+
+    def valid_until(self, t: float) -> float:
+        return (t // HOUR_S + 1.0) * HOUR_S
+
+    def profile(self) -> dict[str, list[float | None]]:
+        """The learned profiles, decoded (``None`` where never seen)."""
+        codes = self._profile or array("H", bytes(2 * _PROFILE_LEN))
+
+        def values(start: int, count: int) -> list[float | None]:
+            return [
+                None if c == _UNSEEN else _decode(c)
+                for c in codes[start : start + count]
+            ]
+
+        return {
+            "hour_mean": values(_MEAN, 24),
+            "hour_rms": values(_RMS, 24),
+            "weekday_factor": values(_WEEK, 7),
+        }
+
+    # Learning
+
+    def learn_one(self, x: float | None, t: float | None = None) -> None:
+        if x is None or x != x:
+            return
+        super().learn_one(x, t)
+        if t is not None:
+            self._season(x, t, 1, alerted=False)
+
+    def learn_paused(self, x: float | None, t: float | None = None) -> None:
+        if x is None or x != x or t is None:
+            return
+        profile = self._profile
+        if profile is not None and profile[_MEAN + int(t // HOUR_S) % 24] != _UNSEEN:
+            # Bounded, so a flood cannot make itself expected in one day.
+            x = min(x, ALERT_CLIP * self.expected(t)[0])
+        self._season(x, t, 1, alerted=True)
+
+    def learn_many_zeros(self, count: int, t: float | None = None) -> None:
+        super().learn_many_zeros(count, t)
+        if t is None or count <= 0:
+            return
+        # Beyond eight days every hour and weekday has been replaced anyway.
+        horizon = 8 * DAY_S
+        span = count * self.window_s
+        if span > horizon:
+            t += span - horizon
+            count = math.ceil(horizon / self.window_s)
+        while count > 0:
+            in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / self.window_s)
+            step = max(1, min(count, in_hour))
+            self._season(0.0, t, step, alerted=False)
+            t += step * self.window_s
+            count -= step
+
+    def _season(self, x: float, t: float, count: int, alerted: bool) -> None:
+        """Add ``count`` windows of value ``x`` starting at ``t`` to the profile."""
+        acc = self._acc
+        if acc is None:
+            acc = self._acc = array("d", [math.floor(t / HOUR_S), 0.0, 0.0, 0.0])
+            acc.extend([0.0, math.floor(t / DAY_S), 0.0, 0.0])
+            # Made now, not at the first hour's end, so memory is paid up front.
+            self._profile_codes()
+        hour = math.floor(t / HOUR_S)
+        if hour != acc[_HOUR]:
+            self._commit_hour(acc)
+            acc[_HOUR] = hour
+            day = math.floor(t / DAY_S)
+            if day != acc[_DAY]:
+                self._commit_day(acc)
+                acc[_DAY] = day
+        acc[_H_SUM] += x * count
+        acc[_H_SQ] += x * x * count
+        acc[_H_N] += count
+        if alerted:
+            acc[_H_ALERT] += count
+        acc[_D_SUM] += x * count
+        acc[_D_N] += count
+
+    def _profile_codes(self) -> array[int]:
+        if self._profile is None:
+            self._profile = array("H", bytes(2 * _PROFILE_LEN))
+        return self._profile
+
+    def _week_factor(self, profile: array[int], day: int) -> float:
+        code = profile[_WEEK + day]
+        return 1.0 if code == _UNSEEN else max(_decode(code), 1.0 / 64)
+
+    def _commit_hour(self, acc: array[float]) -> None:
+        n = acc[_H_N]
+        if n > 0:
+            profile = self._profile_codes()
+            slot = int(acc[_HOUR]) % 24
+            factor = self._week_factor(profile, weekday(acc[_HOUR] * HOUR_S))
+            mean = acc[_H_SUM] / n / factor
+            square = acc[_H_SQ] / n / (factor * factor)
+            old = profile[_MEAN + slot]
+            if old == _UNSEEN:
+                profile[_MEAN + slot] = _encode(mean)
+                profile[_RMS + slot] = _encode(math.sqrt(square))
+            else:
+                # Quiet days of the week teach the shape of a day less.
+                calm = 1.0 - (acc[_H_ALERT] / n) * (1.0 - self.alert_weight)
+                w = self.cycle_weight * min(1.0, factor) * calm
+                old_mean = _decode(old)
+                old_rms = _decode(profile[_RMS + slot])
+                profile[_MEAN + slot] = _encode(old_mean + w * (mean - old_mean))
+                sq = old_rms * old_rms + w * (square - old_rms * old_rms)
+                profile[_RMS + slot] = _encode(math.sqrt(sq))
+        acc[_H_SUM] = acc[_H_SQ] = acc[_H_N] = acc[_H_ALERT] = 0.0
+
+    def _commit_day(self, acc: array[float]) -> None:
+        n = acc[_D_N]
+        profile = self._profile
+        if n > 0 and profile is not None:
+            seen = [_decode(c) for c in profile[_MEAN : _MEAN + 24] if c != _UNSEEN]
+            usual = sum(seen) / len(seen) if seen else 0.0
+            if usual > 0.0:
+                day = weekday(acc[_DAY] * DAY_S)
+                ratio = acc[_D_SUM] / n / usual
+                old = profile[_WEEK + day]
+                if old != _UNSEEN:
+                    previous = _decode(old)
+                    ratio = previous + self.cycle_weight * (ratio - previous)
+                profile[_WEEK + day] = _encode(min(max(ratio, 1.0 / 64), 64.0))
+        acc[_D_SUM] = acc[_D_N] = 0.0
+
+
+def memory_bucket(memory_mb: int) -> int:
+    """The power of two at or below a memory size: peers share it (1024: 1024-2047)."""
+    return 1 << (max(int(memory_mb), 1).bit_length() - 1)
+
+
+class PeerPool:
+    """What a window of a warm context of one peer group usually costs.
+
+    Parameters
+    ----------
+    key
+        The group's name (for evidence and logs).
+    parent
+        The wider pool (the account's) it also feeds and falls back to.
+    half_life, warmup
+        Of the pool's :class:`RobustBaseline`, counted in windows of any
+        member, so they are longer than a single context's.
+    """
+
+    def __init__(
+        self,
+        key: tuple[str, ...],
+        parent: PeerPool | None = None,
+        half_life: float = 2000.0,
+        warmup: int = 30,
+    ) -> None:
+        self.key = key
+        self.parent = parent
+        self.baseline = RobustBaseline(half_life, warmup)
+
+    def learn_one(self, x: float) -> None:
+        self.baseline.learn_one(x)
+        if self.parent is not None:
+            self.parent.baseline.learn_one(x)
+
+    def reference(self) -> PeerPool | None:
+        """This pool if it is warm, else the first warm pool above it."""
+        pool: PeerPool | None = self
+        while pool is not None and not pool.baseline.is_warm:
+            pool = pool.parent
+        return pool
+
+    @property
+    def name(self) -> str:
+        return "/".join(self.key)
 
     def __repr__(self) -> str:
-        return (
-            f"RobustBaseline(half_life={self.half_life!r}, warmup={self.warmup!r}, "
-            f"clip={self.clip!r})"
-        )
+        return f"PeerPool({self.name!r}, n={self.baseline.n})"

@@ -17,7 +17,7 @@ import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detector.alerts import (
     CRITICAL,
@@ -29,7 +29,7 @@ from detector.alerts import (
     Transition,
     fingerprint,
 )
-from detector.baseline import RobustBaseline
+from detector.baseline import PeerPool, RobustBaseline, SeasonalBaseline, memory_bucket
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
@@ -60,6 +60,7 @@ from detector.sources import (
     fused_severity,
 )
 from ingest.events import Billing, Context, Event, Invocation, Metric, Span
+from models.features import Window, window_features
 
 if TYPE_CHECKING:
     from detector.cost import CostModel
@@ -69,8 +70,9 @@ logger = logging.getLogger(__name__)
 COST_SPIKE = "cost_spike"
 RECURSIVE_TRIGGER = "recursive_trigger"
 BILLING_GAP = "billing_gap"
-# 3: the trace stage keeps chains across traces and the resource edges, and
-# contexts carry their metric and billing state.
+ANOMALY = "anomaly"
+# 3: the trace stage keeps chains across traces and the resource edges;
+# contexts carry their metric and billing state, seasonal baselines and peers.
 SNAPSHOT_VERSION = 3
 
 
@@ -143,6 +145,20 @@ class DetectorConfig:
     reaches ``rule_critical_margin`` times its threshold (the ratio, the
     share above baseline, the budget) and the excess cost is at least
     ``critical_min_excess`` USD/h, because critical may reach enforcement.
+
+    With ``seasonal`` the cost baseline keeps hour-of-day and day-of-week
+    profiles (:class:`detector.baseline.SeasonalBaseline`). A context that
+    is not warm yet is judged against its peers' pool once that has seen
+    ``peer_warmup`` windows (the cold-start rule of :mod:`detector.baseline`).
+
+    With ``online_model`` a pooled river model scores every window of a warm
+    context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
+    USD/h above what was expected, in more invocations than chance (as a
+    spike must be); its score is added to the evidence, and
+    ``anomaly_windows`` such windows in a row scoring ``anomaly_score`` or
+    more open an ``anomaly`` alert, always a warning (it never reaches
+    enforcement), unless another alert of the context is open already. The
+    model learns from every ``model_learn_every``-th window not under alert.
     """
 
     window_s: float = 10.0
@@ -186,6 +202,14 @@ class DetectorConfig:
     daily_budgets: tuple[tuple[str, float], ...] = ()
     monthly_budgets: tuple[tuple[str, float], ...] = ()
     rule_critical_margin: float = 2.0
+    seasonal: bool = True
+    peer_warmup: int = 30
+    online_model: bool = True
+    anomaly_score: float = 0.8
+    anomaly_windows: int = 3
+    anomaly_ratio: float = 1.5
+    anomaly_min_excess: float = 0.1
+    model_learn_every: int = 4
 
 
 @dataclass(slots=True)
@@ -202,6 +226,7 @@ class _Alert:
     peak: float = 0.0
     reported_peak: float = 0.0
     calm: int = 0
+    streak: int = 0
 
 
 @dataclass(slots=True)
@@ -228,6 +253,9 @@ class _Context:
     chains: dict[str, list[float]] = field(default_factory=dict)
     sources: SourceState | None = None
     rules: RuleState | None = None
+    peers: PeerPool | None = None
+    fresh_until: float = -math.inf
+    anomaly: _Alert | None = None
 
 
 @dataclass(slots=True)
@@ -239,6 +267,9 @@ class _Partition:
     ticket: int = 0
     number: int = 0
     sources: PartitionSources = field(default_factory=PartitionSources)
+    pools: dict[tuple[str, ...], PeerPool] = field(default_factory=dict)
+    model: Any = None
+    model_ticks: int = 0
 
 
 # Accumulator slots of an open window.
@@ -256,9 +287,16 @@ class Engine:
         invocation_cost: Callable[[Invocation], float] | None = None,
         span_cost: Callable[[Span], float] | None = None,
         cost_model: CostModel | None = None,
+        offline_model: Any = None,
     ) -> None:
         self.config = config or DetectorConfig()
         self._cost_model = cost_model
+        #: A model trained offline (``models.offline.OfflineModel``), or none.
+        self.offline_model = offline_model
+        #: Called with (context, window start, features) of each warm window.
+        self.on_window: Callable[[Context, float, dict[str, float]], None] | None
+        self.on_window = None
+        self._scores: dict[str, float] | None = None
         if invocation_cost is None or span_cost is None:
             if cost_model is None:
                 from detector.cost import Pricing
@@ -353,7 +391,7 @@ class Engine:
             gap = state.sources.gap_alert if state.sources is not None else None
             open_alerts = sum(
                 1
-                for a in (state.spike, state.recursion, gap)
+                for a in (state.spike, state.recursion, state.anomaly, gap)
                 if a is not None and a.open
             )
             rules = getattr(state, "rules", None)
@@ -443,7 +481,13 @@ class Engine:
         state = part.contexts.get(context)
         if state is None:
             cfg = self.config
-            baseline = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
+            baseline: RobustBaseline
+            if cfg.seasonal:
+                baseline = SeasonalBaseline(
+                    cfg.baseline_half_life, cfg.baseline_warmup, window_s=cfg.window_s
+                )
+            else:
+                baseline = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
             counts = RobustBaseline(cfg.baseline_half_life, cfg.baseline_warmup)
             state = part.contexts[context] = _Context(context, baseline, counts)
         return state
@@ -481,6 +525,8 @@ class Engine:
                 heapq.heappush(
                     part.due, (start + self._window, part.ticket, context, start)
                 )
+                if start >= state.fresh_until:
+                    self._new_period(part, state, inv, start)
             acc[_COST] += cost
             acc[_COUNT] += inv.count
             # Slots of the window-close rules: duration, failures, timeouts.
@@ -535,27 +581,36 @@ class Engine:
         if closed > -math.inf and not under_alert:
             idle = round((start - closed) / self._window)
             if idle > 0:
-                baseline.learn_many_zeros(idle)
+                baseline.learn_many_zeros(idle, closed)
                 state.counts.learn_many_zeros(idle)
-                self._refresh_thresholds(state)
+                self._refresh_thresholds(state, start)
         state.closed_until = end
         state.last_rate = rate
         state.last_invocations = count
         self._fusion.on_window(part.sources, state, start, cost, count, part.watermark)
         self._dirty.add(state.context)
+        if acc is not None or state.anomaly is not None:
+            self._model_window(part, state, start, cost, count, under_alert)
         if under_alert or rate >= state.warn_rate:
-            self._judge_window(state, rate, cost, count, end)
+            self._judge_window(state, rate, cost, count, end, start)
             under_alert = state.spike is not None and state.spike.open
+        self._scores = None
         if not under_alert:
-            baseline.learn_one(rate)
+            warm = baseline.is_warm
+            baseline.learn_one(rate, start)
             state.counts.learn_one(count)
+            if warm and acc is not None and state.peers is not None:
+                state.peers.learn_one(rate)
         else:
+            baseline.learn_paused(rate, start)
+        anomaly = state.anomaly
+        if under_alert or (anomaly is not None and anomaly.open):
             # Keep closing empty windows of an idle context under alert, so
             # that its alert can resolve when the traffic stops.
             self._schedule(part, state.context, end)
         if state.chains:
             self._expire_lineage(state, end)
-        self._refresh_thresholds(state)
+        self._refresh_thresholds(state, end)
         # Duration, error and budget rules judge the same window. Checkpoints
         # from before the rules existed restore contexts without the field.
         rules = getattr(state, "rules", None)
@@ -568,12 +623,47 @@ class Engine:
         if keep and not under_alert:
             self._schedule(part, state.context, end)
 
-    def _refresh_thresholds(self, state: _Context) -> None:
-        """Cache what the next window must reach to be judged at all."""
-        if not state.baseline.is_warm:
+    def _new_period(
+        self, part: _Partition, state: _Context, inv: Invocation, start: float
+    ) -> None:
+        """A window opens after what the cached thresholds were made for."""
+        if state.peers is None:
+            state.peers = self._peer_pool(part, inv)
+        self._refresh_thresholds(state, start)
+
+    def _peer_pool(self, part: _Partition, inv: Invocation) -> PeerPool:
+        # Limitation: pools are per partition; peers on other partitions are not met.
+        ctx = inv.context
+        account = (ctx.provider, ctx.account)
+        peers = (*account, inv.architecture, f"{memory_bucket(inv.memory_mb)}MB")
+        pool = part.pools.get(peers)
+        if pool is None:
+            parent = part.pools.get(account)
+            if parent is None:
+                warmup = self.config.peer_warmup
+                parent = part.pools[account] = PeerPool(account, warmup=warmup)
+            pool = PeerPool(peers, parent, warmup=self.config.peer_warmup)
+            part.pools[peers] = pool
+        return pool
+
+    def _reference(self, state: _Context, at: float) -> tuple[float, float] | None:
+        """Mean and deviation a window at ``at`` is judged against, if any."""
+        baseline = state.baseline
+        if baseline.is_warm:
+            return baseline.expected(at)
+        pool = state.peers.reference() if state.peers is not None else None
+        if pool is None:
+            return None
+        return pool.baseline.mean, pool.baseline.deviation
+
+    def _refresh_thresholds(self, state: _Context, at: float) -> None:
+        """Cache what the next window (from ``at``) must reach to be judged."""
+        state.fresh_until = state.baseline.valid_until(at)
+        reference = self._reference(state, at)
+        if reference is None:
             state.warn_rate = state.early_cost = state.early_count = math.inf
             return
-        warn, crit = self._thresholds(state)
+        warn, crit = self._thresholds(reference)
         state.warn_rate = warn
         spike = state.spike
         if spike is not None and spike.open and spike.severity == CRITICAL:
@@ -584,11 +674,11 @@ class Engine:
             state.early_cost = crit * self._window / 3600.0
         state.early_count = self._count_threshold(state)
 
-    def _thresholds(self, state: _Context) -> tuple[float, float]:
-        """The warning and critical cost rates of a context's next window."""
+    def _thresholds(self, reference: tuple[float, float]) -> tuple[float, float]:
+        """The warning and critical cost rates against a mean and deviation."""
         cfg = self.config
-        base = state.baseline.mean
-        spread = max(state.baseline.deviation, 0.05 * base)
+        base, deviation = reference
+        spread = max(deviation, 0.05 * base)
         warn = max(
             cfg.spike_ratio * base,
             base + cfg.spike_min_excess,
@@ -618,11 +708,20 @@ class Engine:
         state.early_cost = math.inf
 
     def _judge_window(
-        self, state: _Context, rate: float, cost: float, count: float, end: float
+        self,
+        state: _Context,
+        rate: float,
+        cost: float,
+        count: float,
+        end: float,
+        start: float | None = None,
     ) -> None:
-        if not state.baseline.is_warm:
+        at = end - self._window if start is None else start
+        reference = self._reference(state, at)
+        if reference is None:
             return
-        warn, crit = self._thresholds(state)
+        warn, crit = self._thresholds(reference)
+        base = reference[0]
         if rate >= warn and self._significant(state, cost, count):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
@@ -631,14 +730,13 @@ class Engine:
         spike = state.spike
         if spike is None or not spike.open:
             return
-        if rate < self.config.resolve_ratio * state.baseline.mean + 1e-12 or (
-            rate - state.baseline.mean < self.config.spike_min_excess / 2
+        if rate < self.config.resolve_ratio * base + 1e-12 or (
+            rate - base < self.config.spike_min_excess / 2
         ):
             spike.calm += 1
             if spike.calm >= self.config.resolve_windows:
-                self._emit(
-                    state, spike, RESOLVED, end, self._spike_evidence(state, rate)
-                )
+                evidence = self._spike_evidence(state, rate, end)
+                self._emit(state, spike, RESOLVED, end, evidence)
                 spike.open = False
         else:
             spike.calm = 0
@@ -688,11 +786,14 @@ class Engine:
         track = state.sources.metric if state.sources is not None else None
         if leader == METRICS and track is not None:
             baseline, window = track.baseline, 60.0
+            base = baseline.mean
         else:
             baseline, window = state.baseline, self._window
-        base = baseline.mean
+            # The seasonal expectation, or the peers' while the context is cold.
+            reference = self._reference(state, when)
+            base = baseline.mean if reference is None else reference[0]
         agreeing = self._fusion.agreeing(state, when, leader)
-        return {
+        evidence: dict[str, object] = {
             "source": "invocations" if leader == LOGS else leader,
             "fired": "cost rate above its baseline",
             "rate_usd_per_hour": round(rate, 6),
@@ -706,6 +807,115 @@ class Engine:
             "sources_agreeing": agreeing,
             "sources": self._source_entries(state),
         }
+        if not state.baseline.is_warm and state.peers is not None:
+            pool = state.peers.reference()
+            if pool is not None:
+                evidence["judged_against"] = f"peers:{pool.name}"
+        if self._scores:
+            evidence["model_scores"] = dict(self._scores)
+        return evidence
+
+    # Internals: learned models
+
+    def _model_window(
+        self,
+        part: _Partition,
+        state: _Context,
+        start: float,
+        cost: float,
+        count: float,
+        under_alert: bool,
+    ) -> None:
+        """Score a warm context's window with the models; let them learn it."""
+        cfg = self.config
+        offline = self.offline_model
+        baseline = state.baseline
+        if not baseline.is_warm or (
+            not cfg.online_model and offline is None and self.on_window is None
+        ):
+            return
+        model = part.model
+        if model is None and cfg.online_model:
+            # Made at the first warm window: river takes a while to import.
+            from models.online import PooledModel
+
+            model = part.model = PooledModel()
+        mean, spread = baseline.expected(start)
+        rate = cost * self._per_hour
+        # More than chance, as for a spike: one run of a costly timer is not.
+        notable = (
+            rate >= cfg.anomaly_ratio * mean
+            and rate - mean >= cfg.anomaly_min_excess
+            and self._significant(state, cost, count)
+        )
+        learn = False
+        if model is not None and not under_alert and count > 0:
+            part.model_ticks += 1
+            if part.model_ticks >= cfg.model_learn_every:
+                part.model_ticks = 0
+                learn = True
+        hit = False
+        # Features are made only for windows that are scored, learned or tapped.
+        if notable or learn or self.on_window is not None:
+            # Limitation: windows count cost and invocations only; other features miss.
+            window = Window(
+                self._window,
+                cost,
+                count,
+                mean,
+                spread,
+                baseline.mean,
+                state.counts.mean,
+            )
+            features = window_features(window)
+            if self.on_window is not None:
+                self.on_window(state.context, start, features)
+            if notable:
+                scores: dict[str, float] = {}
+                if model is not None and model.is_warm:
+                    scores["online"] = score = round(model.score_one(features), 4)
+                    hit = score >= cfg.anomaly_score
+                if offline is not None:
+                    scores["offline"] = score = round(offline.score_one(features), 4)
+                    hit = hit or score >= offline.threshold
+                self._scores = scores
+            if learn and model is not None:
+                model.learn_one(features)
+        self._track_anomaly(state, hit, cost, start + self._window)
+
+    def _track_anomaly(
+        self, state: _Context, hit: bool, cost: float, at: float
+    ) -> None:
+        alert = state.anomaly
+        if not hit:
+            if alert is not None:
+                alert.streak = 0
+                if alert.open:
+                    alert.cost += cost
+                    alert.calm += 1
+                    if alert.calm >= self.config.resolve_windows:
+                        alert.open = False
+                        self._emit(state, alert, RESOLVED, at, self._anomaly_evidence())
+            return
+        if alert is None:
+            fp = fingerprint(state.context, ANOMALY)
+            alert = state.anomaly = _Alert(ANOMALY, fp, severity=WARNING)
+        alert.calm = 0
+        alert.streak += 1
+        if alert.open:
+            alert.cost += cost
+            return
+        others = (state.spike, state.recursion)
+        if alert.streak >= self.config.anomaly_windows and not any(
+            a is not None and a.open for a in others
+        ):
+            alert.open = True
+            alert.starts_at = at
+            alert.cost = cost
+            self._emit(state, alert, OPENED, at, self._anomaly_evidence())
+
+    def _anomaly_evidence(self) -> dict[str, object]:
+        return {"source": "model", "model_scores": dict(self._scores or {})}
 
     def _source_entries(self, state: _Context) -> dict[str, object]:
         """One entry per source that has seen this context."""
@@ -995,7 +1205,12 @@ class Engine:
     ) -> None:
         alert.seq += 1
         context = state.context
-        if alert.kind == COST_SPIKE:
+        if alert.kind == ANOMALY:
+            scores = evidence.get("model_scores")
+            pairs = scores.items() if isinstance(scores, dict) else ()
+            named = ", ".join(f"{k} score {v}" for k, v in pairs)
+            summary = f"{context.function}: windows unlike its usual ones ({named})"
+        elif alert.kind == COST_SPIKE:
             summary = (
                 f"{context.function}: spend {evidence.get('rate_usd_per_hour')} USD/h"
                 f" against a baseline of {evidence.get('baseline_usd_per_hour')} USD/h"

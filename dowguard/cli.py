@@ -32,6 +32,7 @@ PLUGINS = (
     "dowguard.evaluate",
     "dashboards.cli",
     "bench.cli",
+    "detector.training",
 )
 
 
@@ -80,6 +81,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", help="SQLAlchemy URL (DOWGUARD_DATABASE_URL)")
     p.add_argument("--window", type=float, help="window length in seconds")
     p.add_argument("--partitions", type=int, help="partitions per topic")
+    p.add_argument(
+        "--model", help="offline model from `dowguard train` (DOWGUARD_MODEL_PATH)"
+    )
     p.add_argument(
         "--json", action="store_true", help="one JSON object per alert transition"
     )
@@ -130,6 +134,7 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
         database_url=getattr(args, "database_url", None),
         window_s=getattr(args, "window", None),
         partitions=getattr(args, "partitions", None),
+        model_path=getattr(args, "model", None),
         **extra,
     )
 
@@ -144,7 +149,20 @@ def detector_config(settings: Settings) -> Any:
         recursion_hops=settings.recursion_hops,
         daily_budgets=tuple(sorted(settings.daily_budgets.items())),
         monthly_budgets=tuple(sorted(settings.monthly_budgets.items())),
+        online_model=settings.online_model,
     )
+
+
+def make_engine(settings: Settings) -> Any:
+    """The detector the settings ask for, with its offline model if one is set."""
+    from detector.engine import Engine
+
+    model = None
+    if settings.model_path:
+        from models.offline import load
+
+        model = load(settings.model_path)
+    return Engine(detector_config(settings), offline_model=model)
 
 
 def open_store(settings: Settings) -> Any:
@@ -210,12 +228,11 @@ def replay_paths(
 ) -> int:
     """Replay files; with ``rehearse``, also show what enforcement would do."""
     from detector.enforcement.rehearsal import Rehearsal
-    from detector.engine import Engine
     from detector.replay import Replay
 
     errors = _ErrorReport()
+    engine = make_engine(settings)
     sink = open_store(settings) if store else None
-    engine = Engine(detector_config(settings))
     show = _printer(as_json)
     rehearsal = Rehearsal(settings) if rehearse else None
 
@@ -379,7 +396,6 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
     from detector.daemon import Daemon
     from detector.enforcement.handoff import AfterStore
     from detector.enforcement.service import build_enforcer
-    from detector.engine import Engine
     from detector.metrics import METRICS
     from ingest.parse import parse_message
 
@@ -399,7 +415,7 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
         silenced=lambda fingerprints: silenced_alerts(store, fingerprints),
         registry=METRICS.registry,
     )
-    engine = Engine(detector_config(settings))
+    engine = make_engine(settings)
     daemon = Daemon(settings, engine, effects, parse=parse_message)
     show = _printer(as_json)
 

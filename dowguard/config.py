@@ -83,6 +83,11 @@ class Settings(BaseSettings):
                 )
         return budgets
 
+    # Learned models: the pooled online model, and an offline model trained
+    # by `dowguard train` (a models/NAME folder or one of its vN versions).
+    online_model: bool = True
+    model_path: str = ""
+
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from a TOML file, the environment and ``overrides``.

@@ -1,0 +1,277 @@
+"""Models trained offline on recorded history: fitting, saving, loading.
+
+A trained model is a directory ``models/NAME/vN/`` holding ``model.joblib``
+(the fitted scikit-learn estimator) and ``metadata.json`` (its kind, the
+feature names in order, a hash of the training data, the date, the
+scikit-learn version, its scores and its alert threshold). Each training
+into the same ``models/NAME`` adds the next version; loading ``models/NAME``
+takes the newest. A model whose feature list is not the detector's is
+refused, since its columns would mean something else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dowguard.errors import ConfigError
+from models.features import FEATURE_NAMES, vector
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.joblib"
+META_FILE = "metadata.json"
+ISOLATION_FOREST = "isolation_forest"
+GRADIENT_BOOSTING = "gradient_boosting"
+#: Share of the training windows an unsupervised model may flag.
+UNSUPERVISED_QUANTILE = 0.999
+#: Probability of the attack class from which a classifier flags a window.
+CLASSIFIER_THRESHOLD = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSet:
+    """Feature rows of recorded windows, with labels when the data had them."""
+
+    rows: list[list[float]]
+    labels: list[int] | None
+    features: tuple[str, ...]
+    data_hash: str
+    sources: list[str]
+
+    @property
+    def positives(self) -> int:
+        return sum(self.labels) if self.labels else 0
+
+
+@dataclass(slots=True)
+class OfflineModel:
+    """A loaded model: scores a window's features in ``[0, 1]``.
+
+    Missing features are put at their neutral value, as for the online
+    model. Windows scoring ``threshold`` or more are anomalous.
+    """
+
+    estimator: Any
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata["threshold"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.metadata["kind"])
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        row = [vector(x, tuple(self.metadata["features"]))]
+        if self.kind == GRADIENT_BOOSTING:
+            return float(self.estimator.predict_proba(row)[0][1])
+        # IsolationForest's score_samples is minus the anomaly score of its
+        # paper, which lies in (0, 1].
+        return float(min(max(-self.estimator.score_samples(row)[0], 0.0), 1.0))
+
+
+_single_threaded = False
+
+
+def single_threaded() -> None:
+    """Keep scikit-learn's OpenMP to one thread in this process, from now on.
+
+    Its threads spin while they wait: on a shared machine, and for one row
+    or a few thousand, they cost far more than they give.
+    """
+    global _single_threaded
+    if not _single_threaded:
+        # threadpoolctl limits only the runtimes loaded so far: load them.
+        import sklearn.ensemble  # noqa: F401
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="openmp")
+        _single_threaded = True
+
+
+def fit(training: TrainingSet, kind: str = "auto", seed: int = 0) -> OfflineModel:
+    """Fit a classifier when there are labels of both kinds, else a forest."""
+    if not training.rows:
+        raise ConfigError("train: the recordings gave no window of a warm context")
+    labels = training.labels or []
+    both = 0 < training.positives < len(labels)
+    if kind == "auto":
+        kind = GRADIENT_BOOSTING if both else ISOLATION_FOREST
+    if kind == GRADIENT_BOOSTING and not both:
+        raise ConfigError(
+            "train: a gradient-boosted classifier needs labelled windows of both"
+            f" kinds; got {training.positives} attack windows of {len(labels)}"
+        )
+    if kind not in (GRADIENT_BOOSTING, ISOLATION_FOREST):
+        raise ConfigError(f"train: unknown model kind {kind!r}")
+    single_threaded()
+    if kind == GRADIENT_BOOSTING:
+        estimator, scores, threshold = _fit_classifier(training, seed)
+    else:
+        estimator, scores, threshold = _fit_forest(training, seed)
+    import sklearn
+
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "features": list(training.features),
+        "training_data_sha256": training.data_hash,
+        "sources": training.sources,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sklearn_version": sklearn.__version__,
+        "rows": len(training.rows),
+        "positives": training.positives,
+        "threshold": threshold,
+        "scores": scores,
+        "seed": seed,
+    }
+    return OfflineModel(estimator, metadata, Path())
+
+
+def _fit_classifier(
+    training: TrainingSet, seed: int
+) -> tuple[Any, dict[str, float], float]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    labels = training.labels or []
+    x_fit, x_test, y_fit, y_test = train_test_split(
+        training.rows, labels, test_size=0.3, random_state=seed, stratify=labels
+    )
+    model = HistGradientBoostingClassifier(
+        max_iter=100, class_weight="balanced", random_state=seed
+    )
+    model.fit(x_fit, y_fit)
+    held_out = model.predict_proba(x_test)[:, 1]
+    flagged = [p >= CLASSIFIER_THRESHOLD for p in held_out]
+    hits = sum(1 for f, y in zip(flagged, y_test, strict=True) if f and y)
+    scores = {
+        "held_out_roc_auc": round(float(roc_auc_score(y_test, held_out)), 4),
+        "held_out_average_precision": round(
+            float(average_precision_score(y_test, held_out)), 4
+        ),
+        "held_out_recall": round(hits / max(sum(y_test), 1), 4),
+        "held_out_precision": round(hits / max(sum(flagged), 1), 4),
+        "held_out_rows": len(y_test),
+    }
+    # The estimator kept is refitted on every window, held-out ones included.
+    model.fit(training.rows, labels)
+    return model, scores, CLASSIFIER_THRESHOLD
+
+
+def _fit_forest(
+    training: TrainingSet, seed: int
+) -> tuple[Any, dict[str, float], float]:
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
+    model = IsolationForest(n_estimators=100, random_state=seed)
+    model.fit(training.rows)
+    train_scores = -model.score_samples(training.rows)
+    threshold = float(np.quantile(train_scores, UNSUPERVISED_QUANTILE))
+    scores: dict[str, float] = {
+        "train_score_median": round(float(np.median(train_scores)), 4),
+        "train_score_q999": round(threshold, 4),
+    }
+    labels = training.labels
+    if labels and 0 < training.positives < len(labels):
+        from sklearn.metrics import roc_auc_score
+
+        scores["train_roc_auc"] = round(float(roc_auc_score(labels, train_scores)), 4)
+    return model, scores, round(threshold, 6)
+
+
+def save(model: OfflineModel, out: str | Path) -> Path:
+    """Write the model as the next version under ``out``; returns its folder."""
+    import joblib
+
+    base = Path(out)
+    version = max((v for v, _ in _versions(base)), default=0) + 1
+    folder = base / f"v{version}"
+    folder.mkdir(parents=True, exist_ok=False)
+    metadata = {**model.metadata, "name": base.name, "version": version}
+    joblib.dump(model.estimator, folder / MODEL_FILE)
+    (folder / META_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    model.metadata = metadata
+    model.path = folder
+    logger.info("model saved path=%s kind=%s", folder, metadata["kind"])
+    return folder
+
+
+def _versions(base: Path) -> list[tuple[int, Path]]:
+    if not base.is_dir():
+        return []
+    found = []
+    for child in base.iterdir():
+        match = re.fullmatch(r"v(\d+)", child.name)
+        if match and (child / META_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def resolve(path: str | Path) -> Path:
+    """The version folder ``path`` names: itself, or its newest version."""
+    folder = Path(path)
+    if (folder / META_FILE).is_file():
+        return folder
+    versions = _versions(folder)
+    if not versions:
+        raise ConfigError(f"model {folder}: no {META_FILE} there nor in a vN folder")
+    return versions[-1][1]
+
+
+def load(path: str | Path, features: Sequence[str] = FEATURE_NAMES) -> OfflineModel:
+    """Load a saved model, refusing one trained on other features."""
+    folder = resolve(path)
+    meta_path = folder / META_FILE
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model {meta_path}: unreadable metadata: {exc}") from exc
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(
+            f"model {meta_path}: format_version {metadata.get('format_version')!r},"
+            f" this dowguard reads {FORMAT_VERSION}"
+        )
+    trained = list(metadata.get("features", []))
+    if trained != list(features):
+        missing = [f for f in features if f not in trained]
+        extra = [f for f in trained if f not in features]
+        raise ConfigError(
+            f"model {meta_path}: trained on features {trained}, but the detector"
+            f" computes {list(features)} (missing from the model: {missing},"
+            f" unknown to the detector: {extra}); retrain it with `dowguard train`"
+        )
+    threshold = metadata.get("threshold")
+    if not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        raise ConfigError(f"model {meta_path}: threshold {threshold!r} is no number")
+    import joblib
+    import sklearn
+
+    if metadata.get("sklearn_version") != sklearn.__version__:
+        logger.warning(
+            "model sklearn version differs path=%s trained=%s running=%s",
+            folder,
+            metadata.get("sklearn_version"),
+            sklearn.__version__,
+        )
+    # Limitation: joblib files run code when loaded; load only models you trained.
+    try:
+        estimator = joblib.load(folder / MODEL_FILE)
+    except (OSError, ValueError, EOFError, ImportError) as exc:
+        raise ConfigError(f"model {folder / MODEL_FILE}: unreadable: {exc}") from exc
+    single_threaded()
+    logger.info("model loaded path=%s kind=%s", folder, metadata["kind"])
+    return OfflineModel(estimator, metadata, folder)

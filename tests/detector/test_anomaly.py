@@ -1,0 +1,98 @@
+"""The pooled online model: its score as evidence and its warning-only alert."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from detector.alerts import OPENED, RESOLVED, WARNING, Transition
+from detector.engine import ANOMALY, COST_SPIKE, DetectorConfig, Engine
+from ingest.events import Context, Event, Invocation
+from tests.detector.streams import T0, flat_cost, no_span_cost
+
+WARM_S = 1200.0
+
+
+def fn(i: int) -> Context:
+    return Context("aws", "111122223333", "us-east-1", f"fn-{i}", "$LATEST")
+
+
+def traffic(
+    start: float, seconds: float, counts: list[float], seed: int
+) -> list[Event]:
+    """One aggregated record per window and function, Poisson-like counts."""
+    rng = random.Random(seed)
+    out: list[Event] = []
+    for w in range(int(seconds / 10.0)):
+        for i, usual in enumerate(counts):
+            n = max(0, round(rng.gauss(usual, math.sqrt(usual))))
+            t = start + w * 10.0 + 1.0 + i * 0.01
+            out.append(Invocation(fn(i), t, f"r{w}-{i}", 100.0, 100.0, 128, count=n))
+    return out
+
+
+def run(config: DetectorConfig, factor: float) -> list[Transition]:
+    """Ten functions at 400 a window; after WARM_S, fn-0 runs ``factor`` times."""
+    usual = [400.0] * 10
+    events = traffic(T0, WARM_S, usual, seed=1)
+    events += traffic(T0 + WARM_S, 120.0, [400.0 * factor, *usual[1:]], seed=2)
+    events += traffic(T0 + WARM_S + 120.0, 120.0, usual, seed=3)
+    engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
+    out: list[Transition] = []
+    for event in events:
+        engine.process(event, 0)
+        out.extend(engine.take_transitions())
+    engine.flush()
+    return out + engine.take_transitions()
+
+
+CONFIG = DetectorConfig(model_learn_every=1)
+
+
+def test_doubling_below_the_spike_rule_raises_a_model_warning() -> None:
+    transitions = run(CONFIG, 2.2)
+    assert [t for t in transitions if t.kind == COST_SPIKE] == []
+    anomalies = [t for t in transitions if t.kind == ANOMALY]
+    assert [t.event for t in anomalies] == [OPENED, RESOLVED]
+    opened = anomalies[0]
+    assert opened.context == fn(0)
+    assert opened.severity == WARNING
+    assert opened.evidence["source"] == "model"
+    assert opened.evidence["model_scores"]["online"] >= CONFIG.anomaly_score  # type: ignore[index]
+    assert T0 + WARM_S < opened.at < T0 + WARM_S + 120.0
+
+
+def test_steady_traffic_raises_no_model_alert() -> None:
+    assert run(CONFIG, 1.0) == []
+
+
+def test_spike_alert_carries_the_score_and_no_second_alert() -> None:
+    transitions = run(CONFIG, 6.0)
+    kinds = {t.kind for t in transitions}
+    assert kinds == {COST_SPIKE}
+    scored = [t for t in transitions if "model_scores" in t.evidence]
+    assert scored, "a spike's windows are scored by the model"
+
+
+def test_checkpoint_keeps_the_model_pools_and_seasons() -> None:
+    usual = [400.0] * 10
+    first = traffic(T0, WARM_S, usual, seed=1)
+    rest = traffic(T0 + WARM_S, 120.0, [880.0, *usual[1:]], seed=2)
+    rest += traffic(T0 + WARM_S + 120.0, 120.0, usual, seed=3)
+    engine = Engine(CONFIG, invocation_cost=flat_cost, span_cost=no_span_cost)
+    for event in first:
+        engine.process(event, 0)
+    engine.take_transitions()
+    restored = Engine(CONFIG, invocation_cost=flat_cost, span_cost=no_span_cost)
+    restored.restore(0, engine.snapshot(0))
+    assert restored._parts[0].model is not None
+    assert restored._parts[0].pools.keys() == engine._parts[0].pools.keys()
+    outputs = []
+    for e in (engine, restored):
+        for event in rest:
+            e.process(event, 0)
+        e.flush()
+        seen = e.take_transitions()
+        outputs.append([(t.kind, t.event, t.at, t.evidence) for t in seen])
+    assert outputs[0] == outputs[1]
+    assert any(kind == ANOMALY for kind, *_ in outputs[0])
