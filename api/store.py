@@ -824,9 +824,11 @@ class SqlStore:
         page_values = values | {"limit": query.limit + 1}
         if after is not None:
             page_values |= {"after_value": after[0], "after_id": after[1]}
+        # Pages of every sort and cursor of one filter share its count.
         key = (
             "alerts",
-            AlertListing.shape(query, silences),
+            query.states,
+            silences if query.states else (),
             query.kinds,
             query.severities,
             query.account,
