@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pytest
 
+from api import schemas
 from api.schemas import AlertPublic, AlertsPublic
 from api.store import STALE_COUNT_FACTOR, AlertQuery, Matcher, SqlStore
 from detector.alerts import OPENED, Transition, fingerprint
@@ -124,3 +127,12 @@ def test_a_write_through_the_store_is_counted_at_once(filled: SqlStore) -> None:
     assert filled.list_alerts(AlertQuery()).count == 12
     filled.commit([opened("new")])
     assert filled.list_alerts(AlertQuery()).count == 13
+
+
+def test_the_moment_memo_stays_bounded_and_exact() -> None:
+    for i in range(schemas.MOMENT_MEMO_SIZE + 10):
+        schemas.moment(1_800_000_000.0 + i / 8)
+    assert len(schemas._MOMENTS) <= schemas.MOMENT_MEMO_SIZE
+    assert schemas.moment(1_800_000_000.125) == datetime(
+        2027, 1, 15, 8, 0, 0, 125000, tzinfo=UTC
+    )
