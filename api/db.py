@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 WRITE_OPTION = "dowguard_write"
 #: How long a SQLite writer waits for the lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: Connections a server-backed engine keeps open, and all it opens: a burst
+#: beyond them waits for a connection rather than opening extra ones that
+#: the pool closes again on return (a new PostgreSQL backend each time).
+SERVER_POOL_SIZE = 8
 #: A pooled server connection idle this long is pinged before it is used.
 PING_AFTER_IDLE_S = 10.0
 
@@ -40,6 +44,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("json_serializer", _dumps)
     kwargs.setdefault("json_deserializer", orjson.loads)
     if parsed.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_size", SERVER_POOL_SIZE)
+        kwargs.setdefault("max_overflow", 0)
         engine = create_engine(url, **kwargs)
         if not kwargs.get("pool_pre_ping"):
             _ping_when_idle(engine)

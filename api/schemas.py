@@ -40,8 +40,20 @@ Severity = Literal["info", "warning", "critical"]
 LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
+#: Datetimes of recently shown epoch times. Lists are read over and over
+#: (dashboards poll the same pages), and making a datetime costs more than
+#: writing it out; the memo is emptied when full.
+_MOMENTS: dict[float, datetime] = {}
+MOMENT_MEMO_SIZE = 16_384
+
+
 def moment(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
+    found = _MOMENTS.get(ts)
+    if found is None:
+        if len(_MOMENTS) >= MOMENT_MEMO_SIZE:
+            _MOMENTS.clear()
+        found = _MOMENTS[ts] = datetime.fromtimestamp(ts, tz=UTC)
+    return found
 
 
 def moment_or_none(ts: float | None) -> datetime | None:

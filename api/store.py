@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -117,6 +118,9 @@ ANALYSIS_LIMIT = 1000
 #: hundred requests a second, counting the same rows again is most of the
 #: work of a listing.
 DEFAULT_CACHE_S = 2.0
+#: A count older than cache_s is still served, while one recount runs in the
+#: background, until it is this many times cache_s old.
+STALE_COUNT_FACTOR = 5
 CACHE_ENTRIES = 1024
 #: Alert listing statements kept built, one per shape of query.
 LISTING_ENTRIES = 256
@@ -450,9 +454,23 @@ class SqlStore:
         #: The database is a file this process reads itself (SQLite), with
         #: no server to wait for.
         self.in_process = self.engine.dialect.name == "sqlite"
+        # Listings read through a pool of autocommit connections on a server:
+        # no BEGIN before the statements and no ROLLBACK after them, and no
+        # switch of the isolation level at each checkout. (SQLite reads open
+        # no transaction anyway.)
+        self._reader = (
+            self.engine
+            if self.in_process
+            else db.make_engine(url, isolation_level="AUTOCOMMIT")
+        )
         self._read, self._write = db.session_factories(self.engine)
-        self._cache: dict[tuple[Any, ...], Any] = {}
+        #: Cached values with the store-clock time they were computed at.
+        self._cache: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._cache_lock = threading.Lock()
+        #: Bumped by every write, so a recount begun before it is not kept.
+        self._generation = 0
+        self._refreshing: dict[tuple[Any, ...], Future[None]] = {}
+        self._refresher: ThreadPoolExecutor | None = None
         self._listings: dict[tuple[Any, ...], AlertListing] = {}
 
     # -- schema ---------------------------------------------------------------
@@ -498,7 +516,10 @@ class SqlStore:
         return True
 
     def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()
+        self._reader.dispose()
 
     @property
     def _safe_url(self) -> str:
@@ -522,36 +543,88 @@ class SqlStore:
     def _connect(self) -> Iterator[Connection]:
         """A Core connection for reads that need no ORM objects."""
         try:
-            with self.engine.connect() as conn:
+            with self._reader.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StorageError(
                 f"database {self._safe_url}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
-        """``compute()``, remembered for the current slot of ``cache_s`` seconds.
+    def _cached(
+        self,
+        key: tuple[Any, ...],
+        compute: Callable[[], T],
+        *,
+        refresh_behind: bool = False,
+    ) -> T:
+        """``compute()``, remembered for ``cache_s`` seconds of the store's clock.
 
-        The slot comes from the store's clock, so a test clock that moves
-        moves the cache with it; any write through this store empties it.
+        Any write through this store empties the cache. With
+        ``refresh_behind`` an expired value is still returned, up to
+        STALE_COUNT_FACTOR times ``cache_s`` old, while one background
+        thread computes the next: a request never waits for a recount that
+        another request could have waited for instead.
         """
         if self.cache_s <= 0:
             return compute()
-        slot = (int(self.clock() // self.cache_s), *key)
+        now = self.clock()
         with self._cache_lock:
-            if slot in self._cache:
-                value: T = self._cache[slot]
+            hit = self._cache.get(key)
+            generation = self._generation
+        if hit is not None:
+            value: T = hit[0]
+            age = now - hit[1]
+            if age < self.cache_s:
+                return value
+            if refresh_behind and age < self.cache_s * STALE_COUNT_FACTOR:
+                self._refresh_behind(key, compute, generation)
                 return value
         value = compute()
+        self._remember(key, value, now, generation)
+        return value
+
+    def _remember(
+        self, key: tuple[Any, ...], value: Any, at: float, generation: int
+    ) -> None:
         with self._cache_lock:
+            if generation != self._generation:
+                return
             if len(self._cache) >= CACHE_ENTRIES:
                 self._cache.clear()
-            self._cache[slot] = value
-        return value
+            self._cache[key] = (value, at)
+
+    def _refresh_behind(
+        self, key: tuple[Any, ...], compute: Callable[[], Any], generation: int
+    ) -> None:
+        def refresh() -> None:
+            at = self.clock()
+            try:
+                self._remember(key, compute(), at, generation)
+            except DowError as exc:
+                # The stale value stays; the next request past it tries again.
+                logger.warning("background recount failed key=%s error=%s", key[0], exc)
+            finally:
+                with self._cache_lock:
+                    self._refreshing.pop(key, None)
+
+        with self._cache_lock:
+            if key in self._refreshing:
+                return
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(1, "dowguard-recount")
+            self._refreshing[key] = self._refresher.submit(refresh)
+
+    def settle(self) -> None:
+        """Wait for the background recounts under way (tests, shutdown)."""
+        with self._cache_lock:
+            pending = list(self._refreshing.values())
+        for future in pending:
+            future.result()
 
     def _forget(self) -> None:
         with self._cache_lock:
             self._cache.clear()
+            self._generation += 1
 
     # -- AlertSink ------------------------------------------------------------
 
@@ -756,22 +829,26 @@ class SqlStore:
         page_values = values | {"limit": query.limit + 1}
         if after is not None:
             page_values |= {"after_value": after[0], "after_id": after[1]}
-        with self._connect() as conn:
-            key = (
-                "alerts",
-                AlertListing.shape(query, silences),
-                query.kinds,
-                query.severities,
-                query.account,
-                query.function,
-                query.since,
-                query.until,
-            )
+        # Pages of every sort and cursor of one filter share its count.
+        key = (
+            "alerts",
+            query.states,
+            silences if query.states else (),
+            query.kinds,
+            query.severities,
+            query.account,
+            query.function,
+            query.since,
+            query.until,
+        )
 
-            def count() -> int:
+        def count() -> int:
+            with self._connect() as conn:
                 return int(conn.scalar(listing.count, values) or 0)
 
-            total = self._cached(key, count)
+        # Limitation: counts can miss what other processes wrote in the last 5 cache_s.
+        total = self._cached(key, count, refresh_behind=True)
+        with self._connect() as conn:
             fetched = conn.execute(listing.page, page_values).all()
         rows = [AlertRecord._make(r) for r in fetched]
         next_cursor = None

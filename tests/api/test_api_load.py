@@ -63,9 +63,11 @@ def test_the_server_cpu_counts_its_worker_processes() -> None:
 
 
 @pytest.mark.slow
-def test_a_short_run_answers_every_request(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_short_run_answers_every_request(tmp_path: Path, workers: int) -> None:
     url = f"sqlite:///{tmp_path / 'bench.db'}"
-    run = api_load.run(url, "sqlite", alerts=300, rate=20, seconds=1.0)
+    run = api_load.run(url, "sqlite", 300, rate=20, seconds=1.0, workers=workers)
+    assert run.workers == workers
     for passed in (run.baseline, run.listing):
         assert passed.requests == 20
         assert passed.errors == 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pytest
 
+from api import schemas
 from api.schemas import AlertPublic, AlertsPublic
-from api.store import AlertQuery, Matcher, SqlStore
+from api.store import STALE_COUNT_FACTOR, AlertQuery, Matcher, SqlStore
 from detector.alerts import OPENED, Transition, fingerprint
 from ingest.events import Context
 from tests.api.conftest import FakeClock
@@ -95,4 +98,41 @@ def test_listed_labels_and_annotations_are_the_stored_maps(filled: SqlStore) -> 
     document = orjson.loads(AlertsPublic.render(filled.list_alerts(AlertQuery())))
     assert all(
         isinstance(v, str) for a in document["data"] for v in a["labels"].values()
+    )
+
+
+def test_an_expired_count_is_served_while_it_is_recounted(
+    filled: SqlStore, clock: FakeClock
+) -> None:
+    # Another process (the daemon) writes: this store's cache does not know.
+    daemon = SqlStore(filled.url, clock=clock)
+    try:
+        assert filled.list_alerts(AlertQuery()).count == 12
+        daemon.commit([opened("late")])
+        assert filled.list_alerts(AlertQuery()).count == 12
+        clock.advance(filled.cache_s)
+        # Expired: the old count comes back at once, a recount starts.
+        assert filled.list_alerts(AlertQuery()).count == 12
+        filled.settle()
+        assert filled.list_alerts(AlertQuery()).count == 13
+        daemon.commit([opened("later")])
+        clock.advance(filled.cache_s * STALE_COUNT_FACTOR)
+        # Too old to serve: counted again before the answer.
+        assert filled.list_alerts(AlertQuery()).count == 14
+    finally:
+        daemon.close()
+
+
+def test_a_write_through_the_store_is_counted_at_once(filled: SqlStore) -> None:
+    assert filled.list_alerts(AlertQuery()).count == 12
+    filled.commit([opened("new")])
+    assert filled.list_alerts(AlertQuery()).count == 13
+
+
+def test_the_moment_memo_stays_bounded_and_exact() -> None:
+    for i in range(schemas.MOMENT_MEMO_SIZE + 10):
+        schemas.moment(1_800_000_000.0 + i / 8)
+    assert len(schemas._MOMENTS) <= schemas.MOMENT_MEMO_SIZE
+    assert schemas.moment(1_800_000_000.125) == datetime(
+        2027, 1, 15, 8, 0, 0, 125000, tzinfo=UTC
     )
