@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -82,8 +82,12 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def set_consumer_running(app: FastAPI, running: bool) -> None:
-    """Tell /readyz whether this process's Kafka consumer runs."""
+def set_consumer_running(app: FastAPI, running: bool | Callable[[], bool]) -> None:
+    """Tell /readyz whether this process's Kafka consumer runs.
+
+    A callable is asked at each request: the daemon that serves the API in
+    its own process passes one that reads its consumer's state.
+    """
     app.state.consumer_running = running
 
 

@@ -177,6 +177,11 @@ class Daemon:
         """Ask the loop to finish its batch, commit and close (thread-safe)."""
         self._stopping.set()
 
+    @property
+    def consuming(self) -> bool:
+        """Whether the consumer is connected and the loop not told to stop."""
+        return self._consumer is not None and not self._stopping.is_set()
+
     def install_signal_handlers(self) -> None:
         """Stop on SIGTERM and SIGINT (call from the main thread)."""
 

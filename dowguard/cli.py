@@ -101,6 +101,12 @@ def _add_run(sub: Any) -> None:
     )
     p.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers")
     p.add_argument("--group", help="consumer group id")
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="with --kafka: also serve the REST API in this process "
+        "(api_host:api_port); /readyz then reports the consumer",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_run)
 
@@ -328,6 +334,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args, kafka_bootstrap=args.kafka, group_id=getattr(args, "group", None)
     )
     if not settings.kafka_bootstrap:
+        if args.api:
+            raise ConfigError("run --api serves beside the daemon: give --kafka")
         if not BUNDLED_RECORDING.is_dir():
             raise DowError(f"bundled recording not found at {BUNDLED_RECORDING}")
         print(
@@ -338,7 +346,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return replay_paths(
             settings, [str(BUNDLED_RECORDING)], args.json, rehearse=True
         )
-    return run_daemon(settings, args.json)
+    return run_daemon(settings, args.json, api=args.api)
 
 
 #: How far back a critical alert still firing is handed to the enforcer at
@@ -384,12 +392,14 @@ def silenced_alerts(store: Any, fingerprints: Sequence[str]) -> set[str]:
     return {fp for fp, view in views.items() if view.state == SILENCED}
 
 
-def run_daemon(settings: Settings, as_json: bool) -> int:
+def run_daemon(settings: Settings, as_json: bool, api: bool = False) -> int:
     """The daemon, with enforcement and Alertmanager forwarding behind it.
 
     Both are driven by what the daemon has stored, through the hand-offs of
     :class:`~detector.enforcement.handoff.AfterStore`, so neither a hook nor
-    Alertmanager can hold up detection or offset commits.
+    Alertmanager can hold up detection or offset commits. With ``api`` the
+    REST API is served on a thread of this process, on the same store and
+    enforcer, and its /readyz asks the daemon whether its consumer runs.
     """
     from api.alertmanager import build_forwarder
     from api.store import SqlActionLog
@@ -430,6 +440,7 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    server = _serve_beside(settings, store, enforcer, daemon) if api else None
     effects.start()
     effects.resume(firing)
     if forwarder is not None:
@@ -437,6 +448,8 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
     try:
         daemon.run()
     finally:
+        if server is not None:
+            server.should_exit = True
         # The daemon has stored its last batch; what it handed on is
         # finished before the store closes.
         effects.close()
@@ -444,6 +457,32 @@ def run_daemon(settings: Settings, as_json: bool) -> int:
             forwarder.close()
         store.close()
     return 0
+
+
+def _serve_beside(settings: Settings, store: Any, enforcer: Any, daemon: Any) -> Any:
+    """Start the REST API on a thread of the daemon's process; its server."""
+    import threading
+
+    import uvicorn
+
+    from api.app import create_app, set_consumer_running
+
+    # Alerts reach Alertmanager through the daemon's own forwarder.
+    app = create_app(settings, store=store, enforcement=enforcer)
+    set_consumer_running(app, lambda: bool(daemon.consuming))
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    # Not the main thread, so uvicorn leaves SIGTERM to the daemon.
+    thread = threading.Thread(target=server.run, name="dowguard-api", daemon=True)
+    thread.start()
+    logger.info("api serving host=%s port=%d", settings.api_host, settings.api_port)
+    return server
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def read_health() -> HealthPublic:
 async def read_readiness(request: Request, store: StoreDep) -> Any:
     """The database answers, and the consumer runs if this process has one."""
     database = await run_in_threadpool(store.ping)
-    consumer: bool | None = request.app.state.consumer_running
+    running = request.app.state.consumer_running
+    consumer: bool | None = running() if callable(running) else running
     problems = []
     if not database:
         problems.append("the database does not answer")

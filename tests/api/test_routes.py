@@ -261,6 +261,12 @@ def test_probes_need_no_key_and_readyz_follows_the_consumer(api: Api) -> None:
     assert_error(api.client.get("/readyz"), 503, "not_ready")
     set_consumer_running(api.client.app, True)  # type: ignore[arg-type]
     assert api.client.get("/readyz").json()["consumer_running"] is True
+    # A daemon serving the API passes a callable, asked at every request.
+    state = {"running": False}
+    set_consumer_running(api.client.app, lambda: state["running"])  # type: ignore[arg-type]
+    assert_error(api.client.get("/readyz"), 503, "not_ready")
+    state["running"] = True
+    assert api.client.get("/readyz").json()["consumer_running"] is True
 
 
 def test_metrics_are_prometheus_text(api: Api) -> None:

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -54,11 +54,18 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
 class DaemonProcess:
     """``dowguard run --kafka BOOTSTRAP`` in a child process; its output in a file."""
 
-    def __init__(self, bootstrap: str, env: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        env: Mapping[str, str],
+        log: Path,
+        args: Sequence[str] = (),
+    ) -> None:
         self.log = log
+        command = ["run", "--kafka", bootstrap, *args]
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dowguard.cli", "run", "--kafka", bootstrap],
+                [sys.executable, "-m", "dowguard.cli", *command],
                 cwd=ROOT,
                 env=child_env(env),
                 stdout=out,
