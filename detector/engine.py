@@ -94,7 +94,7 @@ class DetectorConfig:
     one run of a rare, costly timer would look like a spike.
 
     A cost alert is critical on the critical rate (a strong margin) or when
-    two sources agree on it; ``sources`` holds the metric, billing and
+    an independent source (traces, billing) agrees on it; ``sources`` holds the metric, billing and
     agreement settings (see detector.sources).
 
     A chain turns critical at ``recursion_critical_hops`` re-entries, or

@@ -1,8 +1,10 @@
 """Metric streams beside invocation logs: per-source cost, cross-checks, fusion.
 
 Severity rule of cost alerts: ``critical`` ("stop this", the only severity
-enforcement acts on) needs a strong margin (the critical rate) or two
-sources that agree (logs, metrics, traces); anything else is ``warning``.
+enforcement acts on) needs a strong margin (the critical rate) or a second,
+independent source that agrees (a loop in the traces, a billing gap); logs
+and metrics count the same invocations, so they confirm but do not
+escalate. Anything else is ``warning``.
 """
 
 from __future__ import annotations
@@ -213,8 +215,15 @@ def spike_thresholds(base: float, deviation: float, cfg: Any) -> tuple[float, fl
 
 
 def fused_severity(strong: bool, agreeing: Collection[str]) -> str:
-    """Critical on a strong margin or on two agreeing sources, else warning."""
-    return CRITICAL if strong or len(agreeing) >= 2 else WARNING
+    """Critical on a strong margin, or when an independent source agrees.
+
+    Logs and metric streams count the same invocations, so their agreement
+    confirms the measure, not that the traffic is hostile: a flash sale is
+    seen by both. A loop in the traces or a billing gap at the same time is
+    other evidence, and only with one of them do two sources make critical.
+    """
+    independent = any(source not in (LOGS, METRICS) for source in agreeing)
+    return CRITICAL if strong or (len(agreeing) >= 2 and independent) else WARNING
 
 
 def count_threshold(usual: float, cfg: Any) -> float:
