@@ -94,8 +94,8 @@ class DetectorConfig:
     one run of a rare, costly timer would look like a spike.
 
     A cost alert is critical on the critical rate (a strong margin) or when
-    an independent source (traces, billing) agrees on it; ``sources`` holds the metric, billing and
-    agreement settings (see detector.sources).
+    an independent source (traces, billing) agrees on it; ``sources`` holds
+    the metric, billing and agreement settings (see detector.sources).
 
     A chain turns critical at ``recursion_critical_hops`` re-entries, or
     earlier, from ``recursion_hops`` on, when its generations grow by
@@ -1003,6 +1003,7 @@ class Engine:
         """Computed USD of an account's contexts in the partitions held here."""
         # Limitation: a daemon sharing partitions with others counts its own only.
         total = 0.0
+        matched = False
         for part in self._parts.values():
             provider, name, region = account
             for key, ring in part.sources.accounts.items():
@@ -1012,6 +1013,11 @@ class Engine:
                 if found is None:
                     return None, len(self._parts)
                 total += found
+                matched = True
+        if not matched:
+            # No context of the account is watched here (a payer account whose
+            # functions run in linked accounts): nothing to compare with.
+            return None, 0
         return total, len(self._parts)
 
     def _flush_sources(self, part: _Partition) -> None:

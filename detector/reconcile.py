@@ -211,7 +211,10 @@ class Reconciler:
             # A row naming no function (a bill without resource ids) is the
             # account's in that region: every context of it is compared.
             key = (context.provider, context.account, context.region)
-            computed = account_cost(key, start, end)[0]
+            computed, seen = account_cost(key, start, end)
+            if computed is None and seen == 0:
+                self.uncovered += 1
+                return
         billed = track.billed.total(start, end)
         if computed is None or billed is None:
             self.too_late += 1
@@ -248,7 +251,10 @@ class Reconciler:
             key = (context.provider, context.account, "")
             computed, seen = account_cost(key, t1, t2)
             if computed is None:
-                self.too_late += 1
+                if seen == 0:
+                    self.uncovered += 1
+                else:
+                    self.too_late += 1
                 continue
             finding = self._compare(track, t1, t2, v2 - v1, computed, 0.0)
             hours = (t2 - t1) / 3600.0

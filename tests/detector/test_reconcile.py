@@ -186,6 +186,22 @@ def test_estimated_charges_rising_faster_than_computed_is_a_gap() -> None:
     assert "does not see" in gap.evidence["hint"]
 
 
+def test_charges_of_an_account_with_no_watched_function_are_not_compared() -> None:
+    # A payer account's charges, its functions running in linked accounts
+    # that are watched elsewhere: nothing computed here to set against them.
+    logs = hour_of_logs()
+    payer = Context("aws", "999988887777", "us-east-1", "service:AWSLambda", "")
+    samples = [(H0, 40.0), (H0 + 600.0, 40.6), (H0 + 1200.0, 43.6)]
+    rows = [
+        Billing(payer, t, t + 60.0, v, 0.0, "estimated_charges", "metric_stream")
+        for t, v in samples
+    ]
+    engine = make_engine(billing_tolerance=0.3)
+    assert gaps(run(engine, [*logs, *rows])) == []
+    assert engine.source_counts["billing_compared"] == 0
+    assert engine.source_counts["billing_uncovered"] == 2
+
+
 def test_estimated_charges_falling_start_a_new_month() -> None:
     logs = hour_of_logs()
     samples = [(H0, 900.0), (H0 + 600.0, 0.6), (H0 + 1200.0, 1.2)]
