@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.alerts import fingerprint as alert_fingerprint
 from detector.baseline import MAD_TO_STD
+from detector.cost import month_bounds
 from ingest.events import Context
 
 if TYPE_CHECKING:
@@ -195,16 +195,6 @@ def _ewma_k(mean: float, x: float, n: int, k: float, alpha: float | None) -> flo
     return x + math.pow(1.0 - alpha, k) * (mean - x)
 
 
-def _month_bounds(time: float) -> tuple[float, float]:
-    moment = datetime.fromtimestamp(time, tz=UTC)
-    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    if start.month == 12:
-        end = start.replace(year=start.year + 1, month=1)
-    else:
-        end = start.replace(month=start.month + 1)
-    return start.timestamp(), end.timestamp()
-
-
 class Rules:
     """Judges the rules for every context of one engine at window close."""
 
@@ -339,7 +329,7 @@ class Rules:
         s.day_end = start - start % _DAY_S + _DAY_S
         s.day_cost = 0.0
         if start >= s.month_end:
-            s.month_start, s.month_end = _month_bounds(start)
+            s.month_start, s.month_end = month_bounds(start)
             s.month_cost = 0.0
 
     def _learn_window(
@@ -699,7 +689,7 @@ class Rules:
             spend.day_end = start - start % _DAY_S + _DAY_S
             spend.day_cost = 0.0
         if start >= spend.month_end:
-            spend.month_start, spend.month_end = _month_bounds(start)
+            spend.month_start, spend.month_end = month_bounds(start)
             spend.month_cost = 0.0
         spend.day_cost += cost
         spend.month_cost += cost
