@@ -11,7 +11,15 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
+from detector.alerts import (
+    CRITICAL,
+    OPENED,
+    RESOLVED,
+    UPDATED,
+    WARNING,
+    Transition,
+    transition_of,
+)
 from detector.alerts import fingerprint as alert_fingerprint
 from detector.baseline import MAD_TO_STD
 from detector.cost import month_bounds
@@ -766,21 +774,7 @@ class Rules:
             f" projected {evidence['projected_usd_per_day']} USD today against"
             f" a budget of {evidence['budget_usd_per_day']} USD"
         )
-        out.append(
-            Transition(
-                event,
-                alert.fingerprint,
-                alert.kind,
-                WARNING,
-                context,
-                alert.starts_at,
-                at,
-                alert.seq,
-                alert.cost,
-                summary,
-                evidence,
-            )
-        )
+        out.append(transition_of(alert, event, context, at, summary, evidence, WARNING))
 
     # Alert lifecycle
 
@@ -845,21 +839,8 @@ class Rules:
             cost_so_far_usd=round(alert.cost, 6),
             excess_so_far_usd=round(alert.excess, 6),
         )
-        out.append(
-            Transition(
-                event,
-                alert.fingerprint,
-                alert.kind,
-                alert.severity,
-                context,
-                alert.starts_at,
-                at,
-                alert.seq,
-                alert.cost,
-                _summary(context, alert.kind, evidence),
-                evidence,
-            )
-        )
+        summary = _summary(context, alert.kind, evidence)
+        out.append(transition_of(alert, event, context, at, summary, evidence))
         logger.info(
             "rule alert %s kind=%s function=%s severity=%s",
             event,
