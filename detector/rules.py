@@ -391,11 +391,9 @@ class Rules:
         alert = s.inflation
         if s.busy < self._warm or s.dur <= 0.0 or count < cfg.duration_min_count:
             # Too few invocations to judge: calm, for an open alert.
-            if alert is not None and alert.open:
-                alert.cost += cost
-                if self._calm(alert):
-                    evidence = self._duration_evidence(s, billed / max(count, 1.0))
-                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            if alert is not None and alert.open and self._calm(alert, cost):
+                evidence = self._duration_evidence(s, billed / max(count, 1.0))
+                self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
         mean = billed / count
         ratio = mean / s.dur
@@ -413,11 +411,8 @@ class Rules:
         firing = ratio >= need and z >= cfg.duration_z
         if not (firing and excess >= cfg.duration_min_excess):
             if alert is not None and alert.open:
-                alert.cost += cost
-                alert.excess += max(excess, 0.0) / per_hour
-                if ratio >= (1.0 + need) / 2.0:
-                    alert.calm = 0
-                elif self._calm(alert):
+                hot = ratio >= (1.0 + need) / 2.0
+                if self._calm(alert, cost, max(excess, 0.0) / per_hour, hot):
                     evidence = self._duration_evidence(s, mean)
                     self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
@@ -486,13 +481,10 @@ class Rules:
             firing = share >= need and z >= cfg.error_z
         if not (firing and excess >= cfg.error_min_excess):
             if alert is not None and alert.open:
-                alert.cost += failed_cost
-                alert.excess += max(excess, 0.0) / per_hour
-                if failed >= cfg.error_min_count / 2.0 and (
+                hot = failed >= cfg.error_min_count / 2.0 and (
                     share >= p0 + cfg.error_min_share / 2.0
-                ):
-                    alert.calm = 0
-                elif self._calm(alert):
+                )
+                if self._calm(alert, failed_cost, max(excess, 0.0) / per_hour, hot):
                     evidence = self._error_evidence(s, share)
                     self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
@@ -601,11 +593,10 @@ class Rules:
         is_open = alert is not None and alert.open
         if not (hit and (s.over >= self._sustain or is_open)):
             if alert is not None and alert.open:
-                alert.excess += max(excess, 0.0) * _RAMP_EVERY_S / 3600.0
+                excess_usd = max(excess, 0.0) * _RAMP_EVERY_S / 3600.0
                 settled = ratio < (1.0 + cfg.ramp_factor) / 2.0
-                if not (settled and day < 0.9 * daily and month < 0.9 * monthly):
-                    alert.calm = 0
-                elif self._calm(alert):
+                hot = not (settled and day < 0.9 * daily and month < 0.9 * monthly)
+                if self._calm(alert, 0.0, excess_usd, hot):
                     evidence = self._ramp_evidence(s, ratio, daily, monthly)
                     self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
@@ -811,8 +802,21 @@ class Rules:
             alert.peak = max(alert.peak, peak)
             self._emit(s, alert, context, UPDATED, at, evidence, out)
 
-    def _calm(self, alert: RuleAlert) -> bool:
-        """Count a calm window of an open alert; True when it resolves now."""
+    def _calm(
+        self,
+        alert: RuleAlert,
+        cost: float,
+        excess_usd: float = 0.0,
+        hot: bool = False,
+    ) -> bool:
+        """Count a judgement of an open alert that did not fire; True when the
+        alert resolves now. Its cost and excess (USD) still count; ``hot``, a
+        judgement still near the threshold, starts the calm count again."""
+        alert.cost += cost
+        alert.excess += excess_usd
+        if hot:
+            alert.calm = 0
+            return False
         alert.calm += 1
         if alert.calm < self.config.resolve_windows:
             return False
