@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from detector.alerts import (
     CRITICAL,
@@ -254,10 +254,7 @@ class Rules:
             idle = max(0, round((start - last) / self._window))
         pool[_SPAN] += idle + 1
         s.last_end = end
-        if start >= s.day_end:
-            self._calendar(s, start)
-        s.day_cost += window_cost
-        s.month_cost += window_cost
+        _add_spend(s, start, window_cost)
         if self._account_daily or self._account_monthly:
             self._account(context, window_cost, start, end, out)
         inflation, storm, ramp = s.inflation, s.storm, s.ramp
@@ -331,14 +328,6 @@ class Rules:
         return busy
 
     # Learning
-
-    def _calendar(self, s: RuleState, start: float) -> None:
-        """Start a new day, and a new month when the window is past its end."""
-        s.day_end = start - start % _DAY_S + _DAY_S
-        s.day_cost = 0.0
-        if start >= s.month_end:
-            s.month_start, s.month_end = month_bounds(start)
-            s.month_cost = 0.0
 
     def _learn_window(
         self,
@@ -554,13 +543,6 @@ class Rules:
                 monthly = day * month_days
         return daily, monthly
 
-    def _projection(self, s: RuleState, end: float) -> tuple[float, float]:
-        """Spend of the day and of the month if the recent rate holds."""
-        # Limitation: spend so far is only what was seen since tracking began.
-        day = s.day_cost + s.recent * max(0.0, s.day_end - end) / 3600.0
-        month = s.month_cost + s.recent * max(0.0, s.month_end - end) / 3600.0
-        return day, month
-
     def _judge_ramp(
         self,
         s: RuleState,
@@ -572,7 +554,7 @@ class Rules:
         cfg = self.config
         alert = s.ramp
         daily, monthly = self._budgets(s, context)
-        day, month = self._projection(s, end)
+        day, month = _project(s, s.recent, end)
         anchored = s.windows >= self._anchor_warm and s.anchor > 0.0
         ratio = s.recent / s.anchor if anchored else 0.0
         excess = s.recent - s.anchor if anchored else s.recent
@@ -645,8 +627,7 @@ class Rules:
             "unit": "usd_per_hour",
             "ratio": round(ratio, 3) if ratio else None,
             "threshold_ratio": self.config.ramp_factor,
-            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
-            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+            **_budget_evidence(daily, monthly),
         }
 
     # Account budgets
@@ -684,14 +665,7 @@ class Rules:
         back = len(buckets) - 1 - round((spend.bucket - bucket) / width)
         if back >= 0:
             buckets[back] += cost
-        if start >= spend.day_end:
-            spend.day_end = start - start % _DAY_S + _DAY_S
-            spend.day_cost = 0.0
-        if start >= spend.month_end:
-            spend.month_start, spend.month_end = month_bounds(start)
-            spend.month_cost = 0.0
-        spend.day_cost += cost
-        spend.month_cost += cost
+        _add_spend(spend, start, cost)
 
     def _judge_account(
         self,
@@ -705,8 +679,7 @@ class Rules:
         complete = spend.buckets[-ACCOUNT_BUCKETS:]
         width = self.config.ramp_recent_half_life_s
         rate = sum(complete) / (len(complete) * width) * 3600.0
-        day = spend.day_cost + rate * max(0.0, spend.day_end - now) / 3600.0
-        month = spend.month_cost + rate * max(0.0, spend.month_end - now) / 3600.0
+        day, month = _project(spend, rate, now)
         over_day, over_month = day > daily, month > monthly
         context = Context(key[0], key[1], "*", "*", "*")
         alert = spend.alert
@@ -723,8 +696,7 @@ class Rules:
                 )
                 if hit
             ],
-            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
-            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+            **_budget_evidence(daily, monthly),
             "source": "invocations",
             "rate_usd_per_hour": round(rate, 6),
             "projected_usd_per_day": round(day, 4),
@@ -834,7 +806,7 @@ class Rules:
         out: list[Transition],
     ) -> None:
         alert.seq += 1
-        day, month = self._projection(s, at)
+        day, month = _project(s, s.recent, at)
         evidence.update(
             source="invocations",
             rate_usd_per_hour=round(s.recent, 6),
@@ -852,6 +824,48 @@ class Rules:
             context.function,
             alert.severity,
         )
+
+
+class _Period(Protocol):
+    """Spend of the current UTC day and month, of a context or an account."""
+
+    day_cost: float
+    day_end: float
+    month_cost: float
+    month_end: float
+    month_start: float
+
+
+def _add_spend(period: _Period, start: float, cost: float) -> None:
+    """Add the cost of a window starting at ``start`` to its day and month.
+
+    A window past the end of the day starts a new one, and a new month when
+    it is past that too (a month ends on a day's end).
+    """
+    if start >= period.day_end:
+        period.day_end = start - start % _DAY_S + _DAY_S
+        period.day_cost = 0.0
+        if start >= period.month_end:
+            period.month_start, period.month_end = month_bounds(start)
+            period.month_cost = 0.0
+    period.day_cost += cost
+    period.month_cost += cost
+
+
+def _project(period: _Period, rate: float, now: float) -> tuple[float, float]:
+    """Spend of the day and of the month if ``rate`` USD/h holds from ``now``."""
+    # Limitation: spend so far is only what was seen since tracking began.
+    day = period.day_cost + rate * max(0.0, period.day_end - now) / 3600.0
+    month = period.month_cost + rate * max(0.0, period.month_end - now) / 3600.0
+    return day, month
+
+
+def _budget_evidence(daily: float, monthly: float) -> dict[str, object]:
+    """The budgets of an evidence record, None for no budget."""
+    return {
+        "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
+        "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+    }
 
 
 def _by_scope(budgets: Sequence[tuple[str, float]], parts: int) -> dict[Any, float]:
