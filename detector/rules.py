@@ -67,9 +67,9 @@ class RuleAlert:
         "starts_at",
     )
 
-    def __init__(self, kind: str, fingerprint: str) -> None:
+    def __init__(self, kind: str, context: Context) -> None:
         self.kind = kind
-        self.fingerprint = fingerprint
+        self.fingerprint = alert_fingerprint(context, kind)
         self.seq = 0
         self.open = False
         self.severity = WARNING
@@ -418,8 +418,7 @@ class Rules:
             and excess >= cfg.critical_min_excess
         )
         if alert is None:
-            fp = alert_fingerprint(context, DURATION_INFLATION)
-            alert = s.inflation = RuleAlert(DURATION_INFLATION, fp)
+            alert = s.inflation = RuleAlert(DURATION_INFLATION, context)
         self._fire(
             s,
             alert,
@@ -496,9 +495,7 @@ class Rules:
             and excess >= cfg.critical_min_excess
         )
         if alert is None:
-            alert = s.storm = RuleAlert(
-                ERROR_STORM, alert_fingerprint(context, ERROR_STORM)
-            )
+            alert = s.storm = RuleAlert(ERROR_STORM, context)
         ratio = share / max(p0, _MIN_SHARE)
         self._fire(
             s,
@@ -599,7 +596,7 @@ class Rules:
             or month >= margin * monthly
         )
         if alert is None:
-            alert = s.ramp = RuleAlert(SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP))
+            alert = s.ramp = RuleAlert(SLOW_RAMP, context)
         peak = max(ratio, day / max(daily, 1e-9), month / max(monthly, 1e-9))
         # The cost of each window was added as it closed; the excess is that
         # of the minute since the last judgement.
@@ -704,9 +701,7 @@ class Rules:
         }
         if over_day or over_month:
             if alert is None:
-                alert = spend.alert = RuleAlert(
-                    SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP)
-                )
+                alert = spend.alert = RuleAlert(SLOW_RAMP, context)
             alert.cost += sum(complete[-1:])
             if not alert.open:
                 # An account budget names no function to throttle, so it
