@@ -36,6 +36,20 @@ def make_engine(span_cost: object = no_span_cost) -> Engine:
     return Engine(DetectorConfig(), invocation_cost=flat_cost, span_cost=span_cost)  # type: ignore[arg-type]
 
 
+def bucket_export(
+    function: str,
+    at: float,
+    trigger: dict[str, object],
+    operation: str,
+    call_at: float,
+    call: dict[str, object],
+) -> dict[str, object]:
+    """An invocation triggered by a bucket event, with one S3 call, exported."""
+    inv = invocation(function, trace_id(), at, "datasource", trigger)
+    put = sdk_call(inv["traceId"], inv["spanId"], "S3", operation, call_at, call)
+    return lambda_export(function, [inv, put])
+
+
 def opened(transitions: list[Transition]) -> list[Transition]:
     return [t for t in transitions if t.event == OPENED]
 
@@ -110,23 +124,16 @@ def test_write_to_a_bucket_that_triggers_another_function_does_not_alert() -> No
             {"aws.s3.bucket": "photos"},
         )
         exports.append(lambda_export("uploader", [upload, put]))
-        resized = invocation(
-            "resizer",
-            trace_id(),
-            at + 1.0,
-            "datasource",
-            {"faas.document.collection": "photos"},
-        )
         # The resizer writes too, to another bucket: no cycle either way.
-        out = sdk_call(
-            resized["traceId"],
-            resized["spanId"],
-            "S3",
+        resized = bucket_export(
+            "resizer",
+            at + 1.0,
+            {"faas.document.collection": "photos"},
             "PutObject",
             at + 1.1,
             {"aws.s3.bucket": "thumbnails"},
         )
-        exports.append(lambda_export("resizer", [resized, out]))
+        exports.append(resized)
     assert feed(make_engine(), parse(exports)) == []
 
 
@@ -134,22 +141,15 @@ def test_java_sdk_attribute_names_name_the_resource_too() -> None:
     exports = []
     for i in range(4):
         at = T0 + i * 1.5
-        inv = invocation(
+        put = bucket_export(
             "worker",
-            trace_id(),
             at,
-            "datasource",
             {"faas.document.collection": "photos"},
-        )
-        put = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
             "PutObject",
             at + 0.1,
             {"aws.bucket.name": "photos", "aws.agent": "java-aws-sdk"},
         )
-        exports.append(lambda_export("worker", [inv, put]))
+        exports.append(put)
     (alert,) = opened(feed(make_engine(), parse(exports)))
     assert alert.evidence["resources"] == ["photos"]
 
@@ -170,23 +170,16 @@ def _keyed_bucket(
         at = T0 + i * 1.5
         if not loops:
             key = f"uploads/{i}.jpg"
-        inv = invocation(
-            "worker",
-            trace_id(),
-            at,
-            "datasource",
-            {"faas.document.collection": "photos", "faas.document.name": key},
-        )
         written = f"{writes_key}/{key}"
-        put = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
+        put = bucket_export(
+            "worker",
+            at,
+            {"faas.document.collection": "photos", "faas.document.name": key},
             "PutObject",
             at + 0.1,
             {"aws.s3.bucket": "photos", "aws.s3.key": written},
         )
-        exports.append(lambda_export("worker", [inv, put]))
+        exports.append(put)
         key = written
     return exports
 
@@ -201,22 +194,15 @@ def test_reads_of_the_triggering_bucket_are_no_writes() -> None:
     exports = []
     for i in range(10):
         at = T0 + i * 1.5
-        inv = invocation(
+        get = bucket_export(
             "worker",
-            trace_id(),
             at,
-            "datasource",
             {"faas.document.collection": "photos"},
-        )
-        get = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
             "GetObject",
             at + 0.1,
             {"aws.s3.bucket": "photos"},
         )
-        exports.append(lambda_export("worker", [inv, get]))
+        exports.append(get)
     assert feed(make_engine(), parse(exports)) == []
 
 
@@ -229,22 +215,15 @@ def test_two_functions_through_two_buckets_are_a_loop() -> None:
             function, writes, trigger = "f", "bucket-a", "bucket-b"
         else:
             function, writes, trigger = "g", "bucket-b", "bucket-a"
-        inv = invocation(
+        put = bucket_export(
             function,
-            trace_id(),
             at,
-            "datasource",
             {"faas.document.collection": trigger},
-        )
-        put = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
             "CopyObject",
             at + 0.2,
             {"aws.s3.bucket": writes},
         )
-        exports.append(lambda_export(function, [inv, put]))
+        exports.append(put)
     transitions = feed(make_engine(), parse(exports))
     alerts = {t.context.function: t for t in opened(transitions)}
     assert set(alerts) == {"f", "g"}
