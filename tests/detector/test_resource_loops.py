@@ -18,7 +18,7 @@ from detector.resources import (
     resource_name,
 )
 from ingest.events import Span
-from tests.detector.loops import TRIGGERS, loop
+from tests.detector.loops import JOBS_MESSAGE, JOBS_QUEUE, TRIGGERS, loop
 from tests.detector.otlp_builder import (
     CONSUMER,
     PRODUCER,
@@ -394,7 +394,6 @@ def _retry_exports(
     Linked: the messages come from a traced producer and every message's
     trace header becomes a link. Not linked: no trace crosses the queue.
     """
-    queue_url = "https://sqs.us-east-1.amazonaws.com/111122223333/jobs"
     exports: list[dict[str, object]] = []
     for m in range(messages):
         cause: tuple[str, str] | None = None
@@ -408,7 +407,7 @@ def _retry_exports(
                 "SQS",
                 "SendMessage",
                 at + 0.05,
-                {"aws.sqs.queue_url": queue_url, "messaging.system": "aws_sqs"},
+                JOBS_QUEUE,
             )
             exports.append(lambda_export("api", [api, send]))
             cause = (tid, send["spanId"])
@@ -421,7 +420,7 @@ def _retry_exports(
                 tid,
                 at,
                 "pubsub",
-                {"messaging.system": "aws_sqs", "messaging.destination.name": "jobs"},
+                JOBS_MESSAGE,
                 links=links,
                 kind=CONSUMER,
                 name="jobs process",
@@ -434,7 +433,7 @@ def _retry_exports(
                     "SQS",
                     "SendMessage",
                     at + 0.1,
-                    {"aws.sqs.queue_url": queue_url, "messaging.system": "aws_sqs"},
+                    JOBS_QUEUE,
                 )
                 own.append(send)
                 cause = (tid, send["spanId"])
