@@ -88,6 +88,48 @@ class Transition:
         }
 
 
+class AlertState(Protocol):
+    """What a detector keeps of one alert's lifecycle to report a transition."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def starts_at(self) -> float: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def cost(self) -> float: ...
+
+
+def transition_of(
+    alert: AlertState,
+    event: str,
+    context: Context,
+    at: float,
+    summary: str,
+    evidence: dict[str, Any],
+    severity: str | None = None,
+) -> Transition:
+    """The transition ``event`` of ``alert`` at ``at``, with its current seq."""
+    return Transition(
+        event,
+        alert.fingerprint,
+        alert.kind,
+        alert.severity if severity is None else severity,
+        context,
+        alert.starts_at,
+        at,
+        alert.seq,
+        alert.cost,
+        summary,
+        evidence,
+    )
+
+
 @dataclass(slots=True)
 class Checkpoint:
     """Detector state of one partition number and the offsets it covers.

@@ -28,6 +28,7 @@ from detector.alerts import (
     FunctionStatus,
     Transition,
     fingerprint,
+    transition_of,
 )
 from detector.baseline import PeerPool, RobustBaseline, SeasonalBaseline, memory_bucket
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
@@ -1244,18 +1245,6 @@ class Engine:
             )
         evidence["cost_so_far_usd"] = round(alert.cost, 6)
         self._transitions.append(
-            Transition(
-                event,
-                alert.fingerprint,
-                alert.kind,
-                alert.severity,
-                context,
-                alert.starts_at,
-                at,
-                alert.seq,
-                alert.cost,
-                summary,
-                dict(evidence),
-            )
+            transition_of(alert, event, context, at, summary, dict(evidence))
         )
         self._dirty.add(context)

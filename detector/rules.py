@@ -9,12 +9,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
+from detector.alerts import (
+    CRITICAL,
+    OPENED,
+    RESOLVED,
+    UPDATED,
+    WARNING,
+    Transition,
+    transition_of,
+)
 from detector.alerts import fingerprint as alert_fingerprint
 from detector.baseline import MAD_TO_STD
+from detector.cost import month_bounds
 from ingest.events import Context
 
 if TYPE_CHECKING:
@@ -59,9 +67,9 @@ class RuleAlert:
         "starts_at",
     )
 
-    def __init__(self, kind: str, fingerprint: str) -> None:
+    def __init__(self, kind: str, context: Context) -> None:
         self.kind = kind
-        self.fingerprint = fingerprint
+        self.fingerprint = alert_fingerprint(context, kind)
         self.seq = 0
         self.open = False
         self.severity = WARNING
@@ -195,16 +203,6 @@ def _ewma_k(mean: float, x: float, n: int, k: float, alpha: float | None) -> flo
     return x + math.pow(1.0 - alpha, k) * (mean - x)
 
 
-def _month_bounds(time: float) -> tuple[float, float]:
-    moment = datetime.fromtimestamp(time, tz=UTC)
-    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    if start.month == 12:
-        end = start.replace(year=start.year + 1, month=1)
-    else:
-        end = start.replace(month=start.month + 1)
-    return start.timestamp(), end.timestamp()
-
-
 class Rules:
     """Judges the rules for every context of one engine at window close."""
 
@@ -256,10 +254,7 @@ class Rules:
             idle = max(0, round((start - last) / self._window))
         pool[_SPAN] += idle + 1
         s.last_end = end
-        if start >= s.day_end:
-            self._calendar(s, start)
-        s.day_cost += window_cost
-        s.month_cost += window_cost
+        _add_spend(s, start, window_cost)
         if self._account_daily or self._account_monthly:
             self._account(context, window_cost, start, end, out)
         inflation, storm, ramp = s.inflation, s.storm, s.ramp
@@ -334,14 +329,6 @@ class Rules:
 
     # Learning
 
-    def _calendar(self, s: RuleState, start: float) -> None:
-        """Start a new day, and a new month when the window is past its end."""
-        s.day_end = start - start % _DAY_S + _DAY_S
-        s.day_cost = 0.0
-        if start >= s.month_end:
-            s.month_start, s.month_end = _month_bounds(start)
-            s.month_cost = 0.0
-
     def _learn_window(
         self,
         s: RuleState,
@@ -393,11 +380,9 @@ class Rules:
         alert = s.inflation
         if s.busy < self._warm or s.dur <= 0.0 or count < cfg.duration_min_count:
             # Too few invocations to judge: calm, for an open alert.
-            if alert is not None and alert.open:
-                alert.cost += cost
-                if self._calm(alert):
-                    evidence = self._duration_evidence(s, billed / max(count, 1.0))
-                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+            if alert is not None and alert.open and self._calm(alert, cost):
+                evidence = self._duration_evidence(s, billed / max(count, 1.0))
+                self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
         mean = billed / count
         ratio = mean / s.dur
@@ -415,11 +400,8 @@ class Rules:
         firing = ratio >= need and z >= cfg.duration_z
         if not (firing and excess >= cfg.duration_min_excess):
             if alert is not None and alert.open:
-                alert.cost += cost
-                alert.excess += max(excess, 0.0) / per_hour
-                if ratio >= (1.0 + need) / 2.0:
-                    alert.calm = 0
-                elif self._calm(alert):
+                hot = ratio >= (1.0 + need) / 2.0
+                if self._calm(alert, cost, max(excess, 0.0) / per_hour, hot):
                     evidence = self._duration_evidence(s, mean)
                     self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
@@ -436,8 +418,7 @@ class Rules:
             and excess >= cfg.critical_min_excess
         )
         if alert is None:
-            fp = alert_fingerprint(context, DURATION_INFLATION)
-            alert = s.inflation = RuleAlert(DURATION_INFLATION, fp)
+            alert = s.inflation = RuleAlert(DURATION_INFLATION, context)
         self._fire(
             s,
             alert,
@@ -488,13 +469,10 @@ class Rules:
             firing = share >= need and z >= cfg.error_z
         if not (firing and excess >= cfg.error_min_excess):
             if alert is not None and alert.open:
-                alert.cost += failed_cost
-                alert.excess += max(excess, 0.0) / per_hour
-                if failed >= cfg.error_min_count / 2.0 and (
+                hot = failed >= cfg.error_min_count / 2.0 and (
                     share >= p0 + cfg.error_min_share / 2.0
-                ):
-                    alert.calm = 0
-                elif self._calm(alert):
+                )
+                if self._calm(alert, failed_cost, max(excess, 0.0) / per_hour, hot):
                     evidence = self._error_evidence(s, share)
                     self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
@@ -517,9 +495,7 @@ class Rules:
             and excess >= cfg.critical_min_excess
         )
         if alert is None:
-            alert = s.storm = RuleAlert(
-                ERROR_STORM, alert_fingerprint(context, ERROR_STORM)
-            )
+            alert = s.storm = RuleAlert(ERROR_STORM, context)
         ratio = share / max(p0, _MIN_SHARE)
         self._fire(
             s,
@@ -564,13 +540,6 @@ class Rules:
                 monthly = day * month_days
         return daily, monthly
 
-    def _projection(self, s: RuleState, end: float) -> tuple[float, float]:
-        """Spend of the day and of the month if the recent rate holds."""
-        # Limitation: spend so far is only what was seen since tracking began.
-        day = s.day_cost + s.recent * max(0.0, s.day_end - end) / 3600.0
-        month = s.month_cost + s.recent * max(0.0, s.month_end - end) / 3600.0
-        return day, month
-
     def _judge_ramp(
         self,
         s: RuleState,
@@ -582,7 +551,7 @@ class Rules:
         cfg = self.config
         alert = s.ramp
         daily, monthly = self._budgets(s, context)
-        day, month = self._projection(s, end)
+        day, month = _project(s, s.recent, end)
         anchored = s.windows >= self._anchor_warm and s.anchor > 0.0
         ratio = s.recent / s.anchor if anchored else 0.0
         excess = s.recent - s.anchor if anchored else s.recent
@@ -603,11 +572,10 @@ class Rules:
         is_open = alert is not None and alert.open
         if not (hit and (s.over >= self._sustain or is_open)):
             if alert is not None and alert.open:
-                alert.excess += max(excess, 0.0) * _RAMP_EVERY_S / 3600.0
+                excess_usd = max(excess, 0.0) * _RAMP_EVERY_S / 3600.0
                 settled = ratio < (1.0 + cfg.ramp_factor) / 2.0
-                if not (settled and day < 0.9 * daily and month < 0.9 * monthly):
-                    alert.calm = 0
-                elif self._calm(alert):
+                hot = not (settled and day < 0.9 * daily and month < 0.9 * monthly)
+                if self._calm(alert, 0.0, excess_usd, hot):
                     evidence = self._ramp_evidence(s, ratio, daily, monthly)
                     self._emit(s, alert, context, RESOLVED, end, evidence, out)
             return
@@ -628,7 +596,7 @@ class Rules:
             or month >= margin * monthly
         )
         if alert is None:
-            alert = s.ramp = RuleAlert(SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP))
+            alert = s.ramp = RuleAlert(SLOW_RAMP, context)
         peak = max(ratio, day / max(daily, 1e-9), month / max(monthly, 1e-9))
         # The cost of each window was added as it closed; the excess is that
         # of the minute since the last judgement.
@@ -656,8 +624,7 @@ class Rules:
             "unit": "usd_per_hour",
             "ratio": round(ratio, 3) if ratio else None,
             "threshold_ratio": self.config.ramp_factor,
-            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
-            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+            **_budget_evidence(daily, monthly),
         }
 
     # Account budgets
@@ -695,14 +662,7 @@ class Rules:
         back = len(buckets) - 1 - round((spend.bucket - bucket) / width)
         if back >= 0:
             buckets[back] += cost
-        if start >= spend.day_end:
-            spend.day_end = start - start % _DAY_S + _DAY_S
-            spend.day_cost = 0.0
-        if start >= spend.month_end:
-            spend.month_start, spend.month_end = _month_bounds(start)
-            spend.month_cost = 0.0
-        spend.day_cost += cost
-        spend.month_cost += cost
+        _add_spend(spend, start, cost)
 
     def _judge_account(
         self,
@@ -716,8 +676,7 @@ class Rules:
         complete = spend.buckets[-ACCOUNT_BUCKETS:]
         width = self.config.ramp_recent_half_life_s
         rate = sum(complete) / (len(complete) * width) * 3600.0
-        day = spend.day_cost + rate * max(0.0, spend.day_end - now) / 3600.0
-        month = spend.month_cost + rate * max(0.0, spend.month_end - now) / 3600.0
+        day, month = _project(spend, rate, now)
         over_day, over_month = day > daily, month > monthly
         context = Context(key[0], key[1], "*", "*", "*")
         alert = spend.alert
@@ -734,8 +693,7 @@ class Rules:
                 )
                 if hit
             ],
-            "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
-            "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+            **_budget_evidence(daily, monthly),
             "source": "invocations",
             "rate_usd_per_hour": round(rate, 6),
             "projected_usd_per_day": round(day, 4),
@@ -743,9 +701,7 @@ class Rules:
         }
         if over_day or over_month:
             if alert is None:
-                alert = spend.alert = RuleAlert(
-                    SLOW_RAMP, alert_fingerprint(context, SLOW_RAMP)
-                )
+                alert = spend.alert = RuleAlert(SLOW_RAMP, context)
             alert.cost += sum(complete[-1:])
             if not alert.open:
                 # An account budget names no function to throttle, so it
@@ -776,21 +732,7 @@ class Rules:
             f" projected {evidence['projected_usd_per_day']} USD today against"
             f" a budget of {evidence['budget_usd_per_day']} USD"
         )
-        out.append(
-            Transition(
-                event,
-                alert.fingerprint,
-                alert.kind,
-                WARNING,
-                context,
-                alert.starts_at,
-                at,
-                alert.seq,
-                alert.cost,
-                summary,
-                evidence,
-            )
-        )
+        out.append(transition_of(alert, event, context, at, summary, evidence, WARNING))
 
     # Alert lifecycle
 
@@ -827,8 +769,21 @@ class Rules:
             alert.peak = max(alert.peak, peak)
             self._emit(s, alert, context, UPDATED, at, evidence, out)
 
-    def _calm(self, alert: RuleAlert) -> bool:
-        """Count a calm window of an open alert; True when it resolves now."""
+    def _calm(
+        self,
+        alert: RuleAlert,
+        cost: float,
+        excess_usd: float = 0.0,
+        hot: bool = False,
+    ) -> bool:
+        """Count a judgement of an open alert that did not fire; True when the
+        alert resolves now. Its cost and excess (USD) still count; ``hot``, a
+        judgement still near the threshold, starts the calm count again."""
+        alert.cost += cost
+        alert.excess += excess_usd
+        if hot:
+            alert.calm = 0
+            return False
         alert.calm += 1
         if alert.calm < self.config.resolve_windows:
             return False
@@ -846,7 +801,7 @@ class Rules:
         out: list[Transition],
     ) -> None:
         alert.seq += 1
-        day, month = self._projection(s, at)
+        day, month = _project(s, s.recent, at)
         evidence.update(
             source="invocations",
             rate_usd_per_hour=round(s.recent, 6),
@@ -855,21 +810,8 @@ class Rules:
             cost_so_far_usd=round(alert.cost, 6),
             excess_so_far_usd=round(alert.excess, 6),
         )
-        out.append(
-            Transition(
-                event,
-                alert.fingerprint,
-                alert.kind,
-                alert.severity,
-                context,
-                alert.starts_at,
-                at,
-                alert.seq,
-                alert.cost,
-                _summary(context, alert.kind, evidence),
-                evidence,
-            )
-        )
+        summary = _summary(context, alert.kind, evidence)
+        out.append(transition_of(alert, event, context, at, summary, evidence))
         logger.info(
             "rule alert %s kind=%s function=%s severity=%s",
             event,
@@ -877,6 +819,48 @@ class Rules:
             context.function,
             alert.severity,
         )
+
+
+class _Period(Protocol):
+    """Spend of the current UTC day and month, of a context or an account."""
+
+    day_cost: float
+    day_end: float
+    month_cost: float
+    month_end: float
+    month_start: float
+
+
+def _add_spend(period: _Period, start: float, cost: float) -> None:
+    """Add the cost of a window starting at ``start`` to its day and month.
+
+    A window past the end of the day starts a new one, and a new month when
+    it is past that too (a month ends on a day's end).
+    """
+    if start >= period.day_end:
+        period.day_end = start - start % _DAY_S + _DAY_S
+        period.day_cost = 0.0
+        if start >= period.month_end:
+            period.month_start, period.month_end = month_bounds(start)
+            period.month_cost = 0.0
+    period.day_cost += cost
+    period.month_cost += cost
+
+
+def _project(period: _Period, rate: float, now: float) -> tuple[float, float]:
+    """Spend of the day and of the month if ``rate`` USD/h holds from ``now``."""
+    # Limitation: spend so far is only what was seen since tracking began.
+    day = period.day_cost + rate * max(0.0, period.day_end - now) / 3600.0
+    month = period.month_cost + rate * max(0.0, period.month_end - now) / 3600.0
+    return day, month
+
+
+def _budget_evidence(daily: float, monthly: float) -> dict[str, object]:
+    """The budgets of an evidence record, None for no budget."""
+    return {
+        "budget_usd_per_day": None if daily == math.inf else round(daily, 2),
+        "budget_usd_per_month": None if monthly == math.inf else round(monthly, 2),
+    }
 
 
 def _by_scope(budgets: Sequence[tuple[str, float]], parts: int) -> dict[Any, float]:

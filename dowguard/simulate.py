@@ -1136,26 +1136,18 @@ def _root_span(call: _Call) -> dict[str, Any]:
         _attr("faas.coldstart", call.cold),
     ]
     links: list[dict[str, Any]] = []
-    if trigger.kind == "sqs":
+    if trigger.kind in ("sqs", "sns"):
         name, kind = f"{trigger.queue} process", SPAN_CONSUMER
+        system = "aws_sqs" if trigger.kind == "sqs" else "aws_sns"
         attrs += [
             _attr("faas.trigger", "pubsub"),
-            _attr("messaging.system", "aws_sqs"),
+            _attr("messaging.system", system),
             _attr("messaging.operation.type", "process"),
             _attr("messaging.destination.name", trigger.queue),
         ]
         if trigger.parent_span:
-            # The message's AWSTraceHeader becomes a link to the sender's span.
-            links.append({"traceId": call.trace_id, "spanId": trigger.parent_span})
-    elif trigger.kind == "sns":
-        name, kind = f"{trigger.queue} process", SPAN_CONSUMER
-        attrs += [
-            _attr("faas.trigger", "pubsub"),
-            _attr("messaging.system", "aws_sns"),
-            _attr("messaging.operation.type", "process"),
-            _attr("messaging.destination.name", trigger.queue),
-        ]
-        if trigger.parent_span:
+            # The message's trace header (AWSTraceHeader on SQS) becomes a
+            # link to the sender's span.
             links.append({"traceId": call.trace_id, "spanId": trigger.parent_span})
     elif trigger.kind == "s3" and trigger.queue:
         # What an S3 notification tells the function: bucket, key, event.
@@ -1195,95 +1187,84 @@ def _root_span(call: _Call) -> dict[str, Any]:
     return span
 
 
-def _send_span(call: _Call, queue: str, span_id: str, at: float) -> dict[str, Any]:
-    """A PRODUCER span for one SQS SendMessage, child of the invocation span."""
+def _sdk_span(
+    call: _Call,
+    span_id: str,
+    name: str,
+    kind: int,
+    at: float,
+    seconds: float,
+    attributes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A span of one AWS SDK call lasting ``seconds``, child of the invocation."""
     return {
         "traceId": call.trace_id,
         "spanId": span_id,
         "parentSpanId": call.span_id,
-        "name": f"{queue} send",
-        "kind": SPAN_PRODUCER,
+        "name": name,
+        "kind": kind,
         "startTimeUnixNano": _nanos(at),
-        "endTimeUnixNano": _nanos(at + 0.012),
-        "attributes": [
-            _attr("messaging.system", "aws_sqs"),
-            _attr("messaging.operation.type", "send"),
-            _attr("messaging.destination.name", queue),
-            _attr("rpc.system", "aws-api"),
-            _attr("rpc.service", "SQS"),
-            _attr("rpc.method", "SendMessage"),
-        ],
+        "endTimeUnixNano": _nanos(at + seconds),
+        "attributes": attributes,
         "status": {},
     }
+
+
+def _rpc(service: str, method: str) -> list[dict[str, Any]]:
+    return [
+        _attr("rpc.system", "aws-api"),
+        _attr("rpc.service", service),
+        _attr("rpc.method", method),
+    ]
+
+
+def _send_span(call: _Call, queue: str, span_id: str, at: float) -> dict[str, Any]:
+    """A PRODUCER span for one SQS SendMessage, child of the invocation span."""
+    attributes = [
+        _attr("messaging.system", "aws_sqs"),
+        _attr("messaging.operation.type", "send"),
+        _attr("messaging.destination.name", queue),
+        *_rpc("SQS", "SendMessage"),
+    ]
+    name = f"{queue} send"
+    return _sdk_span(call, span_id, name, SPAN_PRODUCER, at, 0.012, attributes)
 
 
 def _publish_span(call: _Call, topic: str, span_id: str, at: float) -> dict[str, Any]:
     """A PRODUCER span for one SNS Publish, child of the invocation span."""
-    return {
-        "traceId": call.trace_id,
-        "spanId": span_id,
-        "parentSpanId": call.span_id,
-        "name": f"{topic} publish",
-        "kind": SPAN_PRODUCER,
-        "startTimeUnixNano": _nanos(at),
-        "endTimeUnixNano": _nanos(at + 0.02),
-        "attributes": [
-            _attr("messaging.system", "aws_sns"),
-            _attr("messaging.operation.type", "publish"),
-            _attr("messaging.destination.name", topic),
-            _attr("rpc.system", "aws-api"),
-            _attr("rpc.service", "SNS"),
-            _attr("rpc.method", "Publish"),
-        ],
-        "status": {},
-    }
+    attributes = [
+        _attr("messaging.system", "aws_sns"),
+        _attr("messaging.operation.type", "publish"),
+        _attr("messaging.destination.name", topic),
+        *_rpc("SNS", "Publish"),
+    ]
+    name = f"{topic} publish"
+    return _sdk_span(call, span_id, name, SPAN_PRODUCER, at, 0.02, attributes)
 
 
 def _put_span(
     call: _Call, bucket: str, key: str, span_id: str, at: float
 ) -> dict[str, Any]:
     """A CLIENT span for one S3 PutObject, child of the invocation span."""
-    return {
-        "traceId": call.trace_id,
-        "spanId": span_id,
-        "parentSpanId": call.span_id,
-        "name": "S3.PutObject",
-        "kind": SPAN_CLIENT,
-        "startTimeUnixNano": _nanos(at),
-        "endTimeUnixNano": _nanos(at + 0.045),
-        "attributes": [
-            _attr("rpc.system", "aws-api"),
-            _attr("rpc.service", "S3"),
-            _attr("rpc.method", "PutObject"),
-            _attr("aws.s3.bucket", bucket),
-            _attr("aws.s3.key", key),
-        ],
-        "status": {},
-    }
+    attributes = [
+        *_rpc("S3", "PutObject"),
+        _attr("aws.s3.bucket", bucket),
+        _attr("aws.s3.key", key),
+    ]
+    return _sdk_span(call, span_id, "S3.PutObject", SPAN_CLIENT, at, 0.045, attributes)
 
 
 def _invoke_span(
     call: _Call, callee: FunctionSpec, span_id: str, at: float
 ) -> dict[str, Any]:
     """A CLIENT span for a direct Lambda Invoke of another function."""
-    return {
-        "traceId": call.trace_id,
-        "spanId": span_id,
-        "parentSpanId": call.span_id,
-        "name": "Lambda.Invoke",
-        "kind": SPAN_CLIENT,
-        "startTimeUnixNano": _nanos(at),
-        "endTimeUnixNano": _nanos(at + 0.03),
-        "attributes": [
-            _attr("rpc.system", "aws-api"),
-            _attr("rpc.service", "Lambda"),
-            _attr("rpc.method", "Invoke"),
-            _attr("faas.invoked_name", callee.name),
-            _attr("faas.invoked_provider", "aws"),
-            _attr("faas.invoked_region", callee.region),
-        ],
-        "status": {},
-    }
+    attributes = [
+        *_rpc("Lambda", "Invoke"),
+        _attr("faas.invoked_name", callee.name),
+        _attr("faas.invoked_provider", "aws"),
+        _attr("faas.invoked_region", callee.region),
+    ]
+    return _sdk_span(call, span_id, "Lambda.Invoke", SPAN_CLIENT, at, 0.03, attributes)
 
 
 # --- output formats --------------------------------------------------------

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from ingest.events import Context
+from tests.processes import stop_process
 
 REGION = "us-east-1"
 #: moto's default account, so contexts built with it match moto's functions.
@@ -84,12 +85,7 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture

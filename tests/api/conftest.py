@@ -26,6 +26,7 @@ from api.store import SqlStore
 from api.tables import Base
 from dowguard.config import Settings
 from tests.conftest import unavailable
+from tests.processes import stop_process
 
 with warnings.catch_warnings():
     # Starlette's test client now prefers the httpx2 package and warns when
@@ -247,12 +248,7 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
         _wait_ready(url, proc, work / "alertmanager.log")
         yield Alertmanager(url, webhook)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
         webhook.close()
 

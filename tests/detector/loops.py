@@ -190,6 +190,20 @@ def _http_write(
 
 
 CLICKS_ARN = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/clicks"
+#: The "jobs" queue as a sender names it, and its messages as a consumer sees them.
+JOBS_QUEUE: dict[str, object] = {
+    "aws.sqs.queue_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/jobs",
+    "messaging.system": "aws_sqs",
+}
+JOBS_MESSAGE: dict[str, object] = {
+    "messaging.system": "aws_sqs",
+    "messaging.destination.name": "jobs",
+}
+#: Records of the "clicks" stream as a consumer sees them.
+_CLICKS_RECORD: dict[str, object] = {
+    "messaging.system": "aws_kinesis",
+    "messaging.destination.name": CLICKS_ARN,
+}
 
 TRIGGERS: dict[str, Trigger] = {
     "s3": Trigger(
@@ -198,17 +212,10 @@ TRIGGERS: dict[str, Trigger] = {
         linked=False,
     ),
     "sqs": Trigger(
-        _write_only(
-            "SQS",
-            "SendMessage",
-            {
-                "aws.sqs.queue_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/jobs",
-                "messaging.system": "aws_sqs",
-            },
-        ),
+        _write_only("SQS", "SendMessage", JOBS_QUEUE),
         _linked_invoke(
             "pubsub",
-            {"messaging.system": "aws_sqs", "messaging.destination.name": "jobs"},
+            JOBS_MESSAGE,
             by_link=True,
             kind=CONSUMER,
             name="jobs process",
@@ -216,17 +223,10 @@ TRIGGERS: dict[str, Trigger] = {
         linked=True,
     ),
     "sqs_broken": Trigger(
-        _write_only(
-            "SQS",
-            "SendMessage",
-            {
-                "aws.sqs.queue_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/jobs",
-                "messaging.system": "aws_sqs",
-            },
-        ),
+        _write_only("SQS", "SendMessage", JOBS_QUEUE),
         _broken_invoke(
             "pubsub",
-            {"messaging.system": "aws_sqs", "messaging.destination.name": "jobs"},
+            JOBS_MESSAGE,
             kind=CONSUMER,
             name="jobs process",
         ),
@@ -248,10 +248,7 @@ TRIGGERS: dict[str, Trigger] = {
         _write_only("Kinesis", "PutRecord", {"aws.kinesis.stream_name": "clicks"}),
         _linked_invoke(
             "pubsub",
-            {
-                "messaging.system": "aws_kinesis",
-                "messaging.destination.name": CLICKS_ARN,
-            },
+            _CLICKS_RECORD,
             by_link=True,
             kind=CONSUMER,
             name="clicks process",
@@ -262,10 +259,7 @@ TRIGGERS: dict[str, Trigger] = {
         _write_only("Kinesis", "PutRecords", {"aws.kinesis.stream_name": "clicks"}),
         _broken_invoke(
             "pubsub",
-            {
-                "messaging.system": "aws_kinesis",
-                "messaging.destination.name": CLICKS_ARN,
-            },
+            _CLICKS_RECORD,
             kind=CONSUMER,
             name="clicks process",
         ),

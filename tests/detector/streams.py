@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+from detector.alerts import Transition
+from detector.engine import Engine
 from ingest.events import (
     SPAN_KIND_CONSUMER,
     SPAN_KIND_PRODUCER,
     Context,
+    Event,
     Invocation,
     Span,
 )
@@ -24,6 +27,30 @@ def flat_cost(inv: Invocation) -> float:
 
 def no_span_cost(span: Span) -> float:
     return 0.0
+
+
+def feed(
+    engine: Engine, events: Iterable[Event], flush: bool = True
+) -> list[Transition]:
+    """Feed events in the order given on one partition; the transitions.
+
+    The evidence the engine passes on is routed back to it, as the daemon
+    does when there is a single partition.
+    """
+    out: list[Transition] = []
+    for event in events:
+        engine.process(event, 0)
+        out.extend(_settle(engine))
+    if flush:
+        engine.flush()
+        out.extend(_settle(engine))
+    return out
+
+
+def _settle(engine: Engine) -> list[Transition]:
+    for evidence in engine.take_evidence():
+        engine.process_evidence(evidence, 0)
+    return engine.take_transitions()
 
 
 def steady(

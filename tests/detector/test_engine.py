@@ -9,7 +9,15 @@ import pytest
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER, DetectorConfig, Engine
 from ingest.events import Context, Event, Invocation, Span
-from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, sqs_loop, steady
+from tests.detector.streams import (
+    CTX,
+    T0,
+    feed,
+    flat_cost,
+    no_span_cost,
+    sqs_loop,
+    steady,
+)
 
 WARM_S = 900.0  # fifteen minutes of baseline before anything happens
 
@@ -21,18 +29,7 @@ def make_engine(**overrides: float) -> Engine:
 
 def run(engine: Engine, events: list[Event], flush: bool = True) -> list[Transition]:
     """Feed events in time order on one partition, routing evidence back."""
-    out: list[Transition] = []
-    for event in sorted(events, key=lambda e: e.time):
-        engine.process(event, 0)
-        for evidence in engine.take_evidence():
-            engine.process_evidence(evidence, 0)
-        out.extend(engine.take_transitions())
-    if flush:
-        engine.flush()
-        for evidence in engine.take_evidence():
-            engine.process_evidence(evidence, 0)
-        out.extend(engine.take_transitions())
-    return out
+    return feed(engine, sorted(events, key=lambda e: e.time), flush)
 
 
 def spike_stream(factor: float, spike_s: float = 120.0) -> list[Event]:

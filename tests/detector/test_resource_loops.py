@@ -18,7 +18,7 @@ from detector.resources import (
     resource_name,
 )
 from ingest.events import Span
-from tests.detector.loops import TRIGGERS, loop
+from tests.detector.loops import JOBS_MESSAGE, JOBS_QUEUE, TRIGGERS, loop
 from tests.detector.otlp_builder import (
     CONSUMER,
     PRODUCER,
@@ -29,26 +29,25 @@ from tests.detector.otlp_builder import (
     sdk_call,
     trace_id,
 )
-from tests.detector.streams import flat_cost, no_span_cost
+from tests.detector.streams import feed, flat_cost, no_span_cost
 
 
 def make_engine(span_cost: object = no_span_cost) -> Engine:
     return Engine(DetectorConfig(), invocation_cost=flat_cost, span_cost=span_cost)  # type: ignore[arg-type]
 
 
-def run(engine: Engine, spans: list[Span], flush: bool = True) -> list[Transition]:
-    out: list[Transition] = []
-    for span in spans:
-        engine.process(span, 0)
-        for evidence in engine.take_evidence():
-            engine.process_evidence(evidence, 0)
-        out.extend(engine.take_transitions())
-    if flush:
-        engine.flush()
-        for evidence in engine.take_evidence():
-            engine.process_evidence(evidence, 0)
-        out.extend(engine.take_transitions())
-    return out
+def bucket_export(
+    function: str,
+    at: float,
+    trigger: dict[str, object],
+    operation: str,
+    call_at: float,
+    call: dict[str, object],
+) -> dict[str, object]:
+    """An invocation triggered by a bucket event, with one S3 call, exported."""
+    inv = invocation(function, trace_id(), at, "datasource", trigger)
+    put = sdk_call(inv["traceId"], inv["spanId"], "S3", operation, call_at, call)
+    return lambda_export(function, [inv, put])
 
 
 def opened(transitions: list[Transition]) -> list[Transition]:
@@ -61,7 +60,7 @@ def opened(transitions: list[Transition]) -> list[Transition]:
 def test_s3_loop_with_broken_traces_alerts_at_the_third_reentry() -> None:
     spans = parse(loop("s3", generations=4))
     assert len({s.trace_id for s in spans}) == 4  # no trace carries over
-    transitions = run(make_engine(), spans, flush=False)
+    transitions = feed(make_engine(), spans, flush=False)
     (alert,) = opened(transitions)
     assert alert.kind == RECURSIVE_TRIGGER
     assert alert.context.function == "worker"
@@ -81,18 +80,18 @@ def test_s3_loop_in_export_order_is_followed() -> None:
     # Tracers export an invocation's spans when it ends, children first.
     spans = parse(loop("s3", generations=5))
     by_export = sorted(spans, key=lambda s: (s.end, -s.time))
-    transitions = run(make_engine(), by_export)
+    transitions = feed(make_engine(), by_export)
     (alert,) = opened(transitions)
     assert alert.evidence["method"] == "resource"
     assert alert.evidence["hops"] >= 3
 
 
 def test_s3_loop_two_reentries_do_not_alert() -> None:
-    assert run(make_engine(), parse(loop("s3", generations=3))) == []
+    assert feed(make_engine(), parse(loop("s3", generations=3))) == []
 
 
 def test_long_s3_loop_turns_critical_and_resolves_when_it_stops() -> None:
-    transitions = run(make_engine(), parse(loop("s3", generations=10)))
+    transitions = feed(make_engine(), parse(loop("s3", generations=10)))
     kinds = [(t.event, t.severity) for t in transitions]
     assert kinds[0] == (OPENED, WARNING)
     assert ("updated", CRITICAL) in kinds
@@ -125,47 +124,33 @@ def test_write_to_a_bucket_that_triggers_another_function_does_not_alert() -> No
             {"aws.s3.bucket": "photos"},
         )
         exports.append(lambda_export("uploader", [upload, put]))
-        resized = invocation(
-            "resizer",
-            trace_id(),
-            at + 1.0,
-            "datasource",
-            {"faas.document.collection": "photos"},
-        )
         # The resizer writes too, to another bucket: no cycle either way.
-        out = sdk_call(
-            resized["traceId"],
-            resized["spanId"],
-            "S3",
+        resized = bucket_export(
+            "resizer",
+            at + 1.0,
+            {"faas.document.collection": "photos"},
             "PutObject",
             at + 1.1,
             {"aws.s3.bucket": "thumbnails"},
         )
-        exports.append(lambda_export("resizer", [resized, out]))
-    assert run(make_engine(), parse(exports)) == []
+        exports.append(resized)
+    assert feed(make_engine(), parse(exports)) == []
 
 
 def test_java_sdk_attribute_names_name_the_resource_too() -> None:
     exports = []
     for i in range(4):
         at = T0 + i * 1.5
-        inv = invocation(
+        put = bucket_export(
             "worker",
-            trace_id(),
             at,
-            "datasource",
             {"faas.document.collection": "photos"},
-        )
-        put = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
             "PutObject",
             at + 0.1,
             {"aws.bucket.name": "photos", "aws.agent": "java-aws-sdk"},
         )
-        exports.append(lambda_export("worker", [inv, put]))
-    (alert,) = opened(run(make_engine(), parse(exports)))
+        exports.append(put)
+    (alert,) = opened(feed(make_engine(), parse(exports)))
     assert alert.evidence["resources"] == ["photos"]
 
 
@@ -185,54 +170,40 @@ def _keyed_bucket(
         at = T0 + i * 1.5
         if not loops:
             key = f"uploads/{i}.jpg"
-        inv = invocation(
-            "worker",
-            trace_id(),
-            at,
-            "datasource",
-            {"faas.document.collection": "photos", "faas.document.name": key},
-        )
         written = f"{writes_key}/{key}"
-        put = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
+        put = bucket_export(
+            "worker",
+            at,
+            {"faas.document.collection": "photos", "faas.document.name": key},
             "PutObject",
             at + 0.1,
             {"aws.s3.bucket": "photos", "aws.s3.key": written},
         )
-        exports.append(lambda_export("worker", [inv, put]))
+        exports.append(put)
         key = written
     return exports
 
 
 def test_object_keys_tell_a_loop_from_writes_the_trigger_filters_out() -> None:
-    looped = opened(run(make_engine(), parse(_keyed_bucket(4, "thumb", True))))
+    looped = opened(feed(make_engine(), parse(_keyed_bucket(4, "thumb", True))))
     assert [t.evidence["hops"] for t in looped] == [3]
-    assert run(make_engine(), parse(_keyed_bucket(30, "thumbs", False))) == []
+    assert feed(make_engine(), parse(_keyed_bucket(30, "thumbs", False))) == []
 
 
 def test_reads_of_the_triggering_bucket_are_no_writes() -> None:
     exports = []
     for i in range(10):
         at = T0 + i * 1.5
-        inv = invocation(
+        get = bucket_export(
             "worker",
-            trace_id(),
             at,
-            "datasource",
             {"faas.document.collection": "photos"},
-        )
-        get = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
             "GetObject",
             at + 0.1,
             {"aws.s3.bucket": "photos"},
         )
-        exports.append(lambda_export("worker", [inv, get]))
-    assert run(make_engine(), parse(exports)) == []
+        exports.append(get)
+    assert feed(make_engine(), parse(exports)) == []
 
 
 def test_two_functions_through_two_buckets_are_a_loop() -> None:
@@ -244,23 +215,16 @@ def test_two_functions_through_two_buckets_are_a_loop() -> None:
             function, writes, trigger = "f", "bucket-a", "bucket-b"
         else:
             function, writes, trigger = "g", "bucket-b", "bucket-a"
-        inv = invocation(
+        put = bucket_export(
             function,
-            trace_id(),
             at,
-            "datasource",
             {"faas.document.collection": trigger},
-        )
-        put = sdk_call(
-            inv["traceId"],
-            inv["spanId"],
-            "S3",
             "CopyObject",
             at + 0.2,
             {"aws.s3.bucket": writes},
         )
-        exports.append(lambda_export(function, [inv, put]))
-    transitions = run(make_engine(), parse(exports))
+        exports.append(put)
+    transitions = feed(make_engine(), parse(exports))
     alerts = {t.context.function: t for t in opened(transitions)}
     assert set(alerts) == {"f", "g"}
     assert alerts["f"].evidence["method"] == "resource"
@@ -271,20 +235,20 @@ def test_two_functions_through_two_buckets_are_a_loop() -> None:
 
 
 def test_fan_out_two_loop_is_critical_at_three_reentries() -> None:
-    transitions = run(make_engine(), parse(loop("sqs", generations=4, fan_out=2)))
+    transitions = feed(make_engine(), parse(loop("sqs", generations=4, fan_out=2)))
     (alert,) = opened(transitions)
     assert alert.evidence["hops"] == 3
     assert alert.severity == CRITICAL
     assert alert.evidence["fan_out"] == 2
     assert alert.evidence["growth"] == pytest.approx(2.0)
-    straight = opened(run(make_engine(), parse(loop("sqs", generations=4))))
+    straight = opened(feed(make_engine(), parse(loop("sqs", generations=4))))
     assert straight[0].severity == WARNING
     assert straight[0].evidence["fan_out"] == 1
     assert straight[0].evidence["growth"] == 1.0
 
 
 def test_fan_out_through_a_broken_trace_is_counted_too() -> None:
-    transitions = run(make_engine(), parse(loop("s3", generations=4, fan_out=2)))
+    transitions = feed(make_engine(), parse(loop("s3", generations=4, fan_out=2)))
     (alert,) = opened(transitions)
     assert alert.severity == CRITICAL
     assert alert.evidence["method"] == "resource"
@@ -346,7 +310,7 @@ def test_mutual_recursion_through_sns_and_eventbridge() -> None:
             )
             exports.append(lambda_export("b", [inv, send]))
         parent = send["spanId"]
-    transitions = run(make_engine(), parse(exports))
+    transitions = feed(make_engine(), parse(exports))
     alerts = {t.context.function: t for t in opened(transitions)}
     assert set(alerts) == {"a", "b"}
     assert alerts["a"].evidence["hops"] == 3
@@ -361,18 +325,18 @@ def test_mutual_recursion_through_sns_and_eventbridge() -> None:
 @pytest.mark.parametrize("kind", sorted(TRIGGERS))
 def test_each_trigger_kind_is_followed(kind: str) -> None:
     spans = parse(loop(kind, generations=4))
-    transitions = run(make_engine(), spans)
+    transitions = feed(make_engine(), spans)
     (alert,) = opened(transitions)
     assert alert.context.function == "worker"
     assert alert.evidence["hops"] == 3
     method = "trace" if TRIGGERS[kind].linked else "resource"
     assert alert.evidence["method"] == method
-    assert run(make_engine(), parse(loop(kind, generations=3))) == []
+    assert feed(make_engine(), parse(loop(kind, generations=3))) == []
 
 
 def test_a_gateway_in_front_of_a_function_is_not_counted_as_one() -> None:
     spans = parse(loop("http_api_gateway", generations=6))
-    transitions = run(make_engine(), spans)
+    transitions = feed(make_engine(), spans)
     assert {t.context.function for t in transitions} == {"worker"}
 
 
@@ -384,7 +348,7 @@ def test_chain_cost_and_projection_by_hand() -> None:
     def span_cost(span: Span) -> float:
         return (span.end - span.time) * 1.0 if span.invocation_id else 0.0
 
-    transitions = run(make_engine(span_cost), parse(loop("sqs", generations=4)))
+    transitions = feed(make_engine(span_cost), parse(loop("sqs", generations=4)))
     (alert,) = opened(transitions)
     assert alert.cost_usd == pytest.approx(4 * 0.3)
     assert alert.evidence["cost_so_far_usd"] == pytest.approx(1.2)
@@ -399,7 +363,7 @@ def test_chain_cost_counts_every_branch_of_a_fan_out() -> None:
         return 0.01 if span.invocation_id else 0.0
 
     spans = parse(loop("sqs", generations=4, fan_out=2))
-    transitions = run(make_engine(span_cost), spans)
+    transitions = feed(make_engine(span_cost), spans)
     (alert,) = opened(transitions)
     # 1 + 2 + 4 invocations, then the first of the fourth generation.
     assert alert.cost_usd == pytest.approx(0.08)
@@ -430,7 +394,6 @@ def _retry_exports(
     Linked: the messages come from a traced producer and every message's
     trace header becomes a link. Not linked: no trace crosses the queue.
     """
-    queue_url = "https://sqs.us-east-1.amazonaws.com/111122223333/jobs"
     exports: list[dict[str, object]] = []
     for m in range(messages):
         cause: tuple[str, str] | None = None
@@ -444,7 +407,7 @@ def _retry_exports(
                 "SQS",
                 "SendMessage",
                 at + 0.05,
-                {"aws.sqs.queue_url": queue_url, "messaging.system": "aws_sqs"},
+                JOBS_QUEUE,
             )
             exports.append(lambda_export("api", [api, send]))
             cause = (tid, send["spanId"])
@@ -457,7 +420,7 @@ def _retry_exports(
                 tid,
                 at,
                 "pubsub",
-                {"messaging.system": "aws_sqs", "messaging.destination.name": "jobs"},
+                JOBS_MESSAGE,
                 links=links,
                 kind=CONSUMER,
                 name="jobs process",
@@ -470,7 +433,7 @@ def _retry_exports(
                     "SQS",
                     "SendMessage",
                     at + 0.1,
-                    {"aws.sqs.queue_url": queue_url, "messaging.system": "aws_sqs"},
+                    JOBS_QUEUE,
                 )
                 own.append(send)
                 cause = (tid, send["spanId"])
@@ -481,12 +444,12 @@ def _retry_exports(
 @pytest.mark.parametrize("linked", [True, False])
 def test_bounded_retry_below_the_threshold_does_not_alert(linked: bool) -> None:
     spans = parse(_retry_exports(messages=200, retries=2, linked=linked))
-    assert run(make_engine(), spans) == []
+    assert feed(make_engine(), spans) == []
 
 
 def test_bounded_retry_at_the_threshold_warns_but_never_turns_critical() -> None:
     spans = parse(_retry_exports(messages=20, retries=4, linked=True))
-    transitions = run(make_engine(), spans)
+    transitions = feed(make_engine(), spans)
     assert opened(transitions)
     assert {t.severity for t in transitions} == {WARNING}
     assert max(int(t.evidence["hops"]) for t in transitions) == 4  # type: ignore[call-overload]
@@ -573,14 +536,14 @@ def test_pending_writes_expire_after_the_trigger_latency() -> None:
 @pytest.mark.parametrize("cut", [0.25, 0.5, 0.8])
 def test_snapshot_and_restore_keep_the_resource_edges(cut: float) -> None:
     spans = parse(loop("s3", generations=9))
-    whole = run(make_engine(), spans)
+    whole = feed(make_engine(), spans)
     split = int(len(spans) * cut)
     first = make_engine()
-    head = run(first, spans[:split], flush=False)
+    head = feed(first, spans[:split], flush=False)
     second = make_engine()
     second.restore(0, first.snapshot(0))
     assert second._parts[0].traces.resources.tracked_resources == 1
-    tail = run(second, spans[split:])
+    tail = feed(second, spans[split:])
     assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
     assert any(t.evidence.get("method") == "resource" for t in whole)
 
