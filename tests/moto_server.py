@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from ingest.events import Context
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 
 REGION = "us-east-1"
 #: moto's default account, so contexts built with it match moto's functions.
@@ -41,13 +40,6 @@ def context(function: str, account: str = ACCOUNT) -> Context:
     return Context("aws", account, REGION, function)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _moto_command(port: int) -> list[str]:
     script = Path(sys.executable).with_name("moto_server")
     if script.exists():
@@ -61,7 +53,7 @@ def _moto_command(port: int) -> list[str]:
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a moto server started for this session."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -26,7 +25,7 @@ from api.store import SqlStore
 from api.tables import Base
 from dowguard.config import Settings
 from tests.conftest import unavailable
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 
 with warnings.catch_warnings():
     # Starlette's test client now prefers the httpx2 package and warns when
@@ -195,13 +194,6 @@ class Alertmanager:
     webhook: WebhookReceiver
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
 
 
@@ -230,7 +222,7 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
         f"      - url: {webhook.url}\n"
         "        send_resolved: true\n"
     )
-    port = _free_port()
+    port = free_port()
     log = open(work / "alertmanager.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [

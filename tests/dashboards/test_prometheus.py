@@ -7,7 +7,6 @@ by detector.metrics with recorded values; the tests ask its query API.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from detector.alerts import FunctionStatus, Transition
 from detector.metrics import DowMetrics, start_metrics_server
 from ingest.events import Context
 from tests.dashboards.helpers import wait_for
+from tests.processes import free_port
 
 pytestmark = pytest.mark.prometheus
 
@@ -72,15 +72,6 @@ def _record(metrics: DowMetrics) -> None:
     metrics.record_enforcement("dry-run", "throttle", "done")
 
 
-def _free_port() -> int:
-    # Prometheus needs a port number before it starts; the tiny window in
-    # which another process could take it is acceptable for a test.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     if not Path(PROMETHEUS).exists():
@@ -97,7 +88,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         "scrape_configs:\n  - job_name: dowguard\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{server.server_port}']\n"
     )
-    port = _free_port()
+    port = free_port()
     log = (workdir / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [

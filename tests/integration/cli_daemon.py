@@ -17,10 +17,27 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from ingest.events import Event
+from ingest.kafka_io import make_producer, publish_events
 from tests.conftest import ROOT
 
 #: The roles of the topics a daemon reads and writes.
 ROLES = ("invocations", "billing", "traces", "evidence", "deadletter")
+
+
+def stream_topics(topics: Mapping[str, str]) -> dict[str, str]:
+    """The input topics of a test's topic set, by role."""
+    return {role: topics[role] for role in ("invocations", "billing", "traces")}
+
+
+def publish(bootstrap: str, topics: Mapping[str, str], events: Sequence[Event]) -> None:
+    """Send ``events`` to the daemon's input topics, each to its stream's."""
+    producer = make_producer(bootstrap)
+    try:
+        sent = publish_events(producer, list(events), stream_topics(topics))
+        assert sent == len(events)
+    finally:
+        producer.close()
 
 
 def topic_env(topics: Mapping[str, str]) -> dict[str, str]:

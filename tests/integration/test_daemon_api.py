@@ -6,7 +6,6 @@ the daemon stores, read through the same store while the daemon runs.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from pathlib import Path
 
@@ -16,22 +15,21 @@ import pytest
 from api.security import create_key
 from api.store import SqlStore
 from ingest.events import Context
-from ingest.kafka_io import make_producer, publish_events
 from tests.conftest import TopicFactory
 from tests.detector.streams import T0, sqs_loop
-from tests.integration.cli_daemon import ROLES, DaemonProcess, topic_env, wait_for
+from tests.integration.cli_daemon import (
+    ROLES,
+    DaemonProcess,
+    publish,
+    topic_env,
+    wait_for,
+)
 from tests.moto_server import CREDENTIALS
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str, key: str | None = None) -> httpx.Response | None:
@@ -49,18 +47,14 @@ def test_the_daemon_serves_its_alerts_and_readiness(
     topics = unique_topics(*ROLES, partitions=PARTITIONS)
     ctx = ("aws", "111122223333", "us-east-1", f"loop-{uuid.uuid4().hex[:8]}")
     spans = sqs_loop(Context(*ctx), hops=8, start=T0, queue="q")
-    producer = make_producer(kafka_bootstrap)
-    try:
-        publish_events(producer, spans, {"traces": topics["traces"]})
-    finally:
-        producer.close()
+    publish(kafka_bootstrap, topics, spans)
 
     database_url = f"sqlite:///{tmp_path}/dowguard.db"
     store = SqlStore(database_url)
     store.ensure_schema()
     key = create_key(store, "viewer", "daemon-api-test")
     store.close()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **CREDENTIALS,

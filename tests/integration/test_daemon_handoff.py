@@ -24,10 +24,9 @@ from detector.memory_sink import MemorySink
 from detector.metrics import DowMetrics
 from dowguard.config import Settings
 from ingest.events import Context, Invocation
-from ingest.kafka_io import make_producer, publish_events
 from tests.conftest import TopicFactory
 from tests.detector.streams import T0, sqs_loop
-from tests.integration.cli_daemon import ROLES, caught_up, wait_for
+from tests.integration.cli_daemon import ROLES, caught_up, publish, wait_for
 from tests.integration.daemon_child import FAST_GROUP
 
 pytestmark = pytest.mark.kafka
@@ -74,14 +73,6 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
     )
     loop = Context("aws", "111122223333", "us-east-1", "order-loop")
     busy = Context("aws", "111122223333", "us-east-1", "resize")
-    streams = {r: topics[r] for r in ("invocations", "billing", "traces")}
-
-    def publish(events: list[Any]) -> None:
-        producer = make_producer(kafka_bootstrap)
-        try:
-            publish_events(producer, events, streams)
-        finally:
-            producer.close()
 
     hook = HangingHook()
     log = MemoryActionLog()
@@ -99,14 +90,14 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
     thread.start()
     inputs = [topics[r] for r in ("invocations", "billing", "traces", "evidence")]
     try:
-        publish(sqs_loop(loop, hops=8, start=T0))
+        publish(kafka_bootstrap, topics, sqs_loop(loop, hops=8, start=T0))
         assert hook.entered.wait(HELD_S), "the loop never reached the hook"
         # The hook hangs; more traffic arrives and is all taken and committed.
         later = [
             Invocation(busy, T0 + 10 + i * 0.1, f"later-{i}", 20.0, 21.0, 128)
             for i in range(300)
         ]
-        publish(later)
+        publish(kafka_bootstrap, topics, later)
         wait_for(
             lambda: (
                 daemon.events_processed >= 18 + len(later)

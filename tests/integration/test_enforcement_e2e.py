@@ -22,7 +22,6 @@ from api.store import SqlActionLog, SqlStore
 from detector.alerts import CRITICAL
 from detector.enforcement.audit import RELEASE, SUCCEEDED, THROTTLE
 from dowguard.config import Settings
-from ingest.kafka_io import make_producer, publish_events
 from tests.api.conftest import Alertmanager
 from tests.conftest import TopicFactory
 from tests.detector.streams import T0, sqs_loop
@@ -30,6 +29,7 @@ from tests.integration.cli_daemon import (
     ROLES,
     DaemonProcess,
     caught_up,
+    publish,
     topic_env,
 )
 from tests.moto_server import CREDENTIALS, MotoAccount
@@ -117,11 +117,7 @@ def test_a_recursive_loop_is_throttled_in_moto_released_after_ttl_and_acted_on_o
 
     topics = unique_topics(*ROLES, partitions=PARTITIONS)
     spans = sqs_loop(ctx, hops=8, start=T0, queue=f"{function}-queue")
-    producer = make_producer(kafka_bootstrap)
-    try:
-        publish_events(producer, spans, {"traces": topics["traces"]})
-    finally:
-        producer.close()
+    publish(kafka_bootstrap, topics, spans)
 
     database_url = f"sqlite:///{tmp_path}/dowguard.db"
     store = SqlStore(database_url)

@@ -39,11 +39,10 @@ from ingest.kafka_io import (
     dead_letter_info,
     ensure_topics,
     make_producer,
-    publish_events,
 )
 from ingest.partitioning import partition_for
 from tests.conftest import ROOT, TopicFactory, run_script, unavailable
-from tests.integration.cli_daemon import wait_for
+from tests.integration.cli_daemon import publish, wait_for
 from tests.integration.daemon_child import (
     ALERT_PREFIX,
     BOOM_PREFIX,
@@ -100,10 +99,6 @@ def mixed(prefix: str) -> list[Event]:
     return events
 
 
-def stream_topics(topics: dict[str, str]) -> dict[str, str]:
-    return {role: topics[role] for role in ("invocations", "billing", "traces")}
-
-
 def settings_for(bootstrap: str, topics: dict[str, str], group: str) -> Settings:
     return Settings(
         kafka_bootstrap=bootstrap,
@@ -116,14 +111,6 @@ def settings_for(bootstrap: str, topics: dict[str, str], group: str) -> Settings
         partitions=PARTITIONS,
         commit_interval_s=0.3,
     )
-
-
-def publish(bootstrap: str, topics: dict[str, str], events: list[Event]) -> None:
-    producer = make_producer(bootstrap)
-    try:
-        assert publish_events(producer, events, stream_topics(topics)) == len(events)
-    finally:
-        producer.close()
 
 
 def publish_bad(bootstrap: str, topics: dict[str, str]) -> dict[Origin, bytes]:
