@@ -986,20 +986,44 @@ class Engine:
             self._reconcile_due(part, horizon)
 
     def _horizon(self, part: _Partition) -> float:
-        """Event time up to which the computed cost of a partition is complete."""
-        settle = self.config.sources.metric_settle_s
-        return max(part.watermark - self._lateness, part.sources.latest_metric - settle)
+        """Event time up to which the computed cost of a partition is complete.
+
+        Logs and metric streams come on different topics, which a daemon may
+        read at different paces: the cost is complete only up to the source
+        that is further behind, whichever of them the partition has seen.
+        """
+        logs = part.watermark - self._lateness
+        metrics = part.sources.latest_metric - self.config.sources.metric_settle_s
+        if part.watermark == -math.inf or part.sources.latest_metric == -math.inf:
+            return max(logs, metrics)
+        # Limitation: a partition whose logs stop holds its comparisons back.
+        return min(logs, metrics)
 
     def _reconcile_due(
         self, part: _Partition, horizon: float, force: bool = False
     ) -> None:
         horizon = max(horizon, self._horizon(part))
-        # Limitation: an idle partition holds account-wide comparisons back.
-        low = min(self._horizon(p) for p in self._parts.values())
+        low = self._account_horizon()
         for state, finding in self._reconciler.due(
             part.sources, part.contexts.get, horizon, self._account_cost, force, low
         ):
             self._apply(state, finding)
+
+    def _account_horizon(self) -> float:
+        """Event time up to which every partition's computed cost is complete.
+
+        Account-wide charges are compared with the contexts of all partitions,
+        so they wait until each partition has seen its logs up to the period's
+        end, whatever order a daemon reads its topics and partitions in.
+        """
+        parts = self._parts
+        if len(parts) < self.config.partitions:
+            # Limitation: partitions not held here (or idle) hold this back.
+            return -math.inf
+        return min(
+            self._horizon(p) if p.watermark > -math.inf else -math.inf
+            for p in parts.values()
+        )
 
     def _account_cost(
         self, account: tuple[str, str, str], start: float, end: float
