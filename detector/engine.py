@@ -34,6 +34,7 @@ from detector.baseline import PeerPool, RobustBaseline, SeasonalBaseline, memory
 from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
+from detector.rise import Rise, RiseFinding, RiseRun
 from detector.rules import (
     BILLED_MS,
     FAILED,
@@ -185,14 +186,14 @@ class DetectorConfig:
     duration_ratio: float = 1.5
     duration_z: float = 6.0
     duration_min_count: float = 20.0
-    duration_min_excess: float = 0.5
+    duration_min_excess: float = 0.05
     duration_timeout_ratio: float = 1.2
     timeout_min_count: float = 3.0
     error_ratio: float = 3.0
     error_min_share: float = 0.2
     error_min_count: float = 10.0
     error_z: float = 6.0
-    error_min_excess: float = 0.5
+    error_min_excess: float = 0.05
     ramp_recent_half_life_s: float = 600.0
     ramp_anchor_half_life_s: float = 6 * 3600.0
     ramp_anchor_warmup_s: float = 3600.0
@@ -203,6 +204,7 @@ class DetectorConfig:
     daily_budgets: tuple[tuple[str, float], ...] = ()
     monthly_budgets: tuple[tuple[str, float], ...] = ()
     rule_critical_margin: float = 2.0
+    rule_warmup: int = 20
     seasonal: bool = True
     peer_warmup: int = 30
     online_model: bool = True
@@ -211,6 +213,12 @@ class DetectorConfig:
     anomaly_ratio: float = 1.5
     anomaly_min_excess: float = 0.1
     model_learn_every: int = 4
+    rise_windows: int = 9
+    rise_ratio: float = 2.0
+    rise_z: float = 5.0
+    rise_trim: int = 4
+    rise_min_count: float = 20.0
+    rise_min_excess: float = 0.05
 
 
 @dataclass(slots=True)
@@ -259,6 +267,7 @@ class _Context:
     peers: PeerPool | None = None
     fresh_until: float = -math.inf
     anomaly: _Alert | None = None
+    rise: RiseRun | None = None
 
 
 @dataclass(slots=True)
@@ -314,6 +323,7 @@ class Engine:
         self._lateness = self.config.lateness_s
         self._per_hour = 3600.0 / self.config.window_s
         self._rules = Rules(self.config)
+        self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
         self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
         self._evidence: list[Evidence] = []
@@ -599,6 +609,8 @@ class Engine:
             self._judge_window(state, rate, cost, count, end, start)
             under_alert = state.spike is not None and state.spike.open
         self._scores = None
+        if self._rise is not None:
+            under_alert = self._judge_rise(state, start, end, rate, count, under_alert)
         if not under_alert:
             warm = baseline.is_warm
             baseline.learn_one(rate, start)
@@ -624,7 +636,8 @@ class Engine:
         keep = self._rules.judge(
             rules, state.context, acc, start, end, spike_open, self._transitions
         )
-        if keep and not under_alert:
+        rising = getattr(state, "rise", None) is not None
+        if (keep or rising) and not under_alert:
             self._schedule(part, state.context, end)
 
     def _new_period(
@@ -734,6 +747,10 @@ class Engine:
         spike = state.spike
         if spike is None or not spike.open:
             return
+        run = getattr(state, "rise", None)
+        if run is not None and run.alerting:
+            # The rise path judges the end of its alert on its own horizon.
+            return
         if rate < self.config.resolve_ratio * base + 1e-12 or (
             rate - base < self.config.spike_min_excess / 2
         ):
@@ -744,6 +761,93 @@ class Engine:
                 spike.open = False
         else:
             spike.calm = 0
+
+    def _judge_rise(
+        self,
+        state: _Context,
+        start: float,
+        end: float,
+        rate: float,
+        count: float,
+        under_alert: bool,
+    ) -> bool:
+        """The sustained-rise path of a closed window; whether a cost alert is
+        open after it (see detector.rise)."""
+        rise = self._rise
+        assert rise is not None
+        run = getattr(state, "rise", None)
+        baseline = state.baseline
+        if run is None:
+            recursion = state.recursion
+            if (
+                under_alert
+                or not baseline.is_warm
+                or (recursion is not None and recursion.open)
+                or not rise.candidate(rate, baseline.mean, count)
+            ):
+                # Only against the context's own history: a cold one meets
+                # its peers in the spike path, and a deploy is learnt. A loop
+                # already open explains the rise; a spike owns its own.
+                return under_alert
+            run = state.rise = rise.start(start)
+        elif under_alert and not run.alerting:
+            # The spike detector opened the alert first: it owns it.
+            state.rise = None
+            return under_alert
+        spike = state.spike
+        if run.alerting and (spike is None or not spike.open):
+            # Resolved through another source (a metric stream's minutes).
+            state.rise = None
+            return under_alert
+        mean, spread = baseline.expected(start)
+        level = baseline.mean
+        counts = state.counts
+        # The counts have no season of their own: the hour's profile scales them.
+        usual = counts.mean * (mean / level if level > 0 else 1.0)
+        rise.push(run, rate, mean, spread, count, usual, counts.deviation)
+        if run.alerting and spike is not None:
+            if not rise.calm(run):
+                return True
+            found = rise.measure(run)
+            self._emit(state, spike, RESOLVED, end, self._rise_evidence(state, found))
+            spike.open = False
+            state.rise = None
+            return False
+        usual_each = 0.0
+        if counts.mean > 0:
+            usual_each = level * self._window / 3600.0 / counts.mean
+        finding = rise.fires(run, usual_each)
+        if finding is None:
+            if rise.fading(run):
+                state.rise = None
+            return under_alert
+        self._open_rise(state, run, finding, end)
+        return True
+
+    def _open_rise(
+        self, state: _Context, run: RiseRun, found: RiseFinding, at: float
+    ) -> None:
+        """Open a cost alert from a sustained rise: a warning, whatever its
+        sources; a later window over the spike thresholds may escalate it."""
+        spike = state.spike
+        if spike is None:
+            spike = state.spike = _Alert(
+                COST_SPIKE, fingerprint(state.context, COST_SPIKE)
+            )
+        spike.calm = 0
+        spike.open = True
+        spike.severity = WARNING
+        spike.starts_at = at
+        spike.cost = found.cost_usd
+        spike.peak = spike.reported_peak = found.rate
+        run.alerting = True
+        self._emit(state, spike, OPENED, at, self._rise_evidence(state, found))
+
+    def _rise_evidence(self, state: _Context, found: RiseFinding) -> dict[str, object]:
+        evidence = self._spike_evidence(state, found.rate, state.closed_until)
+        evidence.update(found.evidence())
+        evidence["early"] = False
+        return evidence
 
     def _raise_spike(
         self,

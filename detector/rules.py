@@ -212,7 +212,7 @@ class Rules:
         self._window = window
         self._per_hour = 3600.0 / window
         self._alpha = _alpha(config.baseline_half_life)
-        self._warm = config.baseline_warmup
+        self._warm = config.rule_warmup
         self._recent_alpha = _alpha(config.ramp_recent_half_life_s / window)
         self._recent_warm = max(1, round(config.ramp_recent_half_life_s / window))
         self._anchor_alpha = _alpha(config.ramp_anchor_half_life_s / window)
