@@ -201,6 +201,9 @@ class DetectorConfig:
     ramp_sustain_s: float = 600.0
     ramp_min_excess: float = 0.5
     ramp_budget_factor: float = 3.0
+    ramp_warn_factor: float = 1.5
+    ramp_warn_z: float = 5.0
+    ramp_warn_min_excess: float = 0.05
     daily_budgets: tuple[tuple[str, float], ...] = ()
     monthly_budgets: tuple[tuple[str, float], ...] = ()
     rule_critical_margin: float = 2.0

@@ -215,6 +215,11 @@ class Rules:
         self._warm = config.rule_warmup
         self._recent_alpha = _alpha(config.ramp_recent_half_life_s / window)
         self._recent_warm = max(1, round(config.ramp_recent_half_life_s / window))
+        # The span of windows whose invocations the recent rate holds as
+        # many of as a plain sum would (the variance of an EWMA of weight a
+        # is a / (2 - a) of one observation's), in hours.
+        alpha = self._recent_alpha
+        self._recent_hours = (2.0 - alpha) / alpha * window / 3600.0
         self._anchor_alpha = _alpha(config.ramp_anchor_half_life_s / window)
         self._anchor_warm = max(1, round(config.ramp_anchor_warmup_s / window))
         self._sustain = max(1, round(config.ramp_sustain_s / _RAMP_EVERY_S))
@@ -563,17 +568,28 @@ class Rules:
             and ratio >= cfg.ramp_factor
             and excess >= cfg.ramp_min_excess
         )
+        # A smaller rise, in ratio or in dollars, is still worth a warning
+        # when its invocations are far more than chance against the anchor.
+        z = self._ramp_z(s) if anchored else 0.0
+        by_count = (
+            anchored
+            and not spike_open
+            and ratio >= cfg.ramp_warn_factor
+            and excess >= cfg.ramp_warn_min_excess
+            and z >= cfg.ramp_warn_z
+        )
         over_day = day > daily
         over_month = month > monthly
         # A ramp is a rise that lasts: a batch that runs for minutes each hour
         # lifts the recent rate for a while, then lets it fall back.
-        hit = by_factor or over_day or over_month
+        hit = by_factor or by_count or over_day or over_month
         s.over = s.over + 1 if hit else 0
         is_open = alert is not None and alert.open
         if not (hit and (s.over >= self._sustain or is_open)):
             if alert is not None and alert.open:
                 excess_usd = max(excess, 0.0) * _RAMP_EVERY_S / 3600.0
-                settled = ratio < (1.0 + cfg.ramp_factor) / 2.0
+                least = min(cfg.ramp_factor, cfg.ramp_warn_factor)
+                settled = ratio < (1.0 + least) / 2.0
                 hot = not (settled and day < 0.9 * daily and month < 0.9 * monthly)
                 if self._calm(alert, 0.0, excess_usd, hot):
                     evidence = self._ramp_evidence(s, ratio, daily, monthly)
@@ -584,11 +600,14 @@ class Rules:
             name
             for name, fired in (
                 ("anchor_factor", by_factor),
+                ("anchor_significant", by_count and not by_factor),
                 ("daily_budget", over_day),
                 ("monthly_budget", over_month),
             )
             if fired
         ]
+        evidence["z"] = round(z, 2)
+        # The warning-only path never makes a ramp critical by itself.
         margin = cfg.rule_critical_margin
         critical = excess >= cfg.critical_min_excess and (
             (by_factor and ratio >= margin * cfg.ramp_factor)
@@ -613,6 +632,15 @@ class Rules:
             out,
             span_s=_RAMP_EVERY_S,
         )
+
+    def _ramp_z(self, s: RuleState) -> float:
+        """Poisson deviations of the recent rate above the anchor, counted in
+        invocations at the usual cost of one (0 while that is unknown)."""
+        if s.each <= 0.0:
+            return 0.0
+        expected = s.anchor / s.each * self._recent_hours
+        seen = s.recent / s.each * self._recent_hours
+        return (seen - expected) / math.sqrt(max(expected, 1.0))
 
     def _ramp_evidence(
         self, s: RuleState, ratio: float, daily: float, monthly: float
