@@ -124,7 +124,8 @@ class DetectorConfig:
     failure share at least ``error_ratio`` times and ``error_min_share``
     above the usual share, ``error_z`` binomial deviations above the usual
     count, and failed invocations costing ``error_min_excess`` USD/h more
-    than usual.
+    than usual. The per-invocation baselines of both rules judge once they
+    have learnt ``rule_warmup`` observations.
 
     ``slow_ramp``: a recent cost rate (half-life ``ramp_recent_half_life_s``)
     ``ramp_factor`` times and ``ramp_min_excess`` USD/h above a slow anchor
@@ -141,7 +142,11 @@ class DetectorConfig:
     ``ramp_min_excess`` per hour), and its monthly spend alike. A key
     ``provider/account`` budgets the sum of the account's contexts, judged
     each ``ramp_recent_half_life_s`` on the spend of the last hour of such
-    buckets; its alert has the context ``provider/account/*/*/*``.
+    buckets; its alert has the context ``provider/account/*/*/*``. A
+    smaller rise is a ``slow_ramp`` warning too when the recent rate is
+    ``ramp_warn_factor`` times and ``ramp_warn_min_excess`` USD/h above the
+    anchor in invocations ``ramp_warn_z`` Poisson deviations above it (at
+    the usual cost of one invocation); that path alone is never critical.
 
     Severity of these rules is warning; it is critical only when the value
     reaches ``rule_critical_margin`` times its threshold (the ratio, the
@@ -152,6 +157,15 @@ class DetectorConfig:
     profiles (:class:`detector.baseline.SeasonalBaseline`). A context that
     is not warm yet is judged against its peers' pool once that has seen
     ``peer_warmup`` windows (the cold-start rule of :mod:`detector.baseline`).
+
+    A rise too small in dollars for a spike opens a ``cost_spike`` warning
+    when it holds (:class:`detector.rise.Rise`): over the last
+    ``rise_windows`` windows of a warm context (0: off) the cost rate is
+    ``rise_ratio`` times what its baseline expected, ``rise_z`` deviations
+    and ``rise_min_excess`` USD/h above it, still half-way there without the
+    ``rise_trim`` costliest windows, in more invocations than chance. It
+    is never critical by itself; a later window over the spike thresholds
+    escalates it as it would a spike.
 
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``

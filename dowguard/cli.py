@@ -156,6 +156,15 @@ def detector_config(settings: Settings) -> Any:
         daily_budgets=tuple(sorted(settings.daily_budgets.items())),
         monthly_budgets=tuple(sorted(settings.monthly_budgets.items())),
         online_model=settings.online_model,
+        rise_windows=settings.rise_windows,
+        rise_ratio=settings.rise_ratio,
+        rise_z=settings.rise_z,
+        rise_trim=settings.rise_trim,
+        rise_min_excess=settings.rise_min_excess,
+        ramp_warn_factor=settings.ramp_warn_factor,
+        ramp_warn_z=settings.ramp_warn_z,
+        ramp_warn_min_excess=settings.ramp_warn_min_excess,
+        rule_warmup=settings.rule_warmup,
     )
 
 

@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import PositiveFloat, ValidationError, field_validator
+from pydantic import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dowguard.errors import ConfigError
@@ -82,6 +90,32 @@ class Settings(BaseSettings):
                     " provider/account/region/function[/qualifier]"
                 )
         return budgets
+
+    # Warnings for rises too small in dollars for a cost spike: a cost rate
+    # rise_ratio times its baseline over rise_windows windows (0: off) without
+    # their rise_trim costliest, rise_z deviations above it, at least
+    # rise_min_excess USD/h; a slow ramp ramp_warn_factor times its anchor,
+    # ramp_warn_z Poisson deviations, at least ramp_warn_min_excess USD/h.
+    # They are warnings only; rule_warmup is how many observations the
+    # duration and error baselines need before they judge.
+    rise_windows: NonNegativeInt = 9
+    rise_ratio: PositiveFloat = 2.0
+    rise_z: PositiveFloat = 5.0
+    rise_trim: NonNegativeInt = 4
+    rise_min_excess: NonNegativeFloat = 0.05
+    ramp_warn_factor: PositiveFloat = 1.5
+    ramp_warn_z: PositiveFloat = 5.0
+    ramp_warn_min_excess: NonNegativeFloat = 0.05
+    rule_warmup: PositiveInt = 20
+
+    @model_validator(mode="after")
+    def _rise_trim_below_windows(self) -> Settings:
+        if self.rise_windows and self.rise_trim >= self.rise_windows:
+            raise ValueError(
+                f"rise_trim {self.rise_trim} must be below rise_windows"
+                f" {self.rise_windows}: the rest of the horizon is what is judged"
+            )
+        return self
 
     # Learned models: the pooled online model, and an offline model trained
     # by `dowguard train` (a models/NAME folder or one of its vN versions).
