@@ -653,8 +653,7 @@ class Engine:
         keep = self._rules.judge(
             rules, state.context, acc, start, end, spike_open, self._transitions
         )
-        rising = getattr(state, "rise", None) is not None
-        if (keep or rising) and not under_alert:
+        if keep and not under_alert:
             self._schedule(part, state.context, end)
 
     def _new_period(
@@ -821,7 +820,7 @@ class Engine:
         counts = state.counts
         # The counts have no season of their own: the hour's profile scales them.
         usual = counts.mean * (mean / level if level > 0 else 1.0)
-        rise.push(run, rate, mean, spread, count, usual, counts.deviation)
+        rise.push(run, start, rate, mean, spread, count, usual, counts.deviation)
         if run.alerting and spike is not None:
             if not rise.calm(run):
                 return True

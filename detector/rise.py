@@ -30,10 +30,13 @@ class RiseRun:
     run then judges that alert's end on the same horizon as its start.
     """
 
-    __slots__ = ("alerting", "filled", "head", "ring", "since")
+    __slots__ = ("alerting", "filled", "head", "last_end", "ring", "since")
 
     def __init__(self, size: int, since: float) -> None:
-        self.ring = array("d", bytes(8 * _SLOTS * size))
+        self.last_end = since
+        # Single precision: the figures are sums of a few windows, judged
+        # against thresholds far coarser than seven digits.
+        self.ring = array("f", bytes(4 * _SLOTS * size))
         self.filled = 0
         self.head = 0
         self.since = since
@@ -79,7 +82,8 @@ class Rise:
     """Judges the sustained-rise path for every context of one engine.
 
     A run starts at a window whose cost rate is ``rise_ratio`` times the
-    context's level with at least one invocation; from then on every
+    context's level with at least its share of ``rise_min_count``
+    invocations; from then on every
     window of the context is added to it, empty ones included. Once it
     holds ``rise_windows`` windows it fires when all of these hold over
     them:
@@ -105,15 +109,49 @@ class Rise:
         self._size = max(1, config.rise_windows)
         self._horizon_s = self._size * config.window_s
         self._half_way = (1.0 + config.rise_ratio) / 2.0
+        self._least = max(1.0, config.rise_min_count / self._size)
 
     def candidate(self, rate: float, level: float, count: float) -> bool:
-        """Whether a window may start a run (cheap: the level, not the season)."""
-        return count > 0 and rate >= self.config.rise_ratio * level and rate > 0.0
+        """Whether a window may start a run (cheap: the level, not the season).
+
+        It must hold its share of the invocations a horizon needs, so that
+        the single calls of a rare function do not each start a run.
+        """
+        return (
+            count >= self._least
+            and rate >= self.config.rise_ratio * level
+            and rate > 0.0
+        )
 
     def start(self, since: float) -> RiseRun:
         return RiseRun(self._size, since)
 
     def push(
+        self,
+        run: RiseRun,
+        start: float,
+        rate: float,
+        mean: float,
+        spread: float,
+        count: float,
+        usual: float,
+        count_spread: float,
+    ) -> None:
+        """Add one closed window; the oldest one leaves a full ring.
+
+        Windows with no invocation are not closed for a run (that would
+        cost a close per window of every rising context): the ones since
+        the last window added come in here, as empty windows expected to
+        be what this one is.
+        """
+        window = self.config.window_s
+        idle = min(round((start - run.last_end) / window), self._size)
+        run.last_end = start + window
+        for _ in range(idle):
+            self._put(run, 0.0, mean, spread, 0.0, usual, count_spread)
+        self._put(run, rate, mean, spread, count, usual, count_spread)
+
+    def _put(
         self,
         run: RiseRun,
         rate: float,
@@ -123,7 +161,6 @@ class Rise:
         usual: float,
         count_spread: float,
     ) -> None:
-        """Add one closed window; the oldest one leaves a full ring."""
         at = run.head * _SLOTS
         ring = run.ring
         ring[at + _RATE] = rate
