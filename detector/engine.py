@@ -789,6 +789,7 @@ class Engine:
     ) -> bool:
         """The sustained-rise path of a closed window; whether a cost alert is
         open after it (see detector.rise)."""
+        # Limitation: a context seen through metric streams only has no such path.
         rise = self._rise
         assert rise is not None
         run = getattr(state, "rise", None)

@@ -214,6 +214,7 @@ class Rise:
             trimmed_ratio=self._trimmed(run),
         )
 
+    # Limitation: no rise is found before its horizon is full, however sure.
     def fires(self, run: RiseRun, usual_each: float) -> RiseFinding | None:
         """The figures when the run's horizon is a sustained rise, else None.
 

@@ -300,6 +300,7 @@ class Rules:
             # The idle and quiet windows before this one still count.
             quiet = (cost - window_cost) * 3600.0 / ((span - 1) * self._window)
             s.recent = _ewma_k(s.recent, quiet, n, span - 1, recent_alpha)
+        # Limitation: under duration_min_count calls a minute, no duration is judged.
         if count >= cfg.duration_min_count or inflated:
             self._judge_duration(
                 s, context, cost, count, billed, timeouts, per_hour, end, out
@@ -568,6 +569,7 @@ class Rules:
             and ratio >= cfg.ramp_factor
             and excess >= cfg.ramp_min_excess
         )
+        # Limitation: a ramp that starts in the anchor's warm-up raises the anchor.
         # A smaller rise, in ratio or in dollars, is still worth a warning
         # when its invocations are far more than chance against the anchor.
         z = self._ramp_z(s) if anchored else 0.0
