@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -319,3 +320,40 @@ def test_a_ramp_of_a_rare_function_is_not_more_than_chance() -> None:
     assert opened(feed(engine, events), SLOW_RAMP) == []
     engine = make_engine(dear, rise_windows=0, ramp_warn_z=1.0)
     assert len(opened(feed(engine, events), SLOW_RAMP)) == 1
+
+
+def test_a_later_strong_window_escalates_the_rise_warning() -> None:
+    # Three times the rate for three minutes (a warning), then forty times
+    # it: over ten times the baseline and 2 USD/h above it, the same alert
+    # turns critical, and the spike rule's single calm windows do not end it.
+    events: list[Event] = [
+        *regular(T0, WARM_S, BASE_PER_S, "warm"),
+        *regular(T0 + WARM_S, 180.0, 3 * BASE_PER_S, "rise"),
+        *regular(T0 + WARM_S + 180.0, 60.0, 40 * BASE_PER_S, "flood"),
+        *regular(T0 + WARM_S + 240.0, 300.0, BASE_PER_S, "after"),
+    ]
+    spikes = [t for t in feed(make_engine(), events) if t.kind == COST_SPIKE]
+    assert len({t.fingerprint for t in spikes}) == 1
+    assert spikes[0].event == OPENED and spikes[0].severity == WARNING
+    assert spikes[0].at < T0 + WARM_S + 180.0
+    escalated = [t for t in spikes if t.severity == "critical"]
+    assert escalated and escalated[0].event == "updated"
+    assert escalated[0].evidence["fired"] == "cost rate above its baseline"
+    assert [t.event for t in spikes].count(OPENED) == 1
+    assert spikes[-1].event == RESOLVED and spikes[-1].at > T0 + WARM_S + 240.0
+
+
+def test_a_rise_during_an_open_loop_is_left_to_the_loop() -> None:
+    # The rising invocations carry a Lineage count past the hop threshold:
+    # the recursion alert explains them, and no cost warning is added.
+    events = step(3.0)
+    looped: list[Event] = [
+        replace(e, lineage=4)
+        if isinstance(e, Invocation) and e.request_id.startswith("step")
+        else e
+        for e in events
+    ]
+    transitions = feed(make_engine(), looped)
+    assert opened(transitions, "recursive_trigger")
+    assert opened(transitions) == []
+    assert len(opened(feed(make_engine(), events))) == 1
