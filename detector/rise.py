@@ -242,6 +242,7 @@ class Rise:
         found = self.measure(run)
         return found.ratio < self._half_way
 
+    # Limitation: a level that stays 1.5x up keeps its warning open and unlearnt.
     def calm(self, run: RiseRun) -> bool:
         """Whether the horizon of an alert this run opened is back to normal."""
         found = self.measure(run)
