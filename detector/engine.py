@@ -788,8 +788,9 @@ class Engine:
         # a critical finding is sure enough, a warning waits for the span.
         if not strong and (escalate or elapsed < span):
             return
-        agreeing = self._fusion.agreeing(state, state.last_time, LOGS)
-        severity = fused_severity(strong, agreeing)
+        # Agreement from other topics (traces, billing) is left to the window
+        # close: a daemon may read them ahead of or behind the logs.
+        severity = CRITICAL if strong else WARNING
         detail: dict[str, object] = {
             "elapsed_s": round(elapsed, 3),
             "span_s": round(span, 3),
