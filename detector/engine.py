@@ -188,7 +188,7 @@ class DetectorConfig:
     spike_min_count: float = 5.0
     spike_count_z: float = 4.0
     early_min_elapsed_s: float = 2.0
-    early_min_count: float = 8.0
+    early_min_count: float = 10.0
     early_count_z: float = 5.0
     early_critical_z: float = 2.0
     resolve_ratio: float = 1.5

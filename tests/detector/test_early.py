@@ -4,7 +4,7 @@ The baseline here is exact: ten calls in every window, evenly spaced, at
 1e-4 USD each unless a call's duration says otherwise (0.36 USD/h). Its
 warning rate is 2.5 times that (0.9 USD/h), its critical rate 3.6 USD/h,
 and the shortest span judged is two seconds, in which two calls are usual
-and ten are the fewest that are more than chance.
+and twelve are the fewest that are more than chance.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ BASE_USD_H = 0.36
 WARN_USD_H = 2.5 * BASE_USD_H
 CRIT_USD_H = 10.0 * BASE_USD_H
 SPAN_S = 2.0
-LEAST_CALLS = 10  # two usual + max(8, 5 * sqrt(2)) in the shortest span
+LEAST_CALLS = 12  # two usual + max(10, 5 * sqrt(2)) in the shortest span
 
 
 def by_duration(inv: Invocation) -> float:
@@ -70,7 +70,7 @@ def test_the_exact_baseline_raises_nothing() -> None:
 
 
 def test_the_fewest_calls_over_the_shortest_span_fire_a_warning() -> None:
-    # Nine calls in the first second, one more when two seconds have passed.
+    # Eleven calls in the first second, one more when two seconds have passed.
     events = [*burst(ONSET, LEAST_CALLS - 1, 1.0), call(ONSET + SPAN_S, 1)]
     alerts = opened(run(after_quiet(events)))
     assert len(alerts) == 1
@@ -84,8 +84,8 @@ def test_the_fewest_calls_over_the_shortest_span_fire_a_warning() -> None:
     assert early["invocations_so_far"] == LEAST_CALLS
     assert early["elapsed_s"] == SPAN_S
     assert early["threshold_usd_per_hour"] == pytest.approx(WARN_USD_H)
-    # Ten calls of 1e-4 USD over two seconds.
-    assert alert.evidence["rate_usd_per_hour"] == 1.8
+    # Twelve calls of 1e-4 USD over two seconds.
+    assert alert.evidence["rate_usd_per_hour"] == pytest.approx(2.16)
 
 
 def test_one_call_fewer_does_not_fire_and_the_close_sees_too_little() -> None:
@@ -95,10 +95,10 @@ def test_one_call_fewer_does_not_fire_and_the_close_sees_too_little() -> None:
 
 def test_a_sparse_function_needs_the_minimum_count_over_the_usual() -> None:
     # One call every four seconds: half a call is usual in two seconds, so
-    # the minimum of eight more sets the bar (8.5), not the deviations.
+    # the minimum of ten more sets the bar (10.5), not the deviations.
     quiet = regular(T0, WARM_S, every_s=4.0)
     after = regular(ONSET + 10.0, 300.0, every_s=4.0)
-    for calls, alerts in ((8, 0), (9, 1)):
+    for calls, alerts in ((10, 0), (11, 1)):
         events = [*burst(ONSET, calls - 1, 1.0), call(ONSET + SPAN_S, 1)]
         assert len(opened(run([*quiet, *events, *after]))) == alerts
 
@@ -112,16 +112,17 @@ def test_a_burst_waits_for_the_shortest_span_before_it_warns() -> None:
 
 
 def test_a_cost_rate_just_under_the_warning_rate_does_not_fire() -> None:
-    # Enough calls, each cheap enough that two seconds of them stay under
-    # 0.9 USD/h: 10 calls of 4.5e-5 USD are 0.81 USD/h.
-    under = [
-        *burst(ONSET, LEAST_CALLS - 1, 1.0, ms=45.0),
-        call(ONSET + SPAN_S, 1, 45.0),
-    ]
-    assert opened(run(after_quiet(under))) == []
-    # At 5.5e-5 USD a call they are 0.99 USD/h, and fire.
-    over = [*burst(ONSET, LEAST_CALLS - 1, 1.0, ms=55.0), call(ONSET + SPAN_S, 1, 55.0)]
-    assert [a.severity for a in opened(run(after_quiet(over)))] == [WARNING]
+    # Enough calls, each so cheap that two seconds of them make the warning
+    # rate: 10 % under it nothing fires, 10 % over it a warning.
+    edge_ms = WARN_USD_H / 3600.0 * SPAN_S / LEAST_CALLS / 1e-4 * 100.0
+
+    def calls(ms: float) -> list[Event]:
+        return [*burst(ONSET, LEAST_CALLS - 1, 1.0, ms), call(ONSET + SPAN_S, 1, ms)]
+
+    assert opened(run(after_quiet(calls(0.9 * edge_ms)))) == []
+    alerts = opened(run(after_quiet(calls(1.1 * edge_ms))))
+    assert [a.severity for a in alerts] == [WARNING]
+    assert alerts[0].evidence["rate_usd_per_hour"] == pytest.approx(1.1 * WARN_USD_H)
 
 
 def test_critical_needs_more_calls_than_chance_at_the_critical_rate() -> None:
