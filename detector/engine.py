@@ -99,6 +99,16 @@ class DetectorConfig:
     an independent source (traces, billing) agrees on it; ``sources`` holds
     the metric, billing and agreement settings (see detector.sources).
 
+    Early firing judges a window before it closes, on the part of it that
+    has elapsed (at least ``early_min_elapsed_s``): its cost rate against
+    the warning and critical rates, and its count against the count usual
+    for that much time, at least ``early_min_count`` and ``early_count_z``
+    Poisson deviations above it. Both bars are higher than a closed
+    window's, since every invocation is a new look at a shorter, noisier
+    span. An early alert is critical when the count is also more than
+    ``early_critical_z`` deviations above what the critical rate would
+    bring, or the cost so far already exceeds a whole window at that rate.
+
     A chain turns critical at ``recursion_critical_hops`` re-entries, or
     earlier, from ``recursion_hops`` on, when its generations grow by
     ``recursion_growth`` or more each (a fan-out loop, whose cost is
@@ -192,6 +202,10 @@ class DetectorConfig:
     critical_min_excess: float = 2.0
     spike_min_count: float = 5.0
     spike_count_z: float = 4.0
+    early_min_elapsed_s: float = 2.0
+    early_min_count: float = 10.0
+    early_count_z: float = 5.0
+    early_critical_z: float = 2.0
     resolve_ratio: float = 1.5
     resolve_windows: int = 3
     lineage_quiet_s: float = 60.0
@@ -267,7 +281,8 @@ class _Context:
     windows: dict[float, list[float]] = field(default_factory=dict)
     closed_until: float = -math.inf
     warn_rate: float = math.inf
-    early_cost: float = math.inf
+    # Gates of early firing: USD per elapsed second of a window, invocations.
+    early_rate: float = math.inf
     early_count: float = math.inf
     total_cost: float = 0.0
     late_events: int = 0
@@ -569,8 +584,11 @@ class Engine:
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
-            if acc[_COST] >= state.early_cost and acc[_COUNT] >= state.early_count:
-                self._early_fire(state, acc, time)
+            # Early firing: a necessary condition of _early_fire, on cached gates.
+            if acc[_COUNT] >= state.early_count and acc[_COST] >= state.early_rate * (
+                time - start
+            ):
+                self._early_fire(state, acc, start, inv.count)
         if time > part.watermark:
             part.watermark = time
             due = part.due
@@ -694,18 +712,34 @@ class Engine:
         state.fresh_until = state.baseline.valid_until(at)
         reference = self._reference(state, at)
         if reference is None:
-            state.warn_rate = state.early_cost = state.early_count = math.inf
+            state.warn_rate = state.early_rate = state.early_count = math.inf
             return
         warn, crit = self._thresholds(reference)
         state.warn_rate = warn
         spike = state.spike
-        if spike is not None and spike.open and spike.severity == CRITICAL:
-            state.early_cost = math.inf
+        if spike is None or not spike.open:
+            state.early_rate = warn / 3600.0
+        elif spike.severity != CRITICAL:
+            # An open warning can only be escalated.
+            state.early_rate = crit / 3600.0
         else:
-            # A window whose cost so far already exceeds a whole window at the
-            # critical rate is critical whatever the rest of the window holds.
-            state.early_cost = crit * self._window / 3600.0
-        state.early_count = self._count_threshold(state)
+            state.early_rate = state.early_count = math.inf
+            return
+        # The lowest count bar of _early_fire: at its shortest span, or the
+        # whole-window bar when the cost so far is a window's at the critical rate.
+        shortest = self._early_count(state, self._early_span(0.0))
+        state.early_count = min(shortest, self._count_threshold(state))
+
+    def _early_span(self, elapsed: float) -> float:
+        """The span an elapsed part of a window is judged over, in seconds."""
+        least = min(self.config.early_min_elapsed_s, self._window)
+        return min(max(elapsed, least), self._window)
+
+    def _early_count(self, state: _Context, span: float) -> float:
+        """Invocations in ``span`` seconds of a window that are more than chance."""
+        cfg = self.config
+        usual = state.counts.mean * span / self._window
+        return usual + max(cfg.early_min_count, cfg.early_count_z * math.sqrt(usual))
 
     def _thresholds(self, reference: tuple[float, float]) -> tuple[float, float]:
         """The warning and critical cost rates against a mean and deviation."""
@@ -735,10 +769,74 @@ class Engine:
         usual_each = state.baseline.mean * self.config.window_s / 3600 / usual_count
         return cost / count >= self.config.spike_ratio * usual_each
 
-    def _early_fire(self, state: _Context, acc: list[float], time: float) -> None:
-        rate = acc[_COST] * 3600.0 / self.config.window_s
-        self._raise_spike(state, rate, acc[_COST], time, CRITICAL, early=True)
-        state.early_cost = math.inf
+    def _early_fire(
+        self, state: _Context, acc: list[float], start: float, calls: int
+    ) -> None:
+        """Judge the elapsed part of the window from ``start``; fire if it is enough.
+
+        The elapsed part ends at the latest event time of the context (an
+        event read late counts with those after it). Its cost rate is judged
+        against the thresholds the window close uses, and its count against
+        the count usual for that span, so a couple of calls never fire, nor
+        does a burst no longer than a few seconds of a busy function. A
+        record of ``calls`` > 1 aggregates calls made at unknown times: it
+        fires only when the window is critical whatever the rest holds, and
+        leaves the rest to the window close.
+        """
+        spike = state.spike
+        escalate = spike is not None and spike.open
+        if escalate and spike is not None and spike.severity == CRITICAL:
+            state.early_rate = state.early_count = math.inf
+            return
+        reference = self._reference(state, start)
+        if reference is None:
+            return
+        cost, count = acc[_COST], acc[_COUNT]
+        warn, crit = self._thresholds(reference)
+        # Whatever the rest of the window holds, this one is critical.
+        whole = cost >= crit * self._window / 3600.0
+        whole = whole and count >= self._count_threshold(state)
+        if calls != 1 and not whole:
+            return
+        # Limitation: an aggregate read before single records in a window is not seen.
+        # Limitation: records come at a call's end, so long calls show a flood late.
+        elapsed = min(state.last_time - start, self._window)
+        span = self._early_span(elapsed)
+        needed = self._early_count(state, span)
+        if count < needed and not whole:
+            return
+        rate = cost * 3600.0 / span
+        if rate < (crit if escalate else warn):
+            return
+        # Critical on the critical rate with a margin for chance: the count
+        # against what that rate would bring at the same cost per call.
+        at_crit = count * crit / rate
+        z = self.config.early_critical_z
+        strong = whole or count >= at_crit + z * math.sqrt(at_crit)
+        # Before the shortest span has passed the rate is understated: only
+        # a critical finding is sure enough, a warning waits for the span.
+        if not strong and (escalate or elapsed < span):
+            return
+        # Agreement from other topics (traces, billing) is left to the window
+        # close: a daemon may read them ahead of or behind the logs.
+        severity = CRITICAL if strong else WARNING
+        detail: dict[str, object] = {
+            "elapsed_s": round(elapsed, 3),
+            "span_s": round(span, 3),
+            "cost_so_far_usd": round(cost, 6),
+            "invocations_so_far": int(count),
+            "invocations_needed": round(needed, 2),
+            "invocations_usual": round(state.counts.mean * span / self._window, 2),
+            "threshold_usd_per_hour": round(crit if strong else warn, 6),
+            "on": "whole window at the critical rate" if whole else "elapsed rate",
+        }
+        self._raise_spike(
+            state, rate, cost, state.last_time, severity, early=True, early_on=detail
+        )
+        if state.spike is not None and state.spike.severity == CRITICAL:
+            state.early_rate = state.early_count = math.inf
+        else:
+            state.early_rate = crit / 3600.0
 
     def _judge_window(
         self,
@@ -875,6 +973,7 @@ class Engine:
         severity: str,
         early: bool,
         leader: str = LOGS,
+        early_on: dict[str, object] | None = None,
     ) -> None:
         spike = state.spike
         if spike is None:
@@ -884,6 +983,9 @@ class Engine:
         spike.calm = 0
         evidence = self._spike_evidence(state, rate, at, leader)
         evidence["early"] = early
+        if early_on is not None:
+            # What the elapsed part of the window showed when it fired.
+            evidence["early_on"] = early_on
         if not spike.open:
             spike.open = True
             spike.severity = severity
