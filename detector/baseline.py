@@ -59,6 +59,26 @@ def _decode(code: int) -> float:
     return float(2.0 ** ((code - 2) / _STEPS + _LOG_MIN))
 
 
+#: One shared weight per half-life: every context's baselines have the same
+#: few half-lives, so each need not hold a float of its own.
+_ALPHAS: dict[float, float] = {}
+
+
+def _alpha_of(half_life: float) -> float:
+    alpha = _ALPHAS.get(half_life)
+    if alpha is None:
+        alpha = _ALPHAS[half_life] = 1.0 - 0.5 ** (1.0 / half_life)
+    return alpha
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """Every slot of ``cls`` and of the classes it derives from."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        names.extend(klass.__dict__.get("__slots__", ()))
+    return tuple(names)
+
+
 def weekday(t: float) -> int:
     """Day of the week of an event time, Monday 0, in UTC."""
     # Limitation: profiles are in UTC; a local-time pattern shifts an hour at DST.
@@ -93,14 +113,26 @@ class RobustBaseline(Detector):
     True
     """
 
+    # Slotted, as every context holds several: no instance dict each.
+    __slots__ = ("_alpha", "_mad", "_mean", "_n", "clip", "half_life", "warmup")
+
     def __init__(self, half_life: float = 180.0, warmup: int = 30, clip: float = 4.0):
         self.half_life = half_life
         self.warmup = warmup
         self.clip = clip
-        self._alpha = 1.0 - 0.5 ** (1.0 / half_life)
+        self._alpha = _alpha_of(half_life)
         self._n = 0
         self._mean = 0.0
         self._mad = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _slot_names(type(self))}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Also the instance dict of a checkpoint from before the slots.
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._alpha = _alpha_of(self.half_life)
 
     def _params(self) -> dict[str, Any]:
         return {"half_life": self.half_life, "warmup": self.warmup, "clip": self.clip}
@@ -241,6 +273,8 @@ class SeasonalBaseline(RobustBaseline):
     True
     """
 
+    __slots__ = ("_acc", "_profile", "alert_weight", "cycle_weight", "window_s")
+
     def __init__(
         self,
         half_life: float = 180.0,
@@ -351,8 +385,8 @@ class SeasonalBaseline(RobustBaseline):
         """Add ``count`` windows of value ``x`` starting at ``t`` to the profile."""
         acc = self._acc
         if acc is None:
-            acc = self._acc = array("d", [math.floor(t / HOUR_S), 0.0, 0.0, 0.0])
-            acc.extend([0.0, math.floor(t / DAY_S), 0.0, 0.0])
+            hour, day = math.floor(t / HOUR_S), math.floor(t / DAY_S)
+            acc = self._acc = array("d", (hour, 0.0, 0.0, 0.0, 0.0, day, 0.0, 0.0))
             # Made now, not at the first hour's end, so memory is paid up front.
             self._profile_codes()
         hour = math.floor(t / HOUR_S)
@@ -373,7 +407,8 @@ class SeasonalBaseline(RobustBaseline):
 
     def _profile_codes(self) -> array[int]:
         if self._profile is None:
-            self._profile = array("H", bytes(2 * _PROFILE_LEN))
+            # Repeated rather than read from bytes, which over-allocates.
+            self._profile = array("H", [_UNSEEN]) * _PROFILE_LEN
         return self._profile
 
     def _week_factor(self, profile: array[int], day: int) -> float:
