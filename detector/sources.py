@@ -81,35 +81,75 @@ class Ring:
 
     Compact (one array of numbers) because every costed context keeps one;
     single precision is the default, ample against a tolerance of percents.
+    The array grows with the buckets seen, bucket ``first`` at index 0,
+    until they span ``size`` buckets; from then on it is circular, bucket
+    ``b`` at ``b % size``. A context tracked for an hour holds one bucket,
+    not the ``size`` a context tracked for days needs.
     """
 
-    __slots__ = ("bucket_s", "first", "latest", "values")
+    __slots__ = ("bucket_s", "first", "latest", "size", "values")
 
     def __init__(self, bucket_s: float, size: int, typecode: str = "f") -> None:
         self.bucket_s = bucket_s
-        self.values = array(typecode, [0.0]) * size
+        self.size = size
+        self.values: array[float] = array(typecode)
         self.first = -1
         self.latest = -1
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        for name, value in slots.items():
+            setattr(self, name, value)
+        if "size" not in slots:
+            # A ring of a checkpoint from before rings grew: circular, full.
+            self.size = len(self.values)
+            if self.first < 0:
+                self.values = array(self.values.typecode)
 
     def add(self, time: float, value: float) -> bool:
         """Add ``value`` to the bucket of ``time``; False if it is too old."""
         bucket = int(time // self.bucket_s)
         values = self.values
-        size = len(values)
+        size = self.size
         if self.first < 0:
+            values.append(0.0)
             self.first = self.latest = bucket
         elif bucket > self.latest:
-            for b in range(max(self.latest + 1, bucket - size + 1), bucket + 1):
-                values[b % size] = 0.0
+            if len(values) < size and bucket - self.first < size - 1:
+                values.extend(_zeros(values, bucket - self.latest))
+            else:
+                values = self._circular()
+                for b in range(max(self.latest + 1, bucket - size + 1), bucket + 1):
+                    values[b % size] = 0.0
             self.latest = bucket
         elif bucket <= self.latest - size:
             return False
         elif bucket < self.first:
-            for b in range(bucket, self.first):
-                values[b % size] = 0.0
+            if len(values) < size and self.latest - bucket < size - 1:
+                values[0:0] = _zeros(values, self.first - bucket)
+            else:
+                values = self._circular()
+                for b in range(bucket, self.first):
+                    values[b % size] = 0.0
             self.first = bucket
-        values[bucket % size] += value
+        if len(values) < size:
+            values[bucket - self.first] += value
+        else:
+            values[bucket % size] += value
         return True
+
+    def _circular(self) -> array[float]:
+        """The values laid out circularly, at full size (made so if need be)."""
+        values = self.values
+        size = self.size
+        if len(values) == size:
+            return values
+        ring = _zeros(values, size)
+        first = self.first
+        for i, value in enumerate(values):
+            ring[(first + i) % size] = value
+        self.values = ring
+        return ring
 
     def add_span(self, start: float, end: float, value: float) -> bool:
         """Spread ``value`` evenly over [start, end), bucket by bucket."""
@@ -130,19 +170,28 @@ class Ring:
         if self.first < 0:
             return 0.0
         step = self.bucket_s
-        size = len(self.values)
+        values = self.values
+        size = self.size
         lo = int(start // step)
         hi = math.ceil(end / step) - 1
         evicted = self.latest - size
         if self.first <= evicted and lo <= evicted:
             return None
+        circular = len(values) == size
+        first = self.first
         total = 0.0
-        for b in range(max(lo, self.first), min(hi, self.latest) + 1):
+        for b in range(max(lo, first), min(hi, self.latest) + 1):
             left = max(start, b * step)
             right = min(end, (b + 1) * step)
             if right > left:
-                total += self.values[b % size] * (right - left) / step
+                value = values[b % size] if circular else values[b - first]
+                total += value * (right - left) / step
         return total
+
+
+def _zeros(like: array[float], count: int) -> array[float]:
+    """``count`` zeros of the type of ``like``."""
+    return array(like.typecode, bytes(like.itemsize * count))
 
 
 @dataclass(slots=True)
