@@ -42,6 +42,7 @@ _LOG_MINUTES = 4
 
 # Slots of a pending metric minute.
 _MINUTE, _INV, _DUR, _SEEN = range(4)
+_MINUTE_SLOTS = 4
 _HAS_INV, _HAS_DUR = 1, 2
 
 #: The metrics that price a minute.
@@ -196,11 +197,15 @@ def _zeros(like: array[float], count: int) -> array[float]:
 
 @dataclass(slots=True)
 class MetricTrack:
-    """What the metric stream says of one context, minute by minute."""
+    """What the metric stream says of one context, minute by minute.
+
+    ``minutes`` holds the pending minutes in time order, ``_MINUTE_SLOTS``
+    numbers each, in one array (None while no minute is pending).
+    """
 
     baseline: RobustBaseline
     logs: Ring
-    minutes: list[array[float]] = field(default_factory=list)
+    minutes: array[float] | None = None
     count_mean: float = 0.0
     settled_until: float = -math.inf
     latest: float = -math.inf
@@ -213,6 +218,17 @@ class MetricTrack:
     disagreements: int = 0
     last_disagreement: tuple[float, float, float] | None = None
     cost: float = 0.0
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        minutes: Any = self.minutes
+        if isinstance(minutes, list):
+            # A checkpoint from when each pending minute had an array of its own.
+            flat = array("d")
+            for acc in sorted(minutes):
+                flat.extend(acc)
+            self.minutes = flat or None
 
 
 @dataclass(slots=True)
@@ -391,17 +407,20 @@ class SourceFusion:
             # Limitation: a metric after its minute settled is only counted.
             self.metric_late += 1
             return []
-        acc = next((a for a in track.minutes if a[_MINUTE] == minute), None)
-        if acc is None:
-            acc = array("d", (minute, 0.0, 0.0, 0.0))
-            track.minutes.append(acc)
-            track.minutes.sort()
+        minutes = track.minutes
+        if minutes is None:
+            minutes = track.minutes = array("d", (minute, 0.0, 0.0, 0.0))
+        at = 0
+        while at < len(minutes) and minutes[at + _MINUTE] < minute:
+            at += _MINUTE_SLOTS
+        if at == len(minutes) or minutes[at + _MINUTE] != minute:
+            minutes[at:at] = array("d", (minute, 0.0, 0.0, 0.0))
         if metric.name == "Invocations":
-            acc[_INV] = metric.sum
-            acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_INV)
+            minutes[at + _INV] = metric.sum
+            minutes[at + _SEEN] = float(int(minutes[at + _SEEN]) | _HAS_INV)
         else:
-            acc[_DUR] = metric.sum
-            acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_DUR)
+            minutes[at + _DUR] = metric.sum
+            minutes[at + _SEEN] = float(int(minutes[at + _SEEN]) | _HAS_DUR)
         return self.settle(psrc, holder, src, horizon, has_logs, under_alert)
 
     def settle(
@@ -423,22 +442,25 @@ class SourceFusion:
         ``metric_settle_s`` after a minute's end settle it in any case.
         """
         track = src.metric
-        if track is None or not track.minutes:
+        minutes = track.minutes if track is not None else None
+        if track is None or not minutes:
             return []
         findings: list[Finding] = []
         late_bound = track.latest - self.config.metric_settle_s
-        while track.minutes:
-            acc = track.minutes[0]
-            minute = acc[_MINUTE]
+        while minutes:
+            minute = minutes[_MINUTE]
             end = minute + MINUTE_S
-            seen = int(acc[_SEEN])
+            seen = int(minutes[_SEEN])
             both = _HAS_INV | _HAS_DUR
-            complete = seen == both or (seen & _HAS_INV and not acc[_INV])
+            complete = seen == both or (seen & _HAS_INV and not minutes[_INV])
             logs_end = end + MINUTE_S if has_logs else end
             ready = complete and logs_end <= horizon
             if not (force or ready or end <= late_bound):
                 break
-            del track.minutes[0]
+            acc = minutes[:_MINUTE_SLOTS]
+            del minutes[:_MINUTE_SLOTS]
+            if not minutes:
+                track.minutes = None
             finding = self._settle_minute(
                 psrc, holder, src, track, minute, acc, has_logs, under_alert
             )
