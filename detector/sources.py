@@ -114,7 +114,7 @@ class Ring:
         size = self.size
         if self.first < 0:
             values.append(0.0)
-            self.first = self.latest = bucket
+            self.first = self.latest = _shared_bucket(bucket)
         elif bucket > self.latest:
             if len(values) < size and bucket - self.first < size - 1:
                 values.extend(_zeros(values, bucket - self.latest))
@@ -122,7 +122,7 @@ class Ring:
                 values = self._circular()
                 for b in range(max(self.latest + 1, bucket - size + 1), bucket + 1):
                     values[b % size] = 0.0
-            self.latest = bucket
+            self.latest = _shared_bucket(bucket)
         elif bucket <= self.latest - size:
             return False
         elif bucket < self.first:
@@ -132,7 +132,7 @@ class Ring:
                 values = self._circular()
                 for b in range(bucket, self.first):
                     values[b % size] = 0.0
-            self.first = bucket
+            self.first = _shared_bucket(bucket)
         if len(values) < size:
             values[bucket - self.first] += value
         else:
@@ -188,6 +188,21 @@ class Ring:
                 value = values[b % size] if circular else values[b - first]
                 total += value * (right - left) / step
         return total
+
+
+#: Bucket numbers handed out lately. Every context's rings start and end in
+#: the same few hours and minutes, so they share one int object for each.
+_BUCKETS: dict[int, int] = {}
+_BUCKETS_KEPT = 256
+
+
+def _shared_bucket(bucket: int) -> int:
+    shared = _BUCKETS.get(bucket)
+    if shared is None:
+        if len(_BUCKETS) >= _BUCKETS_KEPT:
+            _BUCKETS.clear()
+        shared = _BUCKETS[bucket] = bucket
+    return shared
 
 
 def _zeros(like: array[float], count: int) -> array[float]:
