@@ -71,6 +71,11 @@ def _alpha_of(half_life: float) -> float:
     return alpha
 
 
+#: Hour ends handed out lately by :meth:`SeasonalBaseline.valid_until`.
+_HOUR_ENDS: dict[float, float] = {}
+_HOUR_ENDS_KEPT = 64
+
+
 def _slot_names(cls: type) -> tuple[str, ...]:
     """Every slot of ``cls`` and of the classes it derives from."""
     names: list[str] = []
@@ -328,7 +333,14 @@ class SeasonalBaseline(RobustBaseline):
         return (m if m > mean else mean), (spread if spread > dev else dev)
 
     def valid_until(self, t: float) -> float:
-        return (t // HOUR_S + 1.0) * HOUR_S
+        end = (t // HOUR_S + 1.0) * HOUR_S
+        # Every context keeps this; contexts in the same hour share one float.
+        shared = _HOUR_ENDS.get(end)
+        if shared is None:
+            if len(_HOUR_ENDS) >= _HOUR_ENDS_KEPT:
+                _HOUR_ENDS.clear()
+            shared = _HOUR_ENDS[end] = end
+        return shared
 
     def profile(self) -> dict[str, list[float | None]]:
         """The learned profiles, decoded (``None`` where never seen)."""
