@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 from models.base import Detector
 
@@ -59,16 +59,35 @@ def _decode(code: int) -> float:
     return float(2.0 ** ((code - 2) / _STEPS + _LOG_MIN))
 
 
-#: One shared weight per half-life: every context's baselines have the same
-#: few half-lives, so each need not hold a float of its own.
-_ALPHAS: dict[float, float] = {}
+class _Settings(NamedTuple):
+    """The hyperparameters of a baseline, and the EWMA weight they give."""
+
+    half_life: float
+    warmup: int
+    clip: float
+    alpha: float
+    window_s: float = 0.0
+    cycle_weight: float = 0.0
+    alert_weight: float = 0.0
 
 
-def _alpha_of(half_life: float) -> float:
-    alpha = _ALPHAS.get(half_life)
-    if alpha is None:
-        alpha = _ALPHAS[half_life] = 1.0 - 0.5 ** (1.0 / half_life)
-    return alpha
+#: Settings made lately. Every context holds baselines made with the same
+#: few settings, so they share one tuple rather than a copy each.
+_SETTINGS: dict[tuple[_Settings, tuple[type, ...]], _Settings] = {}
+_SETTINGS_KEPT = 64
+
+
+def _settings(half_life: float, warmup: int, clip: float, *seasons: float) -> _Settings:
+    alpha = 1.0 - 0.5 ** (1.0 / half_life)
+    made = _Settings(half_life, warmup, clip, alpha, *seasons)
+    # With the types: 180 and 180.0 are equal, but their reprs are not.
+    key = (made, tuple(map(type, made)))
+    shared = _SETTINGS.get(key)
+    if shared is None:
+        if len(_SETTINGS) >= _SETTINGS_KEPT:
+            _SETTINGS.clear()
+        shared = _SETTINGS[key] = made
+    return shared
 
 
 #: Hour ends handed out lately by :meth:`SeasonalBaseline.valid_until`.
@@ -118,29 +137,43 @@ class RobustBaseline(Detector):
     True
     """
 
-    # Slotted, as every context holds several: no instance dict each.
-    __slots__ = ("_alpha", "_mad", "_mean", "_n", "clip", "half_life", "warmup")
+    # Slotted, as every context holds several, with the hyperparameters in
+    # one shared tuple (read through properties of their own names).
+    __slots__ = ("_mad", "_mean", "_n", "_s")
+    _param_names: ClassVar[tuple[str, ...]] = ("half_life", "warmup", "clip")
 
     def __init__(self, half_life: float = 180.0, warmup: int = 30, clip: float = 4.0):
-        self.half_life = half_life
-        self.warmup = warmup
-        self.clip = clip
-        self._alpha = _alpha_of(half_life)
+        self._s = _settings(half_life, warmup, clip)
         self._n = 0
         self._mean = 0.0
         self._mad = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _slot_names(type(self))}
+        learned = (n for n in _slot_names(type(self)) if n != "_s")
+        return {**self._params(), **{name: getattr(self, name) for name in learned}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Also the instance dict of a checkpoint from before the slots.
-        for name, value in state.items():
-            setattr(self, name, value)
-        self._alpha = _alpha_of(self.half_life)
+        # Also the instance dict of a checkpoint from before the slots, which
+        # kept the hyperparameters and the weight (remade here) one by one.
+        type(self).__init__(self, **{k: state[k] for k in self._param_names})
+        for name in _slot_names(type(self)):
+            if name in state:
+                setattr(self, name, state[name])
 
     def _params(self) -> dict[str, Any]:
         return {"half_life": self.half_life, "warmup": self.warmup, "clip": self.clip}
+
+    @property
+    def half_life(self) -> float:
+        return self._s.half_life
+
+    @property
+    def warmup(self) -> int:
+        return self._s.warmup
+
+    @property
+    def clip(self) -> float:
+        return self._s.clip
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
@@ -161,7 +194,7 @@ class RobustBaseline(Detector):
 
     @property
     def is_warm(self) -> bool:
-        return self._n >= self.warmup
+        return self._n >= self._s.warmup
 
     def expected(self, t: float | None = None) -> tuple[float, float]:
         """Mean and deviation expected of an observation at time ``t``."""
@@ -178,12 +211,13 @@ class RobustBaseline(Detector):
         mean = self._mean
         if n >= 2:
             dev = self._mad * MAD_TO_STD
-            ceiling = mean + self.clip * (dev if dev > 0.1 * mean else 0.1 * mean)
+            ceiling = mean + self._s.clip * (dev if dev > 0.1 * mean else 0.1 * mean)
             if x > ceiling:
                 x = ceiling
         n += 1
         self._n = n
-        alpha = self._alpha if self._alpha * n > 1.0 else 1.0 / n
+        alpha = self._s.alpha
+        alpha = alpha if alpha * n > 1.0 else 1.0 / n
         self._mad += alpha * ((x - mean if x >= mean else mean - x) - self._mad)
         self._mean = mean + alpha * (x - mean)
 
@@ -196,7 +230,7 @@ class RobustBaseline(Detector):
         # closed form: with a fixed alpha and non-negative observations, k
         # zeros scale the mean by r**k and move the deviation to
         # r**k * mad + k * alpha * r**(k-1) * mean, where r = 1 - alpha.
-        while count > 0 and self._alpha * (self._n + 1) <= 1.0:
+        while count > 0 and self._s.alpha * (self._n + 1) <= 1.0:
             RobustBaseline.learn_one(self, 0.0)
             count -= 1
         if count <= 0:
@@ -205,7 +239,7 @@ class RobustBaseline(Detector):
             for _ in range(min(count, 10_000)):
                 RobustBaseline.learn_one(self, 0.0)
             return
-        alpha = self._alpha
+        alpha = self._s.alpha
         r = 1.0 - alpha
         rk1 = r ** (count - 1)
         self._mad = rk1 * r * self._mad + count * alpha * rk1 * self._mean
@@ -278,7 +312,13 @@ class SeasonalBaseline(RobustBaseline):
     True
     """
 
-    __slots__ = ("_acc", "_profile", "alert_weight", "cycle_weight", "window_s")
+    __slots__ = ("_acc", "_profile")
+    _param_names = (
+        *RobustBaseline._param_names,
+        "window_s",
+        "cycle_weight",
+        "alert_weight",
+    )
 
     def __init__(
         self,
@@ -296,9 +336,9 @@ class SeasonalBaseline(RobustBaseline):
             raise ValueError(f"alert_weight must be in [0, 1], got {alert_weight!r}")
         if window_s <= 0:
             raise ValueError(f"window_s must be positive, got {window_s!r}")
-        self.window_s = window_s
-        self.cycle_weight = cycle_weight
-        self.alert_weight = alert_weight
+        self._s = _settings(
+            half_life, warmup, clip, window_s, cycle_weight, alert_weight
+        )
         self._profile: array[int] | None = None
         self._acc: array[float] | None = None
 
@@ -313,6 +353,18 @@ class SeasonalBaseline(RobustBaseline):
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"half_life": 20.0, "warmup": 5, "window_s": 600.0}
+
+    @property
+    def window_s(self) -> float:
+        return self._s.window_s
+
+    @property
+    def cycle_weight(self) -> float:
+        return self._s.cycle_weight
+
+    @property
+    def alert_weight(self) -> float:
+        return self._s.alert_weight
 
     # What is expected
 
@@ -382,15 +434,16 @@ class SeasonalBaseline(RobustBaseline):
             return
         # Beyond eight days every hour and weekday has been replaced anyway.
         horizon = 8 * DAY_S
-        span = count * self.window_s
+        window_s = self._s.window_s
+        span = count * window_s
         if span > horizon:
             t += span - horizon
-            count = math.ceil(horizon / self.window_s)
+            count = math.ceil(horizon / window_s)
         while count > 0:
-            in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / self.window_s)
+            in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / window_s)
             step = max(1, min(count, in_hour))
             self._season(0.0, t, step, alerted=False)
-            t += step * self.window_s
+            t += step * window_s
             count -= step
 
     def _season(self, x: float, t: float, count: int, alerted: bool) -> None:

@@ -194,7 +194,11 @@ def test_batch_after_an_idle_night_meets_its_hour_not_stale_thresholds(
 
 def _pickled_with_instance_dict(baseline: SeasonalBaseline) -> bytes:
     """The pickle a baseline had when it kept its state in an instance dict."""
-    state = dict(baseline.__getstate__())
+    names = ("half_life", "warmup", "clip", "window_s", "cycle_weight")
+    state = {name: getattr(baseline, name) for name in (*names, "alert_weight")}
+    state["_alpha"] = 1.0 - 0.5 ** (1.0 / baseline.half_life)
+    for name in ("_n", "_mean", "_mad", "_profile", "_acc"):
+        state[name] = getattr(baseline, name)
 
     class Legacy(pickle.Pickler):
         def reducer_override(self, obj: object) -> object:
