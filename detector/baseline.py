@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 from models.base import Detector
 
@@ -59,6 +59,50 @@ def _decode(code: int) -> float:
     return float(2.0 ** ((code - 2) / _STEPS + _LOG_MIN))
 
 
+class _Settings(NamedTuple):
+    """The hyperparameters of a baseline, and the EWMA weight they give."""
+
+    half_life: float
+    warmup: int
+    clip: float
+    alpha: float
+    window_s: float = 0.0
+    cycle_weight: float = 0.0
+    alert_weight: float = 0.0
+
+
+#: Settings made lately. Every context holds baselines made with the same
+#: few settings, so they share one tuple rather than a copy each.
+_SETTINGS: dict[tuple[_Settings, tuple[type, ...]], _Settings] = {}
+_SETTINGS_KEPT = 64
+
+
+def _settings(half_life: float, warmup: int, clip: float, *seasons: float) -> _Settings:
+    alpha = 1.0 - 0.5 ** (1.0 / half_life)
+    made = _Settings(half_life, warmup, clip, alpha, *seasons)
+    # With the types: 180 and 180.0 are equal, but their reprs are not.
+    key = (made, tuple(map(type, made)))
+    shared = _SETTINGS.get(key)
+    if shared is None:
+        if len(_SETTINGS) >= _SETTINGS_KEPT:
+            _SETTINGS.clear()
+        shared = _SETTINGS[key] = made
+    return shared
+
+
+#: Hour ends handed out lately by :meth:`SeasonalBaseline.valid_until`.
+_HOUR_ENDS: dict[float, float] = {}
+_HOUR_ENDS_KEPT = 64
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """Every slot of ``cls`` and of the classes it derives from."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        names.extend(klass.__dict__.get("__slots__", ()))
+    return tuple(names)
+
+
 def weekday(t: float) -> int:
     """Day of the week of an event time, Monday 0, in UTC."""
     # Limitation: profiles are in UTC; a local-time pattern shifts an hour at DST.
@@ -93,17 +137,43 @@ class RobustBaseline(Detector):
     True
     """
 
+    # Slotted, as every context holds several, with the hyperparameters in
+    # one shared tuple (read through properties of their own names).
+    __slots__ = ("_mad", "_mean", "_n", "_s")
+    _param_names: ClassVar[tuple[str, ...]] = ("half_life", "warmup", "clip")
+
     def __init__(self, half_life: float = 180.0, warmup: int = 30, clip: float = 4.0):
-        self.half_life = half_life
-        self.warmup = warmup
-        self.clip = clip
-        self._alpha = 1.0 - 0.5 ** (1.0 / half_life)
+        self._s = _settings(half_life, warmup, clip)
         self._n = 0
         self._mean = 0.0
         self._mad = 0.0
 
+    def __getstate__(self) -> dict[str, Any]:
+        learned = (n for n in _slot_names(type(self)) if n != "_s")
+        return {**self._params(), **{name: getattr(self, name) for name in learned}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Also the instance dict of a checkpoint from before the slots, which
+        # kept the hyperparameters and the weight (remade here) one by one.
+        type(self).__init__(self, **{k: state[k] for k in self._param_names})
+        for name in _slot_names(type(self)):
+            if name in state:
+                setattr(self, name, state[name])
+
     def _params(self) -> dict[str, Any]:
         return {"half_life": self.half_life, "warmup": self.warmup, "clip": self.clip}
+
+    @property
+    def half_life(self) -> float:
+        return self._s.half_life
+
+    @property
+    def warmup(self) -> int:
+        return self._s.warmup
+
+    @property
+    def clip(self) -> float:
+        return self._s.clip
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
@@ -124,7 +194,7 @@ class RobustBaseline(Detector):
 
     @property
     def is_warm(self) -> bool:
-        return self._n >= self.warmup
+        return self._n >= self._s.warmup
 
     def expected(self, t: float | None = None) -> tuple[float, float]:
         """Mean and deviation expected of an observation at time ``t``."""
@@ -141,12 +211,13 @@ class RobustBaseline(Detector):
         mean = self._mean
         if n >= 2:
             dev = self._mad * MAD_TO_STD
-            ceiling = mean + self.clip * (dev if dev > 0.1 * mean else 0.1 * mean)
+            ceiling = mean + self._s.clip * (dev if dev > 0.1 * mean else 0.1 * mean)
             if x > ceiling:
                 x = ceiling
         n += 1
         self._n = n
-        alpha = self._alpha if self._alpha * n > 1.0 else 1.0 / n
+        alpha = self._s.alpha
+        alpha = alpha if alpha * n > 1.0 else 1.0 / n
         self._mad += alpha * ((x - mean if x >= mean else mean - x) - self._mad)
         self._mean = mean + alpha * (x - mean)
 
@@ -159,7 +230,7 @@ class RobustBaseline(Detector):
         # closed form: with a fixed alpha and non-negative observations, k
         # zeros scale the mean by r**k and move the deviation to
         # r**k * mad + k * alpha * r**(k-1) * mean, where r = 1 - alpha.
-        while count > 0 and self._alpha * (self._n + 1) <= 1.0:
+        while count > 0 and self._s.alpha * (self._n + 1) <= 1.0:
             RobustBaseline.learn_one(self, 0.0)
             count -= 1
         if count <= 0:
@@ -168,7 +239,7 @@ class RobustBaseline(Detector):
             for _ in range(min(count, 10_000)):
                 RobustBaseline.learn_one(self, 0.0)
             return
-        alpha = self._alpha
+        alpha = self._s.alpha
         r = 1.0 - alpha
         rk1 = r ** (count - 1)
         self._mad = rk1 * r * self._mad + count * alpha * rk1 * self._mean
@@ -241,6 +312,14 @@ class SeasonalBaseline(RobustBaseline):
     True
     """
 
+    __slots__ = ("_acc", "_profile")
+    _param_names = (
+        *RobustBaseline._param_names,
+        "window_s",
+        "cycle_weight",
+        "alert_weight",
+    )
+
     def __init__(
         self,
         half_life: float = 180.0,
@@ -257,9 +336,9 @@ class SeasonalBaseline(RobustBaseline):
             raise ValueError(f"alert_weight must be in [0, 1], got {alert_weight!r}")
         if window_s <= 0:
             raise ValueError(f"window_s must be positive, got {window_s!r}")
-        self.window_s = window_s
-        self.cycle_weight = cycle_weight
-        self.alert_weight = alert_weight
+        self._s = _settings(
+            half_life, warmup, clip, window_s, cycle_weight, alert_weight
+        )
         self._profile: array[int] | None = None
         self._acc: array[float] | None = None
 
@@ -274,6 +353,18 @@ class SeasonalBaseline(RobustBaseline):
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"half_life": 20.0, "warmup": 5, "window_s": 600.0}
+
+    @property
+    def window_s(self) -> float:
+        return self._s.window_s
+
+    @property
+    def cycle_weight(self) -> float:
+        return self._s.cycle_weight
+
+    @property
+    def alert_weight(self) -> float:
+        return self._s.alert_weight
 
     # What is expected
 
@@ -294,7 +385,14 @@ class SeasonalBaseline(RobustBaseline):
         return (m if m > mean else mean), (spread if spread > dev else dev)
 
     def valid_until(self, t: float) -> float:
-        return (t // HOUR_S + 1.0) * HOUR_S
+        end = (t // HOUR_S + 1.0) * HOUR_S
+        # Every context keeps this; contexts in the same hour share one float.
+        shared = _HOUR_ENDS.get(end)
+        if shared is None:
+            if len(_HOUR_ENDS) >= _HOUR_ENDS_KEPT:
+                _HOUR_ENDS.clear()
+            shared = _HOUR_ENDS[end] = end
+        return shared
 
     def profile(self) -> dict[str, list[float | None]]:
         """The learned profiles, decoded (``None`` where never seen)."""
@@ -336,23 +434,24 @@ class SeasonalBaseline(RobustBaseline):
             return
         # Beyond eight days every hour and weekday has been replaced anyway.
         horizon = 8 * DAY_S
-        span = count * self.window_s
+        window_s = self._s.window_s
+        span = count * window_s
         if span > horizon:
             t += span - horizon
-            count = math.ceil(horizon / self.window_s)
+            count = math.ceil(horizon / window_s)
         while count > 0:
-            in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / self.window_s)
+            in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / window_s)
             step = max(1, min(count, in_hour))
             self._season(0.0, t, step, alerted=False)
-            t += step * self.window_s
+            t += step * window_s
             count -= step
 
     def _season(self, x: float, t: float, count: int, alerted: bool) -> None:
         """Add ``count`` windows of value ``x`` starting at ``t`` to the profile."""
         acc = self._acc
         if acc is None:
-            acc = self._acc = array("d", [math.floor(t / HOUR_S), 0.0, 0.0, 0.0])
-            acc.extend([0.0, math.floor(t / DAY_S), 0.0, 0.0])
+            hour, day = math.floor(t / HOUR_S), math.floor(t / DAY_S)
+            acc = self._acc = array("d", (hour, 0.0, 0.0, 0.0, 0.0, day, 0.0, 0.0))
             # Made now, not at the first hour's end, so memory is paid up front.
             self._profile_codes()
         hour = math.floor(t / HOUR_S)
@@ -373,7 +472,8 @@ class SeasonalBaseline(RobustBaseline):
 
     def _profile_codes(self) -> array[int]:
         if self._profile is None:
-            self._profile = array("H", bytes(2 * _PROFILE_LEN))
+            # Repeated rather than read from bytes, which over-allocates.
+            self._profile = array("H", [_UNSEEN]) * _PROFILE_LEN
         return self._profile
 
     def _week_factor(self, profile: array[int], day: int) -> float:

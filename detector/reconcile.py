@@ -10,7 +10,7 @@ import heapq
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from detector.alerts import rfc3339
@@ -52,7 +52,8 @@ class BillingTrack:
 
     billed: Ring
     not_priced: Ring | None = None
-    queued: list[tuple[float, float]] = field(default_factory=list)
+    # A tuple, so that the many tracks with nothing queued share ``()``.
+    queued: tuple[tuple[float, float], ...] = ()
     charges: list[tuple[float, float]] | None = None
     last: tuple[float, float, float, float, float] | None = None
     source: str = ""
@@ -121,7 +122,7 @@ class Reconciler:
             period = (bill.time, bill.end)
         if period in track.queued:
             return
-        track.queued.append(period)
+        track.queued = (*track.queued, period)
         due_at = max(period[1], horizon + self.config.billing_settle_s)
         psrc.ticket += 1
         heapq.heappush(psrc.due, (due_at, psrc.ticket, holder.context))
@@ -186,7 +187,7 @@ class Reconciler:
                 self._period(
                     psrc, holder, src, track, start, end, account_cost, findings
                 )
-        track.queued = waiting
+        track.queued = tuple(waiting)
         return findings
 
     def _period(

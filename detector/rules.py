@@ -180,7 +180,6 @@ class AccountSpend:
 # The pool of quiet windows: the window slots, then the windows it spans.
 _SPAN = WINDOW_SLOTS
 _POOL_SLOTS = WINDOW_SLOTS + 1
-_EMPTY_POOL = (0.0,) * _POOL_SLOTS
 #: Event time between two judgements of a context's slow ramp.
 _RAMP_EVERY_S = 60.0
 #: Complete buckets an account's recent rate is averaged over.
@@ -285,7 +284,8 @@ class Rules:
         ):
             return False
         cost, count, billed, failed, failed_cost, timeouts, span = pool
-        pool[:] = _EMPTY_POOL
+        # Made again by the next window: an idle context holds no pool.
+        s.pool = None
         span_s = span * self._window
         per_hour = 3600.0 / span_s
         n = s.windows
@@ -861,6 +861,21 @@ class _Period(Protocol):
     month_start: float
 
 
+#: Day and month bounds handed out lately: every context rolls over into the
+#: same few, so each holds a shared float rather than a copy of its own.
+_BOUNDS: dict[float, float] = {}
+_BOUNDS_KEPT = 64
+
+
+def _shared(bound: float) -> float:
+    shared = _BOUNDS.get(bound)
+    if shared is None:
+        if len(_BOUNDS) >= _BOUNDS_KEPT:
+            _BOUNDS.clear()
+        shared = _BOUNDS[bound] = bound
+    return shared
+
+
 def _add_spend(period: _Period, start: float, cost: float) -> None:
     """Add the cost of a window starting at ``start`` to its day and month.
 
@@ -868,10 +883,12 @@ def _add_spend(period: _Period, start: float, cost: float) -> None:
     it is past that too (a month ends on a day's end).
     """
     if start >= period.day_end:
-        period.day_end = start - start % _DAY_S + _DAY_S
+        period.day_end = _shared(start - start % _DAY_S + _DAY_S)
         period.day_cost = 0.0
         if start >= period.month_end:
-            period.month_start, period.month_end = month_bounds(start)
+            month_start, month_end = month_bounds(start)
+            period.month_start = _shared(month_start)
+            period.month_end = _shared(month_end)
             period.month_cost = 0.0
     period.day_cost += cost
     period.month_cost += cost

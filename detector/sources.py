@@ -42,6 +42,7 @@ _LOG_MINUTES = 4
 
 # Slots of a pending metric minute.
 _MINUTE, _INV, _DUR, _SEEN = range(4)
+_MINUTE_SLOTS = 4
 _HAS_INV, _HAS_DUR = 1, 2
 
 #: The metrics that price a minute.
@@ -81,35 +82,75 @@ class Ring:
 
     Compact (one array of numbers) because every costed context keeps one;
     single precision is the default, ample against a tolerance of percents.
+    The array grows with the buckets seen, bucket ``first`` at index 0,
+    until they span ``size`` buckets; from then on it is circular, bucket
+    ``b`` at ``b % size``. A context tracked for an hour holds one bucket,
+    not the ``size`` a context tracked for days needs.
     """
 
-    __slots__ = ("bucket_s", "first", "latest", "values")
+    __slots__ = ("bucket_s", "first", "latest", "size", "values")
 
     def __init__(self, bucket_s: float, size: int, typecode: str = "f") -> None:
         self.bucket_s = bucket_s
-        self.values = array(typecode, [0.0]) * size
+        self.size = size
+        self.values: array[float] = array(typecode)
         self.first = -1
         self.latest = -1
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        for name, value in slots.items():
+            setattr(self, name, value)
+        if "size" not in slots:
+            # A ring of a checkpoint from before rings grew: circular, full.
+            self.size = len(self.values)
+            if self.first < 0:
+                self.values = array(self.values.typecode)
 
     def add(self, time: float, value: float) -> bool:
         """Add ``value`` to the bucket of ``time``; False if it is too old."""
         bucket = int(time // self.bucket_s)
         values = self.values
-        size = len(values)
+        size = self.size
         if self.first < 0:
-            self.first = self.latest = bucket
+            values.append(0.0)
+            self.first = self.latest = _shared_bucket(bucket)
         elif bucket > self.latest:
-            for b in range(max(self.latest + 1, bucket - size + 1), bucket + 1):
-                values[b % size] = 0.0
-            self.latest = bucket
+            if len(values) < size and bucket - self.first < size - 1:
+                values.extend(_zeros(values, bucket - self.latest))
+            else:
+                values = self._circular()
+                for b in range(max(self.latest + 1, bucket - size + 1), bucket + 1):
+                    values[b % size] = 0.0
+            self.latest = _shared_bucket(bucket)
         elif bucket <= self.latest - size:
             return False
         elif bucket < self.first:
-            for b in range(bucket, self.first):
-                values[b % size] = 0.0
-            self.first = bucket
-        values[bucket % size] += value
+            if len(values) < size and self.latest - bucket < size - 1:
+                values[0:0] = _zeros(values, self.first - bucket)
+            else:
+                values = self._circular()
+                for b in range(bucket, self.first):
+                    values[b % size] = 0.0
+            self.first = _shared_bucket(bucket)
+        if len(values) < size:
+            values[bucket - self.first] += value
+        else:
+            values[bucket % size] += value
         return True
+
+    def _circular(self) -> array[float]:
+        """The values laid out circularly, at full size (made so if need be)."""
+        values = self.values
+        size = self.size
+        if len(values) == size:
+            return values
+        ring = _zeros(values, size)
+        first = self.first
+        for i, value in enumerate(values):
+            ring[(first + i) % size] = value
+        self.values = ring
+        return ring
 
     def add_span(self, start: float, end: float, value: float) -> bool:
         """Spread ``value`` evenly over [start, end), bucket by bucket."""
@@ -130,28 +171,56 @@ class Ring:
         if self.first < 0:
             return 0.0
         step = self.bucket_s
-        size = len(self.values)
+        values = self.values
+        size = self.size
         lo = int(start // step)
         hi = math.ceil(end / step) - 1
         evicted = self.latest - size
         if self.first <= evicted and lo <= evicted:
             return None
+        circular = len(values) == size
+        first = self.first
         total = 0.0
-        for b in range(max(lo, self.first), min(hi, self.latest) + 1):
+        for b in range(max(lo, first), min(hi, self.latest) + 1):
             left = max(start, b * step)
             right = min(end, (b + 1) * step)
             if right > left:
-                total += self.values[b % size] * (right - left) / step
+                value = values[b % size] if circular else values[b - first]
+                total += value * (right - left) / step
         return total
+
+
+#: Bucket numbers handed out lately. Every context's rings start and end in
+#: the same few hours and minutes, so they share one int object for each.
+_BUCKETS: dict[int, int] = {}
+_BUCKETS_KEPT = 256
+
+
+def _shared_bucket(bucket: int) -> int:
+    shared = _BUCKETS.get(bucket)
+    if shared is None:
+        if len(_BUCKETS) >= _BUCKETS_KEPT:
+            _BUCKETS.clear()
+        shared = _BUCKETS[bucket] = bucket
+    return shared
+
+
+def _zeros(like: array[float], count: int) -> array[float]:
+    """``count`` zeros of the type of ``like``."""
+    return array(like.typecode, bytes(like.itemsize * count))
 
 
 @dataclass(slots=True)
 class MetricTrack:
-    """What the metric stream says of one context, minute by minute."""
+    """What the metric stream says of one context, minute by minute.
+
+    ``minutes`` holds the pending minutes in time order, ``_MINUTE_SLOTS``
+    numbers each, in one array (None while no minute is pending).
+    """
 
     baseline: RobustBaseline
     logs: Ring
-    minutes: list[array[float]] = field(default_factory=list)
+    minutes: array[float] | None = None
     count_mean: float = 0.0
     settled_until: float = -math.inf
     latest: float = -math.inf
@@ -164,6 +233,17 @@ class MetricTrack:
     disagreements: int = 0
     last_disagreement: tuple[float, float, float] | None = None
     cost: float = 0.0
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        minutes: Any = self.minutes
+        if isinstance(minutes, list):
+            # A checkpoint from when each pending minute had an array of its own.
+            flat = array("d")
+            for acc in sorted(minutes):
+                flat.extend(acc)
+            self.minutes = flat or None
 
 
 @dataclass(slots=True)
@@ -342,17 +422,20 @@ class SourceFusion:
             # Limitation: a metric after its minute settled is only counted.
             self.metric_late += 1
             return []
-        acc = next((a for a in track.minutes if a[_MINUTE] == minute), None)
-        if acc is None:
-            acc = array("d", (minute, 0.0, 0.0, 0.0))
-            track.minutes.append(acc)
-            track.minutes.sort()
+        minutes = track.minutes
+        if minutes is None:
+            minutes = track.minutes = array("d", (minute, 0.0, 0.0, 0.0))
+        at = 0
+        while at < len(minutes) and minutes[at + _MINUTE] < minute:
+            at += _MINUTE_SLOTS
+        if at == len(minutes) or minutes[at + _MINUTE] != minute:
+            minutes[at:at] = array("d", (minute, 0.0, 0.0, 0.0))
         if metric.name == "Invocations":
-            acc[_INV] = metric.sum
-            acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_INV)
+            minutes[at + _INV] = metric.sum
+            minutes[at + _SEEN] = float(int(minutes[at + _SEEN]) | _HAS_INV)
         else:
-            acc[_DUR] = metric.sum
-            acc[_SEEN] = float(int(acc[_SEEN]) | _HAS_DUR)
+            minutes[at + _DUR] = metric.sum
+            minutes[at + _SEEN] = float(int(minutes[at + _SEEN]) | _HAS_DUR)
         return self.settle(psrc, holder, src, horizon, has_logs, under_alert)
 
     def settle(
@@ -374,22 +457,25 @@ class SourceFusion:
         ``metric_settle_s`` after a minute's end settle it in any case.
         """
         track = src.metric
-        if track is None or not track.minutes:
+        minutes = track.minutes if track is not None else None
+        if track is None or not minutes:
             return []
         findings: list[Finding] = []
         late_bound = track.latest - self.config.metric_settle_s
-        while track.minutes:
-            acc = track.minutes[0]
-            minute = acc[_MINUTE]
+        while minutes:
+            minute = minutes[_MINUTE]
             end = minute + MINUTE_S
-            seen = int(acc[_SEEN])
+            seen = int(minutes[_SEEN])
             both = _HAS_INV | _HAS_DUR
-            complete = seen == both or (seen & _HAS_INV and not acc[_INV])
+            complete = seen == both or (seen & _HAS_INV and not minutes[_INV])
             logs_end = end + MINUTE_S if has_logs else end
             ready = complete and logs_end <= horizon
             if not (force or ready or end <= late_bound):
                 break
-            del track.minutes[0]
+            acc = minutes[:_MINUTE_SLOTS]
+            del minutes[:_MINUTE_SLOTS]
+            if not minutes:
+                track.minutes = None
             finding = self._settle_minute(
                 psrc, holder, src, track, minute, acc, has_logs, under_alert
             )

@@ -30,6 +30,10 @@ class Detector(ABC):
     feature's neutral value in its place.
     """
 
+    # Empty, so that a detector kept per context can be slotted: a
+    # subclass without slots still gets its instance dict.
+    __slots__ = ()
+
     #: Upper end of the scores; ``math.inf`` for unbounded ones.
     score_max: float = math.inf
 

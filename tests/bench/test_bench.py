@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import workload
-from bench.cli import bench_memory, bench_replay
+from bench.cli import TARGET_BYTES_PER_CONTEXT, bench_memory, bench_replay
 from ingest.formats.recording import write_recording
 
 
@@ -26,6 +26,12 @@ def test_memory_counts_every_context() -> None:
     result = bench_memory(500)
     assert result["contexts"] == 500
     assert result["bytes_per_context"] > 0
+
+
+def test_memory_per_context_stays_within_its_target() -> None:
+    # Allocations counted by tracemalloc, not time: the same on any load.
+    result = bench_memory(2000)
+    assert result["bytes_per_context"] <= TARGET_BYTES_PER_CONTEXT
 
 
 @pytest.mark.kafka

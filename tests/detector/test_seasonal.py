@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copyreg
+import io
 import math
+import pickle
 import random
 from collections.abc import Iterator
 
@@ -187,3 +190,38 @@ def test_batch_after_an_idle_night_meets_its_hour_not_stale_thresholds(
     else:
         # The last window closed at noon, when nothing was going on.
         assert on_day(alerts, 1) and on_day(alerts, 2)
+
+
+def _pickled_with_instance_dict(baseline: SeasonalBaseline) -> bytes:
+    """The pickle a baseline had when it kept its state in an instance dict."""
+    names = ("half_life", "warmup", "clip", "window_s", "cycle_weight")
+    state = {name: getattr(baseline, name) for name in (*names, "alert_weight")}
+    state["_alpha"] = 1.0 - 0.5 ** (1.0 / baseline.half_life)
+    for name in ("_n", "_mean", "_mad", "_profile", "_acc"):
+        state[name] = getattr(baseline, name)
+
+    class Legacy(pickle.Pickler):
+        def reducer_override(self, obj: object) -> object:
+            if obj is baseline:
+                return copyreg.__newobj__, (SeasonalBaseline,), state
+            return NotImplemented
+
+    out = io.BytesIO()
+    Legacy(out, protocol=5).dump(baseline)
+    return out.getvalue()
+
+
+def test_a_baseline_pickled_before_it_had_slots_loads_and_goes_on() -> None:
+    baseline = SeasonalBaseline(half_life=30, warmup=5, window_s=600.0)
+    day = [50.0 if hour == 2 else 1.0 for hour in range(24) for _ in range(6)]
+    for i, x in enumerate(day * 2):
+        baseline.learn_one(x, i * 600.0)
+    old = pickle.loads(_pickled_with_instance_dict(baseline))
+    assert not hasattr(old, "__dict__")
+    at_two = 2 * DAY_S + 2 * HOUR_S
+    assert old.expected(at_two) == baseline.expected(at_two)
+    for i, x in enumerate(day, start=len(day) * 2):
+        baseline.learn_one(x, i * 600.0)
+        old.learn_one(x, i * 600.0)
+    assert pickle.dumps(old) == pickle.dumps(baseline)
+    assert old.expected(at_two + DAY_S) == baseline.expected(at_two + DAY_S)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from collections import Counter
 
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
+from detector.baseline import RobustBaseline
 from detector.cost import CostModel, Pricing
 from detector.engine import COST_SPIKE, DetectorConfig, Engine
-from detector.sources import Ring, fused_severity
+from detector.sources import MetricTrack, Ring, fused_severity
 from ingest.events import Context, Event, Invocation, Metric
-from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, steady
+from tests.detector.streams import CTX, T0, feed, flat_cost, no_span_cost, steady
 from tests.detector.test_engine import run
 
 H0 = T0 + 2400.0  # 2026-03-01T22:00:00Z, an hour boundary
@@ -226,3 +228,92 @@ def test_ring_keeps_recent_buckets_and_refuses_older_ones() -> None:
     assert ring.add(0.0, 1.0) is False
     # Half an hour counts half of its bucket.
     assert ring.total(3600.0, 5400.0) == pytest.approx(1.0)
+
+
+def test_ring_holds_only_the_buckets_it_has_spanned() -> None:
+    ring = Ring(3600.0, 48)
+    ring.add(7200.0, 1.0)
+    ring.add(3600.0, 2.0)
+    ring.add(3.5 * 3600.0, 4.0)
+    assert len(ring.values) == 3
+    assert ring.total(3600.0, 4 * 3600.0) == pytest.approx(7.0)
+    assert ring.total(0.0, 3600.0) == 0.0
+    # Spanning all 48 hours it becomes circular, and older hours are evicted.
+    ring.add(50 * 3600.0, 8.0)
+    assert len(ring.values) == 48
+    assert ring.total(3600.0, 4 * 3600.0) is None
+    assert ring.total(3 * 3600.0, 51 * 3600.0) == pytest.approx(12.0)
+    assert ring.add(2 * 3600.0, 1.0) is False
+
+
+def test_ring_grown_or_not_gives_the_sums_of_a_full_circular_one() -> None:
+    rng = random.Random(4)
+    grown, full = Ring(60.0, 8, "d"), Ring(60.0, 8, "d")
+    for _ in range(300):
+        t = rng.uniform(0.0, 3000.0)
+        assert grown.add(t, 1.0) == _add_circular(full, t, 1.0)
+        start = rng.uniform(0.0, 3000.0)
+        assert grown.total(start, start + 200.0) == full.total(start, start + 200.0)
+
+
+def _add_circular(ring: Ring, time: float, value: float) -> bool:
+    """Add as a ring at full size from its first bucket on would."""
+    kept = ring.add(time, value)
+    if len(ring.values) < ring.size:
+        ring.values = ring._circular()
+    return kept
+
+
+def test_ring_of_a_checkpoint_from_before_rings_grew_loads() -> None:
+    # Then a ring was circular at full size from the start and had no size.
+    values = array("f", [0.0]) * 4
+    values[5 % 4], values[6 % 4] = 1.5, 2.5
+    state = {"bucket_s": 3600.0, "first": 5, "latest": 6, "values": values}
+    ring = Ring.__new__(Ring)
+    ring.__setstate__((None, state))
+    assert ring.total(5 * 3600.0, 7 * 3600.0) == pytest.approx(4.0)
+    ring.add(8 * 3600.0, 1.0)
+    assert ring.total(5 * 3600.0, 9 * 3600.0) == pytest.approx(5.0)
+    unused = Ring.__new__(Ring)
+    unused.__setstate__((None, {**state, "first": -1, "latest": -1}))
+    assert unused.total(0.0, 3600.0) == 0.0
+    unused.add(3600.0, 1.0)
+    assert len(unused.values) == 1
+
+
+def test_metric_minutes_arriving_out_of_order_settle_in_order() -> None:
+    base = metric_minutes(METRIC_ONLY, T0, 40, 1000.0)
+    flood = metric_minutes(METRIC_ONLY, T0 + 2400.0, 5, 10_000.0, seed=2)
+    after = metric_minutes(METRIC_ONLY, T0 + 2700.0, 10, 1000.0, seed=3)
+    events = [*base, *flood, *after]
+    # Each minute's two records after those of the minute that follows it.
+    swapped: list[Event] = []
+    for i in range(0, len(events) - 3, 4):
+        swapped.extend([*events[i + 2 : i + 4], *events[i : i + 2]])
+    swapped.extend(events[len(swapped) :])
+    assert swapped != events
+    # The same alerts; what a source reports beside them depends on how
+    # many minutes had settled by then.
+    in_order = [_alert_of(t) for t in feed(priced_engine(), events)]
+    assert in_order
+    assert [_alert_of(t) for t in feed(priced_engine(), swapped)] == in_order
+    engine = priced_engine()
+    feed(engine, swapped[:4], flush=False)
+    track = engine._parts[0].contexts[METRIC_ONLY].sources.metric
+    assert list(track.minutes[::4]) == [T0, T0 + 60.0]
+
+
+def _alert_of(t: Transition) -> tuple[str, str, str, float, float]:
+    return t.event, t.kind, t.severity, t.at, t.starts_at
+
+
+def test_metric_track_of_a_checkpoint_with_an_array_per_minute_loads() -> None:
+    track = MetricTrack(RobustBaseline(), Ring(60.0, 4, "d"))
+    state = {name: getattr(track, name) for name in MetricTrack.__slots__}
+    later, earlier = array("d", (120.0, 5.0, 0.0, 1.0)), array("d", (60.0, 3, 9, 3))
+    old = MetricTrack.__new__(MetricTrack)
+    old.__setstate__((None, {**state, "minutes": [later, earlier]}))
+    assert old.minutes == array("d", (60.0, 3.0, 9.0, 3.0, 120.0, 5.0, 0.0, 1.0))
+    empty = MetricTrack.__new__(MetricTrack)
+    empty.__setstate__((None, {**state, "minutes": []}))
+    assert empty.minutes is None
