@@ -29,6 +29,10 @@ from ingest.events import SPAN_KIND_CONSUMER, SPAN_KIND_SERVER, Context, Span
 
 logger = logging.getLogger(__name__)
 
+#: The ``faas.trigger`` of an invocation a data source (a bucket, a table's
+#: stream) triggered.
+TRIGGER_DATASOURCE = "datasource"
+
 #: Steps walked up a parent chain before giving up (a malformed trace).
 MAX_WALK = 64
 #: Spans kept per trace; beyond it new spans are counted and ignored.
@@ -78,6 +82,8 @@ class _Chain:
     # context -> highest hops sent on as evidence
     emitted: dict[Context, int] = field(default_factory=dict)
     traces: int = 0
+    # a write was paired with an invocation of it by guess
+    guessed: bool = False
 
 
 def _is_invocation(span: Span) -> bool:
@@ -159,6 +165,8 @@ class TraceStage:
         self._deadlines: list[tuple[float, str, str]] = []
         self._watermark = float("-inf")
         self._ready: list[SpanRef] = []
+        # invocations held back while their trigger's trace is being learnt
+        self._held: set[SpanRef] = set()
         self.dropped_spans = 0
 
     # Parameters only; the callable is re-attached after a restore.
@@ -170,6 +178,7 @@ class TraceStage:
     def __setstate__(self, state: dict[str, object]) -> None:
         self.resources = ResourceGraph()
         self._chains = {}
+        self._held = set()
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -210,6 +219,9 @@ class TraceStage:
         self._drain(out)
         if span.time > self._watermark:
             self._watermark = span.time
+            self._advance(out)
+        elif self._deadlines and self._deadlines[0][0] <= self._watermark:
+            # A span that arrived late may be due already.
             self._advance(out)
 
     def flush(self, out: list[Evidence]) -> None:
@@ -257,16 +269,22 @@ class TraceStage:
 
     def _try_resolve(self, node: _Node, out: list[Evidence], force: bool) -> None:
         cause, wait = self._cause(node)
-        if cause is None and wait is not None and not force:
-            span = node.span
-            self._waiting.setdefault(wait, []).append((span.trace_id, span.span_id))
-            heapq.heappush(
-                self._deadlines,
-                (span.time + self.pending_s, span.trace_id, span.span_id),
-            )
-            return
-        resource = ""
         span = node.span
+        ref = (span.trace_id, span.span_id)
+        if cause is None and not force:
+            if wait is not None:
+                self._waiting.setdefault(wait, []).append(ref)
+                self._defer(span)
+                return
+            if self._hold(span):
+                self._held.add(ref)
+                self._defer(span)
+                return
+        resource = ""
+        guessed = False
+        if ref in self._held:
+            self._held.discard(ref)
+            self.resources.release(resource_name(span.destination))
         if span.destination:
             trigger = resource_name(span.destination)
             if cause is not None:
@@ -275,22 +293,49 @@ class TraceStage:
                 # The trace broke at the trigger: the write into it that
                 # waited longest is taken as the cause.
                 # Limitation: pairs within a partition; P partitions need ~P x hops.
-                # Limitation: an untraced bounded retry can warn at its start.
-                write = self.resources.take_write(trigger, span.time, span.resource_key)
-                if write is not None:
-                    cause, _ = self._walk_up(write)
+                taken = self.resources.take_write(trigger, span.time, span.resource_key)
+                if taken is not None:
+                    cause, _ = self._walk_up(taken.ref)
                     resource = trigger if cause is not None else ""
-        self._resolve(node, cause, out, resource)
+                    guessed = not taken.by_key
+        self._resolve(node, cause, out, resource, guessed)
+
+    def _hold(self, span: Span) -> bool:
+        """Whether an invocation without a traced cause waits ``pending_s``
+        before it is paired with a write into its trigger.
+
+        A data source's events (an S3 notification, a stream record) never
+        carry a trace; a message's may. Until a queue has shown which, its
+        first fresh messages would take the writes of requeued messages whose
+        trace does carry over, and a bounded retry would look unbounded.
+        """
+        if not span.destination or span.trigger == TRIGGER_DATASOURCE:
+            return False
+        resource = resource_name(span.destination)
+        if not self.resources.learning(resource, span.time):
+            return False
+        self.resources.hold(resource)
+        return True
+
+    def _defer(self, span: Span) -> None:
+        heapq.heappush(
+            self._deadlines, (span.time + self.pending_s, span.trace_id, span.span_id)
+        )
 
     def _resolve(
-        self, node: _Node, cause: _Node | None, out: list[Evidence], resource: str = ""
+        self,
+        node: _Node,
+        cause: _Node | None,
+        out: list[Evidence],
+        resource: str = "",
+        guessed: bool = False,
     ) -> None:
         span = node.span
         name = "/".join(span.context)
         counts = dict(cause.counts) if cause is not None and cause.counts else {}
         counts[name] = counts.get(name, 0) + 1
         # Limitation: rates bound only self-writes, not f -> R1 -> g -> R2 -> f.
-        if resource and cause is not None and edge_name(cause.span) == edge_name(span):
+        if guessed and cause is not None and edge_name(cause.span) == edge_name(span):
             counts[name] = min(counts[name], self._rate_bound(resource, span))
         node.counts = counts
         node.resolved = True
@@ -306,6 +351,8 @@ class TraceStage:
         if resource and resource not in node.resources:
             node.resources = (*node.resources[-(MAX_PATH_RESOURCES - 1) :], resource)
         chain = self._account(node, cause, name, own_cost)
+        if guessed and cause is not None:
+            chain.guessed = True
         hops = max(counts[name] - 1, span.lineage)
         if hops >= self.hops:
             self._emit(node, chain, name, hops, resource, out)
@@ -386,6 +433,7 @@ class TraceStage:
                 projected_usd_per_hour=projected_per_hour(
                     chain.cost, elapsed, hops, growth
                 ),
+                guessed=chain.guessed,
             )
         )
 
@@ -426,6 +474,10 @@ class TraceStage:
     def _close(self, trace_id: str, trace: _Trace, out: list[Evidence]) -> None:
         for node in list(trace.nodes.values()):
             if node.is_invocation and not node.resolved:
+                ref = (node.span.trace_id, node.span.span_id)
+                if ref in self._held:
+                    self._held.discard(ref)
+                    self.resources.release(resource_name(node.span.destination))
                 self._resolve(node, None, out)
                 self._drain(out)
         ended = trace.last_time + self.trace_ttl_s
@@ -456,5 +508,6 @@ _STATE_FIELDS = (
     "_deadlines",
     "_watermark",
     "_ready",
+    "_held",
     "dropped_spans",
 )
