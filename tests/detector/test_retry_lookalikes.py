@@ -8,6 +8,8 @@ from detector.alerts import CRITICAL, OPENED, WARNING, Transition
 from detector.engine import DetectorConfig, Engine
 from detector.evidence import CHAIN, Evidence, decode_evidence, encode_evidence
 from detector.resources import LEARN_INVOCATIONS, ResourceGraph
+from dowguard.cli import detector_config
+from dowguard.config import load_settings
 from ingest.events import Context, Span
 from tests.detector.loops import JOBS_MESSAGE, JOBS_QUEUE, loop
 from tests.detector.otlp_builder import (
@@ -283,3 +285,10 @@ def test_a_queue_that_carries_the_trace_pairs_nothing() -> None:
         graph.settle("jobs", [], T0 + i + 0.5)
     graph.wrote("jobs", _send(T0 + 30.0))
     assert graph.take_write("jobs", T0 + 31.0) is None
+
+
+def test_the_retry_bound_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOWGUARD_RECURSION_MAX_RETRIES", "4")
+    assert detector_config(load_settings(None)).recursion_max_retries == 4
