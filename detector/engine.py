@@ -1160,6 +1160,8 @@ class Engine:
         }
         if evidence.resources:
             details["resources"] = list(evidence.resources)
+        if any(c[8] for c in chains):
+            details["guessed"] = True
         alert.cost = cost
         self._dirty.add(state.context)
         if not alert.open:

@@ -212,8 +212,11 @@ def test_critical_count_of_exact_and_guessed_chains(
 def test_chain_evidence_says_whether_it_was_guessed() -> None:
     evidence = _chain(4, True)
     assert decode_evidence(encode_evidence(evidence), "test") == evidence
-    transitions = feed(make_engine(), parse(loop("s3", generations=5)))
-    assert all(t.evidence.get("method") == "resource" for t in opened(transitions))
+    guessed = opened(feed(make_engine(), parse(loop("sqs_broken", generations=4))))
+    assert [t.evidence.get("guessed") for t in guessed] == [True]
+    keyed = opened(feed(make_engine(), parse(keyed_bucket_loop(0, generations=4))))
+    assert [t.evidence.get("method") for t in keyed] == ["resource"]
+    assert "guessed" not in keyed[0].evidence
 
 
 # Keyed pairings are the chain's own
