@@ -276,9 +276,10 @@ class TraceStage:
                 self._waiting.setdefault(wait, []).append(ref)
                 self._defer(span)
                 return
-            if self._hold(span):
+            due = self._hold(span)
+            if due is not None:
                 self._held.add(ref)
-                self._defer(span)
+                heapq.heappush(self._deadlines, (due, span.trace_id, span.span_id))
                 return
         resource = ""
         guessed = False
@@ -300,9 +301,9 @@ class TraceStage:
                     guessed = not taken.by_key
         self._resolve(node, cause, out, resource, guessed)
 
-    def _hold(self, span: Span) -> bool:
-        """Whether an invocation without a traced cause waits ``pending_s``
-        before it is paired with a write into its trigger.
+    def _hold(self, span: Span) -> float | None:
+        """When an invocation without a traced cause is paired with a write
+        into its trigger, if it waits (about ``pending_s``) to be.
 
         A data source's events (an S3 notification, a stream record) never
         carry a trace; a message's may. Until a queue has shown which, its
@@ -310,12 +311,11 @@ class TraceStage:
         trace does carry over, and a bounded retry would look unbounded.
         """
         if not span.destination or span.trigger == TRIGGER_DATASOURCE:
-            return False
+            return None
         resource = resource_name(span.destination)
         if not self.resources.learning(resource, span.time):
-            return False
-        self.resources.hold(resource)
-        return True
+            return None
+        return self.resources.hold(resource, span.time + self.pending_s)
 
     def _defer(self, span: Span) -> None:
         heapq.heappush(

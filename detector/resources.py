@@ -147,7 +147,9 @@ class _Resource:
     linked: float = 0.0
     seen: int = 0
     # invocations it triggered that wait to be paired (see ResourceGraph.hold)
+    # and when the last of them is due
     held: int = 0
+    held_until: float = -math.inf
 
     def carries_trace(self) -> bool:
         return self.linked > 0.5
@@ -273,11 +275,24 @@ class ResourceGraph:
         horizon = time - self.latency_s
         return any(horizon <= at <= time for at, _ in res.pending.values())
 
-    def hold(self, resource: str) -> None:
-        """An invocation ``resource`` triggered waits to be paired."""
+    def hold(self, resource: str, until: float) -> float:
+        """An invocation ``resource`` triggered waits to be paired until
+        ``until``; when it is due.
+
+        Once the resource is learnt, an invocation waits only for those held
+        before it, so that the holding ends instead of passing on from one
+        invocation to the next.
+        """
         res = self._resources.get(resource)
-        if res is not None:
-            res.held += 1
+        if res is None:
+            return until
+        if res.held and res.seen >= LEARN_INVOCATIONS:
+            until = res.held_until
+        # Strictly later than the one before: pairing keeps their order.
+        until = max(until, math.nextafter(res.held_until, math.inf))
+        res.held += 1
+        res.held_until = until
+        return until
 
     def release(self, resource: str) -> None:
         """A held invocation is being paired now."""

@@ -7,6 +7,7 @@ import pytest
 from detector.alerts import CRITICAL, OPENED, WARNING, Transition
 from detector.engine import DetectorConfig, Engine
 from detector.evidence import CHAIN, Evidence, decode_evidence, encode_evidence
+from detector.recursion import TraceStage
 from detector.resources import LEARN_INVOCATIONS, ResourceGraph
 from dowguard.cli import detector_config
 from dowguard.config import load_settings
@@ -273,8 +274,12 @@ def test_held_invocations_keep_the_queue_learning_until_released() -> None:
     graph.wrote("jobs", _send(T0))
     for i in range(LEARN_INVOCATIONS):
         graph.settle("jobs", [], T0 + i)
-    graph.hold("jobs")
+    assert graph.hold("jobs", T0 + 5.0) == T0 + 5.0
     assert graph.learning("jobs", T0 - 10.0)
+    # Learnt already: the next one waits only for the one before it.
+    later = graph.hold("jobs", T0 + 9.0)
+    assert T0 + 5.0 < later < T0 + 5.001
+    graph.release("jobs")
     graph.release("jobs")
     assert not graph.learning("jobs", T0 + 1.0)
     graph.release("jobs")  # one release too many changes nothing
@@ -295,3 +300,20 @@ def test_the_retry_bound_is_read_from_the_environment(
 ) -> None:
     monkeypatch.setenv("DOWGUARD_RECURSION_MAX_RETRIES", "4")
     assert detector_config(load_settings(None)).recursion_max_retries == 4
+
+
+def test_holding_ends_once_a_busy_queue_is_learnt() -> None:
+    # An untraced queue, five messages a second, each requeued once: while
+    # it is learnt its invocations wait, and then none does any more.
+    exports = []
+    for m in range(300):
+        exports.extend(loop("sqs_broken", generations=2, start=T0 + m * 0.2))
+    stage = TraceStage()
+    out: list[Evidence] = []
+    held: list[int] = []
+    for span in sorted(parse(exports), key=lambda s: s.time):
+        stage.process(span, out)
+        if span.invocation_id:
+            held.append(len(stage._held))
+    assert max(held[:20]) > 0
+    assert max(held[len(held) // 2 :]) == 0
