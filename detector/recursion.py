@@ -413,6 +413,7 @@ class TraceStage:
             return
         chain.emitted[span.context] = hops
         via = resource or span.destination or span.trigger or "unknown"
+        # Limitation: a chain split over trace partitions shows less growth than it has.
         growth = _growth(chain.gens.get(name, []))
         elapsed = chain.last - chain.first
         out.append(
