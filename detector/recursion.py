@@ -302,8 +302,8 @@ class TraceStage:
         self._resolve(node, cause, out, resource, guessed)
 
     def _hold(self, span: Span) -> float | None:
-        """When an invocation without a traced cause is paired with a write
-        into its trigger, if it waits (about ``pending_s``) to be.
+        """The event time until which an invocation without a traced cause
+        waits before it is paired with a write into its trigger; None: now.
 
         A data source's events (an S3 notification, a stream record) never
         carry a trace; a message's may. Until a queue has shown which, its
