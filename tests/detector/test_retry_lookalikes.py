@@ -317,3 +317,21 @@ def test_holding_ends_once_a_busy_queue_is_learnt() -> None:
             held.append(len(stage._held))
     assert max(held[:20]) > 0
     assert max(held[len(held) // 2 :]) == 0
+
+
+@pytest.mark.parametrize("cut", [0.05, 0.1, 0.5])
+def test_snapshot_and_restore_keep_held_invocations(cut: float) -> None:
+    # Cut while the queue is being learnt: the held invocations and the
+    # resource's count of them come back, and so does every alert.
+    spans = parse(requeues(messages=30, retries=5))
+    whole = feed(make_engine(), spans)
+    split = int(len(spans) * cut)
+    first = make_engine()
+    head = feed(first, spans[:split], flush=False)
+    if cut < 0.5:
+        assert first._parts[0].traces._held
+    second = make_engine()
+    second.restore(0, first.snapshot(0))
+    tail = feed(second, spans[split:])
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+    assert {t.severity for t in whole} == {WARNING}
