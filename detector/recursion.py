@@ -41,6 +41,8 @@ MAX_SPANS_PER_TRACE = 20_000
 MAX_GENERATIONS = 64
 #: Resources named on one chain's path.
 MAX_PATH_RESOURCES = 8
+#: (context, resource) pairs of loops remembered as going on.
+MAX_LOOPING = 1024
 #: A projection above this many USD per hour is reported as this many.
 PROJECTION_CAP_USD = 1e9
 
@@ -167,6 +169,9 @@ class TraceStage:
         self._ready: list[SpanRef] = []
         # invocations held back while their trigger's trace is being learnt
         self._held: set[SpanRef] = set()
+        # (context, resource) -> when its loop through the resource was last
+        # sent on as evidence
+        self._looping: dict[tuple[Context, str], float] = {}
         self.dropped_spans = 0
 
     # Parameters only; the callable is re-attached after a restore.
@@ -179,6 +184,7 @@ class TraceStage:
         self.resources = ResourceGraph()
         self._chains = {}
         self._held = set()
+        self._looping = {}
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -354,9 +360,40 @@ class TraceStage:
         if guessed and cause is not None:
             chain.guessed = True
         hops = max(counts[name] - 1, span.lineage)
-        if hops >= self.hops:
+        if hops >= self.hops or (
+            hops >= 1 and not guessed and self._goes_on(node, cause, resource)
+        ):
             self._emit(node, chain, name, hops, resource, out)
         self._ready.append((span.trace_id, span.span_id))
+
+    def _goes_on(self, node: _Node, cause: _Node | None, resource: str) -> bool:
+        """Whether a re-entry below the threshold goes on with a loop that
+        was sent on as evidence, here, less than ``trace_ttl_s`` ago.
+
+        Where the trace breaks at every hop, each hop's trace lands in any
+        partition, so a partition sees a loop in pieces that reach the
+        threshold only now and then. A function that its own write, matched
+        by the item's key, triggered again through the resource of such a
+        loop keeps the loop's evidence going, so that its alert does not
+        resolve between two long pieces while the loop runs.
+        """
+        if not resource or cause is None:
+            return False
+        if edge_name(cause.span) != edge_name(node.span):
+            return False
+        last = self._looping.get((node.span.context, resource))
+        return last is not None and node.span.time - last < self.trace_ttl_s
+
+    def _remember_loop(self, context: Context, resource: str, time: float) -> None:
+        looping = self._looping
+        key = (context, resource)
+        if key not in looping and len(looping) >= MAX_LOOPING:
+            horizon = time - self.trace_ttl_s
+            for old in [k for k, at in looping.items() if at <= horizon]:
+                del looping[old]
+            if len(looping) >= MAX_LOOPING:
+                del looping[min(looping, key=looping.__getitem__)]
+        looping[key] = max(time, looping.get(key, time))
 
     def _rate_bound(self, resource: str, span: Span) -> int:
         """The most invocations a chain of a self-writing function can have
@@ -437,6 +474,9 @@ class TraceStage:
                 guessed=chain.guessed,
             )
         )
+        looped = resource or (node.resources[-1] if node.resources else "")
+        if looped:
+            self._remember_loop(span.context, looped, span.time)
 
     def _wake(self, ref: SpanRef, out: list[Evidence]) -> None:
         waiters = self._waiting.pop(ref, None)
@@ -510,5 +550,6 @@ _STATE_FIELDS = (
     "_watermark",
     "_ready",
     "_held",
+    "_looping",
     "dropped_spans",
 )

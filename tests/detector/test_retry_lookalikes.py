@@ -335,3 +335,50 @@ def test_snapshot_and_restore_keep_held_invocations(cut: float) -> None:
     tail = feed(second, spans[split:])
     assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
     assert {t.severity for t in whole} == {WARNING}
+
+
+# A loop seen in pieces
+
+
+def feed_parts(
+    exports: list[dict[str, object]], partitions: list[int]
+) -> list[Transition]:
+    """Each export on its own trace partition, evidence on partition 9."""
+    engine = make_engine()
+    out: list[Transition] = []
+    for export, part in zip(exports, partitions, strict=True):
+        for span in parse([export]):
+            engine.process(span, part)
+            for evidence in engine.take_evidence():
+                engine.process_evidence(evidence, 9)
+            out.extend(engine.take_transitions())
+    engine.flush()
+    for evidence in engine.take_evidence():
+        engine.process_evidence(evidence, 9)
+    out.extend(engine.take_transitions())
+    return out
+
+
+def test_a_loop_seen_in_pieces_keeps_one_alert_while_it_runs() -> None:
+    # Four hops on partition 0 open the alert; then two hops of every three
+    # stay there, so partition 0 sees only single re-entries for 300 s.
+    hops = 200
+    parts = [0, 0, 0, 0] + [(0, 0, 1)[i % 3] for i in range(hops - 4)]
+    transitions = feed_parts(keyed_bucket_loop(0, hops), parts)
+    episodes = [t for t in transitions if t.event in (OPENED, "resolved")]
+    assert [t.event for t in episodes] == [OPENED, "resolved"]
+    last_hop = T0 + (hops - 1) * 1.5
+    assert episodes[-1].at > last_hop  # not before the loop stopped
+    assert int(str(episodes[0].evidence["hops"])) == 3
+
+
+def test_pieces_after_a_quiet_partition_open_no_alert_of_their_own() -> None:
+    # After the first piece, partition 0 sees no hop for longer than a
+    # trace lives; its later single re-entries then keep nothing going.
+    parts = [0, 0, 0, 0] + [1] * 100 + [(0, 0, 1)[i % 3] for i in range(30)]
+    transitions = feed_parts(keyed_bucket_loop(0, len(parts)), parts)
+    assert [t.event for t in transitions if t.event != "updated"] == [
+        OPENED,
+        "resolved",
+    ]
+    assert transitions[-1].at < T0 + 104 * 1.5 + 120.0
