@@ -75,7 +75,7 @@ BILLING_GAP = "billing_gap"
 ANOMALY = "anomaly"
 # 3: the trace stage keeps chains across traces and the resource edges;
 # contexts carry their metric and billing state, seasonal baselines and peers.
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,11 @@ class DetectorConfig:
     requeues its own message at most N times, therefore never alerts for N
     below ``recursion_hops``, and only warns for N up to
     ``recursion_critical_hops - 1``: it reaches critical only by going on.
+    Where the trace broke and neither side named the item, which write
+    caused an invocation is a guess, and the interleaved chains of a bounded
+    retry can add up to more than its N; such a chain turns critical by its
+    count only beyond ``recursion_max_retries`` re-entries (the growth rule
+    stands).
 
     The window-close rules (``detector.rules``) alert on their own kinds,
     judging a window, or quiet windows pooled for up to a minute:
@@ -193,6 +198,7 @@ class DetectorConfig:
     recursion_hops: int = 3
     recursion_critical_hops: int = 6
     recursion_growth: float = 1.5
+    recursion_max_retries: int = 9
     baseline_half_life: float = 180.0
     baseline_warmup: int = 60
     spike_ratio: float = 2.5
@@ -292,7 +298,8 @@ class _Context:
     spike: _Alert | None = None
     recursion: _Alert | None = None
     # chain -> [hops, cost, ended, last time, projected USD/h, growth, fan-out,
-    #          invocations]; made by the first chain, as most contexts have none.
+    #          invocations, guessed]; made by the first chain, as most contexts
+    #          have none.
     chains: dict[str, list[float]] | None = None
     sources: SourceState | None = None
     rules: RuleState | None = None
@@ -319,7 +326,7 @@ class _Partition:
 # Accumulator slots of an open window.
 _COST, _COUNT = range(2)
 # Slots of a chain's figures in a context (see _Context.chains).
-_CHAIN_SLOTS = 8
+_CHAIN_SLOTS = 9
 
 
 class Engine:
@@ -394,7 +401,7 @@ class Engine:
             if chain is None:
                 chain = chains[evidence.chain] = [0.0, 0.0, 0.0, evidence.time]
             if len(chain) < _CHAIN_SLOTS:
-                chain.extend([0.0, 1.0, 0.0, 0.0][len(chain) - _CHAIN_SLOTS :])
+                chain.extend([0.0, 1.0, 0.0, 0.0, 0.0][len(chain) - _CHAIN_SLOTS :])
             chain[2] = 0.0
             if evidence.hops >= chain[0]:
                 # The latest figures of a chain come with its highest count.
@@ -405,6 +412,8 @@ class Engine:
             chain[3] = max(chain[3], evidence.time)
             chain[6] = max(chain[6], evidence.fan_out)
             chain[7] = max(chain[7], evidence.invocations)
+            if evidence.guessed:
+                chain[8] = 1.0
             self._on_chain(state, evidence)
         elif evidence.kind == CHAIN_ENDED and chains is not None and chain is not None:
             chain[2] = 1.0
@@ -1379,6 +1388,8 @@ class Engine:
         }
         if evidence.resources:
             details["resources"] = list(evidence.resources)
+        if any(c[8] for c in chains):
+            details["guessed"] = True
         alert.cost = cost
         self._dirty.add(state.context)
         if not alert.open:
@@ -1405,7 +1416,9 @@ class Engine:
         """Whether one chain's figures make a recursion alert critical."""
         cfg = self.config
         hops, growth = chain[0], chain[5]
-        if hops >= cfg.recursion_critical_hops:
+        if hops >= cfg.recursion_critical_hops and (
+            not chain[8] or hops > cfg.recursion_max_retries
+        ):
             return True
         if hops < cfg.recursion_hops or growth < cfg.recursion_growth:
             return False

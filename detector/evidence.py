@@ -37,7 +37,10 @@ class Evidence:
     chain so far; ``fan_out`` the most invocations one invocation of it
     caused; ``growth`` how many times larger each generation of the
     function is than the one before (1.0 for a straight loop);
-    ``projected_usd_per_hour`` the cost of the next hour if it goes on.
+    ``projected_usd_per_hour`` the cost of the next hour if it goes on;
+    ``guessed`` that some invocation of the chain was paired with a write
+    by guess (the oldest pending one, no item key to match), so its count
+    may run ahead of the truth.
     """
 
     kind: str
@@ -54,6 +57,7 @@ class Evidence:
     growth: float = 1.0
     invocations: int = 0
     projected_usd_per_hour: float = 0.0
+    guessed: bool = False
 
 
 def encode_evidence(ev: Evidence) -> bytes:

@@ -29,6 +29,10 @@ from ingest.events import SPAN_KIND_CONSUMER, SPAN_KIND_SERVER, Context, Span
 
 logger = logging.getLogger(__name__)
 
+#: The ``faas.trigger`` of an invocation a data source (a bucket, a table's
+#: stream) triggered.
+TRIGGER_DATASOURCE = "datasource"
+
 #: Steps walked up a parent chain before giving up (a malformed trace).
 MAX_WALK = 64
 #: Spans kept per trace; beyond it new spans are counted and ignored.
@@ -37,6 +41,8 @@ MAX_SPANS_PER_TRACE = 20_000
 MAX_GENERATIONS = 64
 #: Resources named on one chain's path.
 MAX_PATH_RESOURCES = 8
+#: (context, resource) pairs of loops remembered as going on.
+MAX_LOOPING = 1024
 #: A projection above this many USD per hour is reported as this many.
 PROJECTION_CAP_USD = 1e9
 
@@ -78,6 +84,8 @@ class _Chain:
     # context -> highest hops sent on as evidence
     emitted: dict[Context, int] = field(default_factory=dict)
     traces: int = 0
+    # a write was paired with an invocation of it by guess
+    guessed: bool = False
 
 
 def _is_invocation(span: Span) -> bool:
@@ -159,6 +167,11 @@ class TraceStage:
         self._deadlines: list[tuple[float, str, str]] = []
         self._watermark = float("-inf")
         self._ready: list[SpanRef] = []
+        # invocations held back while their trigger's trace is being learnt
+        self._held: set[SpanRef] = set()
+        # (context, resource) -> when its loop through the resource was last
+        # sent on as evidence
+        self._looping: dict[tuple[Context, str], float] = {}
         self.dropped_spans = 0
 
     # Parameters only; the callable is re-attached after a restore.
@@ -170,6 +183,8 @@ class TraceStage:
     def __setstate__(self, state: dict[str, object]) -> None:
         self.resources = ResourceGraph()
         self._chains = {}
+        self._held = set()
+        self._looping = {}
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -210,6 +225,9 @@ class TraceStage:
         self._drain(out)
         if span.time > self._watermark:
             self._watermark = span.time
+            self._advance(out)
+        elif self._deadlines and self._deadlines[0][0] <= self._watermark:
+            # A span that arrived late may be due already.
             self._advance(out)
 
     def flush(self, out: list[Evidence]) -> None:
@@ -257,16 +275,23 @@ class TraceStage:
 
     def _try_resolve(self, node: _Node, out: list[Evidence], force: bool) -> None:
         cause, wait = self._cause(node)
-        if cause is None and wait is not None and not force:
-            span = node.span
-            self._waiting.setdefault(wait, []).append((span.trace_id, span.span_id))
-            heapq.heappush(
-                self._deadlines,
-                (span.time + self.pending_s, span.trace_id, span.span_id),
-            )
-            return
-        resource = ""
         span = node.span
+        ref = (span.trace_id, span.span_id)
+        if cause is None and not force:
+            if wait is not None:
+                self._waiting.setdefault(wait, []).append(ref)
+                self._defer(span)
+                return
+            due = self._hold(span)
+            if due is not None:
+                self._held.add(ref)
+                heapq.heappush(self._deadlines, (due, span.trace_id, span.span_id))
+                return
+        resource = ""
+        guessed = False
+        if ref in self._held:
+            self._held.discard(ref)
+            self.resources.release(resource_name(span.destination))
         if span.destination:
             trigger = resource_name(span.destination)
             if cause is not None:
@@ -275,22 +300,48 @@ class TraceStage:
                 # The trace broke at the trigger: the write into it that
                 # waited longest is taken as the cause.
                 # Limitation: pairs within a partition; P partitions need ~P x hops.
-                # Limitation: an untraced bounded retry can warn at its start.
-                write = self.resources.take_write(trigger, span.time, span.resource_key)
-                if write is not None:
-                    cause, _ = self._walk_up(write)
+                taken = self.resources.take_write(trigger, span.time, span.resource_key)
+                if taken is not None:
+                    cause, _ = self._walk_up(taken.ref)
                     resource = trigger if cause is not None else ""
-        self._resolve(node, cause, out, resource)
+                    guessed = not taken.by_key
+        self._resolve(node, cause, out, resource, guessed)
+
+    def _hold(self, span: Span) -> float | None:
+        """The event time until which an invocation without a traced cause
+        waits before it is paired with a write into its trigger; None: now.
+
+        A data source's events (an S3 notification, a stream record) never
+        carry a trace; a message's may. Until a queue has shown which, its
+        first fresh messages would take the writes of requeued messages whose
+        trace does carry over, and a bounded retry would look unbounded.
+        """
+        if not span.destination or span.trigger == TRIGGER_DATASOURCE:
+            return None
+        resource = resource_name(span.destination)
+        if not self.resources.learning(resource, span.time):
+            return None
+        return self.resources.hold(resource, span.time + self.pending_s)
+
+    def _defer(self, span: Span) -> None:
+        heapq.heappush(
+            self._deadlines, (span.time + self.pending_s, span.trace_id, span.span_id)
+        )
 
     def _resolve(
-        self, node: _Node, cause: _Node | None, out: list[Evidence], resource: str = ""
+        self,
+        node: _Node,
+        cause: _Node | None,
+        out: list[Evidence],
+        resource: str = "",
+        guessed: bool = False,
     ) -> None:
         span = node.span
         name = "/".join(span.context)
         counts = dict(cause.counts) if cause is not None and cause.counts else {}
         counts[name] = counts.get(name, 0) + 1
         # Limitation: rates bound only self-writes, not f -> R1 -> g -> R2 -> f.
-        if resource and cause is not None and edge_name(cause.span) == edge_name(span):
+        if guessed and cause is not None and edge_name(cause.span) == edge_name(span):
             counts[name] = min(counts[name], self._rate_bound(resource, span))
         node.counts = counts
         node.resolved = True
@@ -306,10 +357,43 @@ class TraceStage:
         if resource and resource not in node.resources:
             node.resources = (*node.resources[-(MAX_PATH_RESOURCES - 1) :], resource)
         chain = self._account(node, cause, name, own_cost)
+        if guessed and cause is not None:
+            chain.guessed = True
         hops = max(counts[name] - 1, span.lineage)
-        if hops >= self.hops:
+        if hops >= self.hops or (
+            hops >= 1 and not guessed and self._goes_on(node, cause, resource)
+        ):
             self._emit(node, chain, name, hops, resource, out)
         self._ready.append((span.trace_id, span.span_id))
+
+    def _goes_on(self, node: _Node, cause: _Node | None, resource: str) -> bool:
+        """Whether a re-entry below the threshold goes on with a loop that
+        was sent on as evidence, here, less than ``trace_ttl_s`` ago.
+
+        Where the trace breaks at every hop, each hop's trace lands in any
+        partition, so a partition sees a loop in pieces that reach the
+        threshold only now and then. A function that its own write, matched
+        by the item's key, triggered again through the resource of such a
+        loop keeps the loop's evidence going, so that its alert does not
+        resolve between two long pieces while the loop runs.
+        """
+        if not resource or cause is None:
+            return False
+        if edge_name(cause.span) != edge_name(node.span):
+            return False
+        last = self._looping.get((node.span.context, resource))
+        return last is not None and node.span.time - last < self.trace_ttl_s
+
+    def _remember_loop(self, context: Context, resource: str, time: float) -> None:
+        looping = self._looping
+        key = (context, resource)
+        if key not in looping and len(looping) >= MAX_LOOPING:
+            horizon = time - self.trace_ttl_s
+            for old in [k for k, at in looping.items() if at <= horizon]:
+                del looping[old]
+            if len(looping) >= MAX_LOOPING:
+                del looping[min(looping, key=looping.__getitem__)]
+        looping[key] = max(time, looping.get(key, time))
 
     def _rate_bound(self, resource: str, span: Span) -> int:
         """The most invocations a chain of a self-writing function can have
@@ -366,6 +450,7 @@ class TraceStage:
             return
         chain.emitted[span.context] = hops
         via = resource or span.destination or span.trigger or "unknown"
+        # Limitation: a chain split over trace partitions shows less growth than it has.
         growth = _growth(chain.gens.get(name, []))
         elapsed = chain.last - chain.first
         out.append(
@@ -386,8 +471,12 @@ class TraceStage:
                 projected_usd_per_hour=projected_per_hour(
                     chain.cost, elapsed, hops, growth
                 ),
+                guessed=chain.guessed,
             )
         )
+        looped = resource or (node.resources[-1] if node.resources else "")
+        if looped:
+            self._remember_loop(span.context, looped, span.time)
 
     def _wake(self, ref: SpanRef, out: list[Evidence]) -> None:
         waiters = self._waiting.pop(ref, None)
@@ -426,6 +515,10 @@ class TraceStage:
     def _close(self, trace_id: str, trace: _Trace, out: list[Evidence]) -> None:
         for node in list(trace.nodes.values()):
             if node.is_invocation and not node.resolved:
+                ref = (node.span.trace_id, node.span.span_id)
+                if ref in self._held:
+                    self._held.discard(ref)
+                    self.resources.release(resource_name(node.span.destination))
                 self._resolve(node, None, out)
                 self._drain(out)
         ended = trace.last_time + self.trace_ttl_s
@@ -456,5 +549,7 @@ _STATE_FIELDS = (
     "_deadlines",
     "_watermark",
     "_ready",
+    "_held",
+    "_looping",
     "dropped_spans",
 )

@@ -9,6 +9,7 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ingest.events import SPAN_KIND_CLIENT, SPAN_KIND_PRODUCER, Span
 
@@ -40,10 +41,20 @@ MAX_PENDING_WRITES = 64
 #: Writer and triggered functions remembered per resource.
 MAX_EDGES_PER_RESOURCE = 32
 
-#: Weight of one invocation in a resource's share of traced invocations.
-_LINKED_WEIGHT = 1.0 / 16.0
+#: Invocations a resource triggers before its share of traced ones is
+#: trusted; it is their plain mean until then, and a moving mean over about
+#: as many afterwards.
+LEARN_INVOCATIONS = 16
 
 SpanRef = tuple[str, str]
+
+
+class Taken(NamedTuple):
+    """A pending write paired with an invocation, and whether the item keys
+    of both sides matched (else it was the oldest write, a guess)."""
+
+    ref: SpanRef
+    by_key: bool
 
 
 _NAMES: dict[str, str] = {}
@@ -131,11 +142,22 @@ class _Resource:
     pending: dict[SpanRef, tuple[float, str]] = field(default_factory=dict)
     writers: dict[str, _Rate] = field(default_factory=dict)
     targets: dict[str, _Rate] = field(default_factory=dict)
-    # share of the invocations it triggered whose trace carried over
+    # share of the invocations it triggered whose trace carried over, and
+    # how many invocations that share is made of (up to LEARN_INVOCATIONS)
     linked: float = 0.0
+    seen: int = 0
+    # invocations it triggered that wait to be paired (see ResourceGraph.hold)
+    # and when the last of them is due
+    held: int = 0
+    held_until: float = -math.inf
 
     def carries_trace(self) -> bool:
         return self.linked > 0.5
+
+    def observe(self, linked: bool) -> None:
+        if self.seen < LEARN_INVOCATIONS:
+            self.seen += 1
+        self.linked += (float(linked) - self.linked) / self.seen
 
 
 class ResourceGraph:
@@ -193,7 +215,7 @@ class ResourceGraph:
         if rate is not None:
             rate.add(time, self.half_life_s)
 
-    def take_write(self, resource: str, time: float, key: str = "") -> SpanRef | None:
+    def take_write(self, resource: str, time: float, key: str = "") -> Taken | None:
         """The pending write into ``resource`` that caused an invocation at
         ``time``, removed from the pending ones.
 
@@ -206,7 +228,7 @@ class ResourceGraph:
         res = self._resources.get(resource)
         if res is None:
             return None
-        res.linked -= res.linked * _LINKED_WEIGHT
+        res.observe(linked=False)
         if res.carries_trace():
             return None
         pending = res.pending
@@ -218,7 +240,7 @@ class ResourceGraph:
         for ref, (at, written) in pending.items():
             if at <= time and (not keyed or written == key):
                 del pending[ref]
-                return ref
+                return Taken(ref, keyed)
         return None
 
     def settle(self, resource: str, refs: list[SpanRef], time: float) -> None:
@@ -226,12 +248,57 @@ class ResourceGraph:
         res = self._resources.get(resource)
         if res is None:
             return
-        res.linked += (1.0 - res.linked) * _LINKED_WEIGHT
+        res.observe(linked=True)
         pending = res.pending
         if pending:
             for ref in refs:
                 if pending.pop(ref, None) is not None:
                     return
+
+    def learning(self, resource: str, time: float) -> bool:
+        """Whether ``resource`` has a write pending that could have caused an
+        invocation at ``time``, but has not triggered enough invocations yet
+        to tell whether its trace carries over.
+
+        While it is learning, an invocation it triggered without a traced
+        cause is paired only after traced invocations have had time to claim
+        their own writes: a queue's first fresh messages would otherwise take
+        the writes of requeued messages, whose trace does carry over.
+        """
+        res = self._resources.get(resource)
+        if res is None:
+            return False
+        if res.held:
+            return True  # pairs in the order of the invocations
+        if res.seen >= LEARN_INVOCATIONS:
+            return False
+        horizon = time - self.latency_s
+        return any(horizon <= at <= time for at, _ in res.pending.values())
+
+    def hold(self, resource: str, until: float) -> float:
+        """An invocation ``resource`` triggered waits to be paired until
+        ``until``; when it is due.
+
+        Once the resource is learnt, an invocation waits only for those held
+        before it, so that the holding ends instead of passing on from one
+        invocation to the next.
+        """
+        res = self._resources.get(resource)
+        if res is None:
+            return until
+        if res.held and res.seen >= LEARN_INVOCATIONS:
+            until = res.held_until
+        # Strictly later than the one before: pairing keeps their order.
+        until = max(until, math.nextafter(res.held_until, math.inf))
+        res.held += 1
+        res.held_until = until
+        return until
+
+    def release(self, resource: str) -> None:
+        """A held invocation is being paired now."""
+        res = self._resources.get(resource)
+        if res is not None and res.held:
+            res.held -= 1
 
     def self_gain(self, resource: str, function: str, time: float) -> float:
         """Writes into ``resource`` by ``function`` per invocation of it that

@@ -153,6 +153,7 @@ def detector_config(settings: Settings) -> Any:
         lateness_s=settings.lateness_s,
         partitions=settings.partitions,
         recursion_hops=settings.recursion_hops,
+        recursion_max_retries=settings.recursion_max_retries,
         daily_budgets=tuple(sorted(settings.daily_budgets.items())),
         monthly_budgets=tuple(sorted(settings.monthly_budgets.items())),
         online_model=settings.online_model,

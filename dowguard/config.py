@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     window_s: float = 10.0
     lateness_s: float = 5.0
     recursion_hops: int = 3
+    #: Re-entries a bounded retry may make on a chain followed only by
+    #: guessing (no trace, no item key); beyond them it turns critical.
+    recursion_max_retries: int = 9
     commit_interval_s: float = 1.0
     dev_mode: bool = False
     api_host: str = "127.0.0.1"
