@@ -291,9 +291,7 @@ _CHAIN_SLOTS = 8
 
 def _upgrade(part: _Partition) -> _Partition:
     """Bring a partition restored from an older checkpoint to today's fields."""
-    try:
-        part.closing  # noqa: B018 - probing a slot that may be unset
-    except AttributeError:
+    if not hasattr(part, "closing"):
         part.closing, part.ends = {}, []
     if part.due:
         # The old heap, in its order: by end, then by the order of opening.
@@ -577,8 +575,7 @@ class Engine:
             state.late_events += 1
             self.late_events += 1
         else:
-            window = self._window
-            start = time - time % window
+            start = time - time % self._window
             acc = state.windows.get(start)
             if acc is None:
                 acc = state.windows[start] = [0.0] * WINDOW_SLOTS
@@ -657,7 +654,7 @@ class Engine:
         state.last_invocations = count
         self._fusion.on_window(part.sources, state, start, cost, count, part.watermark)
         self._dirty.add(state.context)
-        if (acc is not None or state.anomaly is not None) and baseline.is_warm:
+        if acc is not None or state.anomaly is not None:
             self._model_window(part, state, start, cost, count, under_alert)
         if under_alert or rate >= state.warn_rate:
             self._judge_window(state, rate, cost, count, end, start)
