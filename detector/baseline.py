@@ -230,9 +230,24 @@ class RobustBaseline(Detector):
         # closed form: with a fixed alpha and non-negative observations, k
         # zeros scale the mean by r**k and move the deviation to
         # r**k * mad + k * alpha * r**(k-1) * mean, where r = 1 - alpha.
-        while count > 0 and self._s.alpha * (self._n + 1) <= 1.0:
-            RobustBaseline.learn_one(self, 0.0)
+        n, mean, mad = self._n, self._mean, self._mad
+        # learn_one's steps for x = 0 on local variables: an idle gap of a
+        # young context is many of them, one per window.
+        while count > 0 and self._s.alpha * (n + 1) <= 1.0:
+            x = 0.0
+            if n >= 2:
+                dev = mad * MAD_TO_STD
+                ceiling = mean + self._s.clip * (
+                    dev if dev > 0.1 * mean else 0.1 * mean
+                )
+                if x > ceiling:
+                    x = ceiling
+            n += 1
+            a = 1.0 / n
+            mad += a * ((x - mean if x >= mean else mean - x) - mad)
+            mean = mean + a * (x - mean)
             count -= 1
+        self._n, self._mean, self._mad = n, mean, mad
         if count <= 0:
             return
         if self._mean < 0:

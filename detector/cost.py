@@ -312,15 +312,25 @@ def _validate_tiers(tiers: Any, where: str) -> None:
         raise ConfigError(f"pricing table {where}: last tier needs up_to_gb_s null")
 
 
+#: The month :func:`month_bounds` found last: every new context asks for it,
+#: and nearly always for the same month.
+_last_month: tuple[float, float] = (_INF, -_INF)
+
+
 def month_bounds(time: float) -> tuple[float, float]:
     """Epoch seconds of the start of the UTC month holding ``time``, and of the next."""
+    global _last_month
+    known = _last_month
+    if known[0] <= time < known[1]:
+        return known
     moment = datetime.fromtimestamp(time, tz=UTC)
     start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     if start.month == 12:
         end = start.replace(year=start.year + 1, month=1)
     else:
         end = start.replace(month=start.month + 1)
-    return start.timestamp(), end.timestamp()
+    _last_month = known = (start.timestamp(), end.timestamp())
+    return known
 
 
 @dataclass(slots=True)

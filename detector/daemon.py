@@ -149,6 +149,9 @@ class Daemon:
         self._unsaved: list[Transition] = []
         self._announce: list[Transition] = []
         self._dirty = False
+        # Partition numbers read from since their checkpoint was last stored:
+        # only records of a partition change its state or its offsets.
+        self._changed: set[int] = set()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._next_commit = 0.0
@@ -275,6 +278,7 @@ class Daemon:
         if taken:
             self.metrics.record_event(stream, taken)
         self._positions[tp] = batch[-1].offset + 1
+        self._changed.add(tp.partition)
         self._dirty = True
 
     def _handle_events(
@@ -430,7 +434,7 @@ class Daemon:
                     if tp.partition == number
                 },
             )
-            for number in sorted(numbers)
+            for number in sorted(numbers & self._changed)
         }
         transitions = list(self._unsaved)
         try:
@@ -447,6 +451,7 @@ class Daemon:
             )
             return _FAILED
         self._unsaved = []
+        self._changed -= checkpoints.keys()
         self._dirty = False
         self.commits += 1
         self.metrics.record_transitions(transitions)
@@ -554,6 +559,7 @@ class Daemon:
         for number in {tp.partition for tp in partitions} - kept:
             self.engine.drop(number)
             self._unrestored.pop(number, None)
+            self._changed.discard(number)
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         with self._lock:

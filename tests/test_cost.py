@@ -280,6 +280,25 @@ def test_month_bounds_wrap_at_december() -> None:
     assert datetime.fromtimestamp(end, UTC) == datetime(2027, 1, 1, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    "moments",
+    [
+        # Within a month, to the next and back, and at the very edges.
+        [(2026, 11, 15), (2026, 12, 31, 23, 59), (2027, 1, 1), (2026, 12, 1)],
+        [(2026, 2, 28, 23, 59, 59), (2026, 3, 1), (2026, 2, 1), (2026, 2, 28)],
+    ],
+)
+def test_month_bounds_follow_the_time_asked_whatever_came_before(
+    moments: list[tuple[int, ...]],
+) -> None:
+    for moment in moments:
+        at = datetime(*moment, tzinfo=UTC)
+        start, end = month_bounds(at.timestamp())
+        first = datetime(at.year, at.month, 1, tzinfo=UTC)
+        after = datetime(at.year + at.month // 12, at.month % 12 + 1, 1, tzinfo=UTC)
+        assert (start, end) == (first.timestamp(), after.timestamp()), moment
+
+
 def test_every_bundled_table_names_sources_and_date() -> None:
     folder = Path(__file__).resolve().parent.parent / "data" / "pricing"
     for path in sorted(folder.glob("*.json")):

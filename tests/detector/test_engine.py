@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import pytest
 
@@ -202,6 +203,33 @@ def test_snapshot_and_restore_resume_with_the_same_state(cut: float) -> None:
     blob = first.snapshot(0)
     second = make_engine()
     second.restore(0, blob)
+    tail = run(second, events[split:])
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+
+
+def _legacy_blob(blob: bytes) -> bytes:
+    """A snapshot as written before windows to close were kept by their end."""
+    version, part = pickle.loads(blob)
+    ticket = 0
+    for end in sorted(part.ends):
+        for state, start in part.closing[end]:
+            ticket += 1
+            part.due.append((end, ticket, state.context, start))
+    part.ticket = ticket
+    del part.closing, part.ends
+    return pickle.dumps((version, part), protocol=5)
+
+
+def test_a_checkpoint_with_the_old_heap_of_windows_resumes_the_same() -> None:
+    events = sorted(_mixed_stream(), key=lambda e: e.time)
+    whole = run(make_engine(), events)
+    split = int(len(events) * 0.62)
+    first = make_engine()
+    head = run(first, events[:split], flush=False)
+    legacy = _legacy_blob(first.snapshot(0))
+    assert pickle.loads(legacy)[1].due, "the cut must leave windows open"
+    second = make_engine()
+    second.restore(0, legacy)
     tail = run(second, events[split:])
     assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
 

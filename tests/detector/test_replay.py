@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER, DetectorConfig, Engine
 from detector.replay import Partitioner, Replay
-from ingest.events import Event
+from ingest.events import Event, Invocation
 from ingest.partitioning import partition_for
 from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, sqs_loop, steady
 
@@ -66,3 +66,26 @@ def test_partitioner_matches_the_broker_default() -> None:
     for key in (CTX.key(), b"ab" * 16, b"x"):
         assert part(key) == partition_for(key, 5)
         assert part(key) == part(key)
+
+
+class _Counting(Engine):
+    """An engine that changes what one event does: it counts invocations."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            DetectorConfig(), invocation_cost=flat_cost, span_cost=no_span_cost
+        )
+        self.invocations = 0
+
+    def process(self, event: Event, partition: int) -> None:
+        self.invocations += type(event) is Invocation
+        super().process(event, partition)
+
+
+def test_an_engine_that_overrides_process_sees_every_event() -> None:
+    events = _stream()
+    engine = _Counting()
+    counted = Replay(engine).run(events).transitions
+    plain = Replay(_engine()).run(events).transitions
+    assert engine.invocations == sum(type(e) is Invocation for e in events)
+    assert [t.to_json() for t in counted] == [t.to_json() for t in plain]
