@@ -16,6 +16,7 @@ import math
 from array import array
 from typing import Any, ClassVar, NamedTuple
 
+from detector.interning import Shared
 from models.base import Detector
 
 #: Scale from mean absolute deviation to standard deviation for a normal law.
@@ -73,26 +74,18 @@ class _Settings(NamedTuple):
 
 #: Settings made lately. Every context holds baselines made with the same
 #: few settings, so they share one tuple rather than a copy each.
-_SETTINGS: dict[tuple[_Settings, tuple[type, ...]], _Settings] = {}
-_SETTINGS_KEPT = 64
+_SETTINGS: Shared[_Settings] = Shared(64)
 
 
 def _settings(half_life: float, warmup: int, clip: float, *seasons: float) -> _Settings:
     alpha = 1.0 - 0.5 ** (1.0 / half_life)
     made = _Settings(half_life, warmup, clip, alpha, *seasons)
     # With the types: 180 and 180.0 are equal, but their reprs are not.
-    key = (made, tuple(map(type, made)))
-    shared = _SETTINGS.get(key)
-    if shared is None:
-        if len(_SETTINGS) >= _SETTINGS_KEPT:
-            _SETTINGS.clear()
-        shared = _SETTINGS[key] = made
-    return shared
+    return _SETTINGS(made, (made, tuple(map(type, made))))
 
 
 #: Hour ends handed out lately by :meth:`SeasonalBaseline.valid_until`.
-_HOUR_ENDS: dict[float, float] = {}
-_HOUR_ENDS_KEPT = 64
+_HOUR_ENDS: Shared[float] = Shared(64)
 
 
 def _slot_names(cls: type) -> tuple[str, ...]:
@@ -402,12 +395,7 @@ class SeasonalBaseline(RobustBaseline):
     def valid_until(self, t: float) -> float:
         end = (t // HOUR_S + 1.0) * HOUR_S
         # Every context keeps this; contexts in the same hour share one float.
-        shared = _HOUR_ENDS.get(end)
-        if shared is None:
-            if len(_HOUR_ENDS) >= _HOUR_ENDS_KEPT:
-                _HOUR_ENDS.clear()
-            shared = _HOUR_ENDS[end] = end
-        return shared
+        return _HOUR_ENDS(end)
 
     def profile(self) -> dict[str, list[float | None]]:
         """The learned profiles, decoded (``None`` where never seen)."""

@@ -23,6 +23,7 @@ from detector.alerts import (
 from detector.alerts import fingerprint as alert_fingerprint
 from detector.baseline import MAD_TO_STD
 from detector.cost import month_bounds
+from detector.interning import Shared
 from ingest.events import Context
 
 if TYPE_CHECKING:
@@ -863,17 +864,7 @@ class _Period(Protocol):
 
 #: Day and month bounds handed out lately: every context rolls over into the
 #: same few, so each holds a shared float rather than a copy of its own.
-_BOUNDS: dict[float, float] = {}
-_BOUNDS_KEPT = 64
-
-
-def _shared(bound: float) -> float:
-    shared = _BOUNDS.get(bound)
-    if shared is None:
-        if len(_BOUNDS) >= _BOUNDS_KEPT:
-            _BOUNDS.clear()
-        shared = _BOUNDS[bound] = bound
-    return shared
+_shared: Shared[float] = Shared(64)
 
 
 def _add_spend(period: _Period, start: float, cost: float) -> None:

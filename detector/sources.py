@@ -18,6 +18,7 @@ from typing import Any
 
 from detector.alerts import CRITICAL, WARNING, rfc3339
 from detector.baseline import RobustBaseline
+from detector.interning import Shared
 from ingest.events import Context, Metric
 
 logger = logging.getLogger(__name__)
@@ -192,17 +193,7 @@ class Ring:
 
 #: Bucket numbers handed out lately. Every context's rings start and end in
 #: the same few hours and minutes, so they share one int object for each.
-_BUCKETS: dict[int, int] = {}
-_BUCKETS_KEPT = 256
-
-
-def _shared_bucket(bucket: int) -> int:
-    shared = _BUCKETS.get(bucket)
-    if shared is None:
-        if len(_BUCKETS) >= _BUCKETS_KEPT:
-            _BUCKETS.clear()
-        shared = _BUCKETS[bucket] = bucket
-    return shared
+_shared_bucket: Shared[int] = Shared(256)
 
 
 def _zeros(like: array[float], count: int) -> array[float]:
