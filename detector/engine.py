@@ -926,6 +926,7 @@ class Engine:
             return
         warn, crit = self._thresholds(reference)
         base = reference[0]
+        # Limitation: burstiness is not learnt; a bursty context's busy window warns.
         if rate >= warn and self._significant(state, cost, count):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
