@@ -333,6 +333,24 @@ class _Partition:
 
 # Accumulator slots of an open window (the hot path spells them 0 and 1).
 _COST, _COUNT = range(2)
+
+
+def _looping_in_logs(state: _Context) -> bool:
+    """Whether an open loop of ``state`` was seen in its own invocation records.
+
+    Only those count: a loop followed through spans depends on when the
+    traces are read, ahead of or behind the logs, and would make the
+    sustained-rise path depend on the reading order.
+    """
+    recursion = state.recursion
+    if recursion is None or not recursion.open or not state.chains:
+        return False
+    return any(
+        name.startswith("lineage:") and not chain[2]
+        for name, chain in state.chains.items()
+    )
+
+
 # Slots of a chain's figures in a context (see _Context.chains).
 _CHAIN_SLOTS = 9
 
@@ -967,16 +985,16 @@ class Engine:
         run = getattr(state, "rise", None)
         baseline = state.baseline
         if run is None:
-            recursion = state.recursion
             if (
                 under_alert
                 or not baseline.is_warm
-                or (recursion is not None and recursion.open)
+                or _looping_in_logs(state)
                 or not rise.candidate(rate, baseline.mean, count)
             ):
                 # Only against the context's own history: a cold one meets
-                # its peers in the spike path, and a deploy is learnt. A loop
-                # already open explains the rise; a spike owns its own.
+                # its peers in the spike path, and a deploy is learnt; a
+                # spike owns its own, and a loop the invocation records
+                # themselves show (Lineage) explains the rise.
                 return under_alert
             run = state.rise = rise.start(start)
         elif under_alert and not run.alerting:

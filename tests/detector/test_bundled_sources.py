@@ -22,6 +22,7 @@ def test_metrics_and_billing_of_the_same_contexts_add_no_alert() -> None:
     assert opened == {
         ("cost_spike", "image-resize"),
         ("recursive_trigger", "order-processor"),
+        ("cost_spike", "order-processor"),
     }
     counts = engine.source_counts
     # EstimatedCharges were compared with the computed cost and agreed; the
