@@ -72,6 +72,19 @@ class Invocation:
 
 
 @dataclass(slots=True)
+class InvocationStart:
+    """A call that has begun (a ``START`` line or ``platform.start`` event).
+
+    It carries no cost: a call's cost is known from its REPORT at its end.
+    It lets a flood of long calls be seen while they still run.
+    """
+
+    context: Context
+    time: float
+    request_id: str
+
+
+@dataclass(slots=True)
 class Metric:
     """One metric aggregate from a metric stream (usually one minute)."""
 
@@ -136,16 +149,19 @@ class Span:
     resource_key: str = ""
 
 
-Event: TypeAlias = Invocation | Metric | Billing | Span
+Event: TypeAlias = Invocation | InvocationStart | Metric | Billing | Span
 
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
 SPAN_KIND_PRODUCER = 4
 SPAN_KIND_CONSUMER = 5
 
-EVENT_TYPES: dict[str, type[Invocation] | type[Metric] | type[Billing] | type[Span]]
-EVENT_TYPES = {
+EventType: TypeAlias = (
+    type[Invocation] | type[InvocationStart] | type[Metric] | type[Billing] | type[Span]
+)
+EVENT_TYPES: dict[str, EventType] = {
     "invocation": Invocation,
+    "start": InvocationStart,
     "metric": Metric,
     "billing": Billing,
     "span": Span,
@@ -158,7 +174,7 @@ EVENT_JSON_MARKER = "dowguard_event"
 
 def stream_of(event: Event) -> str:
     """The topic role an event travels on: invocations, billing or traces."""
-    if isinstance(event, Invocation):
+    if isinstance(event, Invocation | InvocationStart):
         return "invocations"
     if isinstance(event, Span):
         return "traces"

@@ -19,12 +19,15 @@ from ingest.events import (
     Context,
     Event,
     Invocation,
+    InvocationStart,
     Metric,
     Span,
     decode_event,
     encode_event,
     encode_event_array,
     invocation_from_array,
+    kafka_key,
+    stream_of,
 )
 from ingest.parse import parse_message, read_path
 from ingest.partitioning import murmur2, partition_for, partitions_for
@@ -55,6 +58,7 @@ EVENTS: list[Event] = [
         2,
         True,
     ),
+    InvocationStart(CTX, 1.25, "r-1"),
 ]
 
 
@@ -133,6 +137,13 @@ BAD: list[tuple[str, bytes, str]] = [
     ("span links type", replace(EVENTS[3], 10, "a/b"), "links must be a list"),
     ("span error", replace(EVENTS[3], 18, 1), "error is int"),
     ("truncated", encode_event_array(EVENTS[0])[:-5], "invalid JSON"),
+    ("start short", encoded(fields_of(EVENTS[4])[:-1]), "1 fields, expected 2"),
+    ("start long", encoded([*fields_of(EVENTS[4]), 0]), "3 fields, expected 2"),
+    ("start request id", replace(EVENTS[4], 4, 17), "request_id is int"),
+    ("start time", replace(EVENTS[4], 3, "1.25"), "time"),
+    ("start time null", replace(EVENTS[4], 3, None), "time"),
+    ("start time range", replace(EVENTS[4], 3, 1e12), "event time out of range"),
+    ("start type", replace(EVENTS[4], 1, "begin"), "unknown event type"),
 ]
 
 
@@ -156,6 +167,13 @@ def test_nan_time_is_refused_by_decode() -> None:
     values[3] = math.nan  # orjson writes null for NaN
     with pytest.raises(ParseError, match="time"):
         decode_event(encoded(values), SRC)
+
+
+def test_start_travels_with_the_invocations_of_its_context() -> None:
+    start, invocation = EVENTS[4], EVENTS[0]
+    assert fields_of(start) == [EVENT_ARRAY_VERSION, "start", list(CTX), 1.25, "r-1"]
+    assert stream_of(start) == stream_of(invocation) == "invocations"
+    assert kafka_key(start) == kafka_key(invocation) == CTX.key()
 
 
 def test_version_marker_is_the_first_element() -> None:
