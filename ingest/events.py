@@ -315,6 +315,32 @@ def invocation_from_array(data: Any) -> Invocation | None:
     return None
 
 
+def start_from_array(data: Any) -> InvocationStart | None:
+    """The call start in ``data`` if it is a well-formed one, else ``None``.
+
+    As :func:`invocation_from_array`, for the other common message of the
+    invocations topic; anything doubtful is left to :func:`event_from_array`.
+    """
+    if type(data) is not list or len(data) != 5:
+        return None
+    version, name, parts, time, request_id = data
+    if (
+        version == EVENT_ARRAY_VERSION
+        and name == "start"
+        and type(parts) is list
+        and type(time) is float
+        and 0.0 <= time <= LATEST_EVENT_TIME_S
+        and type(request_id) is str
+    ):
+        try:
+            context = _CONTEXTS.get(tuple(parts))
+        except TypeError:  # an unhashable part: the checked path says so
+            return None
+        if context is not None:
+            return InvocationStart(context, time, request_id)
+    return None
+
+
 def event_from_array(data: list[Any], source: str, position: str) -> Event:
     """Rebuild an event from its array form, checking every field's type."""
     head = data[0] if data else None

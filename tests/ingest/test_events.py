@@ -27,6 +27,7 @@ from ingest.events import (
     encode_event_array,
     invocation_from_array,
     kafka_key,
+    start_from_array,
     stream_of,
 )
 from ingest.parse import parse_message, read_path
@@ -174,6 +175,20 @@ def test_start_travels_with_the_invocations_of_its_context() -> None:
     assert fields_of(start) == [EVENT_ARRAY_VERSION, "start", list(CTX), 1.25, "r-1"]
     assert stream_of(start) == stream_of(invocation) == "invocations"
     assert kafka_key(start) == kafka_key(invocation) == CTX.key()
+
+
+def test_fast_start_decoder_takes_only_well_formed_starts() -> None:
+    start = EVENTS[4]
+    decode_event(encode_event_array(start), SRC)  # the context is known now
+    values = fields_of(start)
+    assert start_from_array(values) == start
+    for at, doubtful in ((3, 1), (3, -1.0), (4, 7), (1, "invocation"), (0, "x")):
+        changed = list(values)
+        changed[at] = doubtful
+        assert start_from_array(changed) is None
+    assert start_from_array([*values, 0]) is None
+    unknown = [*values[:2], ["aws", "9", "r", "f", "q"], *values[3:]]
+    assert start_from_array(unknown) is None
 
 
 def test_version_marker_is_the_first_element() -> None:
