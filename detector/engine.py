@@ -116,6 +116,9 @@ class DetectorConfig:
     span. An early alert is critical when the count is also more than
     ``early_critical_z`` deviations above what the critical rate would
     bring, or the cost so far already exceeds a whole window at that rate.
+    The calls started in the window are judged by the same test, priced at
+    the context's usual cost per call, without waiting for the shortest
+    span and without the whole-window rule (their cost is not spent yet).
 
     A chain turns critical at ``recursion_critical_hops`` re-entries, or
     earlier, from ``recursion_hops`` on, when its generations grow by
