@@ -61,7 +61,15 @@ from detector.sources import (
     SourceState,
     fused_severity,
 )
-from ingest.events import Billing, Context, Event, Invocation, Metric, Span
+from ingest.events import (
+    Billing,
+    Context,
+    Event,
+    Invocation,
+    InvocationStart,
+    Metric,
+    Span,
+)
 from models.features import Window, window_features
 
 if TYPE_CHECKING:
@@ -108,6 +116,9 @@ class DetectorConfig:
     span. An early alert is critical when the count is also more than
     ``early_critical_z`` deviations above what the critical rate would
     bring, or the cost so far already exceeds a whole window at that rate.
+    The calls started in the window are judged by the same test, priced at
+    the context's usual cost per call, without waiting for the shortest
+    span and without the whole-window rule (their cost is not spent yet).
 
     A chain turns critical at ``recursion_critical_hops`` re-entries, or
     earlier, from ``recursion_hops`` on, when its generations grow by
@@ -331,8 +342,11 @@ class _Partition:
     ends: list[float] = field(default_factory=list)
 
 
-# Accumulator slots of an open window (the hot path spells them 0 and 1).
+# Accumulator slots of an open window (the hot path spells them 0 and 1),
+# then the window-close rules' slots, then the calls started in the window.
 _COST, _COUNT = range(2)
+_STARTS = WINDOW_SLOTS
+_ACC_SLOTS = WINDOW_SLOTS + 1
 
 
 def _looping_in_logs(state: _Context) -> bool:
@@ -371,6 +385,11 @@ def _upgrade(part: _Partition) -> _Partition:
                 heapq.heappush(part.ends, end)
             slot.append((state, start))
         part.due = []
+    for state in part.contexts.values():
+        # Windows from before starts were counted lack their slot.
+        for acc in state.windows.values():
+            if len(acc) < _ACC_SLOTS:
+                acc.extend([0.0] * (_ACC_SLOTS - len(acc)))
     return part
 
 
@@ -427,6 +446,8 @@ class Engine:
         part = self._parts.get(partition) or self._part(partition)
         if type(event) is Invocation:
             self._on_invocation(part, event)
+        elif type(event) is InvocationStart:
+            self._on_start(part, event)
         elif isinstance(event, Span):
             part.traces.process(event, self._evidence)
         elif isinstance(event, Metric):
@@ -453,6 +474,8 @@ class Engine:
             part = parts.get(partition) or self._part(partition)
             if type(event) is Invocation:
                 on_invocation(part, event)
+            elif type(event) is InvocationStart:
+                self._on_start(part, event)
             elif isinstance(event, Span):
                 part.traces.process(event, self._evidence)
             elif isinstance(event, Metric):
@@ -650,7 +673,7 @@ class Engine:
             start = time - time % self._window
             acc = state.windows.get(start)
             if acc is None:
-                acc = state.windows[start] = [0.0] * WINDOW_SLOTS
+                acc = state.windows[start] = [0.0] * _ACC_SLOTS
                 self._schedule(part, state, start)
                 if start >= state.fresh_until:
                     self._new_period(part, state, inv, start)
@@ -678,6 +701,50 @@ class Engine:
             ends = part.ends
             if ends and ends[0] <= time - self._lateness:
                 self._close_due(part, time - self._lateness)
+
+    def _on_start(self, part: _Partition, begun: InvocationStart) -> None:
+        """Count a call that has begun in its window; judge the starts early.
+
+        A start adds no cost and no invocation: both come from the call's
+        REPORT. It only lets early firing see a flood of calls that are
+        still running, on their count and their usual cost.
+        """
+        state = part.contexts.get(begun.context)
+        if state is None or state.peers is None:
+            # Limitation: starts count only once a REPORT of the context was read.
+            return
+        time = begun.time
+        if time < state.closed_until:
+            # Too late for early firing; the call's REPORT carries its cost.
+            return
+        if time > state.last_time:
+            state.last_time = time
+        start = time - time % self._window
+        acc = state.windows.get(start)
+        if acc is None:
+            acc = state.windows[start] = [0.0] * _ACC_SLOTS
+            self._schedule(part, state, start)
+            if start >= state.fresh_until:
+                self._refresh_thresholds(state, start)
+        starts = acc[_STARTS] = acc[_STARTS] + 1.0
+        # The count gate is the cached one of the invocation path; the cost
+        # gate prices each start at the context's usual cost per call.
+        if starts >= state.early_count:
+            each = self._usual_each(state)
+            if each > 0.0 and starts * each >= state.early_rate * (time - start):
+                self._early_fire_starts(state, acc, start, each)
+        if time > part.watermark:
+            part.watermark = time
+            ends = part.ends
+            if ends and ends[0] <= time - self._lateness:
+                self._close_due(part, time - self._lateness)
+
+    def _usual_each(self, state: _Context) -> float:
+        """The usual cost of one call of a context in USD, 0 while unknown."""
+        usual_count = state.counts.mean
+        if usual_count <= 0.0:
+            return 0.0
+        return state.baseline.mean * self._window / 3600.0 / usual_count
 
     def _schedule(self, part: _Partition, state: _Context, start: float) -> None:
         """Close the window of ``state`` from ``start`` once the watermark allows."""
@@ -708,6 +775,9 @@ class Engine:
     ) -> None:
         # Limitation: a close costs ~6 parses (baseline, source, rule learning).
         acc = state.windows.pop(start, None)
+        if acc is not None and acc[_COUNT] == 0.0 and acc[_COST] == 0.0:
+            # Only starts: no call ended in it, so it closes as an empty one.
+            acc = None
         if acc is None:
             cost = count = 0.0
         else:
@@ -827,7 +897,8 @@ class Engine:
         return min(max(elapsed, least), self._window)
 
     def _early_count(self, state: _Context, span: float) -> float:
-        """Invocations in ``span`` seconds of a window that are more than chance."""
+        """Calls (or starts) in ``span`` seconds of a window that are more
+        than chance."""
         cfg = self.config
         usual = state.counts.mean * span / self._window
         return usual + max(cfg.early_min_count, cfg.early_count_z * math.sqrt(usual))
@@ -874,6 +945,33 @@ class Engine:
         fires only when the window is critical whatever the rest holds, and
         leaves the rest to the window close.
         """
+        self._judge_early(state, acc, start, acc[_COST], acc[_COUNT], calls, 0.0)
+
+    def _early_fire_starts(
+        self, state: _Context, acc: list[float], start: float, each: float
+    ) -> None:
+        """Judge the elapsed part of a window on the calls started in it.
+
+        The same test as :meth:`_early_fire`, with the starts for the count
+        and ``each`` (the usual cost of a call) times their number for the
+        cost, since a call still running has no cost yet.
+        """
+        starts = acc[_STARTS]
+        self._judge_early(state, acc, start, starts * each, starts, 1, each)
+
+    def _judge_early(
+        self,
+        state: _Context,
+        acc: list[float],
+        start: float,
+        cost: float,
+        count: float,
+        calls: int,
+        each: float,
+    ) -> None:
+        """Fire on the elapsed part of a window, judged on ``cost`` and
+        ``count``: its reports, or with ``each`` > 0 its starts priced at
+        ``each`` apiece."""
         spike = state.spike
         escalate = spike is not None and spike.open
         if escalate and spike is not None and spike.severity == CRITICAL:
@@ -882,15 +980,15 @@ class Engine:
         reference = self._reference(state, start)
         if reference is None:
             return
-        cost, count = acc[_COST], acc[_COUNT]
         warn, crit = self._thresholds(reference)
-        # Whatever the rest of the window holds, this one is critical.
-        whole = cost >= crit * self._window / 3600.0
+        # Whatever the rest of the window holds, this one is critical. Only
+        # for cost already spent: the starts' cost is a guess (a burst of
+        # starts of a batch is usual), so they take the count margin below.
+        whole = each == 0.0 and cost >= crit * self._window / 3600.0
         whole = whole and count >= self._count_threshold(state)
         if calls != 1 and not whole:
             return
         # Limitation: an aggregate read before single records in a window is not seen.
-        # Limitation: records come at a call's end, so long calls show a flood late.
         elapsed = min(state.last_time - start, self._window)
         span = self._early_span(elapsed)
         needed = self._early_count(state, span)
@@ -905,24 +1003,47 @@ class Engine:
         z = self.config.early_critical_z
         strong = whole or count >= at_crit + z * math.sqrt(at_crit)
         # Before the shortest span has passed the rate is understated: only
-        # a critical finding is sure enough, a warning waits for the span.
-        if not strong and (escalate or elapsed < span):
+        # a critical finding is sure enough, a warning from reports waits
+        # for the span. Starts need not wait: they are judged over the whole
+        # span already, and the next start of a flood may come seconds later.
+        if not strong and (escalate or (elapsed < span and each == 0.0)):
             return
         # Agreement from other topics (traces, billing) is left to the window
         # close: a daemon may read them ahead of or behind the logs.
         severity = CRITICAL if strong else WARNING
+        on = "whole window at the critical rate" if whole else "elapsed rate"
+        usual = round(state.counts.mean * span / self._window, 2)
         detail: dict[str, object] = {
             "elapsed_s": round(elapsed, 3),
             "span_s": round(span, 3),
-            "cost_so_far_usd": round(cost, 6),
-            "invocations_so_far": int(count),
-            "invocations_needed": round(needed, 2),
-            "invocations_usual": round(state.counts.mean * span / self._window, 2),
-            "threshold_usd_per_hour": round(crit if strong else warn, 6),
-            "on": "whole window at the critical rate" if whole else "elapsed rate",
+            "cost_so_far_usd": round(acc[_COST], 6),
+            "invocations_so_far": int(acc[_COUNT]),
         }
+        if each > 0.0:
+            # Calls still running are in the starts only: their count and
+            # estimated cost are the evidence until their REPORTs come.
+            detail.update(
+                starts_so_far=int(count),
+                starts_needed=round(needed, 2),
+                starts_usual=usual,
+                usual_cost_per_call_usd=round(each, 9),
+                estimated_cost_usd=round(cost, 6),
+            )
+            on = f"starts, {on}"
+        else:
+            detail.update(invocations_needed=round(needed, 2), invocations_usual=usual)
+        detail["threshold_usd_per_hour"] = round(crit if strong else warn, 6)
+        detail["on"] = on
+        # The alert's cost is what REPORTs have brought; those still to come
+        # add theirs as they arrive, so a start is never priced twice.
         self._raise_spike(
-            state, rate, cost, state.last_time, severity, early=True, early_on=detail
+            state,
+            rate,
+            acc[_COST],
+            state.last_time,
+            severity,
+            early=True,
+            early_on=detail,
         )
         if state.spike is not None and state.spike.severity == CRITICAL:
             state.early_rate = state.early_count = math.inf

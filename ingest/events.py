@@ -72,6 +72,19 @@ class Invocation:
 
 
 @dataclass(slots=True)
+class InvocationStart:
+    """A call that has begun (a ``START`` line or ``platform.start`` event).
+
+    It carries no cost: a call's cost is known from its REPORT at its end.
+    It lets a flood of long calls be seen while they still run.
+    """
+
+    context: Context
+    time: float
+    request_id: str
+
+
+@dataclass(slots=True)
 class Metric:
     """One metric aggregate from a metric stream (usually one minute)."""
 
@@ -136,16 +149,19 @@ class Span:
     resource_key: str = ""
 
 
-Event: TypeAlias = Invocation | Metric | Billing | Span
+Event: TypeAlias = Invocation | InvocationStart | Metric | Billing | Span
 
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
 SPAN_KIND_PRODUCER = 4
 SPAN_KIND_CONSUMER = 5
 
-EVENT_TYPES: dict[str, type[Invocation] | type[Metric] | type[Billing] | type[Span]]
-EVENT_TYPES = {
+EventType: TypeAlias = (
+    type[Invocation] | type[InvocationStart] | type[Metric] | type[Billing] | type[Span]
+)
+EVENT_TYPES: dict[str, EventType] = {
     "invocation": Invocation,
+    "start": InvocationStart,
     "metric": Metric,
     "billing": Billing,
     "span": Span,
@@ -158,7 +174,7 @@ EVENT_JSON_MARKER = "dowguard_event"
 
 def stream_of(event: Event) -> str:
     """The topic role an event travels on: invocations, billing or traces."""
-    if isinstance(event, Invocation):
+    if isinstance(event, Invocation | InvocationStart):
         return "invocations"
     if isinstance(event, Span):
         return "traces"
@@ -296,6 +312,32 @@ def invocation_from_array(data: Any) -> Invocation | None:
                 context, time, request_id, duration, billed, memory, max_memory,
                 init, status, arch, trace_id, lineage, count,
             )  # fmt: skip
+    return None
+
+
+def start_from_array(data: Any) -> InvocationStart | None:
+    """The call start in ``data`` if it is a well-formed one, else ``None``.
+
+    As :func:`invocation_from_array`, for the other common message of the
+    invocations topic; anything doubtful is left to :func:`event_from_array`.
+    """
+    if type(data) is not list or len(data) != 5:
+        return None
+    version, name, parts, time, request_id = data
+    if (
+        version == EVENT_ARRAY_VERSION
+        and name == "start"
+        and type(parts) is list
+        and type(time) is float
+        and 0.0 <= time <= LATEST_EVENT_TIME_S
+        and type(request_id) is str
+    ):
+        try:
+            context = _CONTEXTS.get(tuple(parts))
+        except TypeError:  # an unhashable part: the checked path says so
+            return None
+        if context is not None:
+            return InvocationStart(context, time, request_id)
     return None
 
 

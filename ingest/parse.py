@@ -28,6 +28,7 @@ from ingest.events import (
     event_from_array,
     event_from_dict,
     invocation_from_array,
+    start_from_array,
 )
 from ingest.formats.cloudwatch import looks_like_cloudwatch, parse_cloudwatch
 from ingest.formats.common import (
@@ -95,6 +96,9 @@ def parse_message(raw: bytes, source: str, key: bytes | None = None) -> list[Eve
         event = invocation_from_array(doc)
         if event is not None:
             return [event]
+        start = start_from_array(doc)
+        if start is not None:
+            return [start]
         return _own_array(doc, source, "offset 0")
     if not raw.strip():
         raise ParseError(source, "offset 0", "empty message")

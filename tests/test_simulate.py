@@ -27,6 +27,7 @@ from dowguard.simulate import (
     SimConfig,
     SpikeScenario,
 )
+from ingest.events import Invocation, InvocationStart
 
 REPORT = re.compile(
     r"^REPORT RequestId: (?P<rid>[0-9a-f-]{36})\tDuration: (?P<dur>\d+\.\d\d) ms\t"
@@ -402,12 +403,16 @@ def test_small_recording_parses_with_the_ingest_parsers(recording: Recording) ->
     from ingest.formats.metric_stream import parse_metric_stream
     from ingest.formats.otlp import parse_otlp
 
-    invocations = []
+    events = []
     for i, line in enumerate(recording.log_lines):
-        invocations += parse_cloudwatch(line, f"logs:{i}")
+        events += parse_cloudwatch(line, f"logs:{i}")
+    invocations = [e for e in events if isinstance(e, Invocation)]
     per_function = Counter(inv.context.function for inv in invocations)
     for fn in recording.labels["functions"]:
         assert per_function[fn["context"]["function"]] == fn["invocations"]
+    # Every call is logged when it starts too, before its REPORT.
+    starts = [e for e in events if isinstance(e, InvocationStart)]
+    assert Counter(s.context.function for s in starts) == per_function
     regions = defaultdict(set)
     for inv in invocations:
         regions[inv.context.account].add(inv.context.region)

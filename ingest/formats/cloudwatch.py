@@ -1,4 +1,5 @@
-"""CloudWatch Logs subscription payloads of Lambda log groups, as invocations.
+"""CloudWatch Logs subscription payloads of Lambda log groups, as invocations
+and their starts.
 
 A payload is one message and is taken whole: if any log event in it is
 malformed the payload raises ParseError, and the dead-letter keeps its raw
@@ -12,7 +13,7 @@ import re
 from typing import Any
 
 from dowguard.errors import ParseError
-from ingest.events import Context, Event, Invocation
+from ingest.events import Context, Event, Invocation, InvocationStart
 from ingest.formats.common import (
     GZIP_MAGIC,
     b64decode,
@@ -26,6 +27,7 @@ from ingest.formats.common import (
 from ingest.formats.lambda_report import (
     parse_platform_event,
     parse_report_text,
+    parse_start_text,
     parse_xray_line,
 )
 
@@ -143,12 +145,18 @@ def _invocations(log_events: list[Any], context: Context, source: str) -> list[E
                 f"logEvents[{index}]",
                 f"message must be a string, got {brief(message)}",
             )
-        # Dispatch on the first character: START, END and application lines
-        # are the bulk of a payload and cost one comparison each.
+        # Dispatch on the first character: END and application lines are
+        # the bulk of a payload and cost one comparison each.
         first = message[:1]
+        event: Invocation | InvocationStart | None
         if first == "R":
             position = f"logEvents[{index}]"
             event = parse_report_text(
+                message, context, epoch_millis(item, source, position), source, position
+            )
+        elif first == "S" and message.startswith("START RequestId:"):
+            position = f"logEvents[{index}]"
+            event = parse_start_text(
                 message, context, epoch_millis(item, source, position), source, position
             )
         elif first == "{" and '"platform.' in message:
@@ -160,15 +168,17 @@ def _invocations(log_events: list[Any], context: Context, source: str) -> list[E
             continue
         else:
             continue
-        if event is not None:
+        if type(event) is Invocation:
             out.append(event)
             last = event
+        elif event is not None:
+            out.append(event)
     return out
 
 
 def _platform_event(
     message: str, item: dict[str, Any], context: Context, source: str, index: int
-) -> Invocation | None:
+) -> Invocation | InvocationStart | None:
     position = f"logEvents[{index}]"
     obj = load_json(message, source, position)
     kind = obj.get("type") if isinstance(obj, dict) else None
@@ -178,6 +188,6 @@ def _platform_event(
     event = parse_platform_event(obj, context, source, position)
     if event is not None:
         # The log event's timestamp, as for text REPORT lines, so that both
-        # log formats put one invocation at the same time.
+        # log formats put one invocation (and its start) at the same time.
         event.time = epoch_millis(item, source, position)
     return event

@@ -1,4 +1,4 @@
-"""Lambda invocation records: plain-text REPORT lines and Telemetry API events.
+"""Lambda invocation records: plain-text START and REPORT lines, Telemetry events.
 
 A Telemetry batch carries no function name. It comes either as a bare JSON
 array of events, with the context given by the caller (the Kafka message
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dowguard.errors import ParseError
-from ingest.events import Context, Event, Invocation
+from ingest.events import Context, Event, Invocation, InvocationStart
 from ingest.formats.common import brief, check_size, load_json
 from ingest.formats.xray import parse_trace_header, xray_to_otel_trace_id
 
@@ -52,11 +52,13 @@ _REPORT_LABELS = frozenset(
     {"RequestId", "Duration", "Billed Duration", "Memory Size", "Max Memory Used"}
 )
 _STATUSES = frozenset({"success", "failure", "error", "timeout"})
+# A START line as Lambda writes it: the request id and the function version.
+_START = re.compile(r"START RequestId: (\S+) Version: (\S+)\s*")
+_START_PREFIX = "START RequestId:"
 
 #: Telemetry types that are understood and deliberately give no event.
 _SILENT_TYPES = frozenset(
     {
-        "platform.start",
         "platform.runtimeDone",
         "platform.initStart",
         "platform.initRuntimeDone",
@@ -114,6 +116,28 @@ def parse_report_text(
     return _report_from_pairs(message, context, time, source, position)
 
 
+def parse_start_text(
+    message: str, context: Context, time: float, source: str, position: str
+) -> InvocationStart | None:
+    """Read one plain-text ``START RequestId: <id> Version: <v>`` line.
+
+    Returns None for a line that does not open with ``START RequestId:``
+    (an application line that starts with the word); a line that does but
+    is not the platform's shape raises :class:`ParseError`.
+    """
+    if not message.startswith(_START_PREFIX):
+        return None
+    match = _START.fullmatch(message)
+    if match is None:
+        raise ParseError(
+            source,
+            position,
+            f"START line is not 'START RequestId: <id> Version: <version>':"
+            f" {brief(message)}",
+        )
+    return InvocationStart(context, time, match[1])
+
+
 def parse_xray_line(message: str) -> str:
     """The trace id of an ``XRAY TraceId: ...`` line logged on its own, or ""."""
     return xray_to_otel_trace_id(dict(_PAIR.findall(message)).get("XRAY TraceId", ""))
@@ -121,8 +145,9 @@ def parse_xray_line(message: str) -> str:
 
 def parse_platform_event(
     obj: dict[str, Any], context: Context, source: str, position: str
-) -> Invocation | None:
-    """Read one ``{time, type, record}`` event; only ``platform.report`` counts.
+) -> Invocation | InvocationStart | None:
+    """Read one ``{time, type, record}`` event: ``platform.report`` gives an
+    invocation, ``platform.start`` the start of one, the others nothing.
 
     Unknown ``platform.*`` types are skipped so that new schema versions do
     not break ingestion; unknown types outside that family are errors.
@@ -143,6 +168,8 @@ def parse_platform_event(
         raise ParseError(
             source, position, f"record of {kind} must be an object, got {brief(record)}"
         )
+    if kind == "platform.start":
+        return _start_record(record, context, time, source, position)
     if kind != "platform.report":
         if kind not in _SILENT_TYPES:
             logger.debug(
@@ -255,6 +282,20 @@ def _report_record(
         trace_id=trace_id,
         lineage=lineage,
     )
+
+
+def _start_record(
+    record: dict[str, Any], context: Context, time: float, source: str, position: str
+) -> InvocationStart:
+    request_id = record.get("requestId")
+    if not isinstance(request_id, str) or not request_id:
+        raise ParseError(
+            source,
+            position,
+            f"platform.start record.requestId must be a non-empty string,"
+            f" got {brief(request_id)}",
+        )
+    return InvocationStart(context, time, request_id)
 
 
 def _record_tracing(tracing: object, source: str, position: str) -> tuple[str, int]:

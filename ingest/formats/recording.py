@@ -26,7 +26,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dowguard.errors import ParseError
-from ingest.events import Billing, Context, Event, Invocation, Metric, Span
+from ingest.events import (
+    Billing,
+    Context,
+    Event,
+    Invocation,
+    InvocationStart,
+    Metric,
+    Span,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +93,7 @@ SCHEMA = pa.schema([pa.field(name, kind) for name, kind in _COLUMN_TYPES.items()
 
 # Per type, its code and the columns of its fields in constructor order after
 # ``context`` (a field name differs from its column where two types clash).
+# A new type takes the next code, so recordings written before it still read.
 _TYPES: list[tuple[type[Any], tuple[str, ...]]] = [
     (
         Invocation,
@@ -151,6 +160,7 @@ _TYPES: list[tuple[type[Any], tuple[str, ...]]] = [
             "resource_key",
         ),
     ),
+    (InvocationStart, ("time", "request_id")),
 ]
 _CODES = {cls: code for code, (cls, _) in enumerate(_TYPES)}
 _RENAMED = {"metric_count": "count", "billing_source": "source"}

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dowguard.errors import ParseError
-from ingest.events import Context, Invocation
+from ingest.events import Context, Invocation, InvocationStart
 from ingest.formats.cloudwatch import looks_like_cloudwatch, parse_cloudwatch
 from ingest.formats.common import MAX_DECOMPRESSED_BYTES, MAX_MESSAGE_BYTES
 from tests.ingest.fuzz import check_events, json_values, parsed
@@ -83,6 +83,7 @@ def test_text_payload_in_every_encoding(
     events = parse_cloudwatch(encode(sample("cloudwatch_text.json")), SOURCE)
     context = Context("aws", "111122223333", "eu-west-1", "resize", "7")
     assert events == [
+        InvocationStart(context, 1772446500.24, "8c1d7e2a-0f3b-4c5d-9e6f-1a2b3c4d5e6f"),
         Invocation(
             context=context,
             time=1772446501.053,
@@ -94,6 +95,7 @@ def test_text_payload_in_every_encoding(
             init_ms=240.11,
             trace_id="65e2f1a03b9c0d1e2f3a4b5c6d7e8f90",
         ),
+        InvocationStart(context, 1772446502.0, "2b6a9f14-77c0-4e21-b3d8-5f9e0a1c2d3e"),
         Invocation(
             context=context,
             time=1772446502.133,
@@ -111,9 +113,12 @@ def test_text_payload_in_every_encoding(
 @pytest.mark.parametrize("encode", ENCODINGS, ids=ENCODING_IDS)
 def test_json_log_format_payload(encode: Callable[[dict[str, Any]], Any]) -> None:
     events = parse_cloudwatch(encode(sample("cloudwatch_json.json")), SOURCE)
+    context = Context("aws", "111122223333", "unknown", "thumbnail", "$LATEST")
     assert events == [
+        # The log event's timestamp, as for the REPORT.
+        InvocationStart(context, 1772446507.0, "9b2e4c1d-5a6f-4b7c-8d9e-0f1a2b3c4d5e"),
         Invocation(
-            context=Context("aws", "111122223333", "unknown", "thumbnail", "$LATEST"),
+            context=context,
             time=1772446507.12,
             request_id="9b2e4c1d-5a6f-4b7c-8d9e-0f1a2b3c4d5e",
             duration_ms=420.7,
@@ -124,15 +129,16 @@ def test_json_log_format_payload(encode: Callable[[dict[str, Any]], Any]) -> Non
             status="timeout",
             trace_id="65e2f1ab0123456789abcdef01234567",
             lineage=5,
-        )
+        ),
     ]
 
 
 def test_json_report_takes_the_log_event_timestamp() -> None:
     payload = sample("cloudwatch_json.json")
+    payload["logEvents"][0]["timestamp"] = 1772446599000
     payload["logEvents"][4]["timestamp"] = 1772446600000
-    (event,) = parse_cloudwatch(payload, SOURCE)
-    assert event.time == 1772446600.0
+    start, event = parse_cloudwatch(payload, SOURCE)
+    assert (start.time, event.time) == (1772446599.0, 1772446600.0)
 
 
 @pytest.mark.parametrize("encode", ENCODINGS, ids=ENCODING_IDS)
@@ -142,7 +148,7 @@ def test_control_message_gives_nothing(encode: Callable[[dict[str, Any]], Any]) 
 
 def test_base64_with_surrounding_whitespace() -> None:
     raw = b"\n " + to_base64(sample("cloudwatch_text.json")) + b"\r\n"
-    assert len(parse_cloudwatch(raw, SOURCE)) == 2
+    assert len(parse_cloudwatch(raw, SOURCE)) == 4
 
 
 @pytest.mark.parametrize(
@@ -316,7 +322,44 @@ def test_one_bad_log_event_fails_the_payload_naming_its_index(
 def test_application_lines_are_not_checked() -> None:
     payload = with_message("{broken json from the app")
     payload["logEvents"].append({"timestamp": "no", "message": "hello"})
-    assert len(parse_cloudwatch(payload, SOURCE)) == 2
+    payload["logEvents"].append({"timestamp": "no", "message": "STARTED the job"})
+    assert len(parse_cloudwatch(payload, SOURCE)) == 4
+
+
+def test_start_lines_give_starts_in_log_order() -> None:
+    events = parse_cloudwatch(sample("cloudwatch_text.json"), SOURCE)
+    starts = [e for e in events if isinstance(e, InvocationStart)]
+    reports = [e for e in events if isinstance(e, Invocation)]
+    assert [s.request_id for s in starts] == [r.request_id for r in reports]
+    assert all(s.time < r.time for s, r in zip(starts, reports, strict=True))
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["START RequestId: \n", "START RequestId: abc Version:\n", "START RequestId: a b"],
+)
+def test_broken_start_line_fails_the_payload(message: str) -> None:
+    with pytest.raises(ParseError, match="START line") as exc:
+        parse_cloudwatch(with_message(message, 5), SOURCE)
+    assert_names_place(exc, "logEvents[5]")
+
+
+def test_start_line_with_a_bad_timestamp_fails_the_payload() -> None:
+    payload = sample("cloudwatch_text.json")
+    payload["logEvents"][1]["timestamp"] = "soon"
+    with pytest.raises(ParseError) as exc:
+        parse_cloudwatch(payload, SOURCE)
+    assert_names_place(exc, "logEvents[1]")
+
+
+def test_broken_platform_start_fails_the_payload() -> None:
+    payload = sample("cloudwatch_json.json")
+    payload["logEvents"][0]["message"] = (
+        '{"time":"2026-03-02T10:15:07.000Z","type":"platform.start","record":{}}'
+    )
+    with pytest.raises(ParseError, match="requestId") as exc:
+        parse_cloudwatch(payload, SOURCE)
+    assert_names_place(exc, "logEvents[0]")
 
 
 def test_orphan_xray_line_is_ignored() -> None:

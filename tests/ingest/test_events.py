@@ -19,12 +19,16 @@ from ingest.events import (
     Context,
     Event,
     Invocation,
+    InvocationStart,
     Metric,
     Span,
     decode_event,
     encode_event,
     encode_event_array,
     invocation_from_array,
+    kafka_key,
+    start_from_array,
+    stream_of,
 )
 from ingest.parse import parse_message, read_path
 from ingest.partitioning import murmur2, partition_for, partitions_for
@@ -55,6 +59,7 @@ EVENTS: list[Event] = [
         2,
         True,
     ),
+    InvocationStart(CTX, 1.25, "r-1"),
 ]
 
 
@@ -133,6 +138,13 @@ BAD: list[tuple[str, bytes, str]] = [
     ("span links type", replace(EVENTS[3], 10, "a/b"), "links must be a list"),
     ("span error", replace(EVENTS[3], 18, 1), "error is int"),
     ("truncated", encode_event_array(EVENTS[0])[:-5], "invalid JSON"),
+    ("start short", encoded(fields_of(EVENTS[4])[:-1]), "1 fields, expected 2"),
+    ("start long", encoded([*fields_of(EVENTS[4]), 0]), "3 fields, expected 2"),
+    ("start request id", replace(EVENTS[4], 4, 17), "request_id is int"),
+    ("start time", replace(EVENTS[4], 3, "1.25"), "time"),
+    ("start time null", replace(EVENTS[4], 3, None), "time"),
+    ("start time range", replace(EVENTS[4], 3, 1e12), "event time out of range"),
+    ("start type", replace(EVENTS[4], 1, "begin"), "unknown event type"),
 ]
 
 
@@ -156,6 +168,27 @@ def test_nan_time_is_refused_by_decode() -> None:
     values[3] = math.nan  # orjson writes null for NaN
     with pytest.raises(ParseError, match="time"):
         decode_event(encoded(values), SRC)
+
+
+def test_start_travels_with_the_invocations_of_its_context() -> None:
+    start, invocation = EVENTS[4], EVENTS[0]
+    assert fields_of(start) == [EVENT_ARRAY_VERSION, "start", list(CTX), 1.25, "r-1"]
+    assert stream_of(start) == stream_of(invocation) == "invocations"
+    assert kafka_key(start) == kafka_key(invocation) == CTX.key()
+
+
+def test_fast_start_decoder_takes_only_well_formed_starts() -> None:
+    start = EVENTS[4]
+    decode_event(encode_event_array(start), SRC)  # the context is known now
+    values = fields_of(start)
+    assert start_from_array(values) == start
+    for at, doubtful in ((3, 1), (3, -1.0), (4, 7), (1, "invocation"), (0, "x")):
+        changed = list(values)
+        changed[at] = doubtful
+        assert start_from_array(changed) is None
+    assert start_from_array([*values, 0]) is None
+    unknown = [*values[:2], ["aws", "9", "r", "f", "q"], *values[3:]]
+    assert start_from_array(unknown) is None
 
 
 def test_version_marker_is_the_first_element() -> None:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dowguard.errors import ParseError
-from ingest.events import Context, Invocation
+from ingest.events import Context, Invocation, InvocationStart
 from ingest.formats.common import MAX_MESSAGE_BYTES
 from ingest.formats.lambda_report import (
     MAX_DURATION_MS,
@@ -21,6 +21,7 @@ from ingest.formats.lambda_report import (
     brief,
     parse_platform_event,
     parse_report_text,
+    parse_start_text,
     parse_telemetry_batch,
 )
 from tests.ingest.fuzz import check_events, json_values, parsed
@@ -45,7 +46,7 @@ def report(text: str) -> Invocation | None:
     return parse_report_text(text, CTX, 1772446501.053, SOURCE, POS)
 
 
-def platform(obj: Any) -> Invocation | None:
+def platform(obj: Any) -> Invocation | InvocationStart | None:
     return parse_platform_event(obj, CTX, SOURCE, "events[2]")
 
 
@@ -252,7 +253,6 @@ def test_platform_time_with_offset_and_without_zone() -> None:
 @pytest.mark.parametrize(
     "kind",
     [
-        "platform.start",
         "platform.runtimeDone",
         "platform.initReport",
         "platform.initStart",
@@ -317,10 +317,14 @@ def test_bad_platform_events_raise(event: object, words: str) -> None:
 def test_envelope_batch_from_sample() -> None:
     raw = (SAMPLES / "telemetry_envelope.json").read_bytes()
     events = parse_telemetry_batch(raw, None, SOURCE)
-    assert len(events) == 1
-    inv = events[0]
+    assert len(events) == 2
+    begun, inv = events
+    context = Context("aws", "111122223333", "us-east-2", "resize", "prod")
+    assert begun == InvocationStart(
+        context, 1772446507.0, "6d68ca91-49c9-448d-89b8-7ca3e6dc66aa"
+    )
     assert isinstance(inv, Invocation)
-    assert inv.context == Context("aws", "111122223333", "us-east-2", "resize", "prod")
+    assert inv.context == context
     assert (inv.status, inv.billed_ms, inv.memory_mb) == ("error", 13.0, 1024)
 
 
@@ -500,3 +504,66 @@ def test_canonical_and_tolerant_readings_agree(
         line += "\n" + XRAY + "Sampled: true\t\n"
     # Spaces for tabs take the tolerant path; the exact line the quick one.
     assert outcome(line) == outcome(line.replace("\t", " "))
+
+
+# --- starts -----------------------------------------------------------------
+
+
+def start(text: str) -> InvocationStart | None:
+    return parse_start_text(text, CTX, 1772446500.24, SOURCE, POS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"START RequestId: {REQUEST} Version: $LATEST\n",
+        f"START RequestId: {REQUEST} Version: 7",
+        f"START RequestId: {REQUEST} Version: 12\t\r\n",
+    ],
+)
+def test_start_line(text: str) -> None:
+    assert start(text) == InvocationStart(CTX, 1772446500.24, REQUEST)
+
+
+@pytest.mark.parametrize(
+    "text", ["STARTED batch 7", "START of the import", "START", "", "REPORT x"]
+)
+def test_lines_that_are_not_start_lines_give_none(text: str) -> None:
+    assert start(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "START RequestId: ",
+        f"START RequestId: {REQUEST}",
+        f"START RequestId: {REQUEST} Version:",
+        f"START RequestId: {REQUEST} Version: 7 extra",
+        "START RequestId:  Version: 7",
+        f"START RequestId: {REQUEST}\tVersion: 7",
+    ],
+)
+def test_broken_start_line_raises_naming_the_place(text: str) -> None:
+    with pytest.raises(ParseError) as exc:
+        start(text)
+    assert (exc.value.source, exc.value.position) == (SOURCE, POS)
+    assert "START line" in exc.value.reason
+
+
+def test_platform_start() -> None:
+    event = {
+        "time": "2026-03-02T10:15:07.000Z",
+        "type": "platform.start",
+        "record": {"requestId": REQUEST, "version": "$LATEST"},
+    }
+    assert platform(event) == InvocationStart(CTX, 1772446507.0, REQUEST)
+
+
+@pytest.mark.parametrize("request_id", [None, "", 17, ["x"]])
+def test_platform_start_without_a_request_id_raises(request_id: object) -> None:
+    record = {} if request_id is None else {"requestId": request_id}
+    event = {"time": "2026-03-02T10:15:07Z", "type": "platform.start", "record": record}
+    with pytest.raises(ParseError) as exc:
+        platform(event)
+    assert (exc.value.source, exc.value.position) == (SOURCE, "events[2]")
+    assert "platform.start record.requestId" in exc.value.reason

@@ -11,7 +11,15 @@ import pyarrow as pa
 import pytest
 
 from dowguard.errors import ParseError
-from ingest.events import Billing, Context, Event, Invocation, Metric, Span
+from ingest.events import (
+    Billing,
+    Context,
+    Event,
+    Invocation,
+    InvocationStart,
+    Metric,
+    Span,
+)
 from ingest.formats import recording
 from ingest.formats.recording import SCHEMA, read_recording, write_recording
 
@@ -61,6 +69,30 @@ def test_round_trip_of_every_event_type(tmp_path: Path) -> None:
     assert [type(e) for e in back] == [type(e) for e in by_time(events)]
     assert isinstance(back[-1], Span)
     assert back[-1].links == (("a" * 32, "b" * 16), ("c" * 32, "d" * 16))
+
+
+def test_round_trip_of_starts_among_other_events(tmp_path: Path) -> None:
+    path = tmp_path / "starts.dgr"
+    events = [
+        *sample(),
+        InvocationStart(CTX, 9.2, "req-1"),
+        InvocationStart(OTHER, 9.0, "réq-2 ✓"),
+        InvocationStart(CTX, 10.0, "req-3"),
+    ]
+    write_recording(path, events)
+    back = list(read_recording(path))
+    assert back == by_time(events)
+    starts = [e for e in back if type(e) is InvocationStart]
+    assert [s.request_id for s in starts] == ["réq-2 ✓", "req-1", "req-3"]
+    # A start written at the time of an invocation keeps its written place.
+    at_ten = [type(e) for e in back if e.time == 10.0]
+    assert at_ten == [Invocation, Invocation, InvocationStart]
+
+
+def test_type_codes_of_older_recordings_are_kept() -> None:
+    # Recordings written before starts were recorded use codes 0 to 3.
+    codes = [cls for cls, _ in recording._TYPES]
+    assert codes == [Invocation, Metric, Billing, Span, InvocationStart]
 
 
 def test_equal_times_keep_their_written_order(tmp_path: Path) -> None:
