@@ -443,7 +443,10 @@ class Engine:
     def process(self, event: Event, partition: int) -> None:
         """Take one event from the stream it travels on, at that partition."""
         self.events += 1
-        part = self._parts.get(partition) or self._part(partition)
+        self._take(self._parts.get(partition) or self._part(partition), event)
+
+    def _take(self, part: _Partition, event: Event) -> None:
+        """Hand one event of a partition to the stage that owns its type."""
         if type(event) is Invocation:
             self._on_invocation(part, event)
         elif type(event) is InvocationStart:
@@ -469,19 +472,15 @@ class Engine:
         """
         parts = self._parts
         on_invocation = self._on_invocation
+        take = self._take
         self.events += len(events)
         for event, partition in zip(events, partitions, strict=True):
             part = parts.get(partition) or self._part(partition)
             if type(event) is Invocation:
+                # The bulk of a stream, without the call more of _take.
                 on_invocation(part, event)
-            elif type(event) is InvocationStart:
-                self._on_start(part, event)
-            elif isinstance(event, Span):
-                part.traces.process(event, self._evidence)
-            elif isinstance(event, Metric):
-                self._on_metric(part, event)
-            elif isinstance(event, Billing):
-                self._on_billing(part, event)
+            else:
+                take(part, event)
             if self._transitions or self._evidence:
                 on_output()
 

@@ -249,13 +249,7 @@ def _report_from_pairs(
 def _report_record(
     record: dict[str, Any], context: Context, time: float, source: str, position: str
 ) -> Invocation:
-    request_id = record.get("requestId")
-    if not isinstance(request_id, str) or not request_id:
-        raise ParseError(
-            source,
-            position,
-            f"record.requestId must be a non-empty string, got {brief(request_id)}",
-        )
+    request_id = _request_id(record, "record", source, position)
     metrics = record.get("metrics")
     if not isinstance(metrics, dict):
         raise ParseError(
@@ -287,15 +281,20 @@ def _report_record(
 def _start_record(
     record: dict[str, Any], context: Context, time: float, source: str, position: str
 ) -> InvocationStart:
+    request_id = _request_id(record, "platform.start record", source, position)
+    return InvocationStart(context, time, request_id)
+
+
+def _request_id(record: dict[str, Any], what: str, source: str, position: str) -> str:
+    """The record's ``requestId``; ``what`` names the record in the error."""
     request_id = record.get("requestId")
     if not isinstance(request_id, str) or not request_id:
         raise ParseError(
             source,
             position,
-            f"platform.start record.requestId must be a non-empty string,"
-            f" got {brief(request_id)}",
+            f"{what}.requestId must be a non-empty string, got {brief(request_id)}",
         )
-    return InvocationStart(context, time, request_id)
+    return request_id
 
 
 def _record_tracing(tracing: object, source: str, position: str) -> tuple[str, int]:
