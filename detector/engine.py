@@ -31,7 +31,7 @@ from detector.alerts import (
     transition_of,
 )
 from detector.baseline import PeerPool, RobustBaseline, SeasonalBaseline, memory_bucket
-from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
+from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_FACTS, Evidence
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
 from detector.rise import Rise, RiseFinding, RiseRun
@@ -487,6 +487,12 @@ class Engine:
     def process_evidence(self, evidence: Evidence, partition: int) -> None:
         """Take evidence from the trace stage (keyed by its context)."""
         part = self._part(partition)
+        if evidence.kind in ITEM_FACTS or evidence.kind == CHAIN_ENDED:
+            # Item facts of every trace partition meet here and make chains.
+            for made in part.traces.pair_items(evidence):
+                self.process_evidence(made, partition)
+            if evidence.kind in ITEM_FACTS:
+                return
         state = self._state(part, evidence.context)
         chains = state.chains
         chain = chains.get(evidence.chain) if chains is not None else None

@@ -19,6 +19,14 @@ from ingest.events import Context
 CHAIN = "chain"
 #: The chain has had no new span for the quiet period: it has ended.
 CHAIN_ENDED = "chain_ended"
+#: An invocation a data source triggered wrote ``item`` back into it;
+#: ``cause_item`` is the item that triggered the invocation.
+WROTE_ITEM = "wrote_item"
+#: The data source's ``item`` triggered an invocation of the function.
+ITEM_TRIGGERED = "item_triggered"
+#: Facts the context stage pairs by item key, whatever trace partition each
+#: came from (see ``detector.resources.ItemPairing``).
+ITEM_FACTS = frozenset({WROTE_ITEM, ITEM_TRIGGERED})
 
 
 @dataclass(slots=True)
@@ -41,6 +49,11 @@ class Evidence:
     ``guessed`` that some invocation of the chain was paired with a write
     by guess (the oldest pending one, no item key to match), so its count
     may run ahead of the truth.
+
+    Item facts (``WROTE_ITEM``, ``ITEM_TRIGGERED``) name the invocation by
+    the item that triggered it, ``via`` the data source, ``chain`` the
+    invocation's chain in its trace partition and ``cost_usd`` its own cost;
+    ``time`` is when the invocation started.
     """
 
     kind: str
@@ -58,6 +71,8 @@ class Evidence:
     invocations: int = 0
     projected_usd_per_hour: float = 0.0
     guessed: bool = False
+    item: str = ""
+    cause_item: str = ""
 
 
 def encode_evidence(ev: Evidence) -> bytes:

@@ -18,10 +18,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from detector.evidence import CHAIN, CHAIN_ENDED, Evidence
+from detector.evidence import (
+    CHAIN,
+    CHAIN_ENDED,
+    ITEM_TRIGGERED,
+    WROTE_ITEM,
+    Evidence,
+)
 from detector.resources import (
+    ItemPairing,
     ResourceGraph,
     edge_name,
+    projected_per_hour,
     resource_name,
     written_resource,
 )
@@ -43,8 +51,6 @@ MAX_GENERATIONS = 64
 MAX_PATH_RESOURCES = 8
 #: (context, resource) pairs of loops remembered as going on.
 MAX_LOOPING = 1024
-#: A projection above this many USD per hour is reported as this many.
-PROJECTION_CAP_USD = 1e9
 
 SpanRef = tuple[str, str]
 _UNBOUNDED = 1 << 30
@@ -107,28 +113,6 @@ def _growth(gens: list[int]) -> float:
     return max(1.0, math.pow(gens[deepest] / gens[0], 1.0 / deepest))
 
 
-def projected_per_hour(cost: float, elapsed: float, hops: int, growth: float) -> float:
-    """Cost of the next hour of a chain that goes on as it went.
-
-    The chain has cost ``cost`` over ``elapsed`` seconds and ``hops``
-    generations; each next generation is ``growth`` times the last, so an
-    hour of generations of length ``elapsed / hops`` sums geometrically.
-    """
-    if elapsed <= 0.0 or cost <= 0.0:
-        return 0.0
-    rate = cost / elapsed
-    if growth <= 1.0 + 1e-9:
-        return min(rate * 3600.0, PROJECTION_CAP_USD)
-    period = elapsed / max(hops, 1)
-    generations = 3600.0 / period
-    # rate * period * (g + g^2 + ... + g^N), kept in logs against overflow
-    log_sum = generations * math.log(growth) + math.log(growth / (growth - 1.0))
-    if log_sum + math.log(rate * period) > math.log(PROJECTION_CAP_USD):
-        return PROJECTION_CAP_USD
-    total = growth * (math.pow(growth, generations) - 1.0) / (growth - 1.0)
-    return rate * period * total
-
-
 class TraceStage:
     """Causal-chain state of the traces of one partition.
 
@@ -172,6 +156,8 @@ class TraceStage:
         # (context, resource) -> when its loop through the resource was last
         # sent on as evidence
         self._looping: dict[tuple[Context, str], float] = {}
+        # the context side: item facts of every trace partition paired
+        self.items = ItemPairing(hops=hops)
         self.dropped_spans = 0
 
     # Parameters only; the callable is re-attached after a restore.
@@ -185,6 +171,7 @@ class TraceStage:
         self._chains = {}
         self._held = set()
         self._looping = {}
+        self.items = ItemPairing(hops=int(state.get("hops", 3)))  # type: ignore[call-overload]
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -221,6 +208,10 @@ class TraceStage:
             written = written_resource(span)
             if written:
                 self.resources.wrote(written, span)
+                if span.resource_key and span.parent_id:
+                    cause, _ = self._walk_up((span.trace_id, span.parent_id))
+                    if cause is not None:
+                        self._wrote_item(cause, written, span, out)
         self._wake((span.trace_id, span.span_id), out)
         self._drain(out)
         if span.time > self._watermark:
@@ -229,6 +220,11 @@ class TraceStage:
         elif self._deadlines and self._deadlines[0][0] <= self._watermark:
             # A span that arrived late may be due already.
             self._advance(out)
+
+    def pair_items(self, evidence: Evidence) -> list[Evidence]:
+        """The context side of item pairing: take an item fact or a chain's
+        end, sent on by any trace partition; the chain evidence it makes."""
+        return self.items.take(evidence)
 
     def flush(self, out: list[Evidence]) -> None:
         """End every chain, as at the end of a finite replay."""
@@ -364,7 +360,71 @@ class TraceStage:
             hops >= 1 and not guessed and self._goes_on(node, cause, resource)
         ):
             self._emit(node, chain, name, hops, resource, out)
+        if span.trigger == TRIGGER_DATASOURCE and span.resource_key:
+            self._item_triggered(node, own_cost, out)
         self._ready.append((span.trace_id, span.span_id))
+
+    # Item facts
+
+    def _item_triggered(self, node: _Node, cost: float, out: list[Evidence]) -> None:
+        """Tell the context side which item triggered a data source's
+        invocation, and which items it wrote back before it was resolved.
+
+        The write of the item and this invocation are in different traces,
+        which a daemon reads on any partition; the context side pairs them.
+        """
+        span = node.span
+        resource = resource_name(span.destination)
+        out.append(
+            Evidence(
+                ITEM_TRIGGERED,
+                span.context,
+                span.time,
+                node.root,
+                cost_usd=cost,
+                via=resource,
+                item=span.resource_key,
+            )
+        )
+        # Tracers export children first: its writes may have come before it.
+        trace = self._traces[span.trace_id]
+        for other in list(trace.nodes.values()):
+            write = other.span
+            if other.is_invocation or not write.resource_key or not write.parent_id:
+                continue
+            if written_resource(write) != resource:
+                continue
+            cause, _ = self._walk_up((write.trace_id, write.parent_id))
+            if cause is node:
+                self._wrote_item(node, resource, write, out)
+
+    def _wrote_item(
+        self, cause: _Node, written: str, write: Span, out: list[Evidence]
+    ) -> None:
+        """Tell the context side that an invocation a data source triggered
+        wrote an item back into it."""
+        span = cause.span
+        if span.trigger != TRIGGER_DATASOURCE or not span.resource_key:
+            return
+        if resource_name(span.destination) != written:
+            return
+        chain = self._chains.get(cause.root)
+        if chain is not None:
+            # Its end is sent on too: the context side ends its pieces with it.
+            chain.emitted.setdefault(span.context, 0)
+        cost = self.span_cost(span) if self.span_cost is not None else 0.0
+        out.append(
+            Evidence(
+                WROTE_ITEM,
+                span.context,
+                span.time,
+                cause.root,
+                cost_usd=cost,
+                via=written,
+                item=write.resource_key,
+                cause_item=span.resource_key,
+            )
+        )
 
     def _goes_on(self, node: _Node, cause: _Node | None, resource: str) -> bool:
         """Whether a re-entry below the threshold goes on with a loop that
@@ -551,5 +611,6 @@ _STATE_FIELDS = (
     "_ready",
     "_held",
     "_looping",
+    "items",
     "dropped_spans",
 )

@@ -1,6 +1,7 @@
 """Resources between functions: which function wrote to each, whom each
-triggered, and the pending writes an invocation without a traced cause is
-paired with when the trace breaks at its trigger (S3, streams, bare queues).
+triggered, the pending writes an invocation without a traced cause is paired
+with when the trace breaks at its trigger (S3, streams, bare queues), and
+the pairing of a data source's items across trace partitions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ingest.events import SPAN_KIND_CLIENT, SPAN_KIND_PRODUCER, Span
+from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_TRIGGERED, WROTE_ITEM, Evidence
+from ingest.events import SPAN_KIND_CLIENT, SPAN_KIND_PRODUCER, Context, Span
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,21 @@ MAX_EDGES_PER_RESOURCE = 32
 #: as many afterwards.
 LEARN_INVOCATIONS = 16
 
+#: Invocations remembered per function and data source for item pairing.
+MAX_ITEMS = 4096
+#: Chain pieces (a trace partition's chains with a self-write) remembered.
+MAX_PIECES = 4096
+#: Generations walked up an item's writers before giving up.
+MAX_ITEM_DEPTH = 64
+#: Re-entries at which a self-trigger whose every generation at least doubled
+#: is sent on, below the stage's ``hops``: two doublings in a row are
+#: geometric growth, which no bounded retry (one write back per call) shows.
+FAN_OUT_HOPS = 2
+#: A projection above this many USD per hour is reported as this many.
+PROJECTION_CAP_USD = 1e9
+#: Chains the item pairing makes are named apart from the trace stage's own.
+ITEM_CHAIN_PREFIX = "items:"
+
 SpanRef = tuple[str, str]
 
 
@@ -73,6 +90,28 @@ def resource_name(destination: str) -> str:
             _NAMES.clear()
         name = _NAMES[destination] = _bare_name(destination)
     return name
+
+
+def projected_per_hour(cost: float, elapsed: float, hops: int, growth: float) -> float:
+    """Cost of the next hour of a chain that goes on as it went.
+
+    The chain has cost ``cost`` over ``elapsed`` seconds and ``hops``
+    generations; each next generation is ``growth`` times the last, so an
+    hour of generations of length ``elapsed / hops`` sums geometrically.
+    """
+    if elapsed <= 0.0 or cost <= 0.0:
+        return 0.0
+    rate = cost / elapsed
+    if growth <= 1.0 + 1e-9:
+        return min(rate * 3600.0, PROJECTION_CAP_USD)
+    period = elapsed / max(hops, 1)
+    generations = 3600.0 / period
+    # rate * period * (g + g^2 + ... + g^N), kept in logs against overflow
+    log_sum = generations * math.log(growth) + math.log(growth / (growth - 1.0))
+    if log_sum + math.log(rate * period) > math.log(PROJECTION_CAP_USD):
+        return PROJECTION_CAP_USD
+    total = growth * (math.pow(growth, generations) - 1.0) / (growth - 1.0)
+    return rate * period * total
 
 
 def _bare_name(destination: str) -> str:
@@ -355,3 +394,260 @@ class ResourceGraph:
                 return None
         rate = edges[function] = _Rate()
         return rate
+
+
+@dataclass(slots=True)
+class _Call:
+    """One invocation a data source triggered, named by its item."""
+
+    time: float
+    # its chain in the trace partition it was seen in, "" until a fact says
+    chain: str = ""
+    cost: float = 0.0
+    # items it wrote back into the data source
+    writes: list[str] = field(default_factory=list)
+    # its writer is known and it was counted in that writer's piece
+    counted: bool = False
+
+
+@dataclass(slots=True)
+class _Items:
+    """The invocations of one function by one data source."""
+
+    last: float
+    calls: OrderedDict[str, _Call] = field(default_factory=OrderedDict)
+    # written item -> item of the invocation that wrote it
+    writer: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Piece:
+    """What item pairing made of one chain of a trace partition: the
+    invocations its self-writes triggered, wherever they were seen."""
+
+    first: float
+    last: float
+    cost: float = 0.0
+    invocations: int = 0
+    # best (hops, growth) sent on, and when the trace stage ended the chain
+    sent: tuple[int, float] = (0, 0.0)
+    earliest: float = math.inf
+    ended: float = math.nan
+
+
+class ItemPairing:
+    """Self-writes into a data source met with the invocations they trigger.
+
+    A data source's event carries no trace, so each invocation it triggers
+    starts a new trace, which a daemon reads on any partition: a loop
+    through a bucket is seen in pieces that no trace partition can join.
+    Here, on the context side where every trace partition's facts about a
+    function meet, a write and the invocation it triggered are paired by the
+    item key both name, which is exact, whatever order the facts come in.
+
+    An invocation re-entered ``hops`` times is sent on as chain evidence,
+    and from ``FAN_OUT_HOPS`` on when every invocation on its path triggered
+    two or more. Figures only grow as facts arrive, and a chain's evidence
+    is sent again only when its figures grow, so the last evidence of each
+    chain does not depend on the order the partitions were read in. A chain
+    made here is named after the trace stage's chain of the writer it came
+    from and ends when that one does.
+
+    Parameters
+    ----------
+    hops
+        Re-entries at which evidence is sent.
+    idle_s
+        Event time after which an invocation is no longer paired.
+    """
+
+    def __init__(self, hops: int = 3, idle_s: float = 300.0) -> None:
+        self.hops = hops
+        self.idle_s = idle_s
+        self._groups: OrderedDict[tuple[Context, str], _Items] = OrderedDict()
+        self._pieces: OrderedDict[tuple[Context, str], _Piece] = OrderedDict()
+        self.evicted = 0
+
+    @property
+    def tracked_items(self) -> int:
+        return sum(len(g.calls) for g in self._groups.values())
+
+    def take(self, evidence: Evidence) -> list[Evidence]:
+        """Take an item fact, or a chain's end; the chain evidence it makes."""
+        out: list[Evidence] = []
+        if evidence.kind == CHAIN_ENDED:
+            self._ended(evidence, out)
+            return out
+        if evidence.kind not in (WROTE_ITEM, ITEM_TRIGGERED) or not evidence.via:
+            return out
+        key = (evidence.context, evidence.via)
+        group = self._group(key, evidence.time)
+        if evidence.kind == ITEM_TRIGGERED:
+            item = evidence.item
+            if not item:
+                return out
+        else:
+            item, written = evidence.cause_item, evidence.item
+            if not item or not written or written in group.writer:
+                return out  # nothing to pair, or a redelivered fact
+            group.writer[written] = item
+            piece_key = (evidence.context, evidence.chain)
+            if piece_key not in self._pieces:
+                self._pieces[piece_key] = _Piece(evidence.time, evidence.time)
+                if len(self._pieces) > MAX_PIECES:
+                    self._pieces.popitem(last=False)
+        call = self._call(group, item, evidence)
+        if evidence.kind == WROTE_ITEM:
+            call.writes.append(evidence.item)
+        # A new invocation or write changes the branches of the invocation
+        # above: judge its subtree again.
+        self._visit(key, group, group.writer.get(item, item), out)
+        return out
+
+    def _ended(self, evidence: Evidence, out: list[Evidence]) -> None:
+        piece = self._pieces.get((evidence.context, evidence.chain))
+        if piece is None or not math.isnan(piece.ended):
+            return
+        piece.ended = evidence.time
+        if piece.sent[0]:
+            out.append(self._end(evidence.context, evidence.chain, piece))
+
+    def _end(self, context: Context, chain: str, piece: _Piece) -> Evidence:
+        return Evidence(
+            CHAIN_ENDED,
+            context,
+            max(piece.ended, piece.last),
+            ITEM_CHAIN_PREFIX + chain,
+            hops=piece.sent[0],
+        )
+
+    def _group(self, key: tuple[Context, str], time: float) -> _Items:
+        groups = self._groups
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Items(time)
+            if len(groups) > MAX_RESOURCES:
+                groups.popitem(last=False)
+                self.evicted += 1
+        else:
+            groups.move_to_end(key)
+            group.last = max(group.last, time)
+        # Limitation: expiry follows the facts read so far, which through
+        # Kafka depend on how far each trace partition was read ahead.
+        horizon = group.last - self.idle_s
+        calls = group.calls
+        while calls:
+            item, call = next(iter(calls.items()))
+            if call.time >= horizon and len(calls) <= MAX_ITEMS:
+                break
+            del calls[item]
+            for written in call.writes:
+                group.writer.pop(written, None)
+        while groups:
+            old_key, old = next(iter(groups.items()))
+            if old.last >= time - self.idle_s:
+                break
+            del groups[old_key]
+        return group
+
+    def _call(self, group: _Items, item: str, evidence: Evidence) -> _Call:
+        call = group.calls.get(item)
+        if call is None:
+            call = group.calls[item] = _Call(evidence.time)
+        call.time = min(call.time, evidence.time)
+        call.cost = max(call.cost, evidence.cost_usd)
+        if not call.chain:
+            call.chain = evidence.chain
+        return call
+
+    def _visit(
+        self, key: tuple[Context, str], group: _Items, start: str, out: list[Evidence]
+    ) -> None:
+        """Judge again the invocations from ``start`` down, whose figures a
+        new fact may have raised."""
+        calls = group.calls
+        stack = [start]
+        seen: set[str] = set()
+        while stack and len(seen) < MAX_ITEMS:
+            item = stack.pop()
+            if item in seen:
+                continue
+            seen.add(item)
+            call = calls.get(item)
+            if call is None:
+                continue
+            self._judge(key, group, item, call, out)
+            stack.extend(w for w in call.writes if w in calls)
+
+    def _judge(
+        self,
+        key: tuple[Context, str],
+        group: _Items,
+        item: str,
+        call: _Call,
+        out: list[Evidence],
+    ) -> None:
+        parent = group.writer.get(item)
+        if parent is None:
+            return
+        calls = group.calls
+        writer = calls.get(parent)
+        if writer is None:
+            return
+        context, resource = key
+        piece_key = (context, writer.chain)
+        piece = self._pieces.get(piece_key)
+        if piece is None:
+            return
+        if not call.counted:
+            call.counted = True
+            piece.cost += call.cost
+            piece.invocations += 1
+            piece.first = min(piece.first, call.time)
+            piece.last = max(piece.last, call.time)
+        # Re-entries of this invocation and the branches of each one above it.
+        hops, product, widest, narrowest = 0, 1.0, 0, MAX_ITEMS
+        ancestor: str | None = parent
+        while ancestor is not None and hops < MAX_ITEM_DEPTH:
+            above = calls.get(ancestor)
+            if above is None:
+                break
+            branches = sum(1 for w in above.writes if w in calls)
+            hops += 1
+            product *= branches
+            widest = max(widest, branches)
+            narrowest = min(narrowest, branches)
+            ancestor = group.writer.get(ancestor)
+        if hops < self.hops and not (hops >= FAN_OUT_HOPS and narrowest >= 2):
+            return
+        growth = round(product ** (1.0 / hops), 4)
+        # Sent again when its figures grow, or when it is an earlier
+        # invocation that shows the loop: the alert starts with the earliest.
+        if (hops, growth) <= piece.sent and call.time >= piece.earliest:
+            return
+        piece.sent = max(piece.sent, (hops, growth))
+        piece.earliest = min(piece.earliest, call.time)
+        elapsed = piece.last - piece.first
+        function = context.function
+        out.append(
+            Evidence(
+                CHAIN,
+                context,
+                call.time,
+                ITEM_CHAIN_PREFIX + writer.chain,
+                hops=hops,
+                cost_usd=piece.cost,
+                via=resource,
+                path=(function,) * min(hops + 1, 16),
+                method="resource",
+                resources=(resource,),
+                fan_out=widest,
+                growth=growth,
+                invocations=piece.invocations,
+                projected_usd_per_hour=projected_per_hour(
+                    piece.cost, elapsed, hops, growth
+                ),
+            )
+        )
+        if not math.isnan(piece.ended):
+            out.append(self._end(context, writer.chain, piece))

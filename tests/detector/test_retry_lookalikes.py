@@ -6,7 +6,13 @@ import pytest
 
 from detector.alerts import CRITICAL, OPENED, WARNING, Transition
 from detector.engine import DetectorConfig, Engine
-from detector.evidence import CHAIN, Evidence, decode_evidence, encode_evidence
+from detector.evidence import (
+    CHAIN,
+    ITEM_FACTS,
+    Evidence,
+    decode_evidence,
+    encode_evidence,
+)
 from detector.recursion import TraceStage
 from detector.resources import LEARN_INVOCATIONS, ResourceGraph
 from dowguard.cli import detector_config
@@ -234,17 +240,26 @@ def test_keyed_loop_on_a_busy_bucket_alerts_at_the_third_reentry() -> None:
     assert alert.severity == WARNING
 
 
-def test_keyed_fan_out_loop_on_a_busy_bucket_is_critical_at_once() -> None:
+def test_keyed_fan_out_loop_on_a_busy_bucket_warns_at_once_critical_at_three() -> None:
     exports = keyed_bucket_loop(background=60, generations=4, fan_out=2)
-    (alert,) = opened(feed(make_engine(), parse(exports)))
-    assert alert.evidence["hops"] == 3
-    assert alert.severity == CRITICAL
+    transitions = feed(make_engine(), parse(exports))
+    (alert,) = opened(transitions)
+    # Two doublings in a row are already geometric: a warning at once.
+    assert alert.evidence["hops"] == 2
+    assert alert.severity == WARNING
     assert alert.evidence["fan_out"] == 2
+    critical = [t for t in transitions if t.severity == CRITICAL]
+    assert critical and critical[0].evidence["hops"] == 3
 
 
-def test_keyed_loop_of_three_generations_does_not_alert() -> None:
-    exports = keyed_bucket_loop(background=60, generations=3, fan_out=2)
-    assert feed(make_engine(), parse(exports)) == []
+def test_keyed_loop_of_three_generations_alerts_only_when_it_fans_out() -> None:
+    straight = keyed_bucket_loop(background=60, generations=3)
+    assert feed(make_engine(), parse(straight)) == []
+    doubling = keyed_bucket_loop(background=60, generations=3, fan_out=2)
+    transitions = feed(make_engine(), parse(doubling))
+    (alert,) = opened(transitions)
+    assert alert.evidence["hops"] == 2
+    assert {t.severity for t in transitions} == {WARNING}
 
 
 # Learning whether a queue carries the trace
@@ -341,21 +356,27 @@ def test_snapshot_and_restore_keep_held_invocations(cut: float) -> None:
 
 
 def feed_parts(
-    exports: list[dict[str, object]], partitions: list[int]
+    exports: list[dict[str, object]], partitions: list[int], items: bool = True
 ) -> list[Transition]:
-    """Each export on its own trace partition, evidence on partition 9."""
+    """Each export on its own trace partition, evidence on partition 9.
+
+    ``items=False`` drops the item facts: the trace stages' pieces alone.
+    """
     engine = make_engine()
     out: list[Transition] = []
+
+    def route() -> None:
+        for evidence in engine.take_evidence():
+            if items or evidence.kind not in ITEM_FACTS:
+                engine.process_evidence(evidence, 9)
+        out.extend(engine.take_transitions())
+
     for export, part in zip(exports, partitions, strict=True):
         for span in parse([export]):
             engine.process(span, part)
-            for evidence in engine.take_evidence():
-                engine.process_evidence(evidence, 9)
-            out.extend(engine.take_transitions())
+            route()
     engine.flush()
-    for evidence in engine.take_evidence():
-        engine.process_evidence(evidence, 9)
-    out.extend(engine.take_transitions())
+    route()
     return out
 
 
@@ -376,9 +397,14 @@ def test_pieces_after_a_quiet_partition_open_no_alert_of_their_own() -> None:
     # After the first piece, partition 0 sees no hop for longer than a
     # trace lives; its later single re-entries then keep nothing going.
     parts = [0, 0, 0, 0] + [1] * 100 + [(0, 0, 1)[i % 3] for i in range(30)]
-    transitions = feed_parts(keyed_bucket_loop(0, len(parts)), parts)
+    exports = keyed_bucket_loop(0, len(parts))
+    transitions = feed_parts(exports, parts, items=False)
     assert [t.event for t in transitions if t.event != "updated"] == [
         OPENED,
         "resolved",
     ]
     assert transitions[-1].at < T0 + 104 * 1.5 + 120.0
+    # Paired by item keys across the partitions, it is one loop throughout.
+    paired = feed_parts(exports, parts)
+    assert [t.event for t in paired if t.event != "updated"] == [OPENED, "resolved"]
+    assert paired[-1].at > T0 + (len(parts) - 1) * 1.5
