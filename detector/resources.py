@@ -49,7 +49,8 @@ MAX_EDGES_PER_RESOURCE = 32
 LEARN_INVOCATIONS = 16
 
 #: Invocations remembered per function and data source for item pairing.
-MAX_ITEMS = 4096
+# Limitation: past MAX_ITEMS calls within idle_s, only the newest are paired.
+MAX_ITEMS = 1024
 #: Chain pieces (a trace partition's chains with a self-write) remembered.
 MAX_PIECES = 4096
 #: Generations walked up an item's writers before giving up.
@@ -458,10 +459,11 @@ class ItemPairing:
     hops
         Re-entries at which evidence is sent.
     idle_s
-        Event time after which an invocation is no longer paired.
+        Event time after which an invocation is no longer paired. Long, as
+        the trace partitions of a daemon may be read that far apart.
     """
 
-    def __init__(self, hops: int = 3, idle_s: float = 300.0) -> None:
+    def __init__(self, hops: int = 3, idle_s: float = 600.0) -> None:
         self.hops = hops
         self.idle_s = idle_s
         self._groups: OrderedDict[tuple[Context, str], _Items] = OrderedDict()
@@ -532,8 +534,7 @@ class ItemPairing:
         else:
             groups.move_to_end(key)
             group.last = max(group.last, time)
-        # Limitation: expiry follows the facts read so far, which through
-        # Kafka depend on how far each trace partition was read ahead.
+        # Limitation: partitions read over idle_s apart lose the pairings between them.
         horizon = group.last - self.idle_s
         calls = group.calls
         while calls:

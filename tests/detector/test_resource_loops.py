@@ -8,12 +8,19 @@ import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
 from detector.engine import RECURSIVE_TRIGGER, DetectorConfig, Engine
-from detector.evidence import CHAIN, Evidence
+from detector.evidence import (
+    CHAIN,
+    ITEM_FACTS,
+    ITEM_TRIGGERED,
+    WROTE_ITEM,
+    Evidence,
+)
 from detector.recursion import TraceStage, projected_per_hour
 from detector.replay import replay_events
 from detector.resources import (
     MAX_EDGES_PER_RESOURCE,
     MAX_RESOURCES,
+    ItemPairing,
     ResourceGraph,
     resource_name,
 )
@@ -565,3 +572,183 @@ def test_chain_evidence_round_trips_with_its_new_fields() -> None:
     assert chain.resources == ("photos",)
     assert decode_evidence(encode_evidence(chain), "t") == chain
     assert math.isfinite(chain.projected_usd_per_hour)
+
+
+# A fan-out loop through a bucket, split over trace partitions
+
+
+def _fan_out_bucket_loop(
+    generations: int, fan_out: int = 2
+) -> list[tuple[int, dict[str, object]]]:
+    """A keyed loop through "photos": every invocation writes ``fan_out``
+    objects back, each the one that triggers an invocation of the next
+    generation. Each export comes with the trace partition it is read on:
+    never its writer's, as where a daemon reads every new trace (an S3
+    notification starts one) on a partition of its own hash."""
+    out: list[tuple[int, dict[str, object]]] = []
+    keys = ["uploads/big.tif"]
+    for generation in range(generations):
+        at = T0 + generation * 1.2
+        written: list[str] = []
+        for i, key in enumerate(keys):
+            start = at + 0.01 * i
+            trigger = {"faas.document.collection": "photos", "faas.document.name": key}
+            inv = invocation("tiler", trace_id(), start, "datasource", trigger)
+            spans = [inv]
+            for j in range(fan_out if generation < generations - 1 else 0):
+                item = f"tiles/{generation}-{i}-{j}.tif"
+                call = {"aws.s3.bucket": "photos", "aws.s3.key": item}
+                put = sdk_call(
+                    inv["traceId"], inv["spanId"], "S3", "PutObject",
+                    start + 0.1 + 0.02 * j, call,
+                )  # fmt: skip
+                spans.append(put)
+                written.append(item)
+            out.append(((generation + i) % 3, lambda_export("tiler", spans)))
+        keys = written
+    return out
+
+
+def _feed_partitions(
+    exports: list[tuple[int, dict[str, object]]], order: list[int] | None = None
+) -> list[Transition]:
+    """Every trace partition's spans in time order; the partitions read in
+    step (``order`` None) or one after another in ``order``. Evidence goes
+    to the context's partition 9."""
+    engine = make_engine()
+    out: list[Transition] = []
+
+    def route() -> None:
+        for evidence in engine.take_evidence():
+            engine.process_evidence(evidence, 9)
+        out.extend(engine.take_transitions())
+
+    if order is None:
+        by_part = {id(e): p for p, e in exports}
+        spans = [(by_part[id(e)], s) for _, e in exports for s in parse([e])]
+        read = sorted(spans, key=lambda ps: ps[1].time)
+    else:
+        read = [(p, s) for p in order for s in parse(e for q, e in exports if q == p)]
+    for part, span in read:
+        engine.process(span, part)
+        route()
+    engine.flush()
+    route()
+    return out
+
+
+def test_fan_out_bucket_loop_split_over_partitions_is_critical_at_three() -> None:
+    exports = _fan_out_bucket_loop(generations=4)
+    # No writer and invocation it triggered share a partition, so no
+    # partition sees one re-entry of its own.
+    stages = [TraceStage() for _ in range(3)]
+    local: list[Evidence] = []
+    for part, export in exports:
+        for span in parse([export]):
+            stages[part].process(span, local)
+    assert not [e for e in local if e.kind == CHAIN]
+
+    transitions = _feed_partitions(exports)
+    (alert,) = opened(transitions)
+    assert alert.context.function == "tiler"
+    assert alert.evidence["method"] == "resource"
+    assert alert.evidence["via"] == "photos"
+    # Two doublings warn; the third re-entry of a doubling loop is critical.
+    assert alert.evidence["hops"] == 2
+    assert alert.severity == WARNING
+    # It opens on the second invocation of the second generation, which
+    # shows its writer fanned out, and starts with the first.
+    assert alert.at == pytest.approx(T0 + 2 * 1.2 + 0.01, abs=1e-3)
+    assert transitions[-1].starts_at == pytest.approx(T0 + 2 * 1.2, abs=1e-3)
+    critical = [t for t in transitions if t.severity == CRITICAL]
+    assert critical[0].evidence["hops"] == 3
+    assert critical[0].evidence["growth"] == pytest.approx(2.0)
+    assert critical[0].evidence["fan_out"] == 2
+    assert transitions[-1].event == RESOLVED
+
+
+def test_two_reentries_of_a_split_straight_bucket_loop_do_not_alert() -> None:
+    exports = _fan_out_bucket_loop(generations=3, fan_out=1)
+    assert _feed_partitions(exports) == []
+
+
+def test_a_split_fan_out_bucket_loop_that_stops_at_two_reentries_warns() -> None:
+    # A bug live for a few seconds: one upload doubles twice, then the
+    # writes stop; uploads that write nothing come before and after.
+    exports = _fan_out_bucket_loop(generations=3)
+    for i in range(40):
+        trigger = {"faas.document.collection": "photos", "faas.document.name": f"u{i}"}
+        inv = invocation(
+            "tiler", trace_id(), T0 - 30.0 + 1.5 * i, "datasource", trigger
+        )
+        exports.append((i % 3, lambda_export("tiler", [inv])))
+    transitions = _feed_partitions(exports)
+    (alert,) = opened(transitions)
+    assert alert.evidence["hops"] == 2
+    assert alert.evidence["fan_out"] == 2
+    assert {t.severity for t in transitions} == {WARNING}
+    assert transitions[-1].event == RESOLVED
+
+
+@pytest.mark.parametrize("late", [False, True])
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]])
+def test_split_bucket_loop_alerts_alike_whatever_partition_is_read_first(
+    order: list[int], late: bool
+) -> None:
+    exports = _fan_out_bucket_loop(generations=5)
+    if late:
+        # A later upload on each partition: a partition read to its end has
+        # closed its traces of the loop before the others are read at all.
+        for part in range(3):
+            trigger = {
+                "faas.document.collection": "photos",
+                "faas.document.name": f"u{part}",
+            }
+            inv = invocation("tiler", trace_id(), T0 + 400.0, "datasource", trigger)
+            exports.append((part, lambda_export("tiler", [inv])))
+    expected = _feed_partitions(exports)
+    got = _feed_partitions(exports, order)
+
+    def found(ts: list[Transition]) -> tuple[object, ...]:
+        # The earliest start, the most re-entries and the worst severity.
+        return (
+            min(t.starts_at for t in ts),
+            max(int(str(t.evidence["hops"])) for t in ts),
+            {t.severity for t in ts} >= {CRITICAL},
+        )
+
+    assert found(got) == found(expected)
+    assert found(expected)[1:] == (4, True)
+    if not late:
+        # One episode, ending alike.
+        assert len(opened(got)) == len(opened(expected)) == 1
+        assert got[-1].event == expected[-1].event == RESOLVED
+        assert got[-1].at == expected[-1].at
+
+
+def test_item_pairing_ignores_redelivered_facts_and_forgets_idle_items() -> None:
+    exports = _fan_out_bucket_loop(generations=3)
+    stage = TraceStage()
+    facts: list[Evidence] = []
+    for _, export in exports:
+        for span in parse([export]):
+            stage.process(span, facts)
+    items = [e for e in facts if e.kind in ITEM_FACTS]
+    # One fact per invocation and one per write back: 7 and 6.
+    assert sorted(e.kind for e in items) == [ITEM_TRIGGERED] * 7 + [WROTE_ITEM] * 6
+    pairing = ItemPairing()
+    made = [m for e in items for m in pairing.take(e)]
+    again = [m for e in items for m in pairing.take(e)]
+    # Sent when the second generation shows its doubling, and again for
+    # its first invocation, which showed it too once its sibling came.
+    chains = [m for m in made if m.kind == CHAIN]
+    assert [m.hops for m in chains] == [2, 2]
+    assert chains[1].time < chains[0].time
+    assert again == []
+    assert pairing.tracked_items == 7
+    later = Evidence(
+        ITEM_TRIGGERED, items[0].context, T0 + 1000.0, "late", via="photos",
+        item="uploads/other.tif",
+    )  # fmt: skip
+    pairing.take(later)
+    assert pairing.tracked_items == 1
