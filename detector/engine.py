@@ -83,7 +83,10 @@ BILLING_GAP = "billing_gap"
 ANOMALY = "anomaly"
 # 3: the trace stage keeps chains across traces and the resource edges;
 # contexts carry their metric and billing state, seasonal baselines and peers.
-SNAPSHOT_VERSION = 4
+# 5: the trace stage holds the context side's item pairing; a version 4
+# snapshot restores with none.
+SNAPSHOT_VERSION = 5
+READABLE_SNAPSHOTS = (4, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,7 +616,7 @@ class Engine:
 
     def restore(self, partition: int, blob: bytes) -> None:
         version, part = pickle.loads(blob)
-        if version != SNAPSHOT_VERSION:
+        if version not in READABLE_SNAPSHOTS:
             raise ValueError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
         part.traces.span_cost = self._span_cost
         self._parts[partition] = _upgrade(part)

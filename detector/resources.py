@@ -52,7 +52,7 @@ LEARN_INVOCATIONS = 16
 # Limitation: past MAX_ITEMS calls within idle_s, only the newest are paired.
 MAX_ITEMS = 1024
 #: Chain pieces (a trace partition's chains with a self-write) remembered.
-MAX_PIECES = 4096
+MAX_PIECES = 1024
 #: Generations walked up an item's writers before giving up.
 MAX_ITEM_DEPTH = 64
 #: Re-entries at which a self-trigger whose every generation at least doubled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
@@ -752,3 +753,27 @@ def test_item_pairing_ignores_redelivered_facts_and_forgets_idle_items() -> None
     )  # fmt: skip
     pairing.take(later)
     assert pairing.tracked_items == 1
+
+
+def test_a_snapshot_from_before_item_pairing_restores_with_an_empty_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exports = _fan_out_bucket_loop(generations=4)
+    spans = [s for _, e in exports for s in parse([e])]
+    first = make_engine()
+    feed(first, spans[:3], flush=False)
+    # The layout of version 4: the trace stage's state has no item pairing.
+    plain = TraceStage.__getstate__
+    monkeypatch.setattr(
+        TraceStage,
+        "__getstate__",
+        lambda self: {k: v for k, v in plain(self).items() if k != "items"},
+    )
+    old = pickle.dumps((4, first._parts[0]), protocol=5)
+    monkeypatch.undo()
+    second = make_engine()
+    second.restore(0, old)
+    assert second._parts[0].traces.items.tracked_items == 0
+    assert opened(feed(second, spans[3:]))
+    with pytest.raises(ValueError, match="snapshot version 3"):
+        second.restore(0, pickle.dumps((3, first._parts[0]), protocol=5))
