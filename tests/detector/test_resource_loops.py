@@ -777,3 +777,22 @@ def test_a_snapshot_from_before_item_pairing_restores_with_an_empty_one(
     assert opened(feed(second, spans[3:]))
     with pytest.raises(ValueError, match="snapshot version 3"):
         second.restore(0, pickle.dumps((3, first._parts[0]), protocol=5))
+
+
+def test_item_facts_of_writes_exported_before_their_invocation_are_sent() -> None:
+    # Tracers export an invocation's spans when it ends, children first.
+    exports = _fan_out_bucket_loop(generations=3)
+    stage = TraceStage()
+    facts: list[Evidence] = []
+    spans = [s for _, e in exports for s in parse([e])]
+    for span in sorted(spans, key=lambda s: (s.end, -s.time)):
+        stage.process(span, facts)
+    wrote = [e for e in facts if e.kind == WROTE_ITEM]
+    assert sorted(e.item for e in wrote) == sorted(
+        s.resource_key for s in spans if not s.invocation_id
+    )
+    assert {e.cause_item for e in wrote} == {
+        "uploads/big.tif",
+        "tiles/0-0-0.tif",
+        "tiles/0-0-1.tif",
+    }
