@@ -1,7 +1,6 @@
-"""Resources between functions: which function wrote to each, whom each
-triggered, the pending writes an invocation without a traced cause is paired
-with when the trace breaks at its trigger (S3, streams, bare queues), and
-the pairing of a data source's items across trace partitions.
+"""Resources between functions: who wrote to each and whom each triggered,
+the writes an invocation whose trace broke at its trigger is paired with,
+and the pairing of a data source's items across trace partitions.
 """
 
 from __future__ import annotations
