@@ -295,7 +295,7 @@ class TraceStage:
             else:
                 # The trace broke at the trigger: the write into it that
                 # waited longest is taken as the cause.
-                # Limitation: pairs within a partition; P partitions need ~P x hops.
+                # Limitation: pairs within a partition but for keyed self-writes.
                 taken = self.resources.take_write(trigger, span.time, span.resource_key)
                 if taken is not None:
                     cause, _ = self._walk_up(taken.ref)

@@ -481,6 +481,7 @@ class ItemPairing:
             return out
         if evidence.kind not in (WROTE_ITEM, ITEM_TRIGGERED) or not evidence.via:
             return out
+        # Limitation: only self-writes pair here; f -> A -> g -> B -> f does not.
         key = (evidence.context, evidence.via)
         group = self._group(key, evidence.time)
         if evidence.kind == ITEM_TRIGGERED:
