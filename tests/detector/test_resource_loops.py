@@ -15,6 +15,8 @@ from detector.evidence import (
     ITEM_TRIGGERED,
     WROTE_ITEM,
     Evidence,
+    decode_evidence,
+    encode_evidence,
 )
 from detector.recursion import TraceStage, projected_per_hour
 from detector.replay import replay_events
@@ -562,8 +564,6 @@ def test_snapshot_and_restore_keep_the_resource_edges(cut: float) -> None:
 
 
 def test_chain_evidence_round_trips_with_its_new_fields() -> None:
-    from detector.evidence import decode_evidence, encode_evidence
-
     spans = parse(loop("s3", generations=4, fan_out=2))
     stage = TraceStage(span_cost=no_span_cost)
     out: list[Evidence] = []
@@ -737,6 +737,8 @@ def test_item_pairing_ignores_redelivered_facts_and_forgets_idle_items() -> None
     items = [e for e in facts if e.kind in ITEM_FACTS]
     # One fact per invocation and one per write back: 7 and 6.
     assert sorted(e.kind for e in items) == [ITEM_TRIGGERED] * 7 + [WROTE_ITEM] * 6
+    # As the evidence topic carries them.
+    assert [decode_evidence(encode_evidence(e), "t") for e in items] == items
     pairing = ItemPairing()
     made = [m for e in items for m in pairing.take(e)]
     again = [m for e in items for m in pairing.take(e)]
