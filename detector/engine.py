@@ -904,7 +904,8 @@ class Engine:
         reference = self._reference(state, at)
         # Windows far above the context's own level are looked at even when
         # they cannot warn: they may be bursts to learn.
-        state.burst_rate = self._burst_bar(state, at)
+        own = reference if state.baseline.is_warm else None
+        state.burst_rate = self._burst_bar(state, at, own)
         if reference is None:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
@@ -977,17 +978,29 @@ class Engine:
         excess = cost * self._per_hour - base
         return excess >= self.config.burst_margin * envelope
 
-    def _burst_bar(self, state: _Context, at: float) -> float:
+    def _burst_bar(
+        self, state: _Context, at: float, level: tuple[float, float] | None = None
+    ) -> float:
         """The cost rate from which the window from ``at`` must be judged for
-        what it shows of the bursts of ``state``."""
-        bursts = self._bursts
-        baseline = state.baseline
-        if bursts is None:
+        what it shows of the bursts of ``state``; ``level`` is what its own
+        baseline expects then, when the caller has it."""
+        if self._bursts is None:
             return math.inf
-        if bursts.running(baseline):
+        known = state.baseline.bursts
+        if known is not None and known.run_windows > 0:
             # Every window, until the excursion is over.
             return 0.0
-        return self._excursion_rate(baseline.expected(at))
+        return self._excursion_rate(level or self._own_level(state, at))
+
+    def _own_level(self, state: _Context, at: float) -> tuple[float, float]:
+        """What the context's own baseline expects of the window from ``at``.
+
+        While it is cold, its plain level: its seasons are not learnt yet.
+        """
+        baseline = state.baseline
+        if baseline.is_warm:
+            return baseline.expected(at)
+        return baseline.mean, baseline.deviation
 
     def _excursion_rate(self, level: tuple[float, float]) -> float:
         """A spike's warning rate against a level, without its dollar floor:
@@ -1011,7 +1024,7 @@ class Engine:
         baseline = state.baseline
         if bursts is None:
             return
-        level = baseline.expected(at)
+        level = self._own_level(state, at)
         excursion = rate >= self._excursion_rate(level) and self._significant(
             state, cost, count
         )
