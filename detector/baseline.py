@@ -1,4 +1,4 @@
-"""Baselines of one context's window values: robust level, seasons, peer pools.
+"""Baselines of one context's window values: robust level, seasons, bursts, peers.
 
 Cold start. A context is judged against its own baseline once that has seen
 ``warmup`` windows. Until then it is judged against the pool of its peers:
@@ -132,7 +132,7 @@ class RobustBaseline(Detector):
 
     # Slotted, as every context holds several, with the hyperparameters in
     # one shared tuple (read through properties of their own names).
-    __slots__ = ("_mad", "_mean", "_n", "_s")
+    __slots__ = ("_bursts", "_mad", "_mean", "_n", "_s")
     _param_names: ClassVar[tuple[str, ...]] = ("half_life", "warmup", "clip")
 
     def __init__(self, half_life: float = 180.0, warmup: int = 30, clip: float = 4.0):
@@ -140,6 +140,9 @@ class RobustBaseline(Detector):
         self._n = 0
         self._mean = 0.0
         self._mad = 0.0
+        # What :class:`Bursts` learnt of excursions above this baseline; made
+        # by the first one, as most baselines never see any.
+        self._bursts: BurstState | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         learned = (n for n in _slot_names(type(self)) if n != "_s")
@@ -188,6 +191,11 @@ class RobustBaseline(Detector):
     @property
     def is_warm(self) -> bool:
         return self._n >= self._s.warmup
+
+    @property
+    def bursts(self) -> BurstState | None:
+        """The short excursions above this baseline seen so far, if any."""
+        return self._bursts
 
     def expected(self, t: float | None = None) -> tuple[float, float]:
         """Mean and deviation expected of an observation at time ``t``."""
@@ -521,6 +529,184 @@ class SeasonalBaseline(RobustBaseline):
                     ratio = previous + self.cycle_weight * (ratio - previous)
                 profile[_WEEK + day] = _encode(min(max(ratio, 1.0 / 64), 64.0))
         acc[_D_SUM] = acc[_D_N] = 0.0
+
+
+#: An excursion is over once a window's excess over what was expected is back
+#: under this share of the excursion's highest. The hysteresis keeps a rise
+#: that wavers about a bar from passing for a string of short bursts.
+BURST_CALM = 0.25
+
+#: Windows a baseline must have learnt before its level tells an excursion
+#: from the usual. Before them, an excursion is a burst only if silence
+#: follows it: a new function's first busy windows may just be its level.
+BURST_MIN_WINDOWS = 6
+
+
+class BurstState:
+    """What one baseline has seen of short excursions above what it expected.
+
+    ``level`` is the highest excess of a burst learnt (in the baseline's
+    units), as of event time ``at``, from which it fades. The ``run_``
+    fields describe the excursion in progress: the start of its latest
+    window, its highest excess, how many of its windows were not calm (0:
+    there is none), whether it can still be learnt, and whether it began
+    before the baseline's level was known (see :data:`BURST_MIN_WINDOWS`).
+    """
+
+    __slots__ = (
+        "at",
+        "level",
+        "run_last",
+        "run_learnable",
+        "run_peak",
+        "run_windows",
+        "run_young",
+    )
+
+    def __init__(self) -> None:
+        self.level = 0.0
+        self.at = 0.0
+        self.run_last = 0.0
+        self.run_peak = 0.0
+        self.run_windows = 0
+        self.run_learnable = False
+        self.run_young = False
+
+    def __repr__(self) -> str:
+        return (
+            f"BurstState(level={self.level!r}, at={self.at!r},"
+            f" run_windows={self.run_windows!r}, run_peak={self.run_peak!r})"
+        )
+
+
+class Bursts:
+    """Learns how far a context's short excursions above its baseline go.
+
+    An excursion runs from a window that the caller finds far above what the
+    baseline expected to the first window back under :data:`BURST_CALM` of
+    the run's highest excess while no alert holds it open (or to an idle
+    gap, whose windows are empty). One with at most ``max_windows`` windows
+    that were not calm, none of which the caller found critical, is a
+    burst (if it began while the baseline was young, only when a gap ended
+    it): its highest excess is the burst level if it is the highest yet,
+    and the level halves every ``half_life_s`` seconds of event time after
+    its last burst. A longer run teaches nothing, so a sustained rise,
+    however it began and however it wavers under its alert, never makes
+    itself expected; nor does anything critical.
+
+    Parameters
+    ----------
+    max_windows
+        The most windows above calm that a burst has.
+    half_life_s
+        Event-time seconds after which a burst weighs half.
+    window_s
+        Length of a window in seconds, to see idle gaps between the windows
+        observed.
+
+    Examples
+    --------
+    >>> b = RobustBaseline(warmup=5)
+    >>> for _ in range(10):
+    ...     b.learn_one(0.0)
+    >>> bursts = Bursts(max_windows=2, half_life_s=3600.0, window_s=10.0)
+    >>> bursts.observe(b, 0.0, 5.0, excursion=True, learnable=True)
+    >>> bursts.envelope(b, 0.0), bursts.running(b)
+    (0.0, True)
+    >>> bursts.observe(b, 10.0, 0.1, excursion=False, learnable=True)
+    >>> bursts.envelope(b, 0.0), bursts.envelope(b, 3600.0)
+    (5.0, 2.5)
+    >>> for i in range(3):
+    ...     bursts.observe(b, 100.0 + 10 * i, 9.0, excursion=True, learnable=True)
+    >>> bursts.observe(b, 130.0, 0.0, excursion=False, learnable=True)
+    >>> round(bursts.envelope(b, 130.0), 2)  # three windows: not a burst
+    4.88
+    """
+
+    def __init__(self, max_windows: int, half_life_s: float, window_s: float):
+        if max_windows < 1:
+            raise ValueError(f"max_windows must be at least 1, got {max_windows!r}")
+        if half_life_s <= 0:
+            raise ValueError(f"half_life_s must be positive, got {half_life_s!r}")
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s!r}")
+        self.max_windows = max_windows
+        self.half_life_s = half_life_s
+        self.window_s = window_s
+
+    def envelope(self, baseline: RobustBaseline, t: float) -> float:
+        """The burst level of ``baseline`` at event time ``t`` (0: none known)."""
+        state = baseline._bursts
+        if state is None or state.level <= 0.0:
+            return 0.0
+        age = t - state.at
+        if age <= 0.0:
+            return state.level
+        return float(state.level * 0.5 ** (age / self.half_life_s))
+
+    def running(self, baseline: RobustBaseline) -> bool:
+        """Whether an excursion of ``baseline`` is in progress."""
+        state = baseline._bursts
+        return state is not None and state.run_windows > 0
+
+    def observe(
+        self,
+        baseline: RobustBaseline,
+        start: float,
+        excess: float,
+        excursion: bool,
+        learnable: bool,
+        held: bool = False,
+    ) -> None:
+        """Take the window from ``start``, ``excess`` above what ``baseline``
+        expected of it: ``excursion`` when the caller finds it far above,
+        ``learnable`` unless it found it critical, ``held`` while an alert
+        of the excursion is open. Until the baseline has learnt
+        :data:`BURST_MIN_WINDOWS` windows what it expects is not its level
+        yet, and an excursion then is learnt only when silence follows it.
+
+        Every window from an excursion's first to the one that ends it must
+        be observed, save empty ones: a gap ends the excursion.
+        """
+        state = baseline._bursts
+        if state is not None and state.run_windows > 0:
+            gap = start - state.run_last > 1.5 * self.window_s
+            calm = not excursion and excess <= BURST_CALM * state.run_peak
+            if not gap and not learnable:
+                state.run_learnable = False
+            if not gap and (held or not calm):
+                state.run_last = start
+                if not calm:
+                    state.run_windows += 1
+                    if excess > state.run_peak:
+                        state.run_peak = excess
+                    if state.run_windows > self.max_windows:
+                        state.run_learnable = False
+                return
+            if state.run_young and not gap:
+                state.run_learnable = False
+            self._end(baseline, state)
+            state = baseline._bursts
+        if excursion:
+            if state is None:
+                state = baseline._bursts = BurstState()
+            state.run_last = start
+            state.run_peak = excess
+            state.run_windows = 1
+            state.run_learnable = learnable
+            state.run_young = baseline.n < BURST_MIN_WINDOWS
+
+    def _end(self, baseline: RobustBaseline, state: BurstState) -> None:
+        if state.run_learnable and state.run_peak > 0.0:
+            known = self.envelope(baseline, state.run_last)
+            state.level = max(known, state.run_peak)
+            state.at = state.run_last
+        state.run_peak = 0.0
+        state.run_windows = 0
+        state.run_learnable = False
+        if state.level <= 0.0:
+            # Nothing learnt and nothing running: the state need not exist.
+            baseline._bursts = None
 
 
 def memory_bucket(memory_mb: int) -> int:

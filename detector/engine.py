@@ -30,7 +30,13 @@ from detector.alerts import (
     fingerprint,
     transition_of,
 )
-from detector.baseline import PeerPool, RobustBaseline, SeasonalBaseline, memory_bucket
+from detector.baseline import (
+    Bursts,
+    PeerPool,
+    RobustBaseline,
+    SeasonalBaseline,
+    memory_bucket,
+)
 from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_FACTS, Evidence
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
@@ -196,6 +202,14 @@ class DetectorConfig:
     is never critical by itself; a later window over the spike thresholds
     escalates it as it would a spike.
 
+    A context that bursts is not flagged for bursts like those it has shown
+    (:class:`detector.baseline.Bursts`): an excursion above its own baseline
+    of at most ``burst_windows`` windows, none of them critical, is learnt,
+    the highest one fading with a half-life of ``burst_half_life_s``, and a
+    warning then needs an excess over what was expected ``burst_margin``
+    times that burst's (0: off). The critical rate stays where it is, and a
+    sustained rise at a burst's level is left to the sustained-rise path.
+
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
     USD/h above what was expected, in more invocations than chance (as a
@@ -270,6 +284,9 @@ class DetectorConfig:
     rise_trim: int = 4
     rise_min_count: float = 20.0
     rise_min_excess: float = 0.05
+    burst_margin: float = 3.0
+    burst_windows: int = 4
+    burst_half_life_s: float = 86_400.0
 
 
 @dataclass(slots=True)
@@ -321,6 +338,9 @@ class _Context:
     fresh_until: float = -math.inf
     anomaly: _Alert | None = None
     rise: RiseRun | None = None
+    # The cost rate from which a closed window may show a burst (see
+    # Engine._track_burst); last, as checkpoints restore fields in order.
+    burst_rate: float = math.inf
 
 
 @dataclass(slots=True)
@@ -389,6 +409,9 @@ def _upgrade(part: _Partition) -> _Partition:
             slot.append((state, start))
         part.due = []
     for state in part.contexts.values():
+        if not hasattr(state, "burst_rate"):
+            # From before bursts were learnt: the next close sets it.
+            state.burst_rate = math.inf
         # Windows from before starts were counted lack their slot.
         for acc in state.windows.values():
             if len(acc) < _ACC_SLOTS:
@@ -430,6 +453,12 @@ class Engine:
         self._per_hour = 3600.0 / self.config.window_s
         self._rules = Rules(self.config)
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
+        cfg = self.config
+        self._bursts: Bursts | None = None
+        if cfg.burst_margin > 0:
+            self._bursts = Bursts(
+                cfg.burst_windows, cfg.burst_half_life_s, cfg.window_s
+            )
         self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
         self._evidence: list[Evidence] = []
@@ -812,6 +841,8 @@ class Engine:
         if under_alert or rate >= state.warn_rate:
             self._judge_window(state, rate, cost, count, end, start)
             under_alert = state.spike is not None and state.spike.open
+        elif rate >= state.burst_rate:
+            self._track_burst(state, rate, cost, count, start)
         self._scores = None
         if self._rise is not None:
             under_alert = self._judge_rise(state, start, end, rate, count, under_alert)
@@ -880,10 +911,14 @@ class Engine:
         """Cache what the next window (from ``at``) must reach to be judged."""
         state.fresh_until = state.baseline.valid_until(at)
         reference = self._reference(state, at)
+        # Windows far above the context's own level are looked at even when
+        # they cannot warn: they may be bursts to learn.
+        own = reference if state.baseline.is_warm else None
+        state.burst_rate = self._burst_bar(state, at, own)
         if reference is None:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
-        warn, crit = self._thresholds(reference)
+        warn, crit = self._thresholds(reference, self._envelope(state, at))
         state.warn_rate = warn
         spike = state.spike
         if spike is None or not spike.open:
@@ -911,8 +946,11 @@ class Engine:
         usual = state.counts.mean * span / self._window
         return usual + max(cfg.early_min_count, cfg.early_count_z * math.sqrt(usual))
 
-    def _thresholds(self, reference: tuple[float, float]) -> tuple[float, float]:
-        """The warning and critical cost rates against a mean and deviation."""
+    def _thresholds(
+        self, reference: tuple[float, float], envelope: float = 0.0
+    ) -> tuple[float, float]:
+        """The warning and critical cost rates against a mean and deviation,
+        and the excess of the bursts known of the context (``envelope``)."""
         cfg = self.config
         base, deviation = reference
         spread = max(deviation, 0.05 * base)
@@ -922,7 +960,89 @@ class Engine:
             base + cfg.spike_z * spread,
         )
         crit = max(warn, cfg.critical_ratio * base, base + cfg.critical_min_excess)
+        if envelope > 0.0:
+            # A burst like those the context has shown is no news, but what is
+            # critical stays so, whatever bursts came before.
+            warn = min(max(warn, base + cfg.burst_margin * envelope), crit)
         return warn, crit
+
+    def _envelope(self, state: _Context, at: float) -> float:
+        """The excess of the bursts known of ``state`` at ``at`` (0: none)."""
+        bursts = self._bursts
+        return 0.0 if bursts is None else bursts.envelope(state.baseline, at)
+
+    def _beyond_bursts(
+        self, state: _Context, at: float, cost: float, base: float
+    ) -> bool:
+        """Whether ``cost``, spent in part of the window from ``at``, is
+        already beyond the known bursts of ``state`` for a whole window.
+
+        A burst of a few seconds extrapolated from those seconds looks far
+        costlier than the windows it was learnt from; spent so far, it does
+        not.
+        """
+        envelope = self._envelope(state, at)
+        if envelope <= 0.0:
+            return True
+        excess = cost * self._per_hour - base
+        return excess >= self.config.burst_margin * envelope
+
+    def _burst_bar(
+        self, state: _Context, at: float, level: tuple[float, float] | None = None
+    ) -> float:
+        """The cost rate from which the window from ``at`` must be judged for
+        what it shows of the bursts of ``state``; ``level`` is what its own
+        baseline expects then, when the caller has it."""
+        if self._bursts is None:
+            return math.inf
+        known = state.baseline.bursts
+        if known is not None and known.run_windows > 0:
+            # Every window, until the excursion is over.
+            return 0.0
+        return self._excursion_rate(level or self._own_level(state, at))
+
+    def _own_level(self, state: _Context, at: float) -> tuple[float, float]:
+        """What the context's own baseline expects of the window from ``at``.
+
+        While it is cold, its plain level: its seasons are not learnt yet.
+        """
+        baseline = state.baseline
+        if baseline.is_warm:
+            return baseline.expected(at)
+        return baseline.mean, baseline.deviation
+
+    def _excursion_rate(self, level: tuple[float, float]) -> float:
+        """A spike's warning rate against a level, without its dollar floor:
+        far above the level, however cheap."""
+        cfg = self.config
+        mean, deviation = level
+        spread = max(deviation, 0.05 * mean)
+        return max(cfg.spike_ratio * mean, mean + cfg.spike_z * spread)
+
+    def _track_burst(
+        self, state: _Context, rate: float, cost: float, count: float, at: float
+    ) -> None:
+        """Show the window from ``at`` to what learns the bursts of ``state``.
+
+        Against the context's own level, warm or not, so that bursts seen
+        while it was judged against its peers (or not at all) are known once
+        it is warm. Nothing critical is learnt: not a window at the critical
+        rate of that level, nor one under a critical alert.
+        """
+        bursts = self._bursts
+        baseline = state.baseline
+        if bursts is None:
+            return
+        level = self._own_level(state, at)
+        excursion = rate >= self._excursion_rate(level) and self._significant(
+            state, cost, count
+        )
+        spike = state.spike
+        held = spike is not None and spike.open
+        learnable = rate < self._thresholds(level)[1] and not (
+            held and spike is not None and spike.severity == CRITICAL
+        )
+        bursts.observe(baseline, at, rate - level[0], excursion, learnable, held)
 
     def _count_threshold(self, state: _Context) -> float:
         """Invocations in a window that are more than chance."""
@@ -988,7 +1108,7 @@ class Engine:
         reference = self._reference(state, start)
         if reference is None:
             return
-        warn, crit = self._thresholds(reference)
+        warn, crit = self._thresholds(reference, self._envelope(state, start))
         # Whatever the rest of the window holds, this one is critical. Only
         # for cost already spent: the starts' cost is a guess (a burst of
         # starts of a batch is usual), so they take the count margin below.
@@ -1010,6 +1130,8 @@ class Engine:
         at_crit = count * crit / rate
         z = self.config.early_critical_z
         strong = whole or count >= at_crit + z * math.sqrt(at_crit)
+        if not strong and not self._beyond_bursts(state, start, cost, reference[0]):
+            return
         # Before the shortest span has passed the rate is understated: only
         # a critical finding is sure enough, a warning from reports waits
         # for the span. Starts need not wait: they are judged over the whole
@@ -1068,12 +1190,15 @@ class Engine:
         start: float | None = None,
     ) -> None:
         at = end - self._window if start is None else start
+        # First what the window shows of the context's bursts: a burst that
+        # it ends is known when the window itself is judged.
+        self._track_burst(state, rate, cost, count, at)
         reference = self._reference(state, at)
         if reference is None:
             return
-        warn, crit = self._thresholds(reference)
+        warn, crit = self._thresholds(reference, self._envelope(state, at))
         base = reference[0]
-        # Limitation: burstiness is not learnt; a bursty context's busy window warns.
+        # Limitation: short bursts can lift the warning rate up to the critical one.
         if rate >= warn and self._significant(state, cost, count):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
@@ -1294,6 +1419,8 @@ class Engine:
         notable = (
             rate >= cfg.anomaly_ratio * mean
             and rate - mean >= cfg.anomaly_min_excess
+            # A burst like those the context has shown is not notable either.
+            and rate - mean > cfg.burst_margin * self._envelope(state, start)
             and self._significant(state, cost, count)
         )
         learn = False

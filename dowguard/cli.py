@@ -166,6 +166,9 @@ def detector_config(settings: Settings) -> Any:
         ramp_warn_z=settings.ramp_warn_z,
         ramp_warn_min_excess=settings.ramp_warn_min_excess,
         rule_warmup=settings.rule_warmup,
+        burst_margin=settings.burst_margin,
+        burst_windows=settings.burst_windows,
+        burst_half_life_s=settings.burst_half_life_s,
     )
 
 

@@ -1,0 +1,309 @@
+"""Bursty contexts: their short bursts are learnt, not flagged, while
+sustained rises and critical floods still are, on hand-made streams."""
+
+from __future__ import annotations
+
+import doctest
+import pickle
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+import detector.baseline
+from detector.alerts import CRITICAL, OPENED, WARNING, Transition
+from detector.baseline import BURST_MIN_WINDOWS, Bursts, RobustBaseline
+from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from dowguard.cli import detector_config
+from dowguard.config import load_settings
+from dowguard.evaluate import episodes
+from ingest.events import Event, Invocation
+from tests.detector.streams import CTX, T0, feed, no_span_cost
+
+WARM_S = 1200.0  # 120 windows: the cost baseline is warm
+#: Half a call a second at a hundred-thousandth of a dollar: 0.018 USD/h.
+BASE_PER_S = 0.5
+#: Thirty calls a second: about 1 USD/h over a whole window, a warning's
+#: worth above the baseline (0.5 USD/h) and under a critical one (2 USD/h).
+BURST_PER_S = 30.0
+BURST_S = 15.0
+CHEAP = 1e-5
+
+
+def cheap(inv: Invocation) -> float:
+    return CHEAP * inv.count
+
+
+def make_engine(**overrides: object) -> Engine:
+    config = DetectorConfig(**overrides)  # type: ignore[arg-type]
+    return Engine(config, invocation_cost=cheap, span_cost=no_span_cost)
+
+
+def calls(start: float, seconds: float, per_s: float, tag: str) -> Iterator[Invocation]:
+    """Evenly spaced invocations, half a gap off ``start``."""
+    gap = 1.0 / per_s
+    for i in range(round(seconds * per_s)):
+        yield Invocation(CTX, start + gap / 2 + i * gap, f"{tag}-{i}", 99.5, 100.0, 128)
+
+
+def stream(
+    bursts: Sequence[float] = (),
+    until: float = 2400.0,
+    extra: Sequence[Invocation] = (),
+) -> list[Event]:
+    """The base rate from T0 to ``until`` seconds, bursts of BURST_S seconds
+    at BURST_PER_S starting at the offsets given, and ``extra`` calls."""
+    events: list[Invocation] = list(calls(T0, until, BASE_PER_S, "base"))
+    for n, at in enumerate(bursts):
+        events.extend(calls(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
+    events.extend(extra)
+    return sorted(events, key=lambda e: e.time)
+
+
+def opened(transitions: list[Transition]) -> list[Transition]:
+    return [t for t in transitions if t.event == OPENED and t.kind == COST_SPIKE]
+
+
+# Bursts are learnt
+
+
+def test_a_steady_context_still_warns_on_its_first_burst() -> None:
+    found = opened(feed(make_engine(), stream([1202.0])))
+    assert [t.severity for t in found] == [WARNING]
+    assert T0 + 1202.0 <= found[0].at <= T0 + 1220.0
+    assert found[0].evidence["rate_usd_per_hour"] > 0.5
+
+
+def test_bursts_seen_before_it_was_warm_are_not_flagged_later() -> None:
+    # Two bursts while the context is too young to be judged at all.
+    shown = [202.0, 402.0]
+    later = [1502.0, 1802.0, 2102.0]
+    assert opened(feed(make_engine(), stream(shown + later))) == []
+    # The same later bursts on a context that has not shown any do warn.
+    assert len(opened(feed(make_engine(), stream(later)))) >= 1
+
+
+def test_a_bursty_context_warns_once_then_knows_its_bursts() -> None:
+    found = opened(feed(make_engine(), stream([1202.0, 1502.0, 1802.0, 2102.0])))
+    assert len(found) == 1
+    assert found[0].at < T0 + 1502.0
+
+
+def test_bursts_are_not_learnt_when_learning_is_off() -> None:
+    engine = make_engine(burst_margin=0.0)
+    found = opened(feed(engine, stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])))
+    assert len(found) == 3
+
+
+def test_a_burst_far_beyond_the_known_ones_still_warns() -> None:
+    # Small bursts, far above the level but worth no warning, are learnt...
+    small = [
+        *calls(T0 + 202.0, BURST_S, 5.0, "s1"),
+        *calls(T0 + 402.0, 10.0, 5.0, "s2"),
+    ]
+    engine = make_engine()
+    found = opened(feed(engine, stream([1802.0], extra=small)))
+    # ...and a burst six times their size warns all the same.
+    assert [t.severity for t in found] == [WARNING]
+    assert T0 + 1802.0 <= found[0].at <= T0 + 1820.0
+    assert _burst_fields(engine)[0] > 0.1
+
+
+# What bursts cannot teach
+
+
+def test_a_sustained_attack_at_burst_level_on_a_bursty_context_is_caught() -> None:
+    # An attacker shows short bursts first, then keeps up the same rate.
+    attack = list(calls(T0 + 1502.0, 300.0, BURST_PER_S, "attack"))
+    found = opened(feed(make_engine(), stream([202.0, 402.0], extra=attack)))
+    assert len(found) == 1
+    assert T0 + 1502.0 < found[0].at <= T0 + 1502.0 + 120.0
+    assert found[0].evidence["fired"] == "cost rate sustained above its baseline"
+
+
+def test_a_flood_at_the_critical_rate_is_critical_at_once_after_bursts() -> None:
+    flood = list(calls(T0 + 1802.0, 120.0, 10 * BURST_PER_S, "flood"))
+    found = opened(feed(make_engine(), stream([202.0, 402.0], extra=flood)))
+    assert [t.severity for t in found] == [CRITICAL]
+    assert found[0].at - (T0 + 1802.0) <= 3.0
+    assert found[0].evidence["early"] is True
+
+
+def test_a_sustained_rise_teaches_nothing() -> None:
+    # Five minutes at the burst rate (a warning), then a burst like one
+    # window of it: it is still news.
+    rise = list(calls(T0 + 1202.0, 300.0, BURST_PER_S, "rise"))
+    found = opened(feed(make_engine(), stream([2102.0], extra=rise)))
+    assert len(found) == 2
+    assert found[1].at >= T0 + 2102.0
+
+
+def test_a_critical_burst_teaches_nothing() -> None:
+    # Twenty seconds at ten times the burst rate: critical, though short.
+    flood = list(calls(T0 + 1202.0, 20.0, 10 * BURST_PER_S, "flood"))
+    found = episodes(feed(make_engine(), stream([1802.0], extra=flood)))
+    assert [(a.kind, a.severity) for a in found] == [
+        (COST_SPIKE, CRITICAL),
+        (COST_SPIKE, WARNING),
+    ]
+
+
+# Checkpoints
+
+
+@pytest.mark.parametrize("cut", [0.2, 0.4, 0.55, 0.8])
+def test_snapshot_and_restore_keep_what_was_learnt_of_bursts(cut: float) -> None:
+    events = stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])
+    whole_engine = make_engine()
+    whole = feed(whole_engine, events)
+    split = int(len(events) * cut)
+    first = make_engine()
+    head = feed(first, events[:split], flush=False)
+    blob = first.snapshot(0)
+    second = make_engine()
+    second.restore(0, blob)
+    assert _burst_fields(second) == _burst_fields(first)
+    tail = feed(second, events[split:])
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+    # What the bursts taught survives the round trip to the end.
+    assert _burst_fields(second) == _burst_fields(whole_engine)
+    assert _burst_fields(second)[0] > 0.5
+
+
+def _burst_fields(engine: Engine) -> tuple[float, float]:
+    state = engine._find(CTX)
+    assert state is not None
+    bursts = state.baseline.bursts
+    return (0.0, 0.0) if bursts is None else (bursts.level, bursts.at)
+
+
+def test_a_checkpoint_from_before_bursts_were_learnt_resumes() -> None:
+    events = stream([1502.0, 1802.0])
+    whole = feed(make_engine(), events)
+    split = int(len(events) * 0.3)
+    first = make_engine()
+    head = feed(first, events[:split], flush=False)
+    version, part = pickle.loads(first.snapshot(0))
+    for state in part.contexts.values():
+        # What an older checkpoint lacks: the field and the baseline's slot.
+        del state.burst_rate
+        state.baseline._bursts = None
+    legacy = pickle.dumps((version, part), protocol=5)
+    second = make_engine()
+    second.restore(0, legacy)
+    tail = feed(second, events[split:])
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+
+
+def test_a_baseline_pickled_before_bursts_existed_loads_without_any() -> None:
+    old = RobustBaseline(half_life=20.0, warmup=5)
+    for x in [1.0, 2.0, 1.5]:
+        old.learn_one(x)
+    state = old.__getstate__()
+    del state["_bursts"]
+    loaded = RobustBaseline.__new__(RobustBaseline)
+    loaded.__setstate__(state)
+    assert loaded.bursts is None
+    assert (loaded.n, loaded.mean) == (old.n, old.mean)
+
+
+# The rule itself
+
+
+def _grown(n: int = BURST_MIN_WINDOWS) -> RobustBaseline:
+    baseline = RobustBaseline(warmup=5)
+    for _ in range(n):
+        baseline.learn_one(0.01)
+    return baseline
+
+
+BURSTS = Bursts(max_windows=2, half_life_s=3600.0, window_s=10.0)
+
+
+def test_a_short_excursion_is_learnt_once_it_is_over() -> None:
+    b = _grown()
+    BURSTS.observe(b, 0.0, 0.4, excursion=True, learnable=True)
+    BURSTS.observe(b, 10.0, 0.6, excursion=True, learnable=True)
+    assert BURSTS.envelope(b, 10.0) == 0.0
+    BURSTS.observe(b, 20.0, 0.01, excursion=False, learnable=True)
+    assert BURSTS.envelope(b, 10.0) == pytest.approx(0.6)
+    assert BURSTS.envelope(b, 3610.0) == pytest.approx(0.3)
+    # A smaller one later keeps the larger, faded, level.
+    BURSTS.observe(b, 3610.0, 0.2, excursion=True, learnable=True)
+    BURSTS.observe(b, 3620.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(b, 3610.0) == pytest.approx(0.3)
+
+
+def test_an_excursion_that_does_not_calm_down_is_not_a_burst() -> None:
+    b = _grown()
+    BURSTS.observe(b, 0.0, 0.6, excursion=True, learnable=True)
+    # Below the caller's bar but not back near the level: it goes on.
+    BURSTS.observe(b, 10.0, 0.3, excursion=False, learnable=True)
+    BURSTS.observe(b, 20.0, 0.3, excursion=False, learnable=True)
+    BURSTS.observe(b, 30.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(b, 30.0) == 0.0
+    assert b.bursts is None
+
+
+def test_an_excursion_held_open_by_its_alert_counts_its_calm_windows_out() -> None:
+    b = _grown()
+    BURSTS.observe(b, 0.0, 0.6, excursion=True, learnable=True)
+    for i in range(1, 4):
+        # Calm, but its alert is still open: not over yet.
+        BURSTS.observe(b, 10.0 * i, 0.0, excursion=False, learnable=True, held=True)
+    assert BURSTS.running(b)
+    BURSTS.observe(b, 40.0, 0.0, excursion=False, learnable=True)
+    # As of its last window held open.
+    assert BURSTS.envelope(b, 30.0) == pytest.approx(0.6)
+
+
+def test_an_excursion_with_a_critical_window_is_not_learnt() -> None:
+    b = _grown()
+    BURSTS.observe(b, 0.0, 0.6, excursion=True, learnable=True)
+    BURSTS.observe(b, 10.0, 3.0, excursion=True, learnable=False)
+    BURSTS.observe(b, 20.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(b, 20.0) == 0.0
+
+
+def test_an_idle_gap_ends_an_excursion() -> None:
+    b = _grown()
+    BURSTS.observe(b, 0.0, 0.6, excursion=True, learnable=True)
+    # The next window observed is a minute later: the ones between were empty.
+    BURSTS.observe(b, 60.0, 0.5, excursion=True, learnable=True)
+    assert BURSTS.envelope(b, 0.0) == pytest.approx(0.6)
+    assert BURSTS.running(b)
+
+
+def test_before_its_level_is_known_only_a_burst_followed_by_silence_is_learnt() -> None:
+    young = _grown(1)
+    # A new function's first busy windows, then its usual traffic: its level.
+    BURSTS.observe(young, 0.0, 0.6, excursion=True, learnable=True)
+    BURSTS.observe(young, 10.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(young, 10.0) == 0.0
+    # A burst and then nothing for a while: a burst.
+    BURSTS.observe(young, 20.0, 0.6, excursion=True, learnable=True)
+    BURSTS.observe(young, 300.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(young, 20.0) == pytest.approx(0.6)
+
+
+def test_bursts_refuse_settings_that_make_no_sense() -> None:
+    with pytest.raises(ValueError, match="max_windows"):
+        Bursts(0, 3600.0, 10.0)
+    with pytest.raises(ValueError, match="half_life_s"):
+        Bursts(4, 0.0, 10.0)
+    with pytest.raises(ValueError, match="window_s"):
+        Bursts(4, 3600.0, -1.0)
+
+
+def test_the_baseline_examples_hold() -> None:
+    result = doctest.testmod(detector.baseline)
+    assert result.attempted >= 3 and result.failed == 0
+
+
+def test_burst_settings_reach_the_detector() -> None:
+    settings = load_settings(
+        burst_margin=2.0, burst_windows=3, burst_half_life_s=7200.0
+    )
+    config = detector_config(settings)
+    assert (config.burst_margin, config.burst_windows) == (2.0, 3)
+    assert config.burst_half_life_s == 7200.0
+    assert Engine(detector_config(load_settings(burst_margin=0.0)))._bursts is None
