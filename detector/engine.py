@@ -85,7 +85,7 @@ ANOMALY = "anomaly"
 # contexts carry their metric and billing state, seasonal baselines and peers.
 # 5: open windows hold the models' slots (cold starts, longest call, GB-s).
 SNAPSHOT_VERSION = 5
-#: Older versions restore gives today's fields (see _upgrade).
+#: Versions restore reads; an older one is brought to today's fields (_upgrade).
 READABLE_SNAPSHOTS = (4, SNAPSHOT_VERSION)
 
 
