@@ -20,7 +20,8 @@ from models.features import FEATURE_NAMES, unit_features
 #: Trees lose sensitivity with every feature they split on that does not
 #: deviate (a split on it passes the odd window down with the usual ones),
 #: so a rise in cost would be diluted by six features of the calls, which
-#: have their own trees instead.
+#: have their own trees instead. The plain error share stays out: its
+#: excess over the context's usual share says the same, per context.
 GROUPS: tuple[tuple[str, ...], ...] = (
     (
         "cost_rate_ratio",
@@ -133,6 +134,7 @@ class PooledModel(Detector):
     def learn_one(self, x: Mapping[str, float], t: float | None = None) -> None:
         if not self._names:
             # Splits on features that are never there would be wasted.
+            # Limitation: a feature the first window learned lacked is never split on.
             self._names = tuple(n for n in FEATURE_NAMES if n in x) or FEATURE_NAMES
             for index, group in enumerate(GROUPS):
                 names = tuple(n for n in group if n in self._names)
