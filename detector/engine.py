@@ -89,9 +89,11 @@ BILLING_GAP = "billing_gap"
 ANOMALY = "anomaly"
 # 3: the trace stage keeps chains across traces and the resource edges;
 # contexts carry their metric and billing state, seasonal baselines and peers.
-# 5: the trace stage holds the context side's item pairing; a version 4
-# snapshot restores with none.
+# 5: the trace stage holds the context side's item pairing, and open windows
+# hold the models' slots (cold starts, longest call, GB-s); a version 4
+# snapshot restores with no pairing and those slots at zero.
 SNAPSHOT_VERSION = 5
+#: Versions restore reads; an older one is brought to today's fields (_upgrade).
 READABLE_SNAPSHOTS = (4, SNAPSHOT_VERSION)
 
 
@@ -366,10 +368,13 @@ class _Partition:
 
 
 # Accumulator slots of an open window (the hot path spells them 0 and 1),
-# then the window-close rules' slots, then the calls started in the window.
+# then the window-close rules' slots, then the calls started in the window,
+# then what only the models read: cold starts, the longest billed call (ms)
+# and the billed MB-milliseconds (GB-seconds times 1,024,000).
 _COST, _COUNT = range(2)
 _STARTS = WINDOW_SLOTS
-_ACC_SLOTS = WINDOW_SLOTS + 1
+_COLD, _PEAK_MS, _MB_MS = range(WINDOW_SLOTS + 1, WINDOW_SLOTS + 4)
+_ACC_SLOTS = WINDOW_SLOTS + 4
 
 
 def _looping_in_logs(state: _Context) -> bool:
@@ -387,6 +392,10 @@ def _looping_in_logs(state: _Context) -> bool:
         for name, chain in state.chains.items()
     )
 
+
+#: Observations the rules' per-invocation baselines need before the models
+#: take them as a context's usual duration and error share.
+_USUAL_MIN_OBSERVATIONS = 5
 
 # Slots of a chain's figures in a context (see _Context.chains).
 _CHAIN_SLOTS = 9
@@ -412,7 +421,8 @@ def _upgrade(part: _Partition) -> _Partition:
         if not hasattr(state, "burst_rate"):
             # From before bursts were learnt: the next close sets it.
             state.burst_rate = math.inf
-        # Windows from before starts were counted lack their slot.
+        # Windows from before starts (or the models' slots) were counted lack
+        # their slots; such a window's features miss what it did not count.
         for acc in state.windows.values():
             if len(acc) < _ACC_SLOTS:
                 acc.extend([0.0] * (_ACC_SLOTS - len(acc)))
@@ -646,7 +656,9 @@ class Engine:
     def restore(self, partition: int, blob: bytes) -> None:
         version, part = pickle.loads(blob)
         if version not in READABLE_SNAPSHOTS:
-            raise ValueError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
+            raise ValueError(
+                f"snapshot version {version} is none of {READABLE_SNAPSHOTS}"
+            )
         part.traces.span_cost = self._span_cost
         self._parts[partition] = _upgrade(part)
 
@@ -718,7 +730,16 @@ class Engine:
             acc[0] += cost
             acc[1] += n
             # Slots of the window-close rules: duration, failures, timeouts.
-            acc[BILLED_MS] += inv.billed_ms * n
+            billed = inv.billed_ms
+            billed_n = billed * n
+            acc[BILLED_MS] += billed_n
+            # Slots of the models' features: GB-seconds, the longest call and
+            # cold starts (a record with an init duration started an instance).
+            acc[_MB_MS] += billed_n * inv.memory_mb
+            if billed > acc[_PEAK_MS]:
+                acc[_PEAK_MS] = billed
+            if inv.init_ms > 0.0:
+                acc[_COLD] += n
             status = inv.status
             if status != "success":
                 acc[FAILED] += n
@@ -837,7 +858,7 @@ class Engine:
         self._fusion.on_window(part.sources, state, start, cost, count, part.watermark)
         self._dirty.add(state.context)
         if acc is not None or state.anomaly is not None:
-            self._model_window(part, state, start, cost, count, under_alert)
+            self._model_window(part, state, start, acc, under_alert)
         if under_alert or rate >= state.warn_rate:
             self._judge_window(state, rate, cost, count, end, start)
             under_alert = state.spike is not None and state.spike.open
@@ -1395,12 +1416,12 @@ class Engine:
         part: _Partition,
         state: _Context,
         start: float,
-        cost: float,
-        count: float,
+        acc: list[float] | None,
         under_alert: bool,
     ) -> None:
         """Score a warm context's window with the models; let them learn it."""
         cfg = self.config
+        cost, count = (acc[_COST], acc[_COUNT]) if acc is not None else (0.0, 0.0)
         offline = self.offline_model
         baseline = state.baseline
         if not baseline.is_warm or (
@@ -1432,7 +1453,6 @@ class Engine:
         hit = False
         # Features are made only for windows that are scored, learned or tapped.
         if notable or learn or self.on_window is not None:
-            # Limitation: windows count cost and invocations only; other features miss.
             window = Window(
                 self._window,
                 cost,
@@ -1441,6 +1461,7 @@ class Engine:
                 spread,
                 baseline.mean,
                 state.counts.mean,
+                self._window_extra(state, acc),
             )
             features = window_features(window)
             if self.on_window is not None:
@@ -1457,6 +1478,32 @@ class Engine:
             if learn and model is not None:
                 model.learn_one(features)
         self._track_anomaly(state, hit, cost, start + self._window)
+
+    def _window_extra(
+        self, state: _Context, acc: list[float] | None
+    ) -> dict[str, float]:
+        """What the models read of a window beyond its cost and count.
+
+        The usual billed duration and error share of a call are the rules'
+        per-invocation baselines (learned before this window, paused while
+        their alert is open), once they have seen a few observations.
+        """
+        if acc is None:
+            return {}
+        # Limitation: invocation records name no trigger or caller; those two miss.
+        extra = {
+            "errors": acc[FAILED],
+            "cold_starts": acc[_COLD],
+            "gb_seconds": acc[_MB_MS] / 1_024_000.0,
+            "billed_s": acc[BILLED_MS] / 1000.0,
+            "peak_billed_ms": acc[_PEAK_MS],
+            "concurrency": acc[BILLED_MS] / 1000.0 / self._window,
+        }
+        rules = getattr(state, "rules", None)
+        if rules is not None and rules.busy >= _USUAL_MIN_OBSERVATIONS:
+            extra["usual_billed_ms"] = rules.dur
+            extra["usual_error_share"] = rules.errors
+        return extra
 
     def _track_anomaly(
         self, state: _Context, hit: bool, cost: float, at: float

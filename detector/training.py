@@ -142,6 +142,14 @@ def register(sub: Any) -> None:
         default="auto",
         help="auto: a classifier when labels exist, else a forest",
     )
+    p.add_argument(
+        "--test",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="RECORDING",
+        help="labelled recordings to score the fitted model on (test_* scores)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=float, help="window length in seconds")
     p.set_defaults(func=cmd_train)
@@ -153,6 +161,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = DetectorConfig(window_s=args.window, online_model=False)
     training = collect(args.paths, config)
     model = offline.fit(training, args.kind, args.seed)
+    if args.test:
+        test = collect(args.test, config)
+        model.metadata["scores"].update(offline.test_scores(model, test))
+        model.metadata["test_sources"] = test.sources
+        model.metadata["test_data_sha256"] = test.data_hash
     folder = offline.save(model, args.out)
     meta = model.metadata
     sys.stdout.write(

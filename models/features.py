@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 #: Cost rates below this (USD/h) are treated as this, so idle is not infinite.
 RATE_FLOOR = 1e-3
+#: Billed GB-seconds per hour below this are treated as this: about what
+#: RATE_FLOOR buys at the x86 price of a GB-second (1.67e-5 USD).
+GB_SECONDS_FLOOR = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +29,13 @@ class Window:
     ``expected_rate`` and ``expected_spread`` are what the context's
     baseline (seasonal, when it has seasons) expected of the window's cost
     rate in USD/h; ``usual_rate`` is its recent level, and
-    ``usual_invocations`` the usual count of a window. ``extra`` holds raw
-    counts of the window by name (``errors``, ``cold_starts``,
-    ``distinct_triggers``, ``distinct_callers``) when the detector has them.
+    ``usual_invocations`` the usual count of a window. ``extra`` holds what
+    else the detector counted, by name: raw figures of the window
+    (``errors`` and ``cold_starts`` in invocations, billed ``gb_seconds``
+    and ``billed_s``, ``peak_billed_ms`` of its longest call, the mean
+    ``concurrency`` its billed time implies), the context's usual call
+    (``usual_billed_ms``, ``usual_error_share``) once it is known, and
+    ``distinct_triggers`` and ``distinct_callers`` where a source names them.
     """
 
     window_s: float
@@ -100,6 +107,39 @@ def _share(name: str) -> Callable[[Window], float | None]:
     return compute
 
 
+def _error_share_excess(w: Window) -> float | None:
+    errors = w.extra.get("errors")
+    usual = w.extra.get("usual_error_share")
+    if errors is None or usual is None or w.invocations <= 0:
+        return None
+    return min(max(errors / w.invocations, 0.0), 1.0) - min(max(usual, 0.0), 1.0)
+
+
+def _gb_seconds_ratio(w: Window) -> float | None:
+    # The usual GB-seconds of a window are its usual calls at the usual
+    # billed duration, at the memory size this window's calls had: a ratio
+    # of billed time, so a function's size cancels out. The window's mean
+    # concurrency against its usual would be the same ratio at one memory
+    # size, so it is no feature of its own.
+    gb_s = w.extra.get("gb_seconds")
+    billed_s = w.extra.get("billed_s")
+    usual_ms = w.extra.get("usual_billed_ms")
+    if gb_s is None or billed_s is None or usual_ms is None or billed_s <= 0:
+        return None
+    usual = max(w.usual_invocations, 0.0) * max(usual_ms, 0.0) / 1000.0
+    usual *= gb_s / billed_s
+    floor = GB_SECONDS_FLOOR * w.window_s / 3600.0
+    return math.log((max(gb_s, 0.0) + floor) / (usual + floor))
+
+
+def _peak_duration_ratio(w: Window) -> float | None:
+    peak = w.extra.get("peak_billed_ms")
+    usual_ms = w.extra.get("usual_billed_ms")
+    if peak is None or usual_ms is None or peak <= 0 or usual_ms <= 0:
+        return None
+    return math.log(peak / usual_ms)
+
+
 def _log_count(name: str) -> Callable[[Window], float | None]:
     def compute(w: Window) -> float | None:
         value = w.extra.get(name)
@@ -116,6 +156,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("cost_per_invocation_ratio", _cost_per_invocation_ratio, scale=2.0),
     Feature("error_share", _share("errors"), scale=0.5),
     Feature("cold_start_share", _share("cold_starts"), scale=0.5),
+    Feature("error_share_excess", _error_share_excess, scale=0.3),
+    Feature("gb_seconds_ratio", _gb_seconds_ratio),
+    Feature("peak_duration_ratio", _peak_duration_ratio, scale=2.0),
     Feature("distinct_triggers", _log_count("distinct_triggers"), scale=2.0),
     Feature("distinct_callers", _log_count("distinct_callers"), scale=2.0),
 )

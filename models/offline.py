@@ -73,12 +73,16 @@ class OfflineModel:
         return str(self.metadata["kind"])
 
     def score_one(self, x: Mapping[str, float]) -> float:
-        row = [vector(x, tuple(self.metadata["features"]))]
+        return self.score_rows([vector(x, tuple(self.metadata["features"]))])[0]
+
+    def score_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        """Scores of feature rows in the order of the model's feature list."""
         if self.kind == GRADIENT_BOOSTING:
-            return float(self.estimator.predict_proba(row)[0][1])
+            return [float(p) for p in self.estimator.predict_proba(rows)[:, 1]]
         # IsolationForest's score_samples is minus the anomaly score of its
         # paper, which lies in (0, 1].
-        return float(min(max(-self.estimator.score_samples(row)[0], 0.0), 1.0))
+        raw = self.estimator.score_samples(rows)
+        return [float(min(max(-s, 0.0), 1.0)) for s in raw]
 
 
 _single_threaded = False
@@ -191,6 +195,39 @@ def _fit_forest(
 
         scores["train_roc_auc"] = round(float(roc_auc_score(labels, train_scores)), 4)
     return model, scores, round(threshold, 6)
+
+
+def test_scores(model: OfflineModel, test: TrainingSet) -> dict[str, float]:
+    """Scores of a model on labelled windows of other recordings.
+
+    ROC AUC and average precision over every window, and precision and
+    recall of the windows at or above the model's threshold.
+    """
+    labels = test.labels
+    if not labels or not 0 < test.positives < len(labels):
+        raise ConfigError(
+            "train: test recordings need labelled windows of both kinds;"
+            f" got {test.positives} attack windows of {len(test.rows)}"
+        )
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if list(test.features) != list(model.metadata["features"]):
+        raise ConfigError(
+            f"train: test windows have features {list(test.features)}, the model"
+            f" {model.metadata['features']}"
+        )
+    scores = model.score_rows(test.rows)
+    flagged = [s >= model.threshold for s in scores]
+    hits = sum(1 for f, y in zip(flagged, labels, strict=True) if f and y)
+    return {
+        "test_roc_auc": round(float(roc_auc_score(labels, scores)), 4),
+        "test_average_precision": round(
+            float(average_precision_score(labels, scores)), 4
+        ),
+        "test_recall": round(hits / test.positives, 4),
+        "test_precision": round(hits / max(sum(flagged), 1), 4),
+        "test_rows": len(labels),
+    }
 
 
 def save(model: OfflineModel, out: str | Path) -> Path:

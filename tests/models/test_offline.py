@@ -14,9 +14,9 @@ from models import offline
 from models.features import FEATURE_NAMES, vector
 
 
-def training_set(labelled: bool) -> offline.TrainingSet:
+def training_set(labelled: bool, seed: int = 4) -> offline.TrainingSet:
     """Usual windows near the neutral point; attack windows far above it."""
-    rng = random.Random(4)
+    rng = random.Random(seed)
     rows, labels = [], []
     for i in range(300):
         # Without labels the history is taken as it is: usual windows only.
@@ -105,11 +105,15 @@ def test_train_command_fits_labelled_recording_and_replay_loads_it(
     recording = tmp_path / "rec"
     generate(recording, config_for(seed=3, minutes=25.0, scenarios=("spike",)))
     out = tmp_path / "models" / "spiky"
-    assert main(["train", str(recording), "--out", str(out)]) == 0
+    args = ["train", str(recording), "--out", str(out), "--test", str(recording)]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert "gradient_boosting" in printed and str(out / "v1") in printed
     meta = json.loads((out / "v1" / offline.META_FILE).read_text())
     assert meta["positives"] > 0 and meta["sources"] == [str(recording)]
+    # Scored on its own training windows here, so far above chance.
+    assert meta["scores"]["test_roc_auc"] > 0.9
+    assert meta["test_sources"] == [str(recording)]
     code = main(["replay", str(recording), "--no-store", "--json", "--model", str(out)])
     assert code == 0
     alerts = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -132,3 +136,37 @@ def test_model_path_setting_gives_the_engine_its_model(tmp_path: Path) -> None:
     assert make_engine(load_settings(model_path="")).offline_model is None
     with pytest.raises(ConfigError, match="no metadata"):
         make_engine(load_settings(model_path=str(tmp_path / "absent")))
+
+
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "bundled"
+
+
+def test_bundled_model_loads_and_flags_a_flood_but_not_a_usual_window() -> None:
+    model = offline.load(BUNDLED)
+    assert model.metadata["version"] >= 2
+    assert model.metadata["features"] == list(FEATURE_NAMES)
+    flood = {
+        "cost_rate_ratio": 3.0,
+        "cost_rate_z": 6.0,
+        "invocations_ratio": 3.0,
+        "invocations_z": 8.0,
+        "gb_seconds_ratio": 3.0,
+    }
+    assert model.score_one(flood) >= model.threshold > model.score_one({})
+
+
+def test_bundled_model_of_the_old_features_is_refused() -> None:
+    with pytest.raises(ConfigError, match="gb_seconds_ratio") as caught:
+        offline.load(BUNDLED / "v1")
+    assert "missing from the model" in str(caught.value)
+    assert "dowguard train" in str(caught.value)
+
+
+def test_test_scores_rank_the_attacks_of_other_windows() -> None:
+    model = offline.fit(training_set(True))
+    scores = offline.test_scores(model, training_set(True, seed=5))
+    assert scores["test_roc_auc"] > 0.9 and scores["test_rows"] == 300
+    assert 0.0 < scores["test_recall"] <= 1.0
+    unlabelled = training_set(False)
+    with pytest.raises(ConfigError, match="both kinds"):
+        offline.test_scores(model, unlabelled)
