@@ -83,7 +83,8 @@ BILLING_GAP = "billing_gap"
 ANOMALY = "anomaly"
 # 3: the trace stage keeps chains across traces and the resource edges;
 # contexts carry their metric and billing state, seasonal baselines and peers.
-SNAPSHOT_VERSION = 4
+# 5: a rising context's run carries its sequential test.
+SNAPSHOT_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,11 @@ class DetectorConfig:
     ``rise_windows`` windows of a warm context (0: off) the cost rate is
     ``rise_ratio`` times what its baseline expected, ``rise_z`` deviations
     and ``rise_min_excess`` USD/h above it, still half-way there without the
-    ``rise_trim`` costliest windows, in more invocations than chance. It
+    ``rise_trim`` costliest windows, in more invocations than chance; or,
+    sooner, a sequential test of its window counts against their usual
+    (one CUSUM per ratio of ``rise_cusum_ratios``) reaches the threshold
+    that keeps to one false alert per context in ``rise_false_alert_hours``
+    (0: no such test). It
     is never critical by itself; a later window over the spike thresholds
     escalates it as it would a spike.
 
@@ -267,6 +272,8 @@ class DetectorConfig:
     rise_trim: int = 4
     rise_min_count: float = 20.0
     rise_min_excess: float = 0.05
+    rise_cusum_ratios: tuple[float, ...] = (1.5, 3.0)
+    rise_false_alert_hours: float = 2000.0
 
 
 @dataclass(slots=True)
@@ -1104,19 +1111,21 @@ class Engine:
         assert rise is not None
         run = getattr(state, "rise", None)
         baseline = state.baseline
+        counts = state.counts
+        level = baseline.mean
         if run is None:
             if (
                 under_alert
                 or not baseline.is_warm
                 or _looping_in_logs(state)
-                or not rise.candidate(rate, baseline.mean, count)
+                or not rise.may_start(rate, level, count, counts.mean)
             ):
                 # Only against the context's own history: a cold one meets
                 # its peers in the spike path, and a deploy is learnt; a
                 # spike owns its own, and a loop the invocation records
                 # themselves show (Lineage) explains the rise.
                 return under_alert
-            run = state.rise = rise.start(start)
+            run = state.rise = rise.start(start, counts.mean, level, counts.deviation)
         elif under_alert and not run.alerting:
             # The spike detector opened the alert first: it owns it.
             state.rise = None
@@ -1127,11 +1136,12 @@ class Engine:
             state.rise = None
             return under_alert
         mean, spread = baseline.expected(start)
-        level = baseline.mean
-        counts = state.counts
         # The counts have no season of their own: the hour's profile scales them.
-        usual = counts.mean * (mean / level if level > 0 else 1.0)
-        rise.push(run, start, rate, mean, spread, count, usual, counts.deviation)
+        season = mean / level if level > 0 else 1.0
+        usual = counts.mean * season
+        rise.push(
+            run, start, rate, mean, spread, count, usual, counts.deviation, season
+        )
         if run.alerting and spike is not None:
             if not rise.calm(run):
                 return True
