@@ -152,18 +152,22 @@ class Rise:
     statistics, so that together they keep to the budget. Bursty traffic
     is not Poisson, hence:
 
-    - a window adds at most half the threshold, so two windows at least
-      are needed, and a window beyond ``critical_ratio`` times the usual
-      count (plus ``spike_count_z`` deviations) adds nothing: a peak that
-      steep is the spike detector's, with its dollar floor, not a level's;
+    - a window beyond twice the largest design ratio times the usual
+      count (plus ``spike_count_z`` deviations) starts the test afresh: a
+      peak that steep is a burst's, or the spike detector's with its
+      dollar floor, not a level's (the fixed horizon still sees it);
+    - a window adds at most a third of the threshold, so three windows at
+      least are needed: a burst that fills three windows holds a whole one,
+      steep, and the two edges of a shorter one are not enough;
     - counts spread more than Poisson (the learnt deviation squared over
       the mean, beyond :data:`POISSON_DISPERSION`) scale every increment
       down by that dispersion, as a quasi-likelihood does.
 
-    It fires when a statistic reaches the threshold and, over the run, the
-    cost rate is as far above the reference as the lowest design ratio's
-    test needs (``(rho - 1) / log(rho)`` times) and ``rise_min_excess``
-    USD/h above it, in at least ``rise_min_count`` invocations.
+    It fires when a statistic reaches the threshold and, over the latest
+    ``rise_windows`` windows, the cost rate is as far above the reference
+    as the lowest design ratio's test needs (``(rho - 1) / log(rho)``
+    times) and ``rise_min_excess`` USD/h above it, with at least
+    ``rise_min_count`` invocations since the test started.
 
     A run that no longer rises on either test is dropped, so the state
     exists only while a context is above its baseline. Under its own alert
@@ -184,7 +188,9 @@ class Rise:
             self.threshold = math.log(budget * len(ratios))
         else:
             self.threshold = math.inf
-        self._cap = self.threshold / 2.0
+        self._cap = self.threshold / 3.0
+        # Twice the largest design ratio: the test is for levels up to it.
+        self._steep = 2.0 * max((r for r, _ in self._ratios), default=0.0)
         # Above this multiple of the usual count a window adds to a
         # statistic; a cost rate this far up is what the test needs.
         self._breakeven = min(((r - 1.0) / lr for r, lr in self._ratios), default=0)
@@ -259,23 +265,27 @@ class Rise:
         """The sequential test's update for ``idle`` empty windows and one more."""
         reference, level, dispersion = run.reference
         mu = reference * season
+        scores = run.scores
         totals = run.totals
+        if count > self._steep * mu + self.config.spike_count_z * math.sqrt(
+            dispersion * mu
+        ):
+            # A peak this steep is a burst's or the spike detector's: what
+            # the test gathered so far is no level, and it starts again.
+            for i in range(len(scores)):
+                scores[i] = 0.0
+            for i in range(len(totals)):
+                totals[i] = 0.0
+            return
         totals[_T_MEAN] += (idle + 1) * level * season
         totals[_T_USUAL] += (idle + 1) * mu
         totals[_T_WINDOWS] += idle + 1
         totals[_T_RATE] += rate
         totals[_T_COUNT] += count
-        cfg = self.config
-        steep = count > cfg.critical_ratio * mu + cfg.spike_count_z * math.sqrt(
-            dispersion * mu
-        )
-        scores = run.scores
         for i, (ratio, log_ratio) in enumerate(self._ratios):
             drift = (ratio - 1.0) * mu / dispersion
-            score = scores[i] - idle * drift
-            if not steep:
-                score += min((count * log_ratio) / dispersion - drift, self._cap)
-            score = max(score, 0.0)
+            step = min(count * log_ratio / dispersion - drift, self._cap)
+            score = max(scores[i] - idle * drift + step, 0.0)
             # Held at the threshold under alert: the end is judged on how
             # far it falls, not on how long the rise went on.
             scores[i] = min(score, self.threshold) if run.alerting else score
@@ -399,9 +409,16 @@ class Rise:
             return None
         cfg = self.config
         found = self.measure_run(run)
+        # The cost of the latest windows against the run's reference, as a
+        # ramp's count test adds up long before its average cost is high.
+        totals = run.totals
+        reference = totals[_T_MEAN] / max(totals[_T_WINDOWS], 1.0)
+        ring = run.ring
+        recent = sum(ring[at] for at in range(_RATE, run.filled * _SLOTS, _SLOTS))
+        recent /= max(run.filled, 1)
         if (
-            found.ratio >= self._breakeven
-            and found.rate - found.expected >= cfg.rise_min_excess
+            recent >= self._breakeven * reference
+            and recent - reference >= cfg.rise_min_excess
             and found.invocations >= cfg.rise_min_count
         ):
             return found
