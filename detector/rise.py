@@ -20,10 +20,14 @@ if TYPE_CHECKING:
 # the variance of that. Rates are USD per hour.
 _RATE, _MEAN, _VAR, _COUNT, _USUAL, _COUNT_VAR = range(6)
 _SLOTS = 6
-# Slots of a run's totals since it started, for the sequential test: cost
-# rate, the rate expected of the run's reference, invocations, invocations
-# expected, windows.
-_T_RATE, _T_MEAN, _T_COUNT, _T_USUAL, _T_WINDOWS = range(5)
+# Slots of a run's sequential test, in one array: its two statistics; its
+# totals since it (last) started: cost rate, the rate expected of the
+# reference, invocations, invocations expected, windows; then the reference:
+# the usual count, the cost level and the dispersion of the counts.
+_SCORES = 2
+_T_RATE, _T_MEAN, _T_COUNT, _T_USUAL, _T_WINDOWS = range(_SCORES, _SCORES + 5)
+_REF_COUNT, _REF_LEVEL, _REF_DISPERSION = range(_SCORES + 5, _SCORES + 8)
+_SEQ_SLOTS = _SCORES + 8
 
 #: The spread of window counts that is still Poisson: the deviation learnt
 #: from a Poisson count's mean absolute deviation runs up to about 1.3 times
@@ -36,10 +40,11 @@ class RiseRun:
 
     ``alerting`` is set once the run opened the context's cost alert: the
     run then judges that alert's end on the same horizon as its start.
-    ``scores`` are the sequential test's statistics, one per design ratio;
-    ``reference`` is what the context's baseline held when the run started
-    (usual count, cost level, dispersion), which the test judges the run
-    against so that a rise the baseline goes on learning still adds up.
+    ``seq`` holds the sequential test: its statistics (one per design
+    ratio, :attr:`scores`), its totals and the reference, what the
+    context's baseline held when the run started (usual count, cost level,
+    dispersion), which the test judges the run against so that a rise the
+    baseline goes on learning still adds up.
     """
 
     __slots__ = (
@@ -47,11 +52,9 @@ class RiseRun:
         "filled",
         "head",
         "last_end",
-        "reference",
         "ring",
-        "scores",
+        "seq",
         "since",
-        "totals",
     )
 
     def __init__(
@@ -65,9 +68,24 @@ class RiseRun:
         self.head = 0
         self.since = since
         self.alerting = False
-        self.reference = reference
-        self.scores = array("d", bytes(16))
-        self.totals = array("d", bytes(40))
+        self.seq = array("d", bytes(8 * _SEQ_SLOTS))
+        self.seq[_REF_COUNT:_SEQ_SLOTS] = array("d", reference)
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """The sequential test's statistics, one per design ratio."""
+        return tuple(self.seq[:_SCORES])
+
+    @property
+    def totals(self) -> tuple[float, ...]:
+        """Cost rate, expected rate, invocations, expected ones, windows."""
+        return tuple(self.seq[_T_RATE:_REF_COUNT])
+
+    @property
+    def reference(self) -> tuple[float, float, float]:
+        """Usual count, cost level and dispersion when the run started."""
+        seq = self.seq
+        return seq[_REF_COUNT], seq[_REF_LEVEL], seq[_REF_DISPERSION]
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,32 +281,29 @@ class Rise:
         self, run: RiseRun, idle: int, rate: float, count: float, season: float
     ) -> None:
         """The sequential test's update for ``idle`` empty windows and one more."""
-        reference, level, dispersion = run.reference
-        mu = reference * season
-        scores = run.scores
-        totals = run.totals
+        seq = run.seq
+        dispersion = seq[_REF_DISPERSION]
+        mu = seq[_REF_COUNT] * season
         if count > self._steep * mu + self.config.spike_count_z * math.sqrt(
             dispersion * mu
         ):
             # A peak this steep is a burst's or the spike detector's: what
             # the test gathered so far is no level, and it starts again.
-            for i in range(len(scores)):
-                scores[i] = 0.0
-            for i in range(len(totals)):
-                totals[i] = 0.0
+            for i in range(_REF_COUNT):
+                seq[i] = 0.0
             return
-        totals[_T_MEAN] += (idle + 1) * level * season
-        totals[_T_USUAL] += (idle + 1) * mu
-        totals[_T_WINDOWS] += idle + 1
-        totals[_T_RATE] += rate
-        totals[_T_COUNT] += count
+        seq[_T_MEAN] += (idle + 1) * seq[_REF_LEVEL] * season
+        seq[_T_USUAL] += (idle + 1) * mu
+        seq[_T_WINDOWS] += idle + 1
+        seq[_T_RATE] += rate
+        seq[_T_COUNT] += count
         for i, (ratio, log_ratio) in enumerate(self._ratios):
             drift = (ratio - 1.0) * mu / dispersion
             step = min(count * log_ratio / dispersion - drift, self._cap)
-            score = max(scores[i] - idle * drift + step, 0.0)
+            score = max(seq[i] - idle * drift + step, 0.0)
             # Held at the threshold under alert: the end is judged on how
             # far it falls, not on how long the rise went on.
-            scores[i] = min(score, self.threshold) if run.alerting else score
+            seq[i] = min(score, self.threshold) if run.alerting else score
 
     def _put(
         self,
@@ -355,11 +370,11 @@ class Rise:
 
     def measure_run(self, run: RiseRun) -> RiseFinding:
         """The figures of the whole run against its reference (sequential test)."""
-        totals = run.totals
-        k = max(totals[_T_WINDOWS], 1.0)
-        rate, mean = totals[_T_RATE], totals[_T_MEAN]
-        count, usual = totals[_T_COUNT], totals[_T_USUAL]
-        dispersion = run.reference[2]
+        seq = run.seq
+        k = max(seq[_T_WINDOWS], 1.0)
+        rate, mean = seq[_T_RATE], seq[_T_MEAN]
+        count, usual = seq[_T_COUNT], seq[_T_USUAL]
+        dispersion = seq[_REF_DISPERSION]
         ratio = rate / mean if mean > 0 else (math.inf if rate > 0 else 0.0)
         count_z = (count - usual) / math.sqrt(max(dispersion * usual, 1.0))
         window = self.config.window_s
@@ -374,7 +389,7 @@ class Rise:
             cost_usd=rate * window / 3600.0,
             horizon_s=k * window,
             trimmed_ratio=self._trimmed(run),
-            score=max(run.scores),
+            score=_top(run),
             threshold=self.threshold,
             dispersion=dispersion,
         )
@@ -405,14 +420,14 @@ class Rise:
         return found if more or dearer else None
 
     def _sequence_fires(self, run: RiseRun) -> RiseFinding | None:
-        if not self.sequential or max(run.scores) < self.threshold:
+        if not self.sequential or _top(run) < self.threshold:
             return None
         cfg = self.config
         found = self.measure_run(run)
         # The cost of the latest windows against the run's reference, as a
         # ramp's count test adds up long before its average cost is high.
-        totals = run.totals
-        reference = totals[_T_MEAN] / max(totals[_T_WINDOWS], 1.0)
+        seq = run.seq
+        reference = seq[_T_MEAN] / max(seq[_T_WINDOWS], 1.0)
         ring = run.ring
         recent = sum(ring[at] for at in range(_RATE, run.filled * _SLOTS, _SLOTS))
         recent /= max(run.filled, 1)
@@ -426,7 +441,7 @@ class Rise:
 
     def fading(self, run: RiseRun) -> bool:
         """Whether a run that has not fired no longer rises (drop it)."""
-        if max(run.scores) > 0.0:
+        if _top(run) > 0.0:
             return False
         found = self.measure(run)
         return found.ratio < self._half_way
@@ -434,7 +449,7 @@ class Rise:
     # Limitation: a level that stays 1.5x up keeps its warning open and unlearnt.
     def calm(self, run: RiseRun) -> bool:
         """Whether the horizon of an alert this run opened is back to normal."""
-        if max(run.scores) > self.threshold / 2.0:
+        if _top(run) > self.threshold / 2.0:
             return False
         found = self.measure(run)
         cfg = self.config
@@ -442,6 +457,12 @@ class Rise:
             found.ratio < cfg.resolve_ratio
             or found.rate - found.expected < cfg.rise_min_excess / 2.0
         )
+
+
+def _top(run: RiseRun) -> float:
+    """The larger statistic of a run's sequential test."""
+    seq = run.seq
+    return seq[0] if seq[0] >= seq[1] else seq[1]
 
 
 def _dispersion(usual: float, spread: float) -> float:
