@@ -35,6 +35,7 @@ _SEQ_SLOTS = _SCORES + 8
 POISSON_DISPERSION = 1.5
 
 
+# Limitation: the run of a context that falls silent is kept until its next call.
 class RiseRun:
     """The latest windows of one context whose cost or count rose; made only then.
 
@@ -277,6 +278,8 @@ class Rise:
         if self.sequential:
             self._step(run, idle, rate, count, season)
 
+    # Limitation: counts only; dearer calls at the usual count wait for the horizon.
+    # Limitation: judged at window close; a window's first seconds are not read early.
     def _step(
         self, run: RiseRun, idle: int, rate: float, count: float, season: float
     ) -> None:
@@ -284,6 +287,7 @@ class Rise:
         seq = run.seq
         dispersion = seq[_REF_DISPERSION]
         mu = seq[_REF_COUNT] * season
+        # Limitation: bursts under 6x the usual count over 30 s warn as a flood would.
         if count > self._steep * mu + self.config.spike_count_z * math.sqrt(
             dispersion * mu
         ):
