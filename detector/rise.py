@@ -180,7 +180,11 @@ class Rise:
       steep, and the two edges of a shorter one are not enough;
     - counts spread more than Poisson (the learnt deviation squared over
       the mean, beyond :data:`POISSON_DISPERSION`) scale every increment
-      down by that dispersion, as a quasi-likelihood does.
+      down by that dispersion, as a quasi-likelihood does; so does the
+      spread the baseline expects of the window's cost (its coefficient
+      of variation squared times ``mu``), and a window whose hour spreads
+      more than that factor of six is not judged at all (a batch job that
+      fills part of an hour makes its windows no draws around its mean).
 
     It fires when a statistic reaches the threshold and, over the latest
     ``rise_windows`` windows, the cost rate is as far above the reference
@@ -276,16 +280,33 @@ class Rise:
             self._put(run, 0.0, mean, spread, 0.0, usual, count_spread)
         self._put(run, rate, mean, spread, count, usual, count_spread)
         if self.sequential:
-            self._step(run, idle, rate, count, season)
+            # The spread the baseline expects of this window's cost, as a
+            # dispersion of its count: an hour of the profile that holds a
+            # batch job varies far more than Poisson, window to window.
+            cv = spread / mean if mean > 0.0 else 0.0
+            hourly = cv * cv * run.seq[_REF_COUNT] * season / POISSON_DISPERSION
+            self._step(run, idle, rate, count, season, hourly)
 
     # Limitation: counts only; dearer calls at the usual count wait for the horizon.
     # Limitation: judged at window close; a window's first seconds are not read early.
     def _step(
-        self, run: RiseRun, idle: int, rate: float, count: float, season: float
+        self,
+        run: RiseRun,
+        idle: int,
+        rate: float,
+        count: float,
+        season: float,
+        hourly: float = 1.0,
     ) -> None:
-        """The sequential test's update for ``idle`` empty windows and one more."""
+        """The sequential test's update for ``idle`` empty windows and one more
+        (``hourly``: the dispersion the hour's expected spread gives)."""
+        if hourly > self._steep:
+            # Windows of such an hour are no independent draws around its
+            # mean (a batch fills a third of it): the test does not judge
+            # them, the spike detector does, on the hour's spread.
+            return
         seq = run.seq
-        dispersion = seq[_REF_DISPERSION]
+        dispersion = max(seq[_REF_DISPERSION], hourly)
         mu = seq[_REF_COUNT] * season
         # Limitation: bursts under 6x the usual count over 30 s warn as a flood would.
         if count > self._steep * mu + self.config.spike_count_z * math.sqrt(

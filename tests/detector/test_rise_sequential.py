@@ -100,6 +100,23 @@ def test_counts_spread_beyond_poisson_weigh_less() -> None:
     assert spread.scores[0] == pytest.approx(poisson.scores[0] / 2.4)
 
 
+def test_an_hour_that_spreads_far_beyond_poisson_is_not_judged() -> None:
+    rise = Rise(DetectorConfig())
+    runs = [
+        rise.start(T0, usual=10.0, level=1.0, spread=math.sqrt(10.0)) for _ in "abc"
+    ]
+    # The same window against an hour expected at 1.0 USD/h with a spread
+    # of 0.3 (Poisson's, at 10 calls), 0.6 and 1.5.
+    for run, spread in zip(runs, (0.3, 0.6, 1.5), strict=True):
+        rise.push(run, T0, 2.0, 1.0, spread, 20.0, 10.0, 3.2)
+    poisson, wide, batchy = (run.scores[0] for run in runs)
+    # 0.36 * 10 / 1.5 = 2.4 times Poisson's spread; 2.25 * 10 / 1.5 = 15 is
+    # beyond six, and the window adds nothing.
+    assert poisson == pytest.approx(20 * math.log(1.5) - 5.0)
+    assert wide == pytest.approx(poisson / 2.4)
+    assert batchy == 0.0
+
+
 def test_a_steep_window_starts_the_test_afresh() -> None:
     rise = Rise(DetectorConfig())
     run = rise.start(T0, usual=10.0, level=1.0, spread=math.sqrt(10.0))
