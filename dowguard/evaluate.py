@@ -77,7 +77,7 @@ look-alikes are false alerts too, and are also counted apart).
               usual call rate times r log r - r + 1 per second (r: the rate
               over the usual, from the excess series over {BOUND_SPAN_S:g} s
               spans) added up, reaches the log of that budget in windows.
-              Median over the row's scenarios; '-' for other kinds.
+              Median over the row's scenarios; '–' for other kinds.
   leaked      the attack's excess cost (what it cost above the traffic
               without it, from the labels' per-second series) before the
               first detecting alert, in USD; all of it when none came.
