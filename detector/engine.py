@@ -89,9 +89,10 @@ BILLING_GAP = "billing_gap"
 ANOMALY = "anomaly"
 # 3: the trace stage keeps chains across traces and the resource edges;
 # contexts carry their metric and billing state, seasonal baselines and peers.
-# 5: the trace stage holds the context side's item pairing, and open windows
-# hold the models' slots (cold starts, longest call, GB-s); a version 4
-# snapshot restores with no pairing and those slots at zero.
+# 5: the trace stage holds the context side's item pairing, open windows hold
+# the models' slots (cold starts, longest call, GB-s) and a rising context's
+# run carries its sequential test; a version 4 snapshot restores with no
+# pairing, those slots at zero and its rising runs dropped.
 SNAPSHOT_VERSION = 5
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
 READABLE_SNAPSHOTS = (4, SNAPSHOT_VERSION)
@@ -200,7 +201,11 @@ class DetectorConfig:
     ``rise_windows`` windows of a warm context (0: off) the cost rate is
     ``rise_ratio`` times what its baseline expected, ``rise_z`` deviations
     and ``rise_min_excess`` USD/h above it, still half-way there without the
-    ``rise_trim`` costliest windows, in more invocations than chance. It
+    ``rise_trim`` costliest windows, in more invocations than chance; or,
+    sooner, a sequential test of its window counts against their usual
+    (one CUSUM per ratio of ``rise_cusum_ratios``) reaches the threshold
+    that keeps to one false alert per context in ``rise_false_alert_hours``
+    (0: no such test). It
     is never critical by itself; a later window over the spike thresholds
     escalates it as it would a spike.
 
@@ -289,6 +294,8 @@ class DetectorConfig:
     burst_margin: float = 3.0
     burst_windows: int = 4
     burst_half_life_s: float = 86_400.0
+    rise_cusum_ratios: tuple[float, ...] = (1.5, 3.0)
+    rise_false_alert_hours: float = 2000.0
 
 
 @dataclass(slots=True)
@@ -421,6 +428,10 @@ def _upgrade(part: _Partition) -> _Partition:
         if not hasattr(state, "burst_rate"):
             # From before bursts were learnt: the next close sets it.
             state.burst_rate = math.inf
+        run = getattr(state, "rise", None)
+        if run is not None and not hasattr(run, "seq"):
+            # A run from before the sequential test: a later window starts anew.
+            state.rise = None
         # Windows from before starts (or the models' slots) were counted lack
         # their slots; such a window's features miss what it did not count.
         for acc in state.windows.values():
@@ -1259,19 +1270,21 @@ class Engine:
         assert rise is not None
         run = getattr(state, "rise", None)
         baseline = state.baseline
+        counts = state.counts
+        level = baseline.mean
         if run is None:
             if (
                 under_alert
                 or not baseline.is_warm
                 or _looping_in_logs(state)
-                or not rise.candidate(rate, baseline.mean, count)
+                or not rise.may_start(rate, level, count, counts.mean)
             ):
                 # Only against the context's own history: a cold one meets
                 # its peers in the spike path, and a deploy is learnt; a
                 # spike owns its own, and a loop the invocation records
                 # themselves show (Lineage) explains the rise.
                 return under_alert
-            run = state.rise = rise.start(start)
+            run = state.rise = rise.start(start, counts.mean, level, counts.deviation)
         elif under_alert and not run.alerting:
             # The spike detector opened the alert first: it owns it.
             state.rise = None
@@ -1282,11 +1295,12 @@ class Engine:
             state.rise = None
             return under_alert
         mean, spread = baseline.expected(start)
-        level = baseline.mean
-        counts = state.counts
         # The counts have no season of their own: the hour's profile scales them.
-        usual = counts.mean * (mean / level if level > 0 else 1.0)
-        rise.push(run, start, rate, mean, spread, count, usual, counts.deviation)
+        season = mean / level if level > 0 else 1.0
+        usual = counts.mean * season
+        rise.push(
+            run, start, rate, mean, spread, count, usual, counts.deviation, season
+        )
         if run.alerting and spike is not None:
             if not rise.calm(run):
                 return True

@@ -1,9 +1,8 @@
 """Sustained rises of a context's cost that are too small in dollars for a spike.
 
-A window is noisy; a minute of windows is not. This path judges the last
-``rise_windows`` closed windows of a context together, against what its own
-(seasonal) baseline expected of each, and opens a warning only, never a
-critical alert: the dollar floor of critical stays with the spike detector.
+A window is noisy; a minute of windows is not. This path judges a context's
+closed windows together, on a fixed horizon and by a sequential test of
+their invocations, and opens a warning only, never a critical alert.
 """
 
 from __future__ import annotations
@@ -21,18 +20,47 @@ if TYPE_CHECKING:
 # the variance of that. Rates are USD per hour.
 _RATE, _MEAN, _VAR, _COUNT, _USUAL, _COUNT_VAR = range(6)
 _SLOTS = 6
+# Slots of a run's sequential test, in one array: its two statistics; its
+# totals since it (last) started: cost rate, the rate expected of the
+# reference, invocations, invocations expected, windows; then the reference:
+# the usual count, the cost level and the dispersion of the counts.
+_SCORES = 2
+_T_RATE, _T_MEAN, _T_COUNT, _T_USUAL, _T_WINDOWS = range(_SCORES, _SCORES + 5)
+_REF_COUNT, _REF_LEVEL, _REF_DISPERSION = range(_SCORES + 5, _SCORES + 8)
+_SEQ_SLOTS = _SCORES + 8
+
+#: The spread of window counts that is still Poisson: the deviation learnt
+#: from a Poisson count's mean absolute deviation runs up to about 1.3 times
+#: the square root of its mean at a few calls a window (an estimate, noisy).
+POISSON_DISPERSION = 1.5
 
 
+# Limitation: the run of a context that falls silent is kept until its next call.
 class RiseRun:
-    """The latest windows of one context whose cost rose; made only then.
+    """The latest windows of one context whose cost or count rose; made only then.
 
     ``alerting`` is set once the run opened the context's cost alert: the
     run then judges that alert's end on the same horizon as its start.
+    ``seq`` holds the sequential test: its statistics (one per design
+    ratio, :attr:`scores`), its totals and the reference, what the
+    context's baseline held when the run started (usual count, cost level,
+    dispersion), which the test judges the run against so that a rise the
+    baseline goes on learning still adds up.
     """
 
-    __slots__ = ("alerting", "filled", "head", "last_end", "ring", "since")
+    __slots__ = (
+        "alerting",
+        "filled",
+        "head",
+        "last_end",
+        "ring",
+        "seq",
+        "since",
+    )
 
-    def __init__(self, size: int, since: float) -> None:
+    def __init__(
+        self, size: int, since: float, reference: tuple[float, float, float]
+    ) -> None:
         self.last_end = since
         # Single precision: the figures are sums of a few windows, judged
         # against thresholds far coarser than seven digits.
@@ -41,6 +69,24 @@ class RiseRun:
         self.head = 0
         self.since = since
         self.alerting = False
+        self.seq = array("d", bytes(8 * _SEQ_SLOTS))
+        self.seq[_REF_COUNT:_SEQ_SLOTS] = array("d", reference)
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """The sequential test's statistics, one per design ratio."""
+        return tuple(self.seq[:_SCORES])
+
+    @property
+    def totals(self) -> tuple[float, ...]:
+        """Cost rate, expected rate, invocations, expected ones, windows."""
+        return tuple(self.seq[_T_RATE:_REF_COUNT])
+
+    @property
+    def reference(self) -> tuple[float, float, float]:
+        """Usual count, cost level and dispersion when the run started."""
+        seq = self.seq
+        return seq[_REF_COUNT], seq[_REF_LEVEL], seq[_REF_DISPERSION]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +103,14 @@ class RiseFinding:
     cost_usd: float
     horizon_s: float
     trimmed_ratio: float
+    #: The sequential test's largest statistic and its threshold, when it
+    #: is what fired (0 and 0 for the fixed horizon).
+    score: float = 0.0
+    threshold: float = 0.0
+    dispersion: float = 1.0
 
     def evidence(self) -> dict[str, object]:
-        return {
+        found: dict[str, object] = {
             "fired": "cost rate sustained above its baseline",
             "horizon_s": self.horizon_s,
             "rate_usd_per_hour": round(self.rate, 6),
@@ -72,6 +123,13 @@ class RiseFinding:
             "ratio_without_costliest": _rounded(self.trimmed_ratio),
             "horizon_cost_usd": round(self.cost_usd, 6),
         }
+        if self.threshold > 0.0:
+            found["fired"] = "invocations sustained above their baseline"
+            found["test"] = "sequential"
+            found["score"] = round(self.score, 2)
+            found["score_threshold"] = round(self.threshold, 2)
+            found["dispersion"] = round(self.dispersion, 2)
+        return found
 
 
 def _rounded(ratio: float) -> float | None:
@@ -81,12 +139,14 @@ def _rounded(ratio: float) -> float | None:
 class Rise:
     """Judges the sustained-rise path for every context of one engine.
 
-    A run starts at a window whose cost rate is ``rise_ratio`` times the
-    context's level with at least its share of ``rise_min_count``
-    invocations; from then on every
-    window of the context is added to it, empty ones included. Once it
-    holds ``rise_windows`` windows it fires when all of these hold over
-    them:
+    Two tests share a run of the context's windows, and either opens the
+    warning.
+
+    The fixed horizon. A run may start at a window whose cost rate is
+    ``rise_ratio`` times the context's level with at least its share of
+    ``rise_min_count`` invocations; from then on every window of the
+    context is added to it, empty ones included. Once it holds
+    ``rise_windows`` windows it fires when all of these hold over them:
 
     - the cost rate is ``rise_ratio`` times what was expected and at least
       ``rise_min_excess`` USD/h above it, ``rise_z`` deviations of the sum
@@ -100,8 +160,42 @@ class Rise:
       count (Poisson, or the learned spread when larger), unless each
       invocation costs ``rise_ratio`` times its usual (durations inflating).
 
-    A run that no longer rises is dropped, so the state exists only while
-    a context is above its baseline.
+    The sequential test. A CUSUM of the window counts per design ratio
+    ``rho`` of ``rise_cusum_ratios``: each window adds its Poisson
+    log-likelihood ratio of ``rho`` times the usual count against the usual
+    count, ``n log(rho) - (rho - 1) mu``, and the statistic never goes below
+    0. ``mu`` is the count the run's reference expects of the window's hour.
+    A threshold of ``log(A)`` keeps the mean time between false alarms of
+    one such statistic on Poisson counts above ``A`` windows (Lorden, 1971);
+    ``A`` is ``rise_false_alert_hours`` of windows times the number of
+    statistics, so that together they keep to the budget. Bursty traffic
+    is not Poisson, hence:
+
+    - a window beyond twice the largest design ratio times the usual
+      count (plus ``spike_count_z`` deviations) starts the test afresh: a
+      peak that steep is a burst's, or the spike detector's with its
+      dollar floor, not a level's (the fixed horizon still sees it);
+    - a window adds at most a third of the threshold, so three windows at
+      least are needed: a burst that fills three windows holds a whole one,
+      steep, and the two edges of a shorter one are not enough;
+    - counts spread more than Poisson (the learnt deviation squared over
+      the mean, beyond :data:`POISSON_DISPERSION`) scale every increment
+      down by that dispersion, as a quasi-likelihood does; so does the
+      spread the baseline expects of the window's cost (its coefficient
+      of variation squared times ``mu``), and a window whose hour spreads
+      more than that factor of six is not judged at all (a batch job that
+      fills part of an hour makes its windows no draws around its mean).
+
+    It fires when a statistic reaches the threshold and, over the latest
+    ``rise_windows`` windows, the cost rate is as far above the reference
+    as the lowest design ratio's test needs (``(rho - 1) / log(rho)``
+    times) and ``rise_min_excess`` USD/h above it, with at least
+    ``rise_min_count`` invocations since the test started.
+
+    A run that no longer rises on either test is dropped, so the state
+    exists only while a context is above its baseline. Under its own alert
+    the statistics are held at the threshold; the alert ends once the
+    horizon is calm and every statistic has fallen to half of it.
     """
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -110,6 +204,24 @@ class Rise:
         self._horizon_s = self._size * config.window_s
         self._half_way = (1.0 + config.rise_ratio) / 2.0
         self._least = max(1.0, config.rise_min_count / self._size)
+        ratios = tuple(r for r in config.rise_cusum_ratios if r > 1.0)[:2]
+        self._ratios = tuple((r, math.log(r)) for r in ratios)
+        budget = config.rise_false_alert_hours * 3600.0 / config.window_s
+        if ratios and budget > 1.0:
+            self.threshold = math.log(budget * len(ratios))
+        else:
+            self.threshold = math.inf
+        self._cap = self.threshold / 3.0
+        # Twice the largest design ratio: the test is for levels up to it.
+        self._steep = 2.0 * max((r for r, _ in self._ratios), default=0.0)
+        # Above this multiple of the usual count a window adds to a
+        # statistic; a cost rate this far up is what the test needs.
+        self._breakeven = min(((r - 1.0) / lr for r, lr in self._ratios), default=0)
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the sequential test is on."""
+        return math.isfinite(self.threshold)
 
     def candidate(self, rate: float, level: float, count: float) -> bool:
         """Whether a window may start a run (cheap: the level, not the season).
@@ -123,8 +235,23 @@ class Rise:
             and rate > 0.0
         )
 
-    def start(self, since: float) -> RiseRun:
-        return RiseRun(self._size, since)
+    def may_start(self, rate: float, level: float, count: float, usual: float) -> bool:
+        """Whether a window starts a run of either test (``usual``: its count)."""
+        if self.candidate(rate, level, count):
+            return True
+        return (
+            self.sequential
+            and count >= self._least
+            and count > self._breakeven * usual
+            and rate > 0.0
+        )
+
+    def start(
+        self, since: float, usual: float = 0.0, level: float = 0.0, spread: float = 0.0
+    ) -> RiseRun:
+        """A run from ``since``, judged against the usual count ``usual``
+        (deviation ``spread``) and the cost level ``level`` of that time."""
+        return RiseRun(self._size, since, (usual, level, _dispersion(usual, spread)))
 
     def push(
         self,
@@ -136,20 +263,72 @@ class Rise:
         count: float,
         usual: float,
         count_spread: float,
+        season: float = 1.0,
     ) -> None:
         """Add one closed window; the oldest one leaves a full ring.
 
         Windows with no invocation are not closed for a run (that would
         cost a close per window of every rising context): the ones since
         the last window added come in here, as empty windows expected to
-        be what this one is.
+        be what this one is. ``season`` is what the hour's profile makes
+        of the level (expected over level), applied to the run's reference.
         """
         window = self.config.window_s
-        idle = min(round((start - run.last_end) / window), self._size)
+        idle = max(0, round((start - run.last_end) / window))
         run.last_end = start + window
-        for _ in range(idle):
+        for _ in range(min(idle, self._size)):
             self._put(run, 0.0, mean, spread, 0.0, usual, count_spread)
         self._put(run, rate, mean, spread, count, usual, count_spread)
+        if self.sequential:
+            # The spread the baseline expects of this window's cost, as a
+            # dispersion of its count: an hour of the profile that holds a
+            # batch job varies far more than Poisson, window to window.
+            cv = spread / mean if mean > 0.0 else 0.0
+            hourly = cv * cv * run.seq[_REF_COUNT] * season / POISSON_DISPERSION
+            self._step(run, idle, rate, count, season, hourly)
+
+    # Limitation: counts only; dearer calls at the usual count wait for the horizon.
+    # Limitation: judged at window close; a window's first seconds are not read early.
+    def _step(
+        self,
+        run: RiseRun,
+        idle: int,
+        rate: float,
+        count: float,
+        season: float,
+        hourly: float = 1.0,
+    ) -> None:
+        """The sequential test's update for ``idle`` empty windows and one more
+        (``hourly``: the dispersion the hour's expected spread gives)."""
+        if hourly > self._steep:
+            # Windows of such an hour are no independent draws around its
+            # mean (a batch fills a third of it): the test does not judge
+            # them, the spike detector does, on the hour's spread.
+            return
+        seq = run.seq
+        dispersion = max(seq[_REF_DISPERSION], hourly)
+        mu = seq[_REF_COUNT] * season
+        # Limitation: bursts under 6x the usual count over 30 s warn as a flood would.
+        if count > self._steep * mu + self.config.spike_count_z * math.sqrt(
+            dispersion * mu
+        ):
+            # A peak this steep is a burst's or the spike detector's: what
+            # the test gathered so far is no level, and it starts again.
+            for i in range(_REF_COUNT):
+                seq[i] = 0.0
+            return
+        seq[_T_MEAN] += (idle + 1) * seq[_REF_LEVEL] * season
+        seq[_T_USUAL] += (idle + 1) * mu
+        seq[_T_WINDOWS] += idle + 1
+        seq[_T_RATE] += rate
+        seq[_T_COUNT] += count
+        for i, (ratio, log_ratio) in enumerate(self._ratios):
+            drift = (ratio - 1.0) * mu / dispersion
+            step = min(count * log_ratio / dispersion - drift, self._cap)
+            score = max(seq[i] - idle * drift + step, 0.0)
+            # Held at the threshold under alert: the end is judged on how
+            # far it falls, not on how long the rise went on.
+            seq[i] = min(score, self.threshold) if run.alerting else score
 
     def _put(
         self,
@@ -214,12 +393,40 @@ class Rise:
             trimmed_ratio=self._trimmed(run),
         )
 
-    # Limitation: no rise is found before its horizon is full, however sure.
+    def measure_run(self, run: RiseRun) -> RiseFinding:
+        """The figures of the whole run against its reference (sequential test)."""
+        seq = run.seq
+        k = max(seq[_T_WINDOWS], 1.0)
+        rate, mean = seq[_T_RATE], seq[_T_MEAN]
+        count, usual = seq[_T_COUNT], seq[_T_USUAL]
+        dispersion = seq[_REF_DISPERSION]
+        ratio = rate / mean if mean > 0 else (math.inf if rate > 0 else 0.0)
+        count_z = (count - usual) / math.sqrt(max(dispersion * usual, 1.0))
+        window = self.config.window_s
+        return RiseFinding(
+            rate=rate / k,
+            expected=mean / k,
+            ratio=ratio,
+            z=count_z,
+            count_z=count_z,
+            invocations=count,
+            usual_invocations=usual,
+            cost_usd=rate * window / 3600.0,
+            horizon_s=k * window,
+            trimmed_ratio=self._trimmed(run),
+            score=_top(run),
+            threshold=self.threshold,
+            dispersion=dispersion,
+        )
+
     def fires(self, run: RiseRun, usual_each: float) -> RiseFinding | None:
-        """The figures when the run's horizon is a sustained rise, else None.
+        """The figures when the run is a sustained rise on either test, else None.
 
         ``usual_each`` is the usual cost of one invocation in USD (0: unknown).
         """
+        return self._horizon_fires(run, usual_each) or self._sequence_fires(run)
+
+    def _horizon_fires(self, run: RiseRun, usual_each: float) -> RiseFinding | None:
         if run.filled < self._size:
             return None
         cfg = self.config
@@ -237,17 +444,54 @@ class Rise:
         dearer = usual_each > 0 and each >= cfg.rise_ratio * usual_each
         return found if more or dearer else None
 
+    def _sequence_fires(self, run: RiseRun) -> RiseFinding | None:
+        if not self.sequential or _top(run) < self.threshold:
+            return None
+        cfg = self.config
+        found = self.measure_run(run)
+        # The cost of the latest windows against the run's reference, as a
+        # ramp's count test adds up long before its average cost is high.
+        seq = run.seq
+        reference = seq[_T_MEAN] / max(seq[_T_WINDOWS], 1.0)
+        ring = run.ring
+        recent = sum(ring[at] for at in range(_RATE, run.filled * _SLOTS, _SLOTS))
+        recent /= max(run.filled, 1)
+        if (
+            recent >= self._breakeven * reference
+            and recent - reference >= cfg.rise_min_excess
+            and found.invocations >= cfg.rise_min_count
+        ):
+            return found
+        return None
+
     def fading(self, run: RiseRun) -> bool:
         """Whether a run that has not fired no longer rises (drop it)."""
+        if _top(run) > 0.0:
+            return False
         found = self.measure(run)
         return found.ratio < self._half_way
 
     # Limitation: a level that stays 1.5x up keeps its warning open and unlearnt.
     def calm(self, run: RiseRun) -> bool:
         """Whether the horizon of an alert this run opened is back to normal."""
+        if _top(run) > self.threshold / 2.0:
+            return False
         found = self.measure(run)
         cfg = self.config
         return (
             found.ratio < cfg.resolve_ratio
             or found.rate - found.expected < cfg.rise_min_excess / 2.0
         )
+
+
+def _top(run: RiseRun) -> float:
+    """The larger statistic of a run's sequential test."""
+    seq = run.seq
+    return seq[0] if seq[0] >= seq[1] else seq[1]
+
+
+def _dispersion(usual: float, spread: float) -> float:
+    """How much more than Poisson a context's window counts spread (at least 1)."""
+    if usual <= 0.0:
+        return 1.0
+    return max(1.0, spread * spread / usual / POISSON_DISPERSION)

@@ -162,6 +162,7 @@ def detector_config(settings: Settings) -> Any:
         rise_z=settings.rise_z,
         rise_trim=settings.rise_trim,
         rise_min_excess=settings.rise_min_excess,
+        rise_false_alert_hours=settings.rise_false_alert_hours,
         ramp_warn_factor=settings.ramp_warn_factor,
         ramp_warn_z=settings.ramp_warn_z,
         ramp_warn_min_excess=settings.ramp_warn_min_excess,

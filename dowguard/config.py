@@ -100,12 +100,15 @@ class Settings(BaseSettings):
     # rise_min_excess USD/h; a slow ramp ramp_warn_factor times its anchor,
     # ramp_warn_z Poisson deviations, at least ramp_warn_min_excess USD/h.
     # They are warnings only; rule_warmup is how many observations the
-    # duration and error baselines need before they judge.
+    # duration and error baselines need before they judge. The rise path's
+    # sequential test keeps to one false alert per context in
+    # rise_false_alert_hours (0: no such test).
     rise_windows: NonNegativeInt = 9
     rise_ratio: PositiveFloat = 2.0
     rise_z: PositiveFloat = 5.0
     rise_trim: NonNegativeInt = 4
     rise_min_excess: NonNegativeFloat = 0.05
+    rise_false_alert_hours: NonNegativeFloat = 2000.0
     ramp_warn_factor: PositiveFloat = 1.5
     ramp_warn_z: PositiveFloat = 5.0
     ramp_warn_min_excess: NonNegativeFloat = 0.05

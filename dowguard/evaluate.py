@@ -1,7 +1,8 @@
 """``dowguard evaluate``: the detector scored on labelled recordings.
 
 Owns the measures (recall, precision, false-alert rate, detection delay,
-dollars leaked), their arithmetic on alerts and labels, and the command.
+the least delay possible, dollars leaked), their arithmetic on alerts and
+labels, and the command.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ logger = logging.getLogger(__name__)
 GRACE_S = 120.0
 
 CRITICAL = "critical"
+
+#: One false alert per context in this many hours: 0.5 per 1000
+#: function-hours, the budget the delay bound is worked out for.
+FALSE_ALERT_HOURS = 2000.0
+#: The excess series is averaged over spans this long for the bound, so
+#: that the chance of single calls does not pass for the attack's shape.
+BOUND_SPAN_S = 60.0
+#: Kinds whose excess is more calls at the usual price, where the count of
+#: calls is the evidence and the bound applies.
+RATE_KINDS = frozenset({"flood", "slow_ramp", "flash_sale", "nightly_batch"})
 
 MEASURES = f"""\
 Every alert is one episode: an 'opened' transition and what follows it on
@@ -58,6 +69,15 @@ look-alikes are false alerts too, and are also counted apart).
   delay       from the onset to the first detecting alert, event-time
               seconds; median and 95th percentile (nearest rank) over the
               detected scenarios.
+  bound       the least median delay any detector can have at a budget
+              of one false alert per context in {FALSE_ALERT_HOURS:g} hours
+              (0.5 per 1000 function-hours), for scenarios that add calls
+              at the usual price (floods, ramps): the time from the onset
+              until the information the attack's calls carry, the victim's
+              usual call rate times r log r - r + 1 per second (r: the rate
+              over the usual, from the excess series over {BOUND_SPAN_S:g} s
+              spans) added up, reaches the log of that budget in windows.
+              Median over the row's scenarios; '–' for other kinds.
   leaked      the attack's excess cost (what it cost above the traffic
               without it, from the labels' per-second series) before the
               first detecting alert, in USD; all of it when none came.
@@ -130,6 +150,8 @@ class Scenario:
     excess: tuple[tuple[float, float], ...] = ()
     #: Cost rate during the scenario over the rate before it, as generated.
     cost_multiplier: float | None = None
+    #: The victims' cost rate before the onset, USD per hour.
+    baseline_usd_per_hour: float | None = None
 
     @property
     def total_excess(self) -> float:
@@ -154,6 +176,7 @@ class Scenario:
                 detected_by=frozenset(detected),
                 excess=excess,
                 cost_multiplier=_measured(label),
+                baseline_usd_per_hour=_baseline_rate(label),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ParseError(source, "scenarios", f"bad scenario label: {exc}") from exc
@@ -162,6 +185,11 @@ class Scenario:
 def _measured(label: dict[str, Any]) -> float | None:
     intensity = label.get("intensity", {})
     value = intensity.get("cost_multiplier", intensity.get("rate_multiplier"))
+    return None if value is None else float(value)
+
+
+def _baseline_rate(label: dict[str, Any]) -> float | None:
+    value = label.get("intensity", {}).get("baseline_usd_per_hour")
     return None if value is None else float(value)
 
 
@@ -204,6 +232,58 @@ def leaked(excess: Sequence[tuple[float, float]], until: float | None) -> float:
     return total
 
 
+def usual_call_rate(
+    scenario: Scenario, invocations: float, seconds: float
+) -> float | None:
+    """Calls per second of a one-context scenario's victim without the attack.
+
+    ``invocations`` are the victim's over the recording (``seconds`` long),
+    the attack's included: those are its excess cost at the usual cost per
+    call, which is the baseline cost rate over the usual call rate.
+    """
+    base = scenario.baseline_usd_per_hour
+    if base is None or base <= 0.0 or invocations <= 0.0 or seconds <= 0.0:
+        return None
+    return invocations / (seconds + 3600.0 * scenario.total_excess / base)
+
+
+def delay_bound(
+    scenario: Scenario,
+    calls_per_s: float,
+    budget_hours: float = FALSE_ALERT_HOURS,
+    window_s: float = 10.0,
+) -> float | None:
+    """The least median delay to detect a rise of calls at a false-alert budget.
+
+    A detector that alarms falsely at most once in ``A`` windows needs,
+    for most attacks, about ``log A`` nats of evidence (Lorden, 1971; Lai,
+    1998, for the delay's distribution), and calls at ``r`` times the usual
+    Poisson rate ``calls_per_s`` bring ``calls_per_s * (r log r - r + 1)``
+    nats a second. The bound is when the evidence since the onset reaches
+    ``log A``, ``r`` following the scenario's excess; None when it never does.
+    """
+    base = scenario.baseline_usd_per_hour
+    windows = budget_hours * 3600.0 / window_s
+    if base is None or base <= 0.0 or calls_per_s <= 0.0 or windows <= 1.0:
+        return None
+    # Limitation: first order; overshoot and an unknown ratio make real delays longer.
+    needed = math.log(windows)
+    spans: dict[int, float] = {}
+    for second, usd in scenario.excess:
+        index = math.floor((second - scenario.onset) / BOUND_SPAN_S)
+        spans[index] = spans.get(index, 0.0) + usd
+    gathered = 0.0
+    usual_usd_per_s = base / 3600.0
+    last = math.ceil((scenario.end - scenario.onset) / BOUND_SPAN_S)
+    for index in range(max(last, 1)):
+        ratio = 1.0 + spans.get(index, 0.0) / BOUND_SPAN_S / usual_usd_per_s
+        rate = calls_per_s * (ratio * math.log(ratio) - ratio + 1.0)
+        if rate > 0.0 and gathered + rate * BOUND_SPAN_S >= needed:
+            return index * BOUND_SPAN_S + (needed - gathered) / rate
+        gathered += rate * BOUND_SPAN_S
+    return None
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the detector did about one scenario."""
@@ -212,6 +292,8 @@ class Outcome:
     recording: str
     detected_at: float | None = None
     alerts: list[Episode] = field(default_factory=list)
+    #: The least median delay possible (see :func:`delay_bound`), if known.
+    bound: float | None = None
 
     @property
     def delay(self) -> float | None:
@@ -256,13 +338,34 @@ class RecordingScore:
 
 
 def score_recording(
-    labels: dict[str, Any], alerts: Sequence[Episode], name: str = ""
+    labels: dict[str, Any],
+    alerts: Sequence[Episode],
+    name: str = "",
+    budget_hours: float = FALSE_ALERT_HOURS,
+    window_s: float = 10.0,
 ) -> RecordingScore:
-    """Attribute every alert to a scenario or call it false; see MEASURES."""
+    """Attribute every alert to a scenario or call it false; see MEASURES.
+
+    ``budget_hours`` and ``window_s`` are what the delay bound is worked
+    out for: one false alert per context in so many hours, in windows.
+    """
     scenarios = [Scenario.from_label(s, name) for s in labels.get("scenarios", [])]
     outcomes = [Outcome(s, name) for s in scenarios]
     covered = {c for s in scenarios for c in s.contexts}
-    functions = {_context(f["context"]) for f in labels.get("functions", [])}
+    calls = {
+        _context(f["context"]): float(f.get("invocations", 0))
+        for f in labels.get("functions", [])
+    }
+    functions = set(calls)
+    seconds = float(labels["end"]) - float(labels["start"])
+    for outcome in outcomes:
+        s = outcome.scenario
+        if s.kind not in RATE_KINDS or len(s.contexts) != 1:
+            continue
+        (victim,) = s.contexts
+        rate = usual_call_rate(s, calls.get(victim, 0.0), seconds)
+        if rate is not None:
+            outcome.bound = delay_bound(s, rate, budget_hours, window_s)
     false: list[Episode] = []
     background: list[Episode] = []
     for alert in alerts:
@@ -284,7 +387,7 @@ def score_recording(
     for outcome in outcomes:
         times = [a.opened_at for a in outcome.true_alerts]
         outcome.detected_at = min(times) if times else None
-    hours = (float(labels["end"]) - float(labels["start"])) / 3600.0
+    hours = seconds / 3600.0
     return RecordingScore(
         name, hours, len(functions - covered), outcomes, false, background, len(alerts)
     )
@@ -315,6 +418,7 @@ class Row:
     false_per_kfh: float | None
     delay_p50_s: float | None
     delay_p95_s: float | None
+    delay_bound_p50_s: float | None
     leaked_usd: float
     excess_usd: float
     warnings: int
@@ -353,6 +457,7 @@ def rows(scores: Sequence[RecordingScore]) -> list[Row]:
         fh = sum(sc.background_hours for sc in held)
         bg_false = sum(len(sc.background_false) for sc in held)
         delays = [d for o in group if (d := o.delay) is not None]
+        bounds = [b for o in group if (b := o.bound) is not None]
         matched = [a for o in group for a in o.alerts]
         measured = [m for o in group if (m := o.scenario.cost_multiplier) is not None]
         out.append(
@@ -372,6 +477,7 @@ def rows(scores: Sequence[RecordingScore]) -> list[Row]:
                 false_per_kfh=bg_false / fh * 1000.0 if fh else None,
                 delay_p50_s=percentile(delays, 0.5),
                 delay_p95_s=percentile(delays, 0.95),
+                delay_bound_p50_s=percentile(bounds, 0.5),
                 leaked_usd=sum(o.leak for o in group) / len(group),
                 excess_usd=sum(o.scenario.total_excess for o in group) / len(group),
                 warnings=sum(1 for a in matched if a.severity != CRITICAL),
@@ -432,11 +538,16 @@ def load_labels(directory: Path) -> dict[str, Any]:
 def evaluate_dirs(
     directories: Sequence[Path], config: Any = None
 ) -> list[RecordingScore]:
+    """Replay and score each recording; the bound at the detector's budget."""
+    budget = getattr(config, "rise_false_alert_hours", 0.0) or FALSE_ALERT_HOURS
+    window = getattr(config, "window_s", 10.0)
     scores = []
     for directory in directories:
         labels = load_labels(directory)
         transitions, skipped = replay_recording(directory, config)
-        score = score_recording(labels, episodes(transitions), directory.name)
+        score = score_recording(
+            labels, episodes(transitions), directory.name, budget, window
+        )
         score.skipped = skipped
         scores.append(score)
         logger.info(
@@ -477,10 +588,10 @@ def _usd(value: float) -> str:
 def format_tables(table: Sequence[Row], summary: dict[str, Any]) -> str:
     lines = [
         "| attack | intensity | cost x | n | recall | critical | first by "
-        "| precision | false/kfh | delay p50 s | delay p95 s | leaked USD "
-        "| excess USD |",
+        "| precision | false/kfh | delay p50 s | delay p95 s | bound p50 s "
+        "| leaked USD | excess USD |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: "
-        "| ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: |",
     ]
     for r in table:
         if r.benign:
@@ -491,6 +602,7 @@ def format_tables(table: Sequence[Row], summary: dict[str, Any]) -> str:
             f"| {r.first_by or '–'} "
             f"| {_num(r.precision)} | {_num(r.false_per_kfh, 1)} "
             f"| {_num(r.delay_p50_s, 1)} | {_num(r.delay_p95_s, 1)} "
+            f"| {_num(r.delay_bound_p50_s, 1)} "
             f"| {_usd(r.leaked_usd)} | {_usd(r.excess_usd)} |"
         )
     if any(r.benign for r in table):
@@ -583,6 +695,7 @@ def run_cli(args: argparse.Namespace) -> int:
                     "benign": o.scenario.benign,
                     "detected": o.detected_at is not None,
                     "delay_s": o.delay,
+                    "delay_bound_s": o.bound,
                     "leaked_usd": round(o.leak, 6),
                     "excess_usd": round(o.scenario.total_excess, 6),
                     "cost_multiplier": o.scenario.cost_multiplier,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -302,3 +303,104 @@ def test_unknown_alert_kind_on_the_background_is_a_false_alert() -> None:
     # ...but it is a false alert of the background all the same.
     assert row.false_per_kfh == pytest.approx(1 / 18 * 1000)
     assert evaluate.overall([score])["false_alerts"] == 1
+
+
+# The least median delay possible: evidence against a false-alert budget
+
+
+def flood_at(
+    per_s: float, ratio: float, usd_per_call: float = 0.001, name: str = "flood-a"
+) -> tuple[dict[str, Any], float]:
+    """A flood of ``ratio`` times ``per_s`` calls from minute 10 to 20; the
+    victim's invocations over the two hours, attack included."""
+    extra = per_s * (ratio - 1.0)
+    flood = attack(usd_per_s=extra * usd_per_call, name=name)
+    flood["intensity"] = {"baseline_usd_per_hour": per_s * usd_per_call * 3600.0}
+    return flood, per_s * 7200.0 + extra * 600.0
+
+
+def bounded(flood: dict[str, Any], calls: float, **kw: Any) -> float | None:
+    recording = labels(flood)
+    recording["functions"][0]["invocations"] = calls
+    (outcome,) = evaluate.score_recording(recording, [], "r", **kw).outcomes
+    return outcome.bound
+
+
+def test_the_usual_call_rate_is_recovered_from_the_invocations_and_excess() -> None:
+    flood, calls = flood_at(0.4, 3.0)
+    scenario = evaluate.Scenario.from_label(flood)
+    assert evaluate.usual_call_rate(scenario, calls, 7200.0) == pytest.approx(0.4)
+
+
+def test_a_steady_flood_takes_the_log_of_the_budget_over_its_information_rate() -> None:
+    # 0.4 calls a second tripled: 0.4 (3 log 3 - 2) nats a second, against
+    # the log of 2000 hours of 10 s windows.
+    flood, calls = flood_at(0.4, 3.0)
+    expected = math.log(2000 * 360) / (0.4 * (3 * math.log(3) - 2))
+    assert bounded(flood, calls) == pytest.approx(expected)
+    # Four times the budget adds log 4 nats; 20 s windows take half of them.
+    assert bounded(flood, calls, budget_hours=8000.0) == pytest.approx(
+        expected * math.log(8000 * 360) / math.log(2000 * 360)
+    )
+    assert bounded(flood, calls, window_s=20.0) == pytest.approx(
+        expected * math.log(2000 * 180) / math.log(2000 * 360)
+    )
+
+
+def test_more_calls_or_a_steeper_flood_can_be_found_sooner() -> None:
+    slow = bounded(*flood_at(0.25, 3.0))
+    fast = bounded(*flood_at(0.4, 3.0))
+    steep = bounded(*flood_at(0.4, 10.0))
+    assert slow is not None and fast is not None and steep is not None
+    assert steep < fast < slow
+    # Delays scale with the inverse of the call rate.
+    assert slow / fast == pytest.approx(0.4 / 0.25)
+
+
+def test_a_flood_too_faint_for_the_budget_has_no_bound() -> None:
+    # One extra call in a thousand seconds: not enough in ten minutes.
+    assert bounded(*flood_at(0.001, 2.0)) is None
+
+
+def test_the_bound_is_left_out_where_calls_are_not_the_evidence() -> None:
+    flood, calls = flood_at(0.4, 3.0)
+    flood["kind"] = "duration_inflation"
+    assert bounded(flood, calls) is None
+    # Without its victim's invocations, nor for a flood.
+    assert bounded(*flood_at(0.4, 3.0)[:1], 0) is None
+
+
+def test_a_ramp_is_bounded_later_than_a_flood_at_its_final_rate() -> None:
+    # The excess grows linearly to twice the usual over the ten minutes.
+    per_s, usd = 0.4, 0.001
+    ramp = attack(name="ramp-a")
+    ramp["kind"] = "slow_ramp"
+    seconds = ramp["excess"]["per_second"]
+    for i, entry in enumerate(seconds):
+        entry[1] = per_s * 2.0 * (i / len(seconds)) * usd
+    ramp["intensity"] = {"baseline_usd_per_hour": per_s * usd * 3600.0}
+    calls = per_s * 7200.0 + sum(u for _, u in seconds) / usd
+    ramped = bounded(ramp, calls)
+    steady = bounded(*flood_at(per_s, 3.0))
+    assert ramped is not None and steady is not None and ramped > 2 * steady
+
+
+def test_the_row_gives_the_median_bound_beside_the_delays() -> None:
+    a, calls_a = flood_at(0.4, 3.0, name="a")
+    b, calls_b = flood_at(0.25, 3.0, name="b")
+    b["contexts"] = [{**VICTIM, "function": "v2", "qualifier": "$LATEST"}]
+    recording = labels(a, b)
+    recording["functions"][0]["invocations"] = calls_a
+    recording["functions"].append(
+        {"context": {**VICTIM, "function": "v2", "qualifier": "$LATEST"},
+         "invocations": calls_b}
+    )  # fmt: skip
+    score = evaluate.score_recording(recording, [alert(640.0)], "r")
+    bounds = sorted(o.bound for o in score.outcomes if o.bound is not None)
+    (row,) = rows([score])
+    # Nearest rank of two: the lower one.
+    assert len(bounds) == 2 and row.delay_bound_p50_s == bounds[0]
+    text = evaluate.format_tables([row], evaluate.overall([score]))
+    assert "| bound p50 s |" in text.splitlines()[0]
+    assert f"| {bounds[0]:.1f} |" in text.splitlines()[2]
+    assert row.to_json()["delay_bound_p50_s"] == bounds[0]

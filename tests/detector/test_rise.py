@@ -24,6 +24,8 @@ HOUR = 3600.0
 #: baseline of 0.072 USD/h, where tripling adds far less than a spike's floor.
 BASE_PER_S = 2.0
 CHEAP = 1e-5
+#: The fixed horizon alone, without the sequential test.
+HORIZON = {"rise_false_alert_hours": 0.0}
 
 
 def cheap(inv: Invocation) -> float:
@@ -83,7 +85,7 @@ def test_a_tripled_cheap_function_is_a_cost_warning_with_its_evidence() -> None:
         *steady(3 * BASE_PER_S, T0 + WARM_S, 600.0, seed=2),
         *steady(BASE_PER_S, T0 + WARM_S + 600.0, 600.0, seed=3),
     ]
-    transitions = feed(make_engine(), events)
+    transitions = feed(make_engine(**HORIZON), events)
     spikes = [t for t in transitions if t.kind == COST_SPIKE]
     assert [t.event for t in spikes] == [OPENED, RESOLVED]
     alert = spikes[0]
@@ -107,7 +109,7 @@ def test_a_tripled_cheap_function_is_a_cost_warning_with_its_evidence() -> None:
 
 @pytest.mark.parametrize(("factor", "alerts"), [(1.95, 0), (2.05, 1)])
 def test_the_rise_must_reach_its_ratio(factor: float, alerts: int) -> None:
-    assert len(opened(feed(make_engine(), step(factor)))) == alerts
+    assert len(opened(feed(make_engine(**HORIZON), step(factor)))) == alerts
 
 
 @pytest.mark.parametrize(("margin", "alerts"), [(1.05, 0), (0.95, 1)])
@@ -118,7 +120,7 @@ def test_the_rise_must_reach_its_excess(margin: float, alerts: int) -> None:
 
 
 def test_the_rise_must_be_more_invocations_than_chance() -> None:
-    found = opened(feed(make_engine(), step(3.0)))
+    found = opened(feed(make_engine(**HORIZON), step(3.0)))
     assert len(found) == 1
     # In a regular step the count is what binds: each invocation costs what
     # it used to, and the cost's own deviations are far larger.
@@ -126,8 +128,8 @@ def test_the_rise_must_be_more_invocations_than_chance() -> None:
     assert isinstance(z, float) and z < found[0].evidence["z"]  # type: ignore[operator]
     # The first horizon of the step has the most deviations: just above
     # them, no later one fires.
-    assert opened(feed(make_engine(rise_z=z * 1.01), step(3.0))) == []
-    assert len(opened(feed(make_engine(rise_z=z * 0.99), step(3.0)))) == 1
+    assert opened(feed(make_engine(rise_z=z * 1.01, **HORIZON), step(3.0))) == []
+    assert len(opened(feed(make_engine(rise_z=z * 0.99, **HORIZON), step(3.0)))) == 1
 
 
 @pytest.mark.parametrize(("trim", "alerts"), [(4, 0), (3, 1)])
@@ -275,7 +277,8 @@ def ramp_events() -> list[Event]:
 
 
 def test_a_cheap_slow_ramp_is_a_warning_against_its_anchor() -> None:
-    engine = make_engine()
+    # The rise path's sequential test would see this ramp first (see below).
+    engine = make_engine(**HORIZON)
     transitions = feed(engine, ramp_events(), flush=False)
     assert opened(transitions) == []
     ramps = opened(transitions, SLOW_RAMP)
@@ -294,14 +297,14 @@ def test_a_cheap_slow_ramp_is_a_warning_against_its_anchor() -> None:
 
 @pytest.mark.parametrize(("factor", "alerts"), [(3.1, 0), (2.0, 1)])
 def test_the_cheap_ramp_must_reach_its_factor(factor: float, alerts: int) -> None:
-    engine = make_engine(ramp_warn_factor=factor)
+    engine = make_engine(ramp_warn_factor=factor, **HORIZON)
     assert len(opened(feed(engine, ramp_events()), SLOW_RAMP)) == alerts
 
 
 @pytest.mark.parametrize(("excess", "alerts"), [(0.2, 0), (0.05, 1)])
 def test_the_cheap_ramp_must_reach_its_excess(excess: float, alerts: int) -> None:
     # The ramp ends 0.144 USD/h above its start; the anchor has moved a little.
-    engine = make_engine(ramp_warn_min_excess=excess)
+    engine = make_engine(ramp_warn_min_excess=excess, **HORIZON)
     assert len(opened(feed(engine, ramp_events()), SLOW_RAMP)) == alerts
 
 
