@@ -83,7 +83,9 @@ BILLING_GAP = "billing_gap"
 ANOMALY = "anomaly"
 # 3: the trace stage keeps chains across traces and the resource edges;
 # contexts carry their metric and billing state, seasonal baselines and peers.
-SNAPSHOT_VERSION = 4
+# 5: the rules' state holds their sequential tests (4 restores them afresh).
+SNAPSHOT_VERSION = 5
+_READABLE_VERSIONS = (4, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,17 @@ class DetectorConfig:
     anchor in invocations ``ramp_warn_z`` Poisson deviations above it (at
     the usual cost of one invocation); that path alone is never critical.
 
+    The same two alerts open within a few calls through per-call
+    sequential tests (CUSUMs of log-likelihood ratios, see
+    ``Rules.on_call``): of each successful call's log duration against the
+    learnt mean and spread of the context's log durations, climbing on calls
+    longer than ``duration_ratio`` times the usual, and of each call's
+    failure flag, climbing on failure shares above the error bar. Each
+    alerts at ``sequential_h``, once ``sequential_warmup`` calls have been
+    learnt (half-life ``sequential_half_life`` calls, frozen while the
+    alert is open); their alerts are warnings, which the window-close rules
+    escalate, and stay open while the statistic stays high.
+
     Severity of these rules is warning; it is critical only when the value
     reaches ``rule_critical_margin`` times its threshold (the ratio, the
     share above baseline, the budget) and the excess cost is at least
@@ -253,6 +266,9 @@ class DetectorConfig:
     monthly_budgets: tuple[tuple[str, float], ...] = ()
     rule_critical_margin: float = 2.0
     rule_warmup: int = 20
+    sequential_h: float = 13.0
+    sequential_warmup: int = 200
+    sequential_half_life: float = 2000.0
     seasonal: bool = True
     peer_warmup: int = 30
     online_model: bool = True
@@ -386,6 +402,8 @@ def _upgrade(part: _Partition) -> _Partition:
             slot.append((state, start))
         part.due = []
     for state in part.contexts.values():
+        if not hasattr(state, "rules"):
+            state.rules = None  # a checkpoint from before the rules
         # Windows from before starts were counted lack their slot.
         for acc in state.windows.values():
             if len(acc) < _ACC_SLOTS:
@@ -426,6 +444,7 @@ class Engine:
         self._lateness = self.config.lateness_s
         self._per_hour = 3600.0 / self.config.window_s
         self._rules = Rules(self.config)
+        self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
         self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
@@ -607,8 +626,10 @@ class Engine:
 
     def restore(self, partition: int, blob: bytes) -> None:
         version, part = pickle.loads(blob)
-        if version != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
+        if version not in _READABLE_VERSIONS:
+            raise ValueError(
+                f"snapshot version {version} is not one of {_READABLE_VERSIONS}"
+            )
         part.traces.span_cost = self._span_cost
         self._parts[partition] = _upgrade(part)
 
@@ -687,6 +708,11 @@ class Engine:
                 acc[FAILED_COST] += cost
                 if status == "timeout":
                     acc[TIMEOUTS] += n
+            # Their sequential tests judge each call as it comes.
+            rules = state.rules
+            if rules is None:
+                rules = state.rules = RuleState()
+            self._on_call(rules, context, inv, self._transitions)
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
