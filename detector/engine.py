@@ -184,8 +184,9 @@ class DetectorConfig:
     failure flag, climbing on failure shares above the error bar. Each
     alerts at ``sequential_h``, once ``sequential_warmup`` calls have been
     learnt (half-life ``sequential_half_life`` calls, frozen while the
-    alert is open); their alerts are warnings, which the window-close rules
-    escalate, and stay open while the statistic stays high.
+    alert is open) and the extra cost reaches the rule's minimum excess;
+    their alerts are warnings, which the window-close rules escalate, and
+    stay open while the statistic stays high.
 
     Severity of these rules is warning; it is critical only when the value
     reaches ``rule_critical_margin`` times its threshold (the ratio, the

@@ -395,7 +395,9 @@ class Rules:
         ``p0`` is the usual failure share (at least 0.001) and ``p1`` is
         the share whose expected term is zero at the window rule's bar
         ``max(error_ratio * p0, p0 + error_min_share)``, so the statistic
-        climbs exactly on failure shares above that bar.
+        climbs exactly on failure shares above that bar. Either opens its
+        rule's alert as a warning once its extra cost, estimated from the
+        recent cost rate, reaches the rule's minimum excess.
 
         False alarms under the null. Each term has ``E[exp(llr)] = 1`` when
         calls follow the learnt law (the cap of half the threshold per call
@@ -455,7 +457,9 @@ class Rules:
                 s.dur_s = min(stat, self._top)
                 s.dur_calls += n
                 s.dur_sum += (x - mu) * n
-                if stat >= self._h:
+                # While the alert is open, a call as strong as the cap keeps
+                # it open: the last inflated calls of an attack end late.
+                if stat >= self._h or (inflated and stat >= self._step):
                     self._seq_duration(s, context, inv.time, sigma, out)
         if inflated:
             # An open alert's calls are not learnt: an attack cannot teach
@@ -492,7 +496,8 @@ class Rules:
         s.err_calls += n
         if failed:
             s.err_failed += n
-            if stat >= self._h:
+            storming = s.storm is not None and s.storm.open
+            if stat >= self._h or (storming and stat >= self._step):
                 self._seq_errors(s, context, inv.time, p0, need, out)
 
     def _failure_llr(self, p0: float) -> tuple[float, float, float]:
