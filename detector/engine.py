@@ -176,8 +176,8 @@ class DetectorConfig:
     anchor in invocations ``ramp_warn_z`` Poisson deviations above it (at
     the usual cost of one invocation); that path alone is never critical.
 
-    The same two alerts open within a few calls through per-call
-    sequential tests (CUSUMs of log-likelihood ratios, see
+    ``duration_inflation`` and ``error_storm`` also open within a few
+    calls, through per-call sequential tests (CUSUMs of log-likelihood ratios, see
     ``Rules.on_call``): of each successful call's log duration against the
     learnt mean and spread of the context's log durations, climbing on calls
     longer than ``duration_ratio`` times the usual, and of each call's

@@ -343,7 +343,7 @@ class Rules:
             # The idle and quiet windows before this one still count.
             quiet = (cost - window_cost) * 3600.0 / ((span - 1) * self._window)
             s.recent = _ewma_k(s.recent, quiet, n, span - 1, recent_alpha)
-        # Limitation: under duration_min_count calls a minute, no duration is judged.
+        # Below duration_min_count calls a minute, only the per-call test judges.
         if count >= cfg.duration_min_count or inflated:
             self._judge_duration(
                 s, context, cost, count, billed, timeouts, per_hour, end, out
@@ -464,6 +464,7 @@ class Rules:
         if inflated:
             # An open alert's calls are not learnt: an attack cannot teach
             # the test that it is normal.
+            # Limitation: a lasting benign slowdown keeps its warning open.
             return
         calls = s.calls + n
         a = n / calls if calls < self._seq_full else self._seq_alpha * n
@@ -482,6 +483,7 @@ class Rules:
         failed: bool,
         out: list[Transition],
     ) -> None:
+        # Limitation: a share learnt from a few hundred calls may be under the true one.
         p0 = max(s.errors, _MIN_SHARE)
         ratios = self._llr.get(p0)
         if ratios is None:
