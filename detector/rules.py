@@ -52,6 +52,8 @@ _MIN_SHARE = 1e-3
 #: Least spread of log durations the sequential test assumes: durations are
 #: reported to the hundredth of a millisecond but few functions vary less.
 _MIN_LOG_SPREAD = 0.05
+_log = math.log
+_sqrt = math.sqrt
 
 
 class RuleAlert:
@@ -417,17 +419,51 @@ class Rules:
         that background (log-uniform shares from 1e-4 to 0.02, whose lower
         part the floor of 0.001 makes far rarer than the worst case).
         """
-        warm = s.calls >= self._seq_warm
         status = inv.status
-        failed = status != "success" and status != "timeout"
-        if not failed:
-            ms = inv.duration_ms if inv.duration_ms > 0.0 else inv.billed_ms
+        failed = status != "success"
+        if not failed or status == "timeout":
+            # The duration judged is the handler's: a cold start's INIT is
+            # billed too, but it comes from scaling out, not from the call,
+            # and a burst of new environments would look like inflation.
+            ms = inv.duration_ms
+            if ms <= 0.0:
+                ms = inv.billed_ms
             if ms > 0.0:
-                self._call_duration(s, context, inv, math.log(ms), warm, out)
+                x = _log(ms)
+                calls = s.calls
+                alert = s.inflation
+                # An open alert's calls are not learnt: an attack cannot
+                # teach the test that it is normal.
+                # Limitation: a lasting benign slowdown keeps its warning open.
+                frozen = alert is not None and alert.open
+                if calls >= self._seq_warm:
+                    self._call_duration(s, context, inv, x, frozen, out)
+                if not frozen:
+                    # Every call is learnt, in a running mean until the
+                    # half-life is reached, clipped like the window baselines.
+                    n = inv.count
+                    mu = s.log_mu
+                    var = s.log_var
+                    total = calls + n
+                    if total < self._seq_full:
+                        a = n / total
+                    else:
+                        a = self._seq_alpha * n
+                        total = self._seq_full
+                    diff = x - mu
+                    if diff > 0.0 and calls > 2.0:
+                        top = _CLIP * max(_sqrt(var), _MIN_LOG_SPREAD)
+                        if diff > top:
+                            diff = top
+                    s.log_mu = mu + a * diff
+                    s.log_var = (1.0 - a) * (var + a * diff * diff)
+                    s.calls = total
         # Most calls of most contexts succeed with the statistic at zero,
         # where a success leaves it: nothing to judge.
-        if s.err_s > 0.0 or (status != "success" and warm and s.busy >= self._warm):
-            self._call_error(s, context, inv, status != "success", out)
+        if s.err_s > 0.0 or (
+            failed and s.calls >= self._seq_warm and s.busy >= self._warm
+        ):
+            self._call_error(s, context, inv, failed, out)
 
     def _call_duration(
         self,
@@ -435,45 +471,25 @@ class Rules:
         context: Context,
         inv: Invocation,
         x: float,
-        warm: bool,
+        inflated: bool,
         out: list[Transition],
     ) -> None:
-        # The duration judged is the handler's: a cold start's INIT is
-        # billed too, but it comes from scaling out, not from the call, and
-        # a burst of new environments would look like inflation.
         n = float(inv.count)
         mu = s.log_mu
-        var = s.log_var
-        sigma = max(math.sqrt(var), _MIN_LOG_SPREAD)
-        alert = s.inflation
-        inflated = alert is not None and alert.open
-        if warm:
-            d = 2.0 * self._log_ratio
-            llr = min(d / (sigma * sigma) * (x - mu - self._log_ratio) * n, self._step)
-            stat = s.dur_s + llr
-            if stat <= 0.0:
-                s.dur_s = s.dur_calls = s.dur_sum = 0.0
-            else:
-                s.dur_s = min(stat, self._top)
-                s.dur_calls += n
-                s.dur_sum += (x - mu) * n
-                # While the alert is open, a call as strong as the cap keeps
-                # it open: the last inflated calls of an attack end late.
-                if stat >= self._h or (inflated and stat >= self._step):
-                    self._seq_duration(s, context, inv.time, sigma, out)
-        if inflated:
-            # An open alert's calls are not learnt: an attack cannot teach
-            # the test that it is normal.
-            # Limitation: a lasting benign slowdown keeps its warning open.
+        sigma = max(_sqrt(s.log_var), _MIN_LOG_SPREAD)
+        d = 2.0 * self._log_ratio
+        llr = min(d / (sigma * sigma) * (x - mu - self._log_ratio) * n, self._step)
+        stat = s.dur_s + llr
+        if stat <= 0.0:
+            s.dur_s = s.dur_calls = s.dur_sum = 0.0
             return
-        calls = s.calls + n
-        a = n / calls if calls < self._seq_full else self._seq_alpha * n
-        if s.calls > 2.0:
-            x = min(x, mu + _CLIP * sigma)
-        diff = x - mu
-        s.log_mu = mu + a * diff
-        s.log_var = (1.0 - a) * (var + a * diff * diff)
-        s.calls = min(calls, self._seq_full)
+        s.dur_s = min(stat, self._top)
+        s.dur_calls += n
+        s.dur_sum += (x - mu) * n
+        # While the alert is open, a call as strong as the cap keeps it
+        # open: the last inflated calls of an attack end late.
+        if stat >= self._h or (inflated and stat >= self._step):
+            self._seq_duration(s, context, inv.time, sigma, out)
 
     def _call_error(
         self,
