@@ -90,9 +90,10 @@ ANOMALY = "anomaly"
 # 3: the trace stage keeps chains across traces and the resource edges;
 # contexts carry their metric and billing state, seasonal baselines and peers.
 # 5: the trace stage holds the context side's item pairing, open windows hold
-# the models' slots (cold starts, longest call, GB-s) and a rising context's
-# run carries its sequential test; a version 4 snapshot restores with no
-# pairing, those slots at zero and its rising runs dropped.
+# the models' slots (cold starts, longest call, GB-s), a rising context's run
+# carries its sequential test and the rules' state theirs; a version 4
+# snapshot restores with no pairing, those slots at zero, its rising runs
+# dropped and the rules' tests afresh.
 SNAPSHOT_VERSION = 5
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
 READABLE_SNAPSHOTS = (4, SNAPSHOT_VERSION)
@@ -186,6 +187,18 @@ class DetectorConfig:
     anchor in invocations ``ramp_warn_z`` Poisson deviations above it (at
     the usual cost of one invocation); that path alone is never critical.
 
+    ``duration_inflation`` and ``error_storm`` also open within a few
+    calls, through per-call sequential tests (CUSUMs of log-likelihood ratios, see
+    ``Rules.on_call``): of each successful call's log duration against the
+    learnt mean and spread of the context's log durations, climbing on calls
+    longer than ``duration_ratio`` times the usual, and of each call's
+    failure flag, climbing on failure shares above the error bar. Each
+    alerts at ``sequential_h``, once ``sequential_warmup`` calls have been
+    learnt (half-life ``sequential_half_life`` calls, frozen while the
+    alert is open) and the extra cost reaches the rule's minimum excess;
+    their alerts are warnings, which the window-close rules escalate, and
+    stay open while the statistic stays high.
+
     Severity of these rules is warning; it is critical only when the value
     reaches ``rule_critical_margin`` times its threshold (the ratio, the
     share above baseline, the budget) and the excess cost is at least
@@ -277,6 +290,9 @@ class DetectorConfig:
     monthly_budgets: tuple[tuple[str, float], ...] = ()
     rule_critical_margin: float = 2.0
     rule_warmup: int = 20
+    sequential_h: float = 13.0
+    sequential_warmup: int = 200
+    sequential_half_life: float = 2000.0
     seasonal: bool = True
     peer_warmup: int = 30
     online_model: bool = True
@@ -428,6 +444,8 @@ def _upgrade(part: _Partition) -> _Partition:
         if not hasattr(state, "burst_rate"):
             # From before bursts were learnt: the next close sets it.
             state.burst_rate = math.inf
+        if not hasattr(state, "rules"):
+            state.rules = None  # a checkpoint from before the rules
         run = getattr(state, "rise", None)
         if run is not None and not hasattr(run, "seq"):
             # A run from before the sequential test: a later window starts anew.
@@ -473,6 +491,7 @@ class Engine:
         self._lateness = self.config.lateness_s
         self._per_hour = 3600.0 / self.config.window_s
         self._rules = Rules(self.config)
+        self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
         cfg = self.config
         self._bursts: Bursts | None = None
@@ -757,6 +776,11 @@ class Engine:
                 acc[FAILED_COST] += cost
                 if status == "timeout":
                     acc[TIMEOUTS] += n
+            # Their sequential tests judge each call as it comes.
+            rules = state.rules
+            if rules is None:
+                rules = state.rules = RuleState()
+            self._on_call(rules, context, inv, self._transitions)
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost

@@ -1,7 +1,6 @@
-"""Rules judged when a context's window closes, beyond rate spikes.
-
-Duration inflation, error and retry storms, and slow ramps against a
-budget; each context keeps one compact :class:`RuleState` for all three.
+"""Rules judged when a context's window closes, beyond rate spikes, and the
+per-call sequential tests of durations and failures that open the same
+alerts within a few calls; each context keeps one compact :class:`RuleState`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from detector.alerts import fingerprint as alert_fingerprint
 from detector.baseline import MAD_TO_STD
 from detector.cost import month_bounds
 from detector.interning import Shared
-from ingest.events import Context
+from ingest.events import Context, Invocation
 
 if TYPE_CHECKING:
     from detector.engine import DetectorConfig
@@ -50,6 +49,11 @@ _CLIP = 4.0
 #: Least error share used for the binomial spread of a context that has
 #: (almost) never failed.
 _MIN_SHARE = 1e-3
+#: Least spread of log durations the sequential test assumes: durations are
+#: reported to the hundredth of a millisecond but few functions vary less.
+_MIN_LOG_SPREAD = 0.05
+_log = math.log
+_sqrt = math.sqrt
 
 
 class RuleAlert:
@@ -93,16 +97,25 @@ class RuleState:
     __slots__ = (
         "anchor",
         "busy",
+        "calls",
         "count",
         "day_cost",
         "day_end",
         "dur",
+        "dur_calls",
         "dur_dev",
+        "dur_s",
+        "dur_sum",
         "each",
+        "err_calls",
+        "err_failed",
+        "err_s",
         "errors",
         "fail_rate",
         "inflation",
         "last_end",
+        "log_mu",
+        "log_var",
         "month_cost",
         "month_end",
         "month_start",
@@ -138,6 +151,25 @@ class RuleState:
         self.inflation: RuleAlert | None = None
         self.storm: RuleAlert | None = None
         self.ramp: RuleAlert | None = None
+        # The sequential tests: calls learnt, the mean and variance of log
+        # durations, and per test its statistic and the run it sums (calls,
+        # failures; calls, log deviations from the mean).
+        self.calls = 0.0
+        self.log_mu = 0.0
+        self.log_var = 0.0
+        self.err_s = 0.0
+        self.err_calls = 0.0
+        self.err_failed = 0.0
+        self.dur_s = 0.0
+        self.dur_calls = 0.0
+        self.dur_sum = 0.0
+
+    def __setstate__(self, state: Any) -> None:
+        # A checkpoint from before a slot existed restores it at its default.
+        self.__init__()  # type: ignore[misc]
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        for name, value in slots.items():
+            setattr(self, name, value)
 
     def open_alerts(self) -> int:
         inflation, storm, ramp = self.inflation, self.storm, self.ramp
@@ -229,6 +261,18 @@ class Rules:
         self._account_monthly = _by_scope(config.monthly_budgets, 2)
         # Limitation: account spend is not checkpointed; it sums this engine only.
         self._accounts: dict[tuple[str, str], AccountSpend] = {}
+        self._h = config.sequential_h
+        # No single call decides: it moves a statistic by half the threshold
+        # at most, and the statistic is held below twice the threshold so
+        # that it falls back within a few usual calls once the cause stops.
+        self._step = config.sequential_h / 2.0
+        self._top = 2.0 * config.sequential_h
+        self._seq_warm = config.sequential_warmup
+        self._seq_alpha = _alpha(config.sequential_half_life)
+        self._seq_full = 1.0 / self._seq_alpha
+        self._log_ratio = math.log(config.duration_ratio)
+        # Failure log-likelihood ratios by usual share (few distinct values).
+        self._llr: dict[float, tuple[float, float, float]] = {}
 
     def judge(
         self,
@@ -301,7 +345,7 @@ class Rules:
             # The idle and quiet windows before this one still count.
             quiet = (cost - window_cost) * 3600.0 / ((span - 1) * self._window)
             s.recent = _ewma_k(s.recent, quiet, n, span - 1, recent_alpha)
-        # Limitation: under duration_min_count calls a minute, no duration is judged.
+        # Below duration_min_count calls a minute, only the per-call test judges.
         if count >= cfg.duration_min_count or inflated:
             self._judge_duration(
                 s, context, cost, count, billed, timeouts, per_hour, end, out
@@ -333,6 +377,243 @@ class Rules:
             # next busy window judges it with the idle time decayed.
             return busy or s.recent >= cfg.ramp_min_excess
         return busy
+
+    # Sequential tests, one call at a time
+
+    def on_call(
+        self, s: RuleState, context: Context, inv: Invocation, out: list[Transition]
+    ) -> None:
+        """Learn from one call and judge it in both sequential tests.
+
+        Each test is a CUSUM of log-likelihood ratios, one term per call:
+        the statistic ``S`` becomes ``max(0, S + llr)`` and alerts at
+        ``sequential_h``. Durations: the log of a successful (or timed out)
+        call's duration against the context's learnt mean ``mu`` and spread
+        ``sigma`` of log durations, with the alternative ``mu + d`` for
+        ``d = 2 ln(duration_ratio)``, so that ``llr = d / sigma**2 *
+        (x - mu - d / 2)`` climbs exactly on calls longer than
+        ``duration_ratio`` times the usual median. Failures: a failed call
+        adds ``ln(p1 / p0)``, another ``ln((1 - p1) / (1 - p0))``, where
+        ``p0`` is the usual failure share (at least 0.001) and ``p1`` is
+        the share whose expected term is zero at the window rule's bar
+        ``max(error_ratio * p0, p0 + error_min_share)``, so the statistic
+        climbs exactly on failure shares above that bar. Either opens its
+        rule's alert as a warning once its extra cost, estimated from the
+        recent cost rate, reaches the rule's minimum excess.
+
+        False alarms under the null. Each term has ``E[exp(llr)] = 1`` when
+        calls follow the learnt law (the cap of half the threshold per call
+        only lowers it), so ``exp(S)`` is a martingale within a run from
+        zero, and a run reaches ``h`` with a chance of at most ``exp(-h)``
+        (Ville's inequality); at most one run starts per call, hence at most
+        ``exp(-13) = 2.3e-6`` false alarms per call and test at the default
+        ``h = 13``. The steps are coarse, so the chance is lower still:
+        computed exactly on a grid of the statistic, at most 4.7e-7 per call
+        for durations (worst at ``sigma`` near 0.5; 3.0e-7 at 0.3, 3.3e-7 at
+        0.9) and 1.0e-6 for failures (at ``p0 = 0.001``, where two failures
+        in a row alert; 3.9e-7 at 0.005, 3.5e-7 at 0.02, which take three or
+        four). A context at 2 calls a second (7,200 an hour) then has at most
+        0.0072 + 0.0034 = 0.011 false alarms an hour; one at the suite's
+        background mean of about 340 calls an hour at most 0.5 per 1,000
+        hours, and about half that averaged over the shares and spreads of
+        that background (log-uniform shares from 1e-4 to 0.02, whose lower
+        part the floor of 0.001 makes far rarer than the worst case).
+        """
+        status = inv.status
+        failed = status != "success"
+        if not failed or status == "timeout":
+            # The duration judged is the handler's: a cold start's INIT is
+            # billed too, but it comes from scaling out, not from the call,
+            # and a burst of new environments would look like inflation.
+            ms = inv.duration_ms
+            if ms <= 0.0:
+                ms = inv.billed_ms
+            if ms > 0.0:
+                x = _log(ms)
+                calls = s.calls
+                alert = s.inflation
+                # An open alert's calls are not learnt: an attack cannot
+                # teach the test that it is normal.
+                # Limitation: a lasting benign slowdown keeps its warning open.
+                frozen = alert is not None and alert.open
+                if calls >= self._seq_warm:
+                    self._call_duration(s, context, inv, x, frozen, out)
+                if not frozen:
+                    # Every call is learnt, in a running mean until the
+                    # half-life is reached, clipped like the window baselines.
+                    n = inv.count
+                    mu = s.log_mu
+                    var = s.log_var
+                    total = calls + n
+                    if total < self._seq_full:
+                        a = n / total
+                    else:
+                        a = self._seq_alpha * n
+                        total = self._seq_full
+                    diff = x - mu
+                    if diff > 0.0 and calls > 2.0:
+                        top = _CLIP * max(_sqrt(var), _MIN_LOG_SPREAD)
+                        if diff > top:
+                            diff = top
+                    s.log_mu = mu + a * diff
+                    s.log_var = (1.0 - a) * (var + a * diff * diff)
+                    s.calls = total
+        # Most calls of most contexts succeed with the statistic at zero,
+        # where a success leaves it: nothing to judge.
+        if s.err_s > 0.0 or (
+            failed and s.calls >= self._seq_warm and s.busy >= self._warm
+        ):
+            self._call_error(s, context, inv, failed, out)
+
+    def _call_duration(
+        self,
+        s: RuleState,
+        context: Context,
+        inv: Invocation,
+        x: float,
+        inflated: bool,
+        out: list[Transition],
+    ) -> None:
+        n = float(inv.count)
+        mu = s.log_mu
+        sigma = max(_sqrt(s.log_var), _MIN_LOG_SPREAD)
+        d = 2.0 * self._log_ratio
+        llr = min(d / (sigma * sigma) * (x - mu - self._log_ratio) * n, self._step)
+        stat = s.dur_s + llr
+        if stat <= 0.0:
+            s.dur_s = s.dur_calls = s.dur_sum = 0.0
+            return
+        s.dur_s = min(stat, self._top)
+        s.dur_calls += n
+        s.dur_sum += (x - mu) * n
+        # While the alert is open, a call as strong as the cap keeps it
+        # open: the last inflated calls of an attack end late.
+        if stat >= self._h or (inflated and stat >= self._step):
+            self._seq_duration(s, context, inv.time, sigma, out)
+
+    def _call_error(
+        self,
+        s: RuleState,
+        context: Context,
+        inv: Invocation,
+        failed: bool,
+        out: list[Transition],
+    ) -> None:
+        # Limitation: a share learnt from a few hundred calls may be under the true one.
+        p0 = max(s.errors, _MIN_SHARE)
+        ratios = self._llr.get(p0)
+        if ratios is None:
+            ratios = self._failure_llr(p0)
+        up, down, need = ratios
+        n = float(inv.count)
+        stat = s.err_s + (min(up * n, self._step) if failed else down * n)
+        if stat <= 0.0:
+            s.err_s = s.err_calls = s.err_failed = 0.0
+            return
+        s.err_s = min(stat, self._top)
+        s.err_calls += n
+        if failed:
+            s.err_failed += n
+            storming = s.storm is not None and s.storm.open
+            if stat >= self._h or (storming and stat >= self._step):
+                self._seq_errors(s, context, inv.time, p0, need, out)
+
+    def _failure_llr(self, p0: float) -> tuple[float, float, float]:
+        """Log-likelihood ratios of a failed and a successful call, and the
+        failure share at which their expectation is zero, for share ``p0``."""
+        cfg = self.config
+        need = min(max(cfg.error_ratio * p0, p0 + cfg.error_min_share), 0.999)
+
+        def drift(p1: float) -> float:
+            return need * math.log(p1 / p0) + (1.0 - need) * math.log(
+                (1.0 - p1) / (1.0 - p0)
+            )
+
+        # The drift is concave in p1, greatest at p1 = need: one root above.
+        lo, hi = need, 1.0 - 1e-12
+        for _ in range(60):
+            mid = (lo + hi) / 2.0
+            if drift(mid) > 0.0:
+                lo = mid
+            else:
+                hi = mid
+        p1 = lo
+        ratios = (math.log(p1 / p0), math.log((1.0 - p1) / (1.0 - p0)), need)
+        if len(self._llr) >= 256:
+            self._llr.clear()
+        self._llr[p0] = ratios
+        return ratios
+
+    def _seq_duration(
+        self,
+        s: RuleState,
+        context: Context,
+        at: float,
+        sigma: float,
+        out: list[Transition],
+    ) -> None:
+        alert = s.inflation
+        if alert is not None and alert.open:
+            alert.calm = 0
+            return
+        usual = math.exp(s.log_mu)
+        ratio = math.exp(s.dur_sum / s.dur_calls)
+        evidence: dict[str, object] = {
+            "rule": DURATION_INFLATION,
+            "test": "sequential",
+            "value": round(usual * ratio, 3),
+            "baseline": round(usual, 3),
+            "unit": "duration_ms_geometric_mean",
+            "ratio": round(ratio, 3),
+            "threshold_ratio": self.config.duration_ratio,
+            "log_spread": round(sigma, 4),
+            "statistic": round(s.dur_s, 2),
+            "threshold_statistic": self._h,
+            "calls_judged": int(s.dur_calls),
+        }
+        # The extra cost is the recent rate's share beyond the usual duration;
+        # too little of it is not worth an alert, as for the window rule.
+        excess = s.recent * (ratio - 1.0)
+        if excess < self.config.duration_min_excess:
+            return
+        if alert is None:
+            alert = s.inflation = RuleAlert(DURATION_INFLATION, context)
+        self._fire(s, alert, context, at, 0.0, excess, ratio, False, evidence, out)
+
+    def _seq_errors(
+        self,
+        s: RuleState,
+        context: Context,
+        at: float,
+        p0: float,
+        need: float,
+        out: list[Transition],
+    ) -> None:
+        alert = s.storm
+        if alert is not None and alert.open:
+            alert.calm = 0
+            return
+        share = s.err_failed / s.err_calls
+        evidence: dict[str, object] = {
+            "rule": ERROR_STORM,
+            "test": "sequential",
+            "value": round(share, 4),
+            "baseline": round(s.errors, 4),
+            "unit": "failure_share",
+            "ratio": round(share / p0, 2),
+            "threshold_share": round(need, 4),
+            "statistic": round(s.err_s, 2),
+            "threshold_statistic": self._h,
+            "calls_judged": int(s.err_calls),
+            "failures": int(s.err_failed),
+        }
+        # Failed calls cost what others do: the excess is their extra share.
+        excess = s.recent * max(share - s.errors, 0.0)
+        if excess < self.config.error_min_excess:
+            return
+        if alert is None:
+            alert = s.storm = RuleAlert(ERROR_STORM, context)
+        self._fire(s, alert, context, at, 0.0, excess, share / p0, False, evidence, out)
 
     # Learning
 
@@ -385,11 +666,14 @@ class Rules:
     ) -> None:
         cfg = self.config
         alert = s.inflation
+        # The sequential test holds an alert while its statistic stays high
+        # on calls of this observation.
+        held = count > 0 and s.dur_s >= self._step
         if s.busy < self._warm or s.dur <= 0.0 or count < cfg.duration_min_count:
             # Too few invocations to judge: calm, for an open alert.
-            if alert is not None and alert.open and self._calm(alert, cost):
+            if alert is not None and alert.open and self._calm(alert, cost, hot=held):
                 evidence = self._duration_evidence(s, billed / max(count, 1.0))
-                self._emit(s, alert, context, RESOLVED, end, evidence, out)
+                self._resolve(s, alert, context, end, evidence, out)
             return
         mean = billed / count
         ratio = mean / s.dur
@@ -407,10 +691,10 @@ class Rules:
         firing = ratio >= need and z >= cfg.duration_z
         if not (firing and excess >= cfg.duration_min_excess):
             if alert is not None and alert.open:
-                hot = ratio >= (1.0 + need) / 2.0
+                hot = held or ratio >= (1.0 + need) / 2.0
                 if self._calm(alert, cost, max(excess, 0.0) / per_hour, hot):
                     evidence = self._duration_evidence(s, mean)
-                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+                    self._resolve(s, alert, context, end, evidence, out)
             return
         evidence = self._duration_evidence(s, mean)
         evidence.update(
@@ -479,9 +763,11 @@ class Rules:
                 hot = failed >= cfg.error_min_count / 2.0 and (
                     share >= p0 + cfg.error_min_share / 2.0
                 )
+                # The sequential test holds it too while it stays high.
+                hot = hot or (count > 0 and s.err_s >= self._step)
                 if self._calm(alert, failed_cost, max(excess, 0.0) / per_hour, hot):
                     evidence = self._error_evidence(s, share)
-                    self._emit(s, alert, context, RESOLVED, end, evidence, out)
+                    self._resolve(s, alert, context, end, evidence, out)
             return
         evidence = self._error_evidence(s, share)
         evidence.update(
@@ -821,6 +1107,23 @@ class Rules:
         alert.open = False
         return True
 
+    def _resolve(
+        self,
+        s: RuleState,
+        alert: RuleAlert,
+        context: Context,
+        at: float,
+        evidence: dict[str, object],
+        out: list[Transition],
+    ) -> None:
+        """Emit a duration or error alert's resolution; its sequential test
+        starts afresh, on the baselines it kept while the alert was open."""
+        if alert.kind == DURATION_INFLATION:
+            s.dur_s = s.dur_calls = s.dur_sum = 0.0
+        else:
+            s.err_s = s.err_calls = s.err_failed = 0.0
+        self._emit(s, alert, context, RESOLVED, at, evidence, out)
+
     def _emit(
         self,
         s: RuleState,
@@ -913,6 +1216,12 @@ def _by_scope(budgets: Sequence[tuple[str, float]], parts: int) -> dict[Any, flo
 def _summary(context: Context, kind: str, evidence: dict[str, object]) -> str:
     value = evidence.get("value")
     base = evidence.get("baseline")
+    if evidence.get("test") == "sequential":
+        what = "durations" if kind == DURATION_INFLATION else "failures"
+        return (
+            f"{context.function}: {what} of {evidence.get('calls_judged')} calls"
+            f" at {value} against a usual {base} {evidence.get('unit')}"
+        )
     if kind == DURATION_INFLATION:
         return (
             f"{context.function}: {value} billed ms per invocation"

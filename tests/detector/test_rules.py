@@ -18,6 +18,8 @@ from ingest.events import Context, Event, Invocation
 from tests.detector.streams import CTX, T0, no_span_cost, steady
 
 WARM_S = 900.0  # ninety windows: the per-invocation baselines are warm
+#: The window-close rules alone, without the per-call sequential tests.
+WINDOW_ONLY: dict[str, object] = {"sequential_h": math.inf}
 HOUR = 3600.0
 #: A UTC midnight, for streams whose daily projection must be exact.
 MIDNIGHT = T0 - T0 % 86_400 + 86_400
@@ -102,11 +104,11 @@ def slower(factor: float, seconds: float = 120.0) -> list[Event]:
 
 
 def test_durations_just_under_the_ratio_do_not_alert() -> None:
-    assert run(make_engine(), slower(1.45)) == []
+    assert run(make_engine(**WINDOW_ONLY), slower(1.45)) == []
 
 
 def test_durations_just_over_the_ratio_alert_once_and_resolve() -> None:
-    transitions = run(make_engine(), slower(1.55))
+    transitions = run(make_engine(**WINDOW_ONLY), slower(1.55))
     assert [(t.kind, t.event) for t in transitions] == [
         (DURATION_INFLATION, OPENED),
         (DURATION_INFLATION, RESOLVED),
@@ -130,7 +132,7 @@ def test_durations_just_over_the_ratio_alert_once_and_resolve() -> None:
 @pytest.mark.parametrize(("margin", "alerts"), [(1.05, 0), (0.95, 1)])
 def test_inflation_needs_its_minimum_excess_cost(margin: float, alerts: int) -> None:
     excess = 100 * 1e-6 * 10 * 3600  # twice 100 ms at 10/s: 3.6 USD/h more
-    engine = make_engine(duration_min_excess=excess * margin)
+    engine = make_engine(duration_min_excess=excess * margin, **WINDOW_ONLY)
     assert len(opened(run(engine, slower(2.0)))) == alerts
 
 
@@ -141,7 +143,7 @@ def test_inflation_needs_enough_invocations(least: float, alerts: int) -> None:
         *regular(T0, 2 * WARM_S, 2.0),
         *regular(T0 + 2 * WARM_S, 120.0, 2.0, lambda i: 250.0),
     ]
-    engine = make_engine(duration_min_count=least)
+    engine = make_engine(duration_min_count=least, **WINDOW_ONLY)
     assert len(opened(run(engine, events), DURATION_INFLATION)) == alerts
 
 
@@ -149,7 +151,7 @@ def test_inflation_needs_enough_invocations(least: float, alerts: int) -> None:
 def test_inflation_is_critical_only_past_the_margin(
     factor: float, severity: str
 ) -> None:
-    found = opened(run(make_engine(), slower(factor)), DURATION_INFLATION)
+    found = opened(run(make_engine(**WINDOW_ONLY), slower(factor)), DURATION_INFLATION)
     assert [t.severity for t in found] == [severity]
 
 
@@ -205,11 +207,11 @@ def failing(share: float, seconds: float = 120.0) -> list[Event]:
 
 def test_failure_share_just_under_the_threshold_does_not_alert() -> None:
     # The threshold is the usual share (0.01) plus 0.2.
-    assert run(make_engine(unit_cost), failing(0.20)) == []
+    assert run(make_engine(unit_cost, **WINDOW_ONLY), failing(0.20)) == []
 
 
 def test_failure_share_just_over_the_threshold_alerts_once() -> None:
-    transitions = run(make_engine(unit_cost), failing(0.22))
+    transitions = run(make_engine(unit_cost, **WINDOW_ONLY), failing(0.22))
     assert [(t.kind, t.event) for t in transitions] == [
         (ERROR_STORM, OPENED),
         (ERROR_STORM, RESOLVED),
@@ -229,7 +231,7 @@ def test_retry_storm_shows_as_more_failed_invocations() -> None:
         # Every failed request is retried: twenty failing invocations a second.
         *regular(T0 + WARM_S, 120.0, 20.0, status=lambda i: "error", tag="retry"),
     ]
-    found = opened(run(make_engine(unit_cost), events), ERROR_STORM)
+    found = opened(run(make_engine(unit_cost, **WINDOW_ONLY), events), ERROR_STORM)
     assert len(found) == 1
     assert found[0].evidence["invocations_vs_usual"] == pytest.approx(3.0)
 
