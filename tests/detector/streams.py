@@ -1,12 +1,14 @@
-"""Hand-made event streams for detector tests."""
+"""Hand-made event streams for detector tests, and the helpers that build an
+engine, feed it and pick its alerts."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
-from detector.alerts import Transition
-from detector.engine import Engine
+from detector.alerts import OPENED, Transition
+from detector.engine import DetectorConfig, Engine
 from ingest.events import (
     SPAN_KIND_CONSUMER,
     SPAN_KIND_PRODUCER,
@@ -18,6 +20,7 @@ from ingest.events import (
 
 CTX = Context("aws", "111122223333", "us-east-1", "resize", "$LATEST")
 T0 = 1_772_400_000.0  # 2026-03-01T21:20:00Z, a window boundary
+CHEAP = 1e-5
 
 
 def flat_cost(inv: Invocation) -> float:
@@ -25,8 +28,46 @@ def flat_cost(inv: Invocation) -> float:
     return 1e-4 * inv.count
 
 
+def cheap(inv: Invocation) -> float:
+    """A hundred-thousandth of a dollar per invocation, whatever it did."""
+    return CHEAP * inv.count
+
+
+def duration_cost(inv: Invocation) -> float:
+    """A request fee plus a price per billed millisecond, like the platforms."""
+    return (2e-7 + 1e-6 * inv.billed_ms) * inv.count
+
+
 def no_span_cost(span: Span) -> float:
     return 0.0
+
+
+def make_engine(
+    cost: Callable[[Invocation], float] = flat_cost,
+    config: DetectorConfig | None = None,
+    *,
+    span_cost: Callable[[Span], float] = no_span_cost,
+    **overrides: object,
+) -> Engine:
+    """An engine that prices invocations with ``cost`` and spans with
+    ``span_cost``; ``overrides`` set fields of ``config`` (the defaults if none)."""
+    if config is None:
+        config = DetectorConfig(**overrides)  # type: ignore[arg-type]
+    elif overrides:
+        config = replace(config, **overrides)  # type: ignore[arg-type]
+    return Engine(config, invocation_cost=cost, span_cost=span_cost)
+
+
+def opened(transitions: list[Transition], kind: str | None = None) -> list[Transition]:
+    """The alerts opened, of ``kind`` only when one is given."""
+    return [t for t in transitions if t.event == OPENED and kind in (None, t.kind)]
+
+
+def run(
+    engine: Engine, events: Iterable[Event], flush: bool = True
+) -> list[Transition]:
+    """Like ``feed``, but in time order whatever order the events come in."""
+    return feed(engine, sorted(events, key=lambda e: e.time), flush)
 
 
 def feed(
@@ -71,6 +112,41 @@ def steady(
             return
         n += 1
         yield Invocation(context, t, f"req-{seed}-{n}", 100.0, 100.0, 128)
+
+
+def _success(i: int) -> str:
+    return "success"
+
+
+def regular(
+    start: float,
+    seconds: float,
+    per_s: float = 1.0,
+    tag: str = "r",
+    billed_ms: float | Callable[[int], float] = 100.0,
+    status: Callable[[int], str] = _success,
+    context: Context = CTX,
+) -> list[Invocation]:
+    """Evenly spaced invocations, half a gap off ``start`` (so off the window
+    boundaries), the i-th billed ``billed_ms`` (or ``billed_ms(i)``) and
+    running half a millisecond less, its status ``status(i)``."""
+    gap = 1.0 / per_s
+    out: list[Invocation] = []
+    for i in range(round(seconds * per_s)):
+        billed = billed_ms(i) if callable(billed_ms) else billed_ms
+        out.append(
+            Invocation(
+                context,
+                start + gap / 2 + i * gap,
+                # The start is in the id so that two runs of one tag differ.
+                f"{tag}-{start}-{i}",
+                billed - 0.5,
+                billed,
+                128,
+                status=status(i),
+            )
+        )
+    return out
 
 
 def sqs_loop(

@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import doctest
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 import detector.baseline
-from detector.alerts import CRITICAL, OPENED, WARNING, Transition
+from detector.alerts import CRITICAL, WARNING
 from detector.baseline import BURST_MIN_WINDOWS, Bursts, RobustBaseline
-from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from detector.engine import COST_SPIKE, Engine
 from dowguard.cli import detector_config
 from dowguard.config import load_settings
 from dowguard.evaluate import episodes
 from ingest.events import Event, Invocation
-from tests.detector.streams import CTX, T0, feed, no_span_cost
+from tests.detector.streams import (
+    CTX,
+    T0,
+    cheap,
+    feed,
+    make_engine,
+    opened,
+    regular,
+)
 
 WARM_S = 1200.0  # 120 windows: the cost baseline is warm
 #: Half a call a second at a hundred-thousandth of a dollar: 0.018 USD/h.
@@ -26,23 +34,6 @@ BASE_PER_S = 0.5
 #: worth above the baseline (0.5 USD/h) and under a critical one (2 USD/h).
 BURST_PER_S = 30.0
 BURST_S = 15.0
-CHEAP = 1e-5
-
-
-def cheap(inv: Invocation) -> float:
-    return CHEAP * inv.count
-
-
-def make_engine(**overrides: object) -> Engine:
-    config = DetectorConfig(**overrides)  # type: ignore[arg-type]
-    return Engine(config, invocation_cost=cheap, span_cost=no_span_cost)
-
-
-def calls(start: float, seconds: float, per_s: float, tag: str) -> Iterator[Invocation]:
-    """Evenly spaced invocations, half a gap off ``start``."""
-    gap = 1.0 / per_s
-    for i in range(round(seconds * per_s)):
-        yield Invocation(CTX, start + gap / 2 + i * gap, f"{tag}-{i}", 99.5, 100.0, 128)
 
 
 def stream(
@@ -52,22 +43,18 @@ def stream(
 ) -> list[Event]:
     """The base rate from T0 to ``until`` seconds, bursts of BURST_S seconds
     at BURST_PER_S starting at the offsets given, and ``extra`` calls."""
-    events: list[Invocation] = list(calls(T0, until, BASE_PER_S, "base"))
+    events: list[Invocation] = list(regular(T0, until, BASE_PER_S, "base"))
     for n, at in enumerate(bursts):
-        events.extend(calls(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
+        events.extend(regular(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
     events.extend(extra)
     return sorted(events, key=lambda e: e.time)
-
-
-def opened(transitions: list[Transition]) -> list[Transition]:
-    return [t for t in transitions if t.event == OPENED and t.kind == COST_SPIKE]
 
 
 # Bursts are learnt
 
 
 def test_a_steady_context_still_warns_on_its_first_burst() -> None:
-    found = opened(feed(make_engine(), stream([1202.0])))
+    found = opened(feed(make_engine(cheap), stream([1202.0])), COST_SPIKE)
     assert [t.severity for t in found] == [WARNING]
     assert T0 + 1202.0 <= found[0].at <= T0 + 1220.0
     assert found[0].evidence["rate_usd_per_hour"] > 0.5
@@ -77,31 +64,35 @@ def test_bursts_seen_before_it_was_warm_are_not_flagged_later() -> None:
     # Two bursts while the context is too young to be judged at all.
     shown = [202.0, 402.0]
     later = [1502.0, 1802.0, 2102.0]
-    assert opened(feed(make_engine(), stream(shown + later))) == []
+    assert opened(feed(make_engine(cheap), stream(shown + later)), COST_SPIKE) == []
     # The same later bursts on a context that has not shown any do warn.
-    assert len(opened(feed(make_engine(), stream(later)))) >= 1
+    assert len(opened(feed(make_engine(cheap), stream(later)), COST_SPIKE)) >= 1
 
 
 def test_a_bursty_context_warns_once_then_knows_its_bursts() -> None:
-    found = opened(feed(make_engine(), stream([1202.0, 1502.0, 1802.0, 2102.0])))
+    found = opened(
+        feed(make_engine(cheap), stream([1202.0, 1502.0, 1802.0, 2102.0])), COST_SPIKE
+    )
     assert len(found) == 1
     assert found[0].at < T0 + 1502.0
 
 
 def test_bursts_are_not_learnt_when_learning_is_off() -> None:
-    engine = make_engine(burst_margin=0.0)
-    found = opened(feed(engine, stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])))
+    engine = make_engine(cheap, burst_margin=0.0)
+    found = opened(
+        feed(engine, stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])), COST_SPIKE
+    )
     assert len(found) == 3
 
 
 def test_a_burst_far_beyond_the_known_ones_still_warns() -> None:
     # Small bursts, far above the level but worth no warning, are learnt...
     small = [
-        *calls(T0 + 202.0, BURST_S, 5.0, "s1"),
-        *calls(T0 + 402.0, 10.0, 5.0, "s2"),
+        *regular(T0 + 202.0, BURST_S, 5.0, "s1"),
+        *regular(T0 + 402.0, 10.0, 5.0, "s2"),
     ]
-    engine = make_engine()
-    found = opened(feed(engine, stream([1802.0], extra=small)))
+    engine = make_engine(cheap)
+    found = opened(feed(engine, stream([1802.0], extra=small)), COST_SPIKE)
     # ...and a burst six times their size warns all the same.
     assert [t.severity for t in found] == [WARNING]
     assert T0 + 1802.0 <= found[0].at <= T0 + 1820.0
@@ -113,16 +104,20 @@ def test_a_burst_far_beyond_the_known_ones_still_warns() -> None:
 
 def test_a_sustained_attack_at_burst_level_on_a_bursty_context_is_caught() -> None:
     # An attacker shows short bursts first, then keeps up the same rate.
-    attack = list(calls(T0 + 1502.0, 300.0, BURST_PER_S, "attack"))
-    found = opened(feed(make_engine(), stream([202.0, 402.0], extra=attack)))
+    attack = list(regular(T0 + 1502.0, 300.0, BURST_PER_S, "attack"))
+    found = opened(
+        feed(make_engine(cheap), stream([202.0, 402.0], extra=attack)), COST_SPIKE
+    )
     assert len(found) == 1
     assert T0 + 1502.0 < found[0].at <= T0 + 1502.0 + 120.0
     assert found[0].evidence["fired"] == "cost rate sustained above its baseline"
 
 
 def test_a_flood_at_the_critical_rate_is_critical_at_once_after_bursts() -> None:
-    flood = list(calls(T0 + 1802.0, 120.0, 10 * BURST_PER_S, "flood"))
-    found = opened(feed(make_engine(), stream([202.0, 402.0], extra=flood)))
+    flood = list(regular(T0 + 1802.0, 120.0, 10 * BURST_PER_S, "flood"))
+    found = opened(
+        feed(make_engine(cheap), stream([202.0, 402.0], extra=flood)), COST_SPIKE
+    )
     assert [t.severity for t in found] == [CRITICAL]
     assert found[0].at - (T0 + 1802.0) <= 3.0
     assert found[0].evidence["early"] is True
@@ -131,16 +126,16 @@ def test_a_flood_at_the_critical_rate_is_critical_at_once_after_bursts() -> None
 def test_a_sustained_rise_teaches_nothing() -> None:
     # Five minutes at the burst rate (a warning), then a burst like one
     # window of it: it is still news.
-    rise = list(calls(T0 + 1202.0, 300.0, BURST_PER_S, "rise"))
-    found = opened(feed(make_engine(), stream([2102.0], extra=rise)))
+    rise = list(regular(T0 + 1202.0, 300.0, BURST_PER_S, "rise"))
+    found = opened(feed(make_engine(cheap), stream([2102.0], extra=rise)), COST_SPIKE)
     assert len(found) == 2
     assert found[1].at >= T0 + 2102.0
 
 
 def test_a_critical_burst_teaches_nothing() -> None:
     # Twenty seconds at ten times the burst rate: critical, though short.
-    flood = list(calls(T0 + 1202.0, 20.0, 10 * BURST_PER_S, "flood"))
-    found = episodes(feed(make_engine(), stream([1802.0], extra=flood)))
+    flood = list(regular(T0 + 1202.0, 20.0, 10 * BURST_PER_S, "flood"))
+    found = episodes(feed(make_engine(cheap), stream([1802.0], extra=flood)))
     assert [(a.kind, a.severity) for a in found] == [
         (COST_SPIKE, CRITICAL),
         (COST_SPIKE, WARNING),
@@ -153,13 +148,13 @@ def test_a_critical_burst_teaches_nothing() -> None:
 @pytest.mark.parametrize("cut", [0.2, 0.4, 0.55, 0.8])
 def test_snapshot_and_restore_keep_what_was_learnt_of_bursts(cut: float) -> None:
     events = stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])
-    whole_engine = make_engine()
+    whole_engine = make_engine(cheap)
     whole = feed(whole_engine, events)
     split = int(len(events) * cut)
-    first = make_engine()
+    first = make_engine(cheap)
     head = feed(first, events[:split], flush=False)
     blob = first.snapshot(0)
-    second = make_engine()
+    second = make_engine(cheap)
     second.restore(0, blob)
     assert _burst_fields(second) == _burst_fields(first)
     tail = feed(second, events[split:])
@@ -178,9 +173,9 @@ def _burst_fields(engine: Engine) -> tuple[float, float]:
 
 def test_a_checkpoint_from_before_bursts_were_learnt_resumes() -> None:
     events = stream([1502.0, 1802.0])
-    whole = feed(make_engine(), events)
+    whole = feed(make_engine(cheap), events)
     split = int(len(events) * 0.3)
-    first = make_engine()
+    first = make_engine(cheap)
     head = feed(first, events[:split], flush=False)
     version, part = pickle.loads(first.snapshot(0))
     for state in part.contexts.values():
@@ -188,7 +183,7 @@ def test_a_checkpoint_from_before_bursts_were_learnt_resumes() -> None:
         del state.burst_rate
         state.baseline._bursts = None
     legacy = pickle.dumps((version, part), protocol=5)
-    second = make_engine()
+    second = make_engine(cheap)
     second.restore(0, legacy)
     tail = feed(second, events[split:])
     assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]

@@ -15,22 +15,14 @@ from tests.detector.streams import (
     T0,
     feed,
     flat_cost,
+    make_engine,
     no_span_cost,
+    run,
     sqs_loop,
     steady,
 )
 
 WARM_S = 900.0  # fifteen minutes of baseline before anything happens
-
-
-def make_engine(**overrides: float) -> Engine:
-    config = DetectorConfig(**overrides)  # type: ignore[arg-type]
-    return Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
-
-
-def run(engine: Engine, events: list[Event], flush: bool = True) -> list[Transition]:
-    """Feed events in time order on one partition, routing evidence back."""
-    return feed(engine, sorted(events, key=lambda e: e.time), flush)
 
 
 def spike_stream(factor: float, spike_s: float = 120.0) -> list[Event]:

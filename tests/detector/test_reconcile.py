@@ -10,8 +10,7 @@ from detector.alerts import OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.engine import BILLING_GAP, DetectorConfig, Engine
 from detector.sources import SourcesConfig
 from ingest.events import Billing, Context, Event, Invocation
-from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, steady
-from tests.detector.test_engine import run
+from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, run, steady
 
 H0 = T0 + 2400.0  # 2026-03-01T22:00:00Z, an hour boundary
 HOUR = 3600.0
