@@ -13,8 +13,6 @@ from ingest.events import Context, Event, Invocation, Span
 from tests.detector.streams import (
     CTX,
     T0,
-    feed,
-    flat_cost,
     make_engine,
     no_span_cost,
     run,
