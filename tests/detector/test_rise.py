@@ -4,63 +4,37 @@ rules' low-dollar warnings, on hand-made streams."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
-from detector.alerts import OPENED, RESOLVED, WARNING, Transition
-from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from detector.alerts import OPENED, RESOLVED, WARNING
+from detector.engine import COST_SPIKE
 from detector.rules import DURATION_INFLATION, ERROR_STORM, SLOW_RAMP
 from dowguard.cli import detector_config
 from dowguard.config import load_settings
 from dowguard.errors import ConfigError
-from ingest.events import Context, Event, Invocation
-from tests.detector.streams import CTX, T0, feed, no_span_cost, steady
+from ingest.events import Event, Invocation
+from tests.detector.streams import (
+    CHEAP,
+    CTX,
+    T0,
+    cheap,
+    feed,
+    make_engine,
+    opened,
+    regular,
+    steady,
+)
 
 WARM_S = 1200.0  # 120 windows: the cost baseline is warm, its spread learnt
 HOUR = 3600.0
 #: Two invocations a second at a hundred-thousandth of a dollar each: a
 #: baseline of 0.072 USD/h, where tripling adds far less than a spike's floor.
 BASE_PER_S = 2.0
-CHEAP = 1e-5
 #: The fixed horizon alone, without the sequential test.
 HORIZON = {"rise_false_alert_hours": 0.0}
-
-
-def cheap(inv: Invocation) -> float:
-    return CHEAP * inv.count
-
-
-def make_engine(
-    cost: Callable[[Invocation], float] = cheap, **overrides: object
-) -> Engine:
-    config = DetectorConfig(**overrides)  # type: ignore[arg-type]
-    return Engine(config, invocation_cost=cost, span_cost=no_span_cost)
-
-
-def regular(
-    start: float,
-    seconds: float,
-    per_s: float,
-    tag: str,
-    billed_ms: float = 100.0,
-    status: Callable[[int], str] = lambda i: "success",
-    context: Context = CTX,
-) -> Iterator[Invocation]:
-    """Evenly spaced invocations, half a gap off the window boundaries."""
-    gap = 1.0 / per_s
-    for i in range(round(seconds * per_s)):
-        t = start + gap / 2 + i * gap
-        yield Invocation(
-            context,
-            t,
-            f"{tag}-{i}",
-            billed_ms - 0.5,
-            billed_ms,
-            128,
-            status=status(i),
-        )
 
 
 def step(factor: float, seconds: float = 300.0, quiet_s: float = 300.0) -> list[Event]:
@@ -72,10 +46,6 @@ def step(factor: float, seconds: float = 300.0, quiet_s: float = 300.0) -> list[
     ]
 
 
-def opened(transitions: list[Transition], kind: str = COST_SPIKE) -> list[Transition]:
-    return [t for t in transitions if t.event == OPENED and t.kind == kind]
-
-
 # The sustained-rise path
 
 
@@ -85,7 +55,7 @@ def test_a_tripled_cheap_function_is_a_cost_warning_with_its_evidence() -> None:
         *steady(3 * BASE_PER_S, T0 + WARM_S, 600.0, seed=2),
         *steady(BASE_PER_S, T0 + WARM_S + 600.0, 600.0, seed=3),
     ]
-    transitions = feed(make_engine(**HORIZON), events)
+    transitions = feed(make_engine(cheap, **HORIZON), events)
     spikes = [t for t in transitions if t.kind == COST_SPIKE]
     assert [t.event for t in spikes] == [OPENED, RESOLVED]
     alert = spikes[0]
@@ -109,18 +79,21 @@ def test_a_tripled_cheap_function_is_a_cost_warning_with_its_evidence() -> None:
 
 @pytest.mark.parametrize(("factor", "alerts"), [(1.95, 0), (2.05, 1)])
 def test_the_rise_must_reach_its_ratio(factor: float, alerts: int) -> None:
-    assert len(opened(feed(make_engine(**HORIZON), step(factor)))) == alerts
+    assert (
+        len(opened(feed(make_engine(cheap, **HORIZON), step(factor)), COST_SPIKE))
+        == alerts
+    )
 
 
 @pytest.mark.parametrize(("margin", "alerts"), [(1.05, 0), (0.95, 1)])
 def test_the_rise_must_reach_its_excess(margin: float, alerts: int) -> None:
     excess = 2 * BASE_PER_S * CHEAP * 3600.0  # tripled: 0.144 USD/h more
-    engine = make_engine(rise_min_excess=excess * margin)
-    assert len(opened(feed(engine, step(3.0)))) == alerts
+    engine = make_engine(cheap, rise_min_excess=excess * margin)
+    assert len(opened(feed(engine, step(3.0)), COST_SPIKE)) == alerts
 
 
 def test_the_rise_must_be_more_invocations_than_chance() -> None:
-    found = opened(feed(make_engine(**HORIZON), step(3.0)))
+    found = opened(feed(make_engine(cheap, **HORIZON), step(3.0)), COST_SPIKE)
     assert len(found) == 1
     # In a regular step the count is what binds: each invocation costs what
     # it used to, and the cost's own deviations are far larger.
@@ -128,8 +101,21 @@ def test_the_rise_must_be_more_invocations_than_chance() -> None:
     assert isinstance(z, float) and z < found[0].evidence["z"]  # type: ignore[operator]
     # The first horizon of the step has the most deviations: just above
     # them, no later one fires.
-    assert opened(feed(make_engine(rise_z=z * 1.01, **HORIZON), step(3.0))) == []
-    assert len(opened(feed(make_engine(rise_z=z * 0.99, **HORIZON), step(3.0)))) == 1
+    assert (
+        opened(
+            feed(make_engine(cheap, rise_z=z * 1.01, **HORIZON), step(3.0)), COST_SPIKE
+        )
+        == []
+    )
+    assert (
+        len(
+            opened(
+                feed(make_engine(cheap, rise_z=z * 0.99, **HORIZON), step(3.0)),
+                COST_SPIKE,
+            )
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize(("trim", "alerts"), [(4, 0), (3, 1)])
@@ -142,7 +128,7 @@ def test_a_burst_of_the_trimmed_windows_is_not_a_rise(trim: int, alerts: int) ->
         *regular(T0 + WARM_S + 40.0, 300.0, BASE_PER_S, "after"),
     ]
     engine = make_engine(lambda inv: CHEAP / 10 * inv.count, rise_trim=trim)
-    assert len(opened(feed(engine, events))) == alerts
+    assert len(opened(feed(engine, events), COST_SPIKE)) == alerts
 
 
 def test_a_rise_of_too_few_invocations_is_not_judged() -> None:
@@ -153,9 +139,9 @@ def test_a_rise_of_too_few_invocations_is_not_judged() -> None:
         *regular(T0 + WARM_S * 2, 300.0, 0.75, "step"),
     ]
     dear = make_engine(lambda inv: 1e-3 * inv.count / 10, rise_min_count=75.0)
-    assert opened(feed(dear, events)) == []
+    assert opened(feed(dear, events), COST_SPIKE) == []
     dear = make_engine(lambda inv: 1e-3 * inv.count / 10, rise_min_count=60.0)
-    assert len(opened(feed(dear, events))) == 1
+    assert len(opened(feed(dear, events), COST_SPIKE)) == 1
 
 
 def test_dearer_invocations_at_the_same_count_are_a_rise() -> None:
@@ -164,7 +150,7 @@ def test_dearer_invocations_at_the_same_count_are_a_rise() -> None:
         *regular(T0 + WARM_S, 300.0, BASE_PER_S, "slow", billed_ms=300.0),
     ]
     engine = make_engine(lambda inv: 1e-7 * inv.billed_ms * inv.count)
-    found = opened(feed(engine, events))
+    found = opened(feed(engine, events), COST_SPIKE)
     assert len(found) == 1
     assert found[0].evidence["invocations_z"] == pytest.approx(0.0, abs=1.0)
 
@@ -172,7 +158,7 @@ def test_dearer_invocations_at_the_same_count_are_a_rise() -> None:
 def test_the_baseline_does_not_learn_a_long_rise() -> None:
     # Held for an hour, twice the baseline's half-life: one alert all along,
     # and the baseline after it is still the one from before.
-    engine = make_engine()
+    engine = make_engine(cheap)
     events = step(3.0, seconds=HOUR, quiet_s=0.0)
     transitions = feed(engine, events, flush=False)
     spikes = [t for t in transitions if t.kind == COST_SPIKE]
@@ -190,19 +176,19 @@ def test_the_baseline_does_not_learn_a_long_rise() -> None:
 def test_a_cold_context_is_left_to_the_spike_rule() -> None:
     events = list(regular(T0, 300.0, BASE_PER_S, "young"))
     events += regular(T0 + 300.0, 300.0, 3 * BASE_PER_S, "step")
-    assert feed(make_engine(), events) == []
+    assert feed(make_engine(cheap), events) == []
 
 
 def test_a_run_survives_a_checkpoint() -> None:
     events = step(3.0)
     cut = next(i for i, e in enumerate(events) if e.time > T0 + WARM_S + 50.0)
-    whole = feed(make_engine(), events)
-    first = make_engine()
+    whole = feed(make_engine(cheap), events)
+    first = make_engine(cheap)
     before = feed(first, events[:cut], flush=False)
-    second = make_engine()
+    second = make_engine(cheap)
     second.restore(0, first.snapshot(0))
     assert before + feed(second, events[cut:]) == whole
-    assert len(opened(whole)) == 1
+    assert len(opened(whole, COST_SPIKE)) == 1
 
 
 def test_rise_settings_come_from_the_environment(
@@ -218,7 +204,7 @@ def test_rise_settings_come_from_the_environment(
 
 
 def test_the_path_can_be_turned_off() -> None:
-    assert opened(feed(make_engine(rise_windows=0), step(3.0))) == []
+    assert opened(feed(make_engine(cheap, rise_windows=0), step(3.0)), COST_SPIKE) == []
 
 
 # Low-dollar warnings of the rules
@@ -235,14 +221,14 @@ def test_a_cheap_error_storm_is_a_warning() -> None:
         *regular(T0 + WARM_S, 120.0, BASE_PER_S, "storm", status=status),
         *regular(T0 + WARM_S + 120.0, 300.0, BASE_PER_S, "after"),
     ]
-    transitions = feed(make_engine(rise_windows=0), events)
+    transitions = feed(make_engine(cheap, rise_windows=0), events)
     storms = opened(transitions, ERROR_STORM)
     assert len(storms) == 1
     assert storms[0].severity == WARNING
     assert storms[0].at <= T0 + WARM_S + 20.0
     assert storms[0].evidence["excess_usd_per_hour"] < 0.5  # type: ignore[operator]
     # The floor still holds: a little higher, the same storm is not worth it.
-    engine = make_engine(rise_windows=0, error_min_excess=0.1)
+    engine = make_engine(cheap, rise_windows=0, error_min_excess=0.1)
     assert opened(feed(engine, events), ERROR_STORM) == []
 
 
@@ -278,9 +264,9 @@ def ramp_events() -> list[Event]:
 
 def test_a_cheap_slow_ramp_is_a_warning_against_its_anchor() -> None:
     # The rise path's sequential test would see this ramp first (see below).
-    engine = make_engine(**HORIZON)
+    engine = make_engine(cheap, **HORIZON)
     transitions = feed(engine, ramp_events(), flush=False)
-    assert opened(transitions) == []
+    assert opened(transitions, COST_SPIKE) == []
     ramps = opened(transitions, SLOW_RAMP)
     assert len(ramps) == 1
     alert = ramps[0]
@@ -297,14 +283,14 @@ def test_a_cheap_slow_ramp_is_a_warning_against_its_anchor() -> None:
 
 @pytest.mark.parametrize(("factor", "alerts"), [(3.1, 0), (2.0, 1)])
 def test_the_cheap_ramp_must_reach_its_factor(factor: float, alerts: int) -> None:
-    engine = make_engine(ramp_warn_factor=factor, **HORIZON)
+    engine = make_engine(cheap, ramp_warn_factor=factor, **HORIZON)
     assert len(opened(feed(engine, ramp_events()), SLOW_RAMP)) == alerts
 
 
 @pytest.mark.parametrize(("excess", "alerts"), [(0.2, 0), (0.05, 1)])
 def test_the_cheap_ramp_must_reach_its_excess(excess: float, alerts: int) -> None:
     # The ramp ends 0.144 USD/h above its start; the anchor has moved a little.
-    engine = make_engine(ramp_warn_min_excess=excess, **HORIZON)
+    engine = make_engine(cheap, ramp_warn_min_excess=excess, **HORIZON)
     assert len(opened(feed(engine, ramp_events()), SLOW_RAMP)) == alerts
 
 
@@ -335,7 +321,7 @@ def test_a_later_strong_window_escalates_the_rise_warning() -> None:
         *regular(T0 + WARM_S + 180.0, 60.0, 40 * BASE_PER_S, "flood"),
         *regular(T0 + WARM_S + 240.0, 300.0, BASE_PER_S, "after"),
     ]
-    spikes = [t for t in feed(make_engine(), events) if t.kind == COST_SPIKE]
+    spikes = [t for t in feed(make_engine(cheap), events) if t.kind == COST_SPIKE]
     assert len({t.fingerprint for t in spikes}) == 1
     assert spikes[0].event == OPENED and spikes[0].severity == WARNING
     assert spikes[0].at < T0 + WARM_S + 180.0
@@ -356,7 +342,7 @@ def test_a_rise_during_an_open_loop_is_left_to_the_loop() -> None:
         else e
         for e in events
     ]
-    transitions = feed(make_engine(), looped)
+    transitions = feed(make_engine(cheap), looped)
     assert opened(transitions, "recursive_trigger")
-    assert opened(transitions) == []
-    assert len(opened(feed(make_engine(), events))) == 1
+    assert opened(transitions, COST_SPIKE) == []
+    assert len(opened(feed(make_engine(cheap), events), COST_SPIKE)) == 1

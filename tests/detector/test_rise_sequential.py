@@ -17,22 +17,19 @@ from detector.rules import SLOW_RAMP
 from dowguard.cli import detector_config
 from dowguard.config import load_settings
 from ingest.events import Event, Invocation
-from tests.detector.streams import CTX, T0, feed, steady
-from tests.detector.test_rise import (
-    BASE_PER_S,
-    HORIZON,
-    WARM_S,
-    make_engine,
-    opened,
-    ramp_events,
-)
+from tests.detector.streams import CTX, T0, cheap, feed, make_engine, opened, steady
+from tests.detector.test_rise import BASE_PER_S, HORIZON, WARM_S, ramp_events
 
 WINDOWS_PER_HOUR = 360.0
 
 
 def sequential(transitions: list[Transition]) -> list[Transition]:
     """The cost warnings that the sequential test opened."""
-    return [t for t in opened(transitions) if t.evidence.get("test") == "sequential"]
+    return [
+        t
+        for t in opened(transitions, COST_SPIKE)
+        if t.evidence.get("test") == "sequential"
+    ]
 
 
 # The statistic itself, window by window
@@ -137,15 +134,15 @@ def test_a_sustained_tripling_at_a_high_rate_warns_within_three_windows() -> Non
         *steady(BASE_PER_S, T0, WARM_S, seed=1),
         *steady(BASE_PER_S * 3, T0 + WARM_S, 120.0, seed=2),
     ]
-    transitions = feed(make_engine(), events)
-    (alert,) = opened(transitions)
+    transitions = feed(make_engine(cheap), events)
+    (alert,) = opened(transitions, COST_SPIKE)
     assert alert.severity == WARNING
     assert alert.evidence["test"] == "sequential"
     assert alert.evidence["fired"] == "invocations sustained above their baseline"
     assert alert.at <= T0 + WARM_S + 30.0
     assert alert.evidence["score"] >= alert.evidence["score_threshold"]  # type: ignore[operator]
     # The fixed horizon alone takes its nine windows.
-    (late,) = opened(feed(make_engine(**HORIZON), events))
+    (late,) = opened(feed(make_engine(cheap, **HORIZON), events), COST_SPIKE)
     assert late.at >= T0 + WARM_S + 90.0
 
 
@@ -171,7 +168,7 @@ def test_the_warning_resolves_and_the_test_starts_afresh() -> None:
         *steady(3 * rate, T0 + WARM_S + 720.0, 120.0, seed=4),
         *steady(rate, T0 + WARM_S + 840.0, 600.0, seed=5),
     ]
-    engine = make_engine()
+    engine = make_engine(cheap)
     transitions = feed(engine, events, flush=False)
     spikes = [t for t in transitions if t.kind == COST_SPIKE]
     assert [t.event for t in spikes] == [OPENED, RESOLVED, OPENED, RESOLVED]
@@ -213,15 +210,15 @@ def test_a_bursty_function_does_not_alarm(seed: int) -> None:
     engine = make_engine(
         lambda inv: 2e-4 * inv.count, spike_min_excess=1e9, online_model=False
     )
-    assert opened(feed(engine, events)) == []
+    assert opened(feed(engine, events), COST_SPIKE) == []
 
 
 def test_a_slow_ramp_is_found_sooner_than_by_the_ramp_rule() -> None:
     # The baseline goes on learning the ramp until an alert opens; the
     # run's reference is what it held when the rise began.
     events = ramp_events()
-    (seen,) = sequential(feed(make_engine(), events))
-    (ramp,) = opened(feed(make_engine(**HORIZON), events), SLOW_RAMP)
+    (seen,) = sequential(feed(make_engine(cheap), events))
+    (ramp,) = opened(feed(make_engine(cheap, **HORIZON), events), SLOW_RAMP)
     onset = T0 + 1.5 * 3600.0
     assert onset < seen.at < ramp.at
     assert seen.severity == WARNING
@@ -234,12 +231,12 @@ def test_a_run_and_its_scores_survive_a_checkpoint() -> None:
         *steady(3 * rate, T0 + WARM_S, 300.0, seed=2),
     ]
     cut = next(i for i, e in enumerate(events) if e.time > T0 + WARM_S + 26.0)
-    whole = feed(make_engine(), events)
-    first = make_engine()
+    whole = feed(make_engine(cheap), events)
+    first = make_engine(cheap)
     before = feed(first, events[:cut], flush=False)
     run = first._parts[0].contexts[CTX].rise
     assert run is not None and max(run.scores) > 0.0
-    second = make_engine()
+    second = make_engine(cheap)
     second.restore(0, first.snapshot(0))
     assert before + feed(second, events[cut:]) == whole
     assert len(sequential(whole)) == 1
