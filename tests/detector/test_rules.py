@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
-from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from detector.engine import COST_SPIKE
 from detector.rules import DURATION_INFLATION, ERROR_STORM, SLOW_RAMP
 from dowguard.cli import detector_config
 from dowguard.config import load_settings
 from dowguard.errors import ConfigError
 from ingest.events import Context, Event, Invocation
-from tests.detector.streams import CTX, T0, no_span_cost, steady
+from tests.detector.streams import (
+    CTX,
+    T0,
+    duration_cost,
+    make_engine,
+    opened,
+    regular,
+    run,
+    steady,
+)
 
 WARM_S = 900.0  # ninety windows: the per-invocation baselines are warm
 #: The window-close rules alone, without the per-call sequential tests.
@@ -25,45 +34,9 @@ HOUR = 3600.0
 MIDNIGHT = T0 - T0 % 86_400 + 86_400
 
 
-def duration_cost(inv: Invocation) -> float:
-    """A request fee plus a price per billed millisecond, like the platforms."""
-    return (2e-7 + 1e-6 * inv.billed_ms) * inv.count
-
-
 def unit_cost(inv: Invocation) -> float:
     """Two ten-thousandths of a dollar per invocation, whatever it did."""
     return 2e-4 * inv.count
-
-
-def make_engine(
-    cost: Callable[[Invocation], float] = duration_cost, **overrides: object
-) -> Engine:
-    config = DetectorConfig(**overrides)  # type: ignore[arg-type]
-    return Engine(config, invocation_cost=cost, span_cost=no_span_cost)
-
-
-def regular(
-    start: float,
-    seconds: float,
-    per_s: float,
-    billed_ms: Callable[[int], float] = lambda i: 100.0,
-    status: Callable[[int], str] = lambda i: "success",
-    context: Context = CTX,
-    tag: str = "r",
-) -> Iterator[Invocation]:
-    """Evenly spaced invocations, half a gap off the window boundaries."""
-    gap = 1.0 / per_s
-    for i in range(round(seconds * per_s)):
-        billed = billed_ms(i)
-        yield Invocation(
-            context,
-            start + gap / 2 + i * gap,
-            f"{tag}-{start}-{i}",
-            billed - 0.5,
-            billed,
-            128,
-            status=status(i),
-        )
 
 
 def doubling(start: float, hours: float, per_s: float) -> Iterator[Invocation]:
@@ -76,26 +49,11 @@ def doubling(start: float, hours: float, per_s: float) -> Iterator[Invocation]:
         yield Invocation(CTX, t, f"ramp-{k}", 99.5, 100.0, 128)
 
 
-def run(engine: Engine, events: list[Event], flush: bool = True) -> list[Transition]:
-    out: list[Transition] = []
-    for event in sorted(events, key=lambda e: e.time):
-        engine.process(event, 0)
-        out.extend(engine.take_transitions())
-    if flush:
-        engine.flush()
-        out.extend(engine.take_transitions())
-    return out
-
-
-def opened(transitions: list[Transition], kind: str | None = None) -> list[Transition]:
-    return [t for t in transitions if t.event == OPENED and kind in (None, t.kind)]
-
-
 def slower(factor: float, seconds: float = 120.0) -> list[Event]:
     """Ten invocations a second, whose durations grow ``factor`` times."""
     return [
         *regular(T0, WARM_S, 10.0),
-        *regular(T0 + WARM_S, seconds, 10.0, lambda i: 100.0 * factor),
+        *regular(T0 + WARM_S, seconds, 10.0, billed_ms=lambda i: 100.0 * factor),
         *regular(T0 + WARM_S + seconds, 300.0, 10.0),
     ]
 
@@ -104,11 +62,11 @@ def slower(factor: float, seconds: float = 120.0) -> list[Event]:
 
 
 def test_durations_just_under_the_ratio_do_not_alert() -> None:
-    assert run(make_engine(**WINDOW_ONLY), slower(1.45)) == []
+    assert run(make_engine(duration_cost, **WINDOW_ONLY), slower(1.45)) == []
 
 
 def test_durations_just_over_the_ratio_alert_once_and_resolve() -> None:
-    transitions = run(make_engine(**WINDOW_ONLY), slower(1.55))
+    transitions = run(make_engine(duration_cost, **WINDOW_ONLY), slower(1.55))
     assert [(t.kind, t.event) for t in transitions] == [
         (DURATION_INFLATION, OPENED),
         (DURATION_INFLATION, RESOLVED),
@@ -132,7 +90,9 @@ def test_durations_just_over_the_ratio_alert_once_and_resolve() -> None:
 @pytest.mark.parametrize(("margin", "alerts"), [(1.05, 0), (0.95, 1)])
 def test_inflation_needs_its_minimum_excess_cost(margin: float, alerts: int) -> None:
     excess = 100 * 1e-6 * 10 * 3600  # twice 100 ms at 10/s: 3.6 USD/h more
-    engine = make_engine(duration_min_excess=excess * margin, **WINDOW_ONLY)
+    engine = make_engine(
+        duration_cost, duration_min_excess=excess * margin, **WINDOW_ONLY
+    )
     assert len(opened(run(engine, slower(2.0)))) == alerts
 
 
@@ -141,9 +101,9 @@ def test_inflation_needs_enough_invocations(least: float, alerts: int) -> None:
     # Quiet windows are pooled for up to a minute: at 2/s, 120 invocations.
     events: list[Event] = [
         *regular(T0, 2 * WARM_S, 2.0),
-        *regular(T0 + 2 * WARM_S, 120.0, 2.0, lambda i: 250.0),
+        *regular(T0 + 2 * WARM_S, 120.0, 2.0, billed_ms=lambda i: 250.0),
     ]
-    engine = make_engine(duration_min_count=least, **WINDOW_ONLY)
+    engine = make_engine(duration_cost, duration_min_count=least, **WINDOW_ONLY)
     assert len(opened(run(engine, events), DURATION_INFLATION)) == alerts
 
 
@@ -151,7 +111,10 @@ def test_inflation_needs_enough_invocations(least: float, alerts: int) -> None:
 def test_inflation_is_critical_only_past_the_margin(
     factor: float, severity: str
 ) -> None:
-    found = opened(run(make_engine(**WINDOW_ONLY), slower(factor)), DURATION_INFLATION)
+    found = opened(
+        run(make_engine(duration_cost, **WINDOW_ONLY), slower(factor)),
+        DURATION_INFLATION,
+    )
     assert [t.severity for t in found] == [severity]
 
 
@@ -165,10 +128,10 @@ def test_timeouts_count_strongly() -> None:
 
     base = list(regular(T0, WARM_S, 10.0))
     later = T0 + WARM_S
-    slow_ok = [*base, *regular(later, 120.0, 10.0, billed)]
-    assert run(make_engine(), slow_ok) == []
-    timed_out = [*base, *regular(later, 120.0, 10.0, billed, timeout)]
-    found = opened(run(make_engine(), timed_out), DURATION_INFLATION)
+    slow_ok = [*base, *regular(later, 120.0, 10.0, billed_ms=billed)]
+    assert run(make_engine(duration_cost), slow_ok) == []
+    timed_out = [*base, *regular(later, 120.0, 10.0, billed_ms=billed, status=timeout)]
+    found = opened(run(make_engine(duration_cost), timed_out), DURATION_INFLATION)
     assert len(found) == 1
     assert found[0].evidence["timeouts"] == 10
     assert found[0].evidence["threshold_ratio"] == 1.2
@@ -178,9 +141,9 @@ def test_a_deploy_with_new_durations_is_a_new_context() -> None:
     new = CTX._replace(qualifier="2")
     events: list[Event] = [
         *regular(T0, WARM_S, 10.0, context=CTX._replace(qualifier="1")),
-        *regular(T0 + WARM_S, 600.0, 10.0, lambda i: 300.0, context=new),
+        *regular(T0 + WARM_S, 600.0, 10.0, billed_ms=lambda i: 300.0, context=new),
     ]
-    engine = make_engine()
+    engine = make_engine(duration_cost)
     assert run(engine, events) == []
     assert engine.tracked_contexts == 2
 
@@ -389,12 +352,12 @@ def test_same_input_gives_the_same_rule_alerts() -> None:
 @pytest.mark.parametrize("cut", [0.5, 0.7, 0.95])
 def test_snapshot_and_restore_keep_the_rule_state(cut: float) -> None:
     events = sorted(mixed(), key=lambda e: e.time)
-    whole = run(make_engine(), events)
+    whole = run(make_engine(duration_cost), events)
     assert {DURATION_INFLATION, ERROR_STORM} <= {t.kind for t in whole}
     split = int(len(events) * cut)
-    first = make_engine()
+    first = make_engine(duration_cost)
     head = run(first, events[:split], flush=False)
-    second = make_engine()
+    second = make_engine(duration_cost)
     second.restore(0, first.snapshot(0))
     assert second._parts[0].contexts[CTX].rules is not None
     tail = run(second, events[split:])
@@ -402,7 +365,7 @@ def test_snapshot_and_restore_keep_the_rule_state(cut: float) -> None:
 
 
 def test_status_counts_the_open_rule_alerts() -> None:
-    engine = make_engine()
+    engine = make_engine(duration_cost)
     run(engine, slower(2.0, seconds=600.0)[: int(10 * (WARM_S + 300))], flush=False)
     rows = {row.context: row for row in engine.take_status()}
     assert rows[CTX].open_alerts == 1
@@ -434,12 +397,12 @@ def test_a_bad_budget_is_a_config_error(
 
 def test_a_checkpoint_from_before_the_rules_restores() -> None:
     events = sorted(slower(2.0), key=lambda e: e.time)
-    first = make_engine()
+    first = make_engine(duration_cost)
     # Cut early enough that the rules, learning afresh, are warm by the onset.
     run(first, events[:2000], flush=False)
     state = first._parts[0].contexts[CTX]
     del state.rules  # the field a checkpoint written before the rules lacks
-    second = make_engine()
+    second = make_engine(duration_cost)
     second.restore(0, first.snapshot(0))
     found = opened(run(second, events[2000:]), DURATION_INFLATION)
     assert len(found) == 1
