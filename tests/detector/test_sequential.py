@@ -9,30 +9,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from detector.alerts import OPENED, RESOLVED, WARNING, Transition
+from detector.alerts import OPENED, RESOLVED, WARNING
 from detector.engine import DetectorConfig, Engine
 from detector.rules import DURATION_INFLATION, ERROR_STORM, RuleState
 from ingest.events import Context, Event, Invocation
-from tests.detector.streams import CTX, T0, no_span_cost
+from tests.detector.streams import CTX, T0, duration_cost, feed, make_engine, opened
 
 #: The sequential tests alone: the window-close rules never have enough calls.
-SEQUENTIAL_ONLY: dict[str, object] = {
-    "duration_min_count": 1e12,
-    "error_min_count": 1e12,
-}
+SEQUENTIAL_ONLY = DetectorConfig(duration_min_count=1e12, error_min_count=1e12)
 #: A spread of log durations of 0.2: calls alternate 100 ms times e^+-0.2.
 SPREAD = 0.2
 WARM_CALLS = 2000  # ten times the sequential warm-up
-
-
-def cost(inv: Invocation) -> float:
-    """A request fee plus a price per billed millisecond."""
-    return (2e-7 + 1e-6 * inv.billed_ms) * inv.count
-
-
-def make_engine(**overrides: object) -> Engine:
-    config = DetectorConfig(**{**SEQUENTIAL_ONLY, **overrides})  # type: ignore[arg-type]
-    return Engine(config, invocation_cost=cost, span_cost=no_span_cost)
 
 
 def calls(
@@ -61,21 +48,6 @@ def usual(i: int) -> float:
     return 100.0 * math.exp(SPREAD if i % 2 else -SPREAD)
 
 
-def run(engine: Engine, events: list[Event], flush: bool = True) -> list[Transition]:
-    out: list[Transition] = []
-    for event in events:
-        engine.process(event, 0)
-        out.extend(engine.take_transitions())
-    if flush:
-        engine.flush()
-        out.extend(engine.take_transitions())
-    return out
-
-
-def opened(transitions: list[Transition], kind: str) -> list[Transition]:
-    return [t for t in transitions if t.event == OPENED and t.kind == kind]
-
-
 def stretched(factor: float, n: int = 400, per_s: float = 10.0) -> list[Event]:
     """Usual calls, then ``n`` calls ``factor`` times as long, then usual ones."""
     onset = T0 + WARM_CALLS / per_s
@@ -97,12 +69,12 @@ def rules_of(engine: Engine) -> RuleState:
 
 def test_durations_just_under_the_ratio_never_alert() -> None:
     # 1.45 times the usual median: each call pulls the statistic down.
-    assert run(make_engine(), stretched(1.45)) == []
+    assert feed(make_engine(duration_cost, SEQUENTIAL_ONLY), stretched(1.45)) == []
 
 
 def test_durations_just_over_the_ratio_alert_and_resolve() -> None:
-    engine = make_engine()
-    transitions = run(engine, stretched(1.55))
+    engine = make_engine(duration_cost, SEQUENTIAL_ONLY)
+    transitions = feed(engine, stretched(1.55))
     assert [(t.kind, t.event) for t in transitions] == [
         (DURATION_INFLATION, OPENED),
         (DURATION_INFLATION, RESOLVED),
@@ -127,8 +99,13 @@ def test_durations_just_over_the_ratio_alert_and_resolve() -> None:
 def test_no_single_call_decides() -> None:
     # Tripled calls move the statistic by the cap, half the threshold, each.
     events = stretched(3.0, n=2)
-    assert run(make_engine(), events[: WARM_CALLS + 1]) == []
-    found = opened(run(make_engine(), events), DURATION_INFLATION)
+    assert (
+        feed(make_engine(duration_cost, SEQUENTIAL_ONLY), events[: WARM_CALLS + 1])
+        == []
+    )
+    found = opened(
+        feed(make_engine(duration_cost, SEQUENTIAL_ONLY), events), DURATION_INFLATION
+    )
     assert len(found) == 1
     assert found[0].evidence["calls_judged"] == 2
     assert found[0].at == events[WARM_CALLS + 1].time
@@ -138,26 +115,28 @@ def test_no_single_call_decides() -> None:
 def test_durations_are_judged_once_the_warmup_is_learnt(
     warmup: int, alerts: int
 ) -> None:
-    engine = make_engine(sequential_warmup=warmup)
-    assert len(opened(run(engine, stretched(3.0)), DURATION_INFLATION)) == alerts
+    engine = make_engine(duration_cost, SEQUENTIAL_ONLY, sequential_warmup=warmup)
+    assert len(opened(feed(engine, stretched(3.0)), DURATION_INFLATION)) == alerts
 
 
 @pytest.mark.parametrize(("margin", "alerts"), [(1.02, 0), (0.98, 1)])
 def test_durations_need_the_minimum_excess_cost(margin: float, alerts: int) -> None:
     # Recent cost rate: 10 calls a second of about 102 billed ms; twice as
     # long makes their extra cost the whole recent rate.
-    per_hour = 10 * 3600 * cost(Invocation(CTX, T0, "x", 102.0, 102.0, 1024))
-    engine = make_engine(duration_min_excess=per_hour * margin)
-    found = opened(run(engine, stretched(2.0, n=60)), DURATION_INFLATION)
+    per_hour = 10 * 3600 * duration_cost(Invocation(CTX, T0, "x", 102.0, 102.0, 1024))
+    engine = make_engine(
+        duration_cost, SEQUENTIAL_ONLY, duration_min_excess=per_hour * margin
+    )
+    found = opened(feed(engine, stretched(2.0, n=60)), DURATION_INFLATION)
     assert len(found) == alerts
 
 
 def test_an_open_alert_keeps_the_baseline_it_had() -> None:
-    engine = make_engine()
+    engine = make_engine(duration_cost, SEQUENTIAL_ONLY)
     events = stretched(3.0, n=600)
-    run(engine, events[: WARM_CALLS + 5], flush=False)
+    feed(engine, events[: WARM_CALLS + 5], flush=False)
     before = rules_of(engine).log_mu
-    run(engine, events[WARM_CALLS + 5 : WARM_CALLS + 600], flush=False)
+    feed(engine, events[WARM_CALLS + 5 : WARM_CALLS + 600], flush=False)
     state = rules_of(engine)
     assert state.inflation is not None and state.inflation.open
     assert state.log_mu == before
@@ -175,10 +154,15 @@ def test_a_slow_drift_is_learnt_per_call_and_still_caught_by_the_window_rule() -
         return usual(i) * 3.0 ** min(1.0, max(0, i - warm) / drift)
 
     events: list[Event] = list(calls(T0, warm + drift + 3000, per_s, duration))
-    alone = make_engine(duration_min_count=20.0, sequential_h=math.inf)
-    expected = opened(run(alone, events), DURATION_INFLATION)
+    alone = make_engine(
+        duration_cost, SEQUENTIAL_ONLY, duration_min_count=20.0, sequential_h=math.inf
+    )
+    expected = opened(feed(alone, events), DURATION_INFLATION)
     found = opened(
-        run(make_engine(duration_min_count=20.0), events), DURATION_INFLATION
+        feed(
+            make_engine(duration_cost, SEQUENTIAL_ONLY, duration_min_count=20.0), events
+        ),
+        DURATION_INFLATION,
     )
     assert len(found) == 1
     assert "test" not in found[0].evidence
@@ -206,11 +190,11 @@ def failures_every(k: int, n: int = 2000, context: Context = CTX) -> list[Event]
 
 def test_a_failure_share_just_under_the_bar_never_alerts() -> None:
     # The bar is the usual share, 0.01, plus 0.2; one call in five is 0.2.
-    assert run(make_engine(), failures_every(5)) == []
+    assert feed(make_engine(duration_cost, SEQUENTIAL_ONLY), failures_every(5)) == []
 
 
 def test_a_failure_share_just_over_the_bar_alerts_with_its_evidence() -> None:
-    transitions = run(make_engine(), failures_every(4))
+    transitions = feed(make_engine(duration_cost, SEQUENTIAL_ONLY), failures_every(4))
     assert [(t.kind, t.event) for t in transitions] == [
         (ERROR_STORM, OPENED),
         (ERROR_STORM, RESOLVED),
@@ -234,10 +218,15 @@ def test_failures_in_a_row_alert_at_the_threshold() -> None:
         return "error" if i >= WARM_CALLS - 3 else "success"
 
     events: list[Event] = list(calls(T0, WARM_CALLS, 1.0, usual, status))
-    at_13 = opened(run(make_engine(), events), ERROR_STORM)
+    at_13 = opened(
+        feed(make_engine(duration_cost, SEQUENTIAL_ONLY), events), ERROR_STORM
+    )
     assert [t.evidence["failures"] for t in at_13] == [2]
     assert at_13[0].at == events[-2].time
-    at_13_5 = opened(run(make_engine(sequential_h=13.5), events), ERROR_STORM)
+    at_13_5 = opened(
+        feed(make_engine(duration_cost, SEQUENTIAL_ONLY, sequential_h=13.5), events),
+        ERROR_STORM,
+    )
     assert [t.evidence["failures"] for t in at_13_5] == [3]
 
 
@@ -260,8 +249,8 @@ def test_a_null_stream_of_many_calls_never_alerts() -> None:
                 status="error" if failed else "success",
             )
         )
-    engine = make_engine()
-    assert run(engine, events) == []
+    engine = make_engine(duration_cost, SEQUENTIAL_ONLY)
+    assert feed(engine, events) == []
     state = rules_of(engine)
     assert state.log_mu == pytest.approx(math.log(100.0), abs=0.05)
     assert math.sqrt(state.log_var) == pytest.approx(0.5, rel=0.1)
@@ -278,32 +267,32 @@ def test_snapshot_and_restore_keep_the_sequential_state(since_onset: float) -> N
     # Cut while a statistic climbs and while an alert is open, of each test.
     events = [*stretched(1.55), *failures_every(4, context=OTHER)]
     events.sort(key=lambda e: e.time)
-    whole = run(make_engine(), events)
+    whole = feed(make_engine(duration_cost, SEQUENTIAL_ONLY), events)
     assert {DURATION_INFLATION, ERROR_STORM} <= {t.kind for t in whole}
     cut = next(
         i
         for i, e in enumerate(events)
         if e.time >= T0 + WARM_CALLS / 10.0 + since_onset
     )
-    first = make_engine()
-    head = run(first, events[:cut], flush=False)
-    second = make_engine()
+    first = make_engine(duration_cost, SEQUENTIAL_ONLY)
+    head = feed(first, events[:cut], flush=False)
+    second = make_engine(duration_cost, SEQUENTIAL_ONLY)
     second.restore(0, first.snapshot(0))
-    tail = run(second, events[cut:])
+    tail = feed(second, events[cut:])
     assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
 
 
 def test_a_version_4_checkpoint_restores_the_tests_afresh() -> None:
     events = stretched(3.0)
-    first = make_engine()
-    run(first, events[:1000], flush=False)
+    first = make_engine(duration_cost, SEQUENTIAL_ONLY)
+    feed(first, events[:1000], flush=False)
     _, part = pickle.loads(first.snapshot(0))
     state = part.contexts[CTX].rules
     for name in ("calls", "log_mu", "log_var", "dur_s", "dur_calls", "dur_sum"):
         delattr(state, name)  # the slots a version 4 checkpoint lacks
-    second = make_engine(sequential_warmup=100)
+    second = make_engine(duration_cost, SEQUENTIAL_ONLY, sequential_warmup=100)
     second.restore(0, pickle.dumps((4, part), protocol=5))
     restored = rules_of(second)
     assert (restored.calls, restored.dur_s) == (0.0, 0.0)
-    found = opened(run(second, events[1000:]), DURATION_INFLATION)
+    found = opened(feed(second, events[1000:]), DURATION_INFLATION)
     assert len(found) == 1
