@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
-from detector.engine import RECURSIVE_TRIGGER, DetectorConfig, Engine
+from detector.engine import RECURSIVE_TRIGGER
 from detector.evidence import (
     CHAIN,
     ITEM_FACTS,
@@ -39,11 +39,7 @@ from tests.detector.otlp_builder import (
     sdk_call,
     trace_id,
 )
-from tests.detector.streams import feed, flat_cost, no_span_cost
-
-
-def make_engine(span_cost: object = no_span_cost) -> Engine:
-    return Engine(DetectorConfig(), invocation_cost=flat_cost, span_cost=span_cost)  # type: ignore[arg-type]
+from tests.detector.streams import feed, make_engine, no_span_cost, opened
 
 
 def bucket_export(
@@ -58,10 +54,6 @@ def bucket_export(
     inv = invocation(function, trace_id(), at, "datasource", trigger)
     put = sdk_call(inv["traceId"], inv["spanId"], "S3", operation, call_at, call)
     return lambda_export(function, [inv, put])
-
-
-def opened(transitions: list[Transition]) -> list[Transition]:
-    return [t for t in transitions if t.event == OPENED]
 
 
 # Resource loops with broken traces
@@ -360,7 +352,9 @@ def test_chain_cost_and_projection_by_hand() -> None:
     def span_cost(span: Span) -> float:
         return (span.end - span.time) * 1.0 if span.invocation_id else 0.0
 
-    transitions = feed(make_engine(span_cost), parse(loop("sqs", generations=4)))
+    transitions = feed(
+        make_engine(span_cost=span_cost), parse(loop("sqs", generations=4))
+    )
     (alert,) = opened(transitions)
     assert alert.cost_usd == pytest.approx(4 * 0.3)
     assert alert.evidence["cost_so_far_usd"] == pytest.approx(1.2)
@@ -375,7 +369,7 @@ def test_chain_cost_counts_every_branch_of_a_fan_out() -> None:
         return 0.01 if span.invocation_id else 0.0
 
     spans = parse(loop("sqs", generations=4, fan_out=2))
-    transitions = feed(make_engine(span_cost), spans)
+    transitions = feed(make_engine(span_cost=span_cost), spans)
     (alert,) = opened(transitions)
     # 1 + 2 + 4 invocations, then the first of the fourth generation.
     assert alert.cost_usd == pytest.approx(0.08)

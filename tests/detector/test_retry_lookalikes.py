@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, WARNING, Transition
-from detector.engine import DetectorConfig, Engine
+from detector.engine import DetectorConfig
 from detector.evidence import (
     CHAIN,
     ITEM_FACTS,
@@ -31,19 +31,9 @@ from tests.detector.otlp_builder import (
     sdk_call,
     trace_id,
 )
-from tests.detector.streams import feed, flat_cost, no_span_cost
+from tests.detector.streams import feed, make_engine, opened
 
 WORKER = Context("aws", ACCOUNT, REGION, "worker", "$LATEST")
-
-
-def make_engine(config: DetectorConfig | None = None) -> Engine:
-    return Engine(
-        config or DetectorConfig(), invocation_cost=flat_cost, span_cost=no_span_cost
-    )
-
-
-def opened(transitions: list[Transition]) -> list[Transition]:
-    return [t for t in transitions if t.event == OPENED]
 
 
 def peak(transitions: list[Transition]) -> int:
@@ -176,9 +166,9 @@ def test_guessed_chain_turns_critical_only_beyond_the_retry_bound() -> None:
 
 def test_the_retry_bound_is_a_setting() -> None:
     config = DetectorConfig(recursion_max_retries=6)
-    seven = feed(make_engine(config), parse(loop("sqs_broken", generations=8)))
+    seven = feed(make_engine(config=config), parse(loop("sqs_broken", generations=8)))
     assert CRITICAL in {t.severity for t in seven}
-    six = feed(make_engine(config), parse(loop("sqs_broken", generations=7)))
+    six = feed(make_engine(config=config), parse(loop("sqs_broken", generations=7)))
     assert {t.severity for t in six} == {WARNING}
 
 
