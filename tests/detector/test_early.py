@@ -18,8 +18,18 @@ from detector.alerts import CRITICAL, OPENED, UPDATED, WARNING, Transition, fing
 from detector.baseline import DAY_S, HOUR_S
 from detector.engine import COST_SPIKE, DetectorConfig, Engine
 from ingest.events import Event, Invocation
+from tests.detector import streams
 from tests.detector import test_seasonal as seasons
-from tests.detector.streams import CTX, T0, feed, no_span_cost, steady
+from tests.detector.streams import (
+    CTX,
+    T0,
+    feed,
+    make_engine,
+    no_span_cost,
+    opened,
+    regular,
+    steady,
+)
 
 WARM_S = 900.0
 ONSET = T0 + WARM_S  # a window boundary
@@ -39,30 +49,20 @@ def call(t: float, n: int, duration_ms: float = 100.0, count: int = 1) -> Invoca
     return Invocation(CTX, t, f"req-{n}", duration_ms, duration_ms, 128, count=count)
 
 
-def regular(start: float, seconds: float, every_s: float = 1.0) -> list[Event]:
-    """One call every ``every_s`` (ten per window), half a second into it."""
-    n = int(seconds / every_s)
-    return [call(start + i * every_s + 0.5, i) for i in range(n)]
-
-
 def burst(start: float, calls: int, within_s: float, ms: float = 100.0) -> list[Event]:
     step = within_s / calls
     return [call(start + 0.05 + i * step, 10_000 + i, ms) for i in range(calls)]
 
 
 def run(events: list[Event], **overrides: float) -> list[Transition]:
-    config = DetectorConfig(online_model=False, **overrides)  # type: ignore[arg-type]
-    engine = Engine(config, invocation_cost=by_duration, span_cost=no_span_cost)
-    return feed(engine, sorted(events, key=lambda e: e.time))
+    """``events`` in time order, priced by duration, without the online model."""
+    engine = make_engine(by_duration, online_model=False, **overrides)
+    return streams.run(engine, events)
 
 
 def after_quiet(events: list[Event]) -> list[Event]:
     """The warm baseline, ``events`` in the first window after it, then quiet."""
     return [*regular(T0, WARM_S), *events, *regular(ONSET + 10.0, 300.0)]
-
-
-def opened(transitions: list[Transition]) -> list[Transition]:
-    return [t for t in transitions if t.event == OPENED and t.kind == COST_SPIKE]
 
 
 def test_the_exact_baseline_raises_nothing() -> None:
@@ -72,7 +72,7 @@ def test_the_exact_baseline_raises_nothing() -> None:
 def test_the_fewest_calls_over_the_shortest_span_fire_a_warning() -> None:
     # Eleven calls in the first second, one more when two seconds have passed.
     events = [*burst(ONSET, LEAST_CALLS - 1, 1.0), call(ONSET + SPAN_S, 1)]
-    alerts = opened(run(after_quiet(events)))
+    alerts = opened(run(after_quiet(events)), COST_SPIKE)
     assert len(alerts) == 1
     alert = alerts[0]
     assert alert.at == ONSET + SPAN_S
@@ -90,24 +90,24 @@ def test_the_fewest_calls_over_the_shortest_span_fire_a_warning() -> None:
 
 def test_one_call_fewer_does_not_fire_and_the_close_sees_too_little() -> None:
     events = [*burst(ONSET, LEAST_CALLS - 2, 1.0), call(ONSET + SPAN_S, 1)]
-    assert opened(run(after_quiet(events))) == []
+    assert opened(run(after_quiet(events)), COST_SPIKE) == []
 
 
 def test_a_sparse_function_needs_the_minimum_count_over_the_usual() -> None:
     # One call every four seconds: half a call is usual in two seconds, so
     # the minimum of ten more sets the bar (10.5), not the deviations.
-    quiet = regular(T0, WARM_S, every_s=4.0)
-    after = regular(ONSET + 10.0, 300.0, every_s=4.0)
+    quiet = regular(T0, WARM_S, 0.25)
+    after = regular(ONSET + 10.0, 300.0, 0.25)
     for calls, alerts in ((10, 0), (11, 1)):
         events = [*burst(ONSET, calls - 1, 1.0), call(ONSET + SPAN_S, 1)]
-        assert len(opened(run([*quiet, *events, *after]))) == alerts
+        assert len(opened(run([*quiet, *events, *after]), COST_SPIKE)) == alerts
 
 
 def test_a_burst_waits_for_the_shortest_span_before_it_warns() -> None:
     # Twenty calls in the first second: plenty, but before two seconds the
     # rate is understated, so only a critical finding could fire.
     events = [*burst(ONSET, 20, 1.0), call(ONSET + SPAN_S, 1)]
-    alerts = opened(run(after_quiet(events)))
+    alerts = opened(run(after_quiet(events)), COST_SPIKE)
     assert [(a.at, a.severity) for a in alerts] == [(ONSET + SPAN_S, WARNING)]
 
 
@@ -119,8 +119,8 @@ def test_a_cost_rate_just_under_the_warning_rate_does_not_fire() -> None:
     def calls(ms: float) -> list[Event]:
         return [*burst(ONSET, LEAST_CALLS - 1, 1.0, ms), call(ONSET + SPAN_S, 1, ms)]
 
-    assert opened(run(after_quiet(calls(0.9 * edge_ms)))) == []
-    alerts = opened(run(after_quiet(calls(1.1 * edge_ms))))
+    assert opened(run(after_quiet(calls(0.9 * edge_ms))), COST_SPIKE) == []
+    alerts = opened(run(after_quiet(calls(1.1 * edge_ms))), COST_SPIKE)
     assert [a.severity for a in alerts] == [WARNING]
     assert alerts[0].evidence["rate_usd_per_hour"] == pytest.approx(1.1 * WARN_USD_H)
 
@@ -131,9 +131,11 @@ def test_critical_needs_more_calls_than_chance_at_the_critical_rate() -> None:
     at_crit = CRIT_USD_H / 3600.0 * SPAN_S / 1e-4
     assert math.ceil(at_crit + 2.0 * math.sqrt(at_crit)) == 29
     events = [*burst(ONSET, 27, 1.0), call(ONSET + SPAN_S, 1)]
-    assert [a.severity for a in opened(run(after_quiet(events)))] == [WARNING]
+    assert [a.severity for a in opened(run(after_quiet(events)), COST_SPIKE)] == [
+        WARNING
+    ]
     events = [*burst(ONSET, 28, 1.0), call(ONSET + SPAN_S, 1)]
-    alerts = opened(run(after_quiet(events)))
+    alerts = opened(run(after_quiet(events)), COST_SPIKE)
     assert [(a.at, a.severity) for a in alerts] == [(ONSET + SPAN_S, CRITICAL)]
     early = alerts[0].evidence["early_on"]
     assert isinstance(early, dict)
@@ -142,7 +144,7 @@ def test_critical_needs_more_calls_than_chance_at_the_critical_rate() -> None:
 
 def test_a_critical_flood_fires_before_the_shortest_span_has_passed() -> None:
     events = burst(ONSET, 40, 1.0)
-    alerts = opened(run(after_quiet(events)))
+    alerts = opened(run(after_quiet(events)), COST_SPIKE)
     assert len(alerts) == 1
     assert alerts[0].severity == CRITICAL
     # The 29th call, whatever the span: it is judged over two seconds.
@@ -184,7 +186,7 @@ def test_an_aggregated_record_is_left_to_the_window_close() -> None:
     # Thirty calls in one record at 2.5 s would be a critical elapsed rate
     # if they had been made in those 2.5 s; they may have been made anywhere.
     events = [call(ONSET + 2.5, 1, count=30)]
-    alerts = opened(run(after_quiet(events)))
+    alerts = opened(run(after_quiet(events)), COST_SPIKE)
     assert len(alerts) == 1
     assert alerts[0].evidence["early"] is False
     assert alerts[0].at == ONSET + 10.0
@@ -200,14 +202,13 @@ def test_early_firing_follows_the_hour_the_context_expects() -> None:
         # at 02:00 every day), then one minute of single calls at 40 a second.
         history = [e for e in seasons.traffic(seasons.DAY0, 2.5) if e.time < at]
         calls = [call(at + i / 40.0, i) for i in range(40 * 60)]
-        config = DetectorConfig(online_model=False)
-        engine = Engine(config, invocation_cost=by_duration, span_cost=no_span_cost)
+        engine = make_engine(by_duration, online_model=False)
         return feed(engine, [*history, *calls], flush=False)
 
     # At 02:00 on the third day, 400 calls a window is the batch job.
-    assert [t for t in opened(replay(batch)) if t.at >= batch] == []
+    assert [t for t in opened(replay(batch), COST_SPIKE) if t.at >= batch] == []
     # At 15:30 the same minute meets the level of ten calls a window.
-    alerts = [t for t in opened(replay(afternoon)) if t.at >= afternoon]
+    alerts = [t for t in opened(replay(afternoon), COST_SPIKE) if t.at >= afternoon]
     assert len(alerts) == 1
     assert alerts[0].evidence["early"] is True
     assert alerts[0].severity == CRITICAL

@@ -17,7 +17,16 @@ import pytest
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.engine import COST_SPIKE, DetectorConfig, Engine
 from ingest.events import Context, Event, Invocation, InvocationStart
-from tests.detector.streams import CTX, T0, feed, no_span_cost, steady
+from tests.detector.streams import (
+    CTX,
+    T0,
+    feed,
+    make_engine,
+    no_span_cost,
+    opened,
+    regular,
+    steady,
+)
 from tests.detector.test_early import (
     LEAST_CALLS,
     ONSET,
@@ -26,8 +35,6 @@ from tests.detector.test_early import (
     WARN_USD_H,
     by_duration,
     call,
-    opened,
-    regular,
     run,
 )
 
@@ -79,7 +86,7 @@ def test_the_baseline_with_its_starts_raises_nothing() -> None:
 def test_a_flood_of_long_calls_fires_from_its_starts_before_any_report() -> None:
     flood = started(ONSET, LEAST_CALLS, 1.5)
     first_report = min(e.time for e in flood if isinstance(e, Invocation))
-    alerts = [a for a in opened(run(warm(flood))) if a.at < first_report]
+    alerts = [a for a in opened(run(warm(flood)), COST_SPIKE) if a.at < first_report]
     assert len(alerts) == 1
     alert = alerts[0]
     twelfth = [e.time for e in flood if isinstance(e, InvocationStart)][-1]
@@ -100,7 +107,7 @@ def test_a_flood_of_long_calls_fires_from_its_starts_before_any_report() -> None
 
 def test_one_start_fewer_than_the_bar_does_not_fire_early() -> None:
     flood = started(ONSET, LEAST_CALLS - 1, 1.5)
-    early = [a for a in opened(run(warm(flood))) if a.at < ONSET + 10.0]
+    early = [a for a in opened(run(warm(flood)), COST_SPIKE) if a.at < ONSET + 10.0]
     assert early == []
 
 
@@ -109,7 +116,11 @@ def test_the_bar_counts_the_usual_starts_of_the_span() -> None:
     # starts come on top of the baseline's, which count towards the bar.
     usual = with_starts([call(ONSET + 0.5, 900), call(ONSET + 1.5, 901)])
     flood = started(ONSET, LEAST_CALLS - 2, 1.5)
-    alerts = [a for a in opened(run(warm([*usual, *flood]))) if a.at < ONSET + 10.0]
+    alerts = [
+        a
+        for a in opened(run(warm([*usual, *flood])), COST_SPIKE)
+        if a.at < ONSET + 10.0
+    ]
     assert [early_on(a)["starts_so_far"] for a in alerts] == [LEAST_CALLS]
 
 
@@ -117,7 +128,9 @@ def test_starts_of_calls_at_a_usual_cost_rate_do_not_fire() -> None:
     # Twelve starts spread over the whole window: over the count of a
     # window (ten) but not over the bar of any span judged.
     flood = started(ONSET, LEAST_CALLS, 9.5)
-    assert [a for a in opened(run(warm(flood))) if a.at < ONSET + 10.0] == []
+    assert [
+        a for a in opened(run(warm(flood)), COST_SPIKE) if a.at < ONSET + 10.0
+    ] == []
 
 
 def test_critical_from_starts_needs_the_count_margin_at_the_critical_rate() -> None:
@@ -148,11 +161,10 @@ def test_the_cost_of_an_alert_fired_on_starts_is_counted_once() -> None:
 
 
 def test_the_window_close_does_not_count_starts_as_invocations() -> None:
-    config = DetectorConfig(online_model=False)
-    engine = Engine(config, invocation_cost=by_duration, span_cost=no_span_cost)
+    engine = make_engine(by_duration, online_model=False)
     # Calls that begin and are still running when their window closes.
     running = [e for e in started(ONSET, LEAST_CALLS, 1.5) if type(e) is not Invocation]
-    assert opened(feed(engine, warm(running, quiet_after=False), False))
+    assert opened(feed(engine, warm(running, quiet_after=False), False), COST_SPIKE)
     engine.take_status()
     # An event of another context moves the watermark past the window's end.
     engine.process(Invocation(OTHER, ONSET + 15.5, "x", 100.0, 100.0, 128), 0)
@@ -163,8 +175,7 @@ def test_the_window_close_does_not_count_starts_as_invocations() -> None:
 
 def test_starts_of_a_context_never_reported_are_not_judged() -> None:
     unseen = Context("aws", "111122223333", "us-east-1", "new", "$LATEST")
-    config = DetectorConfig(online_model=False)
-    engine = Engine(config, invocation_cost=by_duration, span_cost=no_span_cost)
+    engine = make_engine(by_duration, online_model=False)
     starts = [InvocationStart(unseen, T0 + i / 100.0, f"s{i}") for i in range(500)]
     assert feed(engine, starts) == []
     assert engine.tracked_contexts == 0
