@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from detector.alerts import OPENED, Transition
+from detector.alerts import Transition
 from detector.baseline import DAY_S, HOUR_S, SeasonalBaseline, weekday
-from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from detector.engine import COST_SPIKE
 from ingest.events import Invocation
-from tests.detector.streams import CTX, flat_cost, no_span_cost
+from tests.detector.streams import CTX, feed, make_engine, opened
 
 DAY0 = 1_772_323_200.0  # 2026-03-01T00:00:00Z, a Sunday
 WINDOW_S = 10.0
@@ -50,19 +50,14 @@ def traffic(
             yield Invocation(CTX, t, f"r{w}", 100.0, 100.0, 128, count=n)
 
 
-def opened(transitions: list[Transition], kind: str = COST_SPIKE) -> list[float]:
-    return [t.at for t in transitions if t.event == OPENED and t.kind == kind]
+def opened_at(transitions: list[Transition], kind: str = COST_SPIKE) -> list[float]:
+    """When the alerts of ``kind`` opened."""
+    return [t.at for t in opened(transitions, kind)]
 
 
 def replay(seasonal: bool, spike_at: float | None = None) -> list[Transition]:
-    config = DetectorConfig(seasonal=seasonal, online_model=False)
-    engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
-    out: list[Transition] = []
-    for event in traffic(DAY0, 3.0, spike_at):
-        engine.process(event, 0)
-        out.extend(engine.take_transitions())
-    engine.flush()
-    return out + engine.take_transitions()
+    engine = make_engine(seasonal=seasonal, online_model=False)
+    return feed(engine, traffic(DAY0, 3.0, spike_at))
 
 
 def on_day(times: list[float], day: int) -> list[float]:
@@ -76,7 +71,7 @@ def seasonal_run() -> list[Transition]:
 
 
 def test_batch_and_rush_alert_without_seasons() -> None:
-    alerts = opened(replay(False))
+    alerts = opened_at(replay(False))
     # Every day, the plain baseline takes the batch job and the rush for spikes.
     for day in (1, 2):
         assert len(on_day(alerts, day)) >= 2
@@ -85,7 +80,7 @@ def test_batch_and_rush_alert_without_seasons() -> None:
 def test_batch_and_rush_are_quiet_once_seen_for_a_day(
     seasonal_run: list[Transition],
 ) -> None:
-    alerts = opened(seasonal_run)
+    alerts = opened_at(seasonal_run)
     assert on_day(alerts, 0), "the first day's batch and rush are news"
     assert on_day(alerts, 1) == []
     spike = DAY0 + 2 * DAY_S + 15.5 * HOUR_S
@@ -94,7 +89,7 @@ def test_batch_and_rush_are_quiet_once_seen_for_a_day(
 
 def test_spike_at_an_unusual_hour_still_alerts(seasonal_run: list[Transition]) -> None:
     spike = DAY0 + 2 * DAY_S + 15.5 * HOUR_S
-    hits = [t for t in on_day(opened(seasonal_run), 2) if spike <= t < spike + 60]
+    hits = [t for t in on_day(opened_at(seasonal_run), 2) if spike <= t < spike + 60]
     assert hits, "a flood at 15:30 meets only the level of the afternoon"
 
 
@@ -177,13 +172,8 @@ def nightly_only(days: int) -> list[Invocation]:
 def test_batch_after_an_idle_night_meets_its_hour_not_stale_thresholds(
     seasonal: bool,
 ) -> None:
-    config = DetectorConfig(seasonal=seasonal, online_model=False)
-    engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
-    out: list[Transition] = []
-    for event in nightly_only(3):
-        engine.process(event, 0)
-        out.extend(engine.take_transitions())
-    alerts = opened(out)
+    engine = make_engine(seasonal=seasonal, online_model=False)
+    alerts = opened_at(feed(engine, nightly_only(3), flush=False))
     if seasonal:
         # Day 0's batch made the context warm; later nights are expected.
         assert on_day(alerts, 1) == [] and on_day(alerts, 2) == []
