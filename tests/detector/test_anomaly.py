@@ -6,9 +6,9 @@ import math
 import random
 
 from detector.alerts import OPENED, RESOLVED, WARNING, Transition
-from detector.engine import ANOMALY, COST_SPIKE, DetectorConfig, Engine
+from detector.engine import ANOMALY, COST_SPIKE, DetectorConfig
 from ingest.events import Context, Event, Invocation
-from tests.detector.streams import T0, flat_cost, no_span_cost
+from tests.detector.streams import T0, feed, make_engine
 
 WARM_S = 1200.0
 
@@ -37,13 +37,7 @@ def run(config: DetectorConfig, factor: float) -> list[Transition]:
     events = traffic(T0, WARM_S, usual, seed=1)
     events += traffic(T0 + WARM_S, 120.0, [400.0 * factor, *usual[1:]], seed=2)
     events += traffic(T0 + WARM_S + 120.0, 120.0, usual, seed=3)
-    engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
-    out: list[Transition] = []
-    for event in events:
-        engine.process(event, 0)
-        out.extend(engine.take_transitions())
-    engine.flush()
-    return out + engine.take_transitions()
+    return feed(make_engine(config=config), events)
 
 
 # Without the sustained-rise path, which makes a 2.2x rise held for 90 s a
@@ -82,11 +76,11 @@ def test_checkpoint_keeps_the_model_pools_and_seasons() -> None:
     first = traffic(T0, WARM_S, usual, seed=1)
     rest = traffic(T0 + WARM_S, 120.0, [880.0, *usual[1:]], seed=2)
     rest += traffic(T0 + WARM_S + 120.0, 120.0, usual, seed=3)
-    engine = Engine(CONFIG, invocation_cost=flat_cost, span_cost=no_span_cost)
+    engine = make_engine(config=CONFIG)
     for event in first:
         engine.process(event, 0)
     engine.take_transitions()
-    restored = Engine(CONFIG, invocation_cost=flat_cost, span_cost=no_span_cost)
+    restored = make_engine(config=CONFIG)
     restored.restore(0, engine.snapshot(0))
     assert restored._parts[0].model is not None
     assert restored._parts[0].pools.keys() == engine._parts[0].pools.keys()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from detector.alerts import CRITICAL, OPENED, Transition
-from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from detector.engine import COST_SPIKE
 from ingest.events import Context, Event, Invocation
-from tests.detector.streams import T0, flat_cost, no_span_cost, steady
+from tests.detector import streams
+from tests.detector.streams import T0, make_engine, steady
 
 WARM_S = 900.0
 ACCOUNT = "111122223333"
@@ -30,14 +31,8 @@ def peers(count: int = 4) -> list[Invocation]:
 
 
 def run(events: list[Event]) -> list[Transition]:
-    config = DetectorConfig(online_model=False)
-    engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
-    out: list[Transition] = []
-    for event in sorted(events, key=lambda e: e.time):
-        engine.process(event, 0)
-        out.extend(engine.take_transitions())
-    engine.flush()
-    return out + engine.take_transitions()
+    """``events`` in time order, without the online model."""
+    return streams.run(make_engine(online_model=False), events)
 
 
 def spikes(transitions: list[Transition], name: str) -> list[Transition]:
@@ -86,8 +81,7 @@ def test_flood_in_an_account_with_no_warm_function_is_not_judged() -> None:
 
 
 def test_flood_does_not_teach_the_pool() -> None:
-    config = DetectorConfig(online_model=False)
-    engine = Engine(config, invocation_cost=flat_cost, span_cost=no_span_cost)
+    engine = make_engine(online_model=False)
     start = T0 + WARM_S
     flood = list(steady(200.0, start, 300.0, context=fn("brand-new"), seed=2))
     for event in sorted([*peers(), *flood], key=lambda e: e.time):
