@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from detector.alerts import OPENED, Transition
 from detector.engine import DetectorConfig, Engine
+from detector.evidence import Evidence
 from ingest.events import (
     SPAN_KIND_CONSUMER,
     SPAN_KIND_PRODUCER,
@@ -85,6 +86,38 @@ def feed(
     if flush:
         engine.flush()
         out.extend(_settle(engine))
+    return out
+
+
+def _everything(evidence: Evidence) -> bool:
+    return True
+
+
+def feed_partitions(
+    engine: Engine,
+    read: Iterable[tuple[int, Event]],
+    evidence_partition: int = 9,
+    keep: Callable[[Evidence], bool] = _everything,
+) -> list[Transition]:
+    """Feed (partition, event) pairs in the order given, then flush; the
+    transitions.
+
+    The evidence the trace partitions pass on goes to one context
+    partition, as the daemon routes it by context; ``keep`` drops some.
+    """
+    out: list[Transition] = []
+
+    def route() -> None:
+        for evidence in engine.take_evidence():
+            if keep(evidence):
+                engine.process_evidence(evidence, evidence_partition)
+        out.extend(engine.take_transitions())
+
+    for partition, event in read:
+        engine.process(event, partition)
+        route()
+    engine.flush()
+    route()
     return out
 
 

@@ -39,7 +39,13 @@ from tests.detector.otlp_builder import (
     sdk_call,
     trace_id,
 )
-from tests.detector.streams import feed, make_engine, no_span_cost, opened
+from tests.detector.streams import (
+    feed,
+    feed_partitions,
+    make_engine,
+    no_span_cost,
+    opened,
+)
 
 
 def bucket_export(
@@ -610,26 +616,13 @@ def _feed_partitions(
     """Every trace partition's spans in time order; the partitions read in
     step (``order`` None) or one after another in ``order``. Evidence goes
     to the context's partition 9."""
-    engine = make_engine()
-    out: list[Transition] = []
-
-    def route() -> None:
-        for evidence in engine.take_evidence():
-            engine.process_evidence(evidence, 9)
-        out.extend(engine.take_transitions())
-
     if order is None:
         by_part = {id(e): p for p, e in exports}
         spans = [(by_part[id(e)], s) for _, e in exports for s in parse([e])]
         read = sorted(spans, key=lambda ps: ps[1].time)
     else:
         read = [(p, s) for p in order for s in parse(e for q, e in exports if q == p)]
-    for part, span in read:
-        engine.process(span, part)
-        route()
-    engine.flush()
-    route()
-    return out
+    return feed_partitions(make_engine(), read)
 
 
 def test_fan_out_bucket_loop_split_over_partitions_is_critical_at_three() -> None:

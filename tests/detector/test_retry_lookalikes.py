@@ -31,7 +31,7 @@ from tests.detector.otlp_builder import (
     sdk_call,
     trace_id,
 )
-from tests.detector.streams import feed, make_engine, opened
+from tests.detector.streams import feed, feed_partitions, make_engine, opened
 
 WORKER = Context("aws", ACCOUNT, REGION, "worker", "$LATEST")
 
@@ -352,22 +352,16 @@ def feed_parts(
 
     ``items=False`` drops the item facts: the trace stages' pieces alone.
     """
-    engine = make_engine()
-    out: list[Transition] = []
+    read = [
+        (part, span)
+        for export, part in zip(exports, partitions, strict=True)
+        for span in parse([export])
+    ]
 
-    def route() -> None:
-        for evidence in engine.take_evidence():
-            if items or evidence.kind not in ITEM_FACTS:
-                engine.process_evidence(evidence, 9)
-        out.extend(engine.take_transitions())
+    def keep(evidence: Evidence) -> bool:
+        return items or evidence.kind not in ITEM_FACTS
 
-    for export, part in zip(exports, partitions, strict=True):
-        for span in parse([export]):
-            engine.process(span, part)
-            route()
-    engine.flush()
-    route()
-    return out
+    return feed_partitions(make_engine(), read, keep=keep)
 
 
 def test_a_loop_seen_in_pieces_keeps_one_alert_while_it_runs() -> None:
