@@ -17,15 +17,7 @@ from dowguard.cli import detector_config
 from dowguard.config import load_settings
 from dowguard.evaluate import episodes
 from ingest.events import Event, Invocation
-from tests.detector.streams import (
-    CTX,
-    T0,
-    cheap,
-    feed,
-    make_engine,
-    opened,
-    regular,
-)
+from tests.detector.streams import CTX, T0, cheap, feed, make_engine, opened, regular
 
 WARM_S = 1200.0  # 120 windows: the cost baseline is warm
 #: Half a call a second at a hundred-thousandth of a dollar: 0.018 USD/h.

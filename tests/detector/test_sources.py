@@ -15,15 +15,7 @@ from detector.cost import CostModel, Pricing
 from detector.engine import COST_SPIKE, DetectorConfig, Engine
 from detector.sources import MetricTrack, Ring, fused_severity
 from ingest.events import Context, Event, Invocation, Metric
-from tests.detector.streams import (
-    CTX,
-    T0,
-    feed,
-    flat_cost,
-    no_span_cost,
-    run,
-    steady,
-)
+from tests.detector.streams import CTX, T0, feed, flat_cost, no_span_cost, run, steady
 
 H0 = T0 + 2400.0  # 2026-03-01T22:00:00Z, an hour boundary
 METRIC_ONLY = Context("aws", "111122223333", "us-east-1", "thumbnailer", "$LATEST")
