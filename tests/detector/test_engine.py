@@ -8,13 +8,12 @@ import pickle
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
-from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER, DetectorConfig, Engine
+from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER
 from ingest.events import Context, Event, Invocation, Span
 from tests.detector.streams import (
     CTX,
     T0,
     make_engine,
-    no_span_cost,
     run,
     sqs_loop,
     steady,
@@ -251,9 +250,7 @@ def test_late_events_are_counted_not_lost() -> None:
 
 
 def test_one_run_of_a_rare_costly_timer_is_not_a_spike() -> None:
-    engine = Engine(
-        DetectorConfig(), invocation_cost=lambda inv: 0.01, span_cost=no_span_cost
-    )
+    engine = make_engine(lambda inv: 0.01)
     timer = [
         inv
         for i in range(12)
@@ -266,7 +263,7 @@ def test_inflated_durations_at_the_same_rate_are_a_spike() -> None:
     def cost(inv: Invocation) -> float:
         return 1e-3 if inv.time >= T0 + WARM_S else 1e-4
 
-    engine = Engine(DetectorConfig(), invocation_cost=cost, span_cost=no_span_cost)
+    engine = make_engine(cost)
     transitions = run(engine, list(steady(10.0, T0, WARM_S + 120.0)))
     assert [(t.kind, t.event) for t in transitions][:1] == [(COST_SPIKE, OPENED)]
 
