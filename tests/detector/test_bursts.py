@@ -35,7 +35,7 @@ def stream(
 ) -> list[Event]:
     """The base rate from T0 to ``until`` seconds, bursts of BURST_S seconds
     at BURST_PER_S starting at the offsets given, and ``extra`` calls."""
-    events: list[Invocation] = list(regular(T0, until, BASE_PER_S, "base"))
+    events: list[Invocation] = regular(T0, until, BASE_PER_S, "base")
     for n, at in enumerate(bursts):
         events.extend(regular(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
     events.extend(extra)
@@ -96,7 +96,7 @@ def test_a_burst_far_beyond_the_known_ones_still_warns() -> None:
 
 def test_a_sustained_attack_at_burst_level_on_a_bursty_context_is_caught() -> None:
     # An attacker shows short bursts first, then keeps up the same rate.
-    attack = list(regular(T0 + 1502.0, 300.0, BURST_PER_S, "attack"))
+    attack = regular(T0 + 1502.0, 300.0, BURST_PER_S, "attack")
     found = opened(
         feed(make_engine(cheap), stream([202.0, 402.0], extra=attack)), COST_SPIKE
     )
@@ -106,7 +106,7 @@ def test_a_sustained_attack_at_burst_level_on_a_bursty_context_is_caught() -> No
 
 
 def test_a_flood_at_the_critical_rate_is_critical_at_once_after_bursts() -> None:
-    flood = list(regular(T0 + 1802.0, 120.0, 10 * BURST_PER_S, "flood"))
+    flood = regular(T0 + 1802.0, 120.0, 10 * BURST_PER_S, "flood")
     found = opened(
         feed(make_engine(cheap), stream([202.0, 402.0], extra=flood)), COST_SPIKE
     )
@@ -118,7 +118,7 @@ def test_a_flood_at_the_critical_rate_is_critical_at_once_after_bursts() -> None
 def test_a_sustained_rise_teaches_nothing() -> None:
     # Five minutes at the burst rate (a warning), then a burst like one
     # window of it: it is still news.
-    rise = list(regular(T0 + 1202.0, 300.0, BURST_PER_S, "rise"))
+    rise = regular(T0 + 1202.0, 300.0, BURST_PER_S, "rise")
     found = opened(feed(make_engine(cheap), stream([2102.0], extra=rise)), COST_SPIKE)
     assert len(found) == 2
     assert found[1].at >= T0 + 2102.0
@@ -126,7 +126,7 @@ def test_a_sustained_rise_teaches_nothing() -> None:
 
 def test_a_critical_burst_teaches_nothing() -> None:
     # Twenty seconds at ten times the burst rate: critical, though short.
-    flood = list(regular(T0 + 1202.0, 20.0, 10 * BURST_PER_S, "flood"))
+    flood = regular(T0 + 1202.0, 20.0, 10 * BURST_PER_S, "flood")
     found = episodes(feed(make_engine(cheap), stream([1802.0], extra=flood)))
     assert [(a.kind, a.severity) for a in found] == [
         (COST_SPIKE, CRITICAL),

@@ -174,7 +174,7 @@ def test_the_baseline_does_not_learn_a_long_rise() -> None:
 
 
 def test_a_cold_context_is_left_to_the_spike_rule() -> None:
-    events = list(regular(T0, 300.0, BASE_PER_S, "young"))
+    events = regular(T0, 300.0, BASE_PER_S, "young")
     events += regular(T0 + 300.0, 300.0, 3 * BASE_PER_S, "step")
     assert feed(make_engine(cheap), events) == []
 

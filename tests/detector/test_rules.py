@@ -126,7 +126,7 @@ def test_timeouts_count_strongly() -> None:
     def timeout(i: int) -> str:
         return "timeout" if i % 10 == 0 else "success"
 
-    base = list(regular(T0, WARM_S, 10.0))
+    base = regular(T0, WARM_S, 10.0)
     later = T0 + WARM_S
     slow_ok = [*base, *regular(later, 120.0, 10.0, billed_ms=billed)]
     assert run(make_engine(duration_cost), slow_ok) == []
@@ -278,7 +278,7 @@ def test_a_step_against_the_anchor_at_the_factor(factor: float, alerts: int) -> 
 @pytest.mark.parametrize(("share", "alerts"), [(1.01, 0), (0.99, 1)])
 def test_projected_day_against_a_budget(share: float, alerts: int) -> None:
     # 0.72 USD/h from midnight on: the day is projected at 17.28 USD.
-    events = list(regular(MIDNIGHT, HOUR, 1.0))
+    events = regular(MIDNIGHT, HOUR, 1.0)
     budget = 24 * 0.72 * share
     key = "/".join(CTX)
     engine = make_engine(unit_cost, daily_budgets=((key, budget),))
@@ -293,7 +293,7 @@ def test_projected_day_against_a_budget(share: float, alerts: int) -> None:
 def test_a_budget_for_a_function_covers_each_qualifier() -> None:
     function = "/".join(CTX[:4])
     monthly = ((function, 100.0),)
-    events = list(regular(MIDNIGHT, HOUR, 1.0, context=CTX._replace(qualifier="7")))
+    events = regular(MIDNIGHT, HOUR, 1.0, context=CTX._replace(qualifier="7"))
     found = opened(run(make_engine(unit_cost, monthly_budgets=monthly), events))
     assert [t.evidence["fired"] for t in found] == [["monthly_budget"]]
 
