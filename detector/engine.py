@@ -490,6 +490,8 @@ class Engine:
         self._hops = self.config.recursion_hops
         self._lateness = self.config.lateness_s
         self._per_hour = 3600.0 / self.config.window_s
+        # The span a window's first seconds are judged over by early firing.
+        self._first_span = self._early_span(0.0)
         self._rules = Rules(self.config)
         self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
@@ -965,16 +967,44 @@ class Engine:
 
     def _refresh_thresholds(self, state: _Context, at: float) -> None:
         """Cache what the next window (from ``at``) must reach to be judged."""
-        state.fresh_until = state.baseline.valid_until(at)
-        reference = self._reference(state, at)
-        # Windows far above the context's own level are looked at even when
-        # they cannot warn: they may be bursts to learn.
-        own = reference if state.baseline.is_warm else None
-        state.burst_rate = self._burst_bar(state, at, own)
+        # What _reference, _burst_bar and _envelope give, inline: this runs at
+        # every window close, and most contexts have no burst known.
+        baseline = state.baseline
+        state.fresh_until = baseline.valid_until(at)
+        bursts = self._bursts
+        known = baseline.bursts
+        reference: tuple[float, float] | None
+        if baseline.is_warm:
+            reference = baseline.expected(at)
+            # Windows far above the context's own level are looked at even
+            # when they cannot warn: they may be bursts to learn.
+            if bursts is None:
+                state.burst_rate = math.inf
+            elif known is not None and known.run_windows > 0:
+                state.burst_rate = 0.0
+            else:
+                state.burst_rate = self._excursion_rate(reference)
+        else:
+            peers = state.peers
+            pool = peers.reference() if peers is not None else None
+            if pool is None:
+                reference = None
+            else:
+                reference = pool.baseline.mean, pool.baseline.deviation
+            if bursts is None:
+                state.burst_rate = math.inf
+            elif known is not None and known.run_windows > 0:
+                state.burst_rate = 0.0
+            else:
+                level = baseline.mean, baseline.deviation
+                state.burst_rate = self._excursion_rate(level)
         if reference is None:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
-        warn, crit = self._thresholds(reference, self._envelope(state, at))
+        envelope = 0.0
+        if bursts is not None and known is not None:
+            envelope = bursts.envelope(baseline, at)
+        warn, crit = self._thresholds(reference, envelope)
         state.warn_rate = warn
         spike = state.spike
         if spike is None or not spike.open:
@@ -986,9 +1016,15 @@ class Engine:
             state.early_rate = state.early_count = math.inf
             return
         # The lowest count bar of _early_fire: at its shortest span, or the
-        # whole-window bar when the cost so far is a window's at the critical rate.
-        shortest = self._early_count(state, self._early_span(0.0))
-        state.early_count = min(shortest, self._count_threshold(state))
+        # whole-window bar when the cost so far is a window's at the critical
+        # rate (_early_count and _count_threshold, inline).
+        cfg = self.config
+        usual = state.counts.mean
+        early = usual * self._first_span / self._window
+        sqrt = math.sqrt
+        shortest = early + max(cfg.early_min_count, cfg.early_count_z * sqrt(early))
+        whole = usual + max(cfg.spike_min_count, cfg.spike_count_z * sqrt(usual))
+        state.early_count = min(shortest, whole)
 
     def _early_span(self, elapsed: float) -> float:
         """The span an elapsed part of a window is judged over, in seconds."""
