@@ -967,23 +967,19 @@ class Engine:
 
     def _refresh_thresholds(self, state: _Context, at: float) -> None:
         """Cache what the next window (from ``at``) must reach to be judged."""
-        # What _reference, _burst_bar and _envelope give, inline: this runs at
-        # every window close, and most contexts have no burst known.
+        # _reference, _burst_bar, _envelope, _thresholds, _early_count and
+        # _count_threshold, inline: this runs at every window close, mostly
+        # of contexts with no burst known. Each ``a if a > b else b`` picks
+        # what ``max(b, a)`` would, bit for bit (and ``<`` what min would).
+        cfg = self.config
         baseline = state.baseline
         state.fresh_until = baseline.valid_until(at)
         bursts = self._bursts
         known = baseline.bursts
         reference: tuple[float, float] | None
-        if baseline.is_warm:
+        warm = baseline.is_warm
+        if warm:
             reference = baseline.expected(at)
-            # Windows far above the context's own level are looked at even
-            # when they cannot warn: they may be bursts to learn.
-            if bursts is None:
-                state.burst_rate = math.inf
-            elif known is not None and known.run_windows > 0:
-                state.burst_rate = 0.0
-            else:
-                state.burst_rate = self._excursion_rate(reference)
         else:
             peers = state.peers
             pool = peers.reference() if peers is not None else None
@@ -991,20 +987,53 @@ class Engine:
                 reference = None
             else:
                 reference = pool.baseline.mean, pool.baseline.deviation
-            if bursts is None:
-                state.burst_rate = math.inf
-            elif known is not None and known.run_windows > 0:
-                state.burst_rate = 0.0
+        # Windows far above the context's own level are looked at even when
+        # they cannot warn: they may be bursts to learn.
+        if bursts is None:
+            state.burst_rate = math.inf
+        elif known is not None and known.run_windows > 0:
+            # Every window, until the excursion is over.
+            state.burst_rate = 0.0
+        else:
+            if reference is not None and warm:
+                mean, deviation = reference
             else:
-                level = baseline.mean, baseline.deviation
-                state.burst_rate = self._excursion_rate(level)
+                mean, deviation = baseline.mean, baseline.deviation
+            least = 0.05 * mean
+            spread = least if least > deviation else deviation
+            low = cfg.spike_ratio * mean
+            high = mean + cfg.spike_z * spread
+            state.burst_rate = high if high > low else low
         if reference is None:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
-        envelope = 0.0
+        base, deviation = reference
+        least = 0.05 * base
+        spread = least if least > deviation else deviation
+        warn = cfg.spike_ratio * base
+        other = base + cfg.spike_min_excess
+        if other > warn:
+            warn = other
+        other = base + cfg.spike_z * spread
+        if other > warn:
+            warn = other
+        crit = warn
+        other = cfg.critical_ratio * base
+        if other > crit:
+            crit = other
+        other = base + cfg.critical_min_excess
+        if other > crit:
+            crit = other
         if bursts is not None and known is not None:
             envelope = bursts.envelope(baseline, at)
-        warn, crit = self._thresholds(reference, envelope)
+            if envelope > 0.0:
+                # As in _thresholds: a known burst raises the warning, never
+                # above what is critical.
+                other = base + cfg.burst_margin * envelope
+                if other > warn:
+                    warn = other
+                if crit < warn:
+                    warn = crit
         state.warn_rate = warn
         spike = state.spike
         if spike is None or not spike.open:
@@ -1017,14 +1046,17 @@ class Engine:
             return
         # The lowest count bar of _early_fire: at its shortest span, or the
         # whole-window bar when the cost so far is a window's at the critical
-        # rate (_early_count and _count_threshold, inline).
-        cfg = self.config
+        # rate.
+        sqrt = math.sqrt
         usual = state.counts.mean
         early = usual * self._first_span / self._window
-        sqrt = math.sqrt
-        shortest = early + max(cfg.early_min_count, cfg.early_count_z * sqrt(early))
-        whole = usual + max(cfg.spike_min_count, cfg.spike_count_z * sqrt(usual))
-        state.early_count = min(shortest, whole)
+        least = cfg.early_count_z * sqrt(early)
+        floor = cfg.early_min_count
+        shortest = early + (least if least > floor else floor)
+        least = cfg.spike_count_z * sqrt(usual)
+        floor = cfg.spike_min_count
+        whole = usual + (least if least > floor else floor)
+        state.early_count = whole if whole < shortest else shortest
 
     def _early_span(self, elapsed: float) -> float:
         """The span an elapsed part of a window is judged over, in seconds."""
