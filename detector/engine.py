@@ -790,7 +790,7 @@ class Engine:
             if acc[1] >= state.early_count and acc[0] >= state.early_rate * (
                 time - start
             ):
-                self._early_fire(state, acc, start, inv.count)
+                self._early_fire(state, acc, start, n)
         if time > part.watermark:
             part.watermark = time
             ends = part.ends
@@ -922,7 +922,10 @@ class Engine:
         self._refresh_thresholds(state, end)
         # Duration, error and budget rules judge the same window. Checkpoints
         # from before the rules existed restore contexts without the field.
-        rules = getattr(state, "rules", None)
+        try:
+            rules = state.rules
+        except AttributeError:
+            rules = None
         if rules is None:
             rules = state.rules = RuleState()
         spike_open = state.spike is not None and state.spike.open
@@ -1075,19 +1078,34 @@ class Engine:
     ) -> tuple[float, float]:
         """The warning and critical cost rates against a mean and deviation,
         and the excess of the bursts known of the context (``envelope``)."""
+        # Comparisons rather than max and min calls, picking the same values
+        # (see _refresh_thresholds, which spells this out again inline).
         cfg = self.config
         base, deviation = reference
-        spread = max(deviation, 0.05 * base)
-        warn = max(
-            cfg.spike_ratio * base,
-            base + cfg.spike_min_excess,
-            base + cfg.spike_z * spread,
-        )
-        crit = max(warn, cfg.critical_ratio * base, base + cfg.critical_min_excess)
+        least = 0.05 * base
+        spread = least if least > deviation else deviation
+        warn = cfg.spike_ratio * base
+        other = base + cfg.spike_min_excess
+        if other > warn:
+            warn = other
+        other = base + cfg.spike_z * spread
+        if other > warn:
+            warn = other
+        crit = warn
+        other = cfg.critical_ratio * base
+        if other > crit:
+            crit = other
+        other = base + cfg.critical_min_excess
+        if other > crit:
+            crit = other
         if envelope > 0.0:
             # A burst like those the context has shown is no news, but what is
             # critical stays so, whatever bursts came before.
-            warn = min(max(warn, base + cfg.burst_margin * envelope), crit)
+            other = base + cfg.burst_margin * envelope
+            if other > warn:
+                warn = other
+            if crit < warn:
+                warn = crit
         return warn, crit
 
     def _envelope(self, state: _Context, at: float) -> float:
@@ -1140,8 +1158,11 @@ class Engine:
         far above the level, however cheap."""
         cfg = self.config
         mean, deviation = level
-        spread = max(deviation, 0.05 * mean)
-        return max(cfg.spike_ratio * mean, mean + cfg.spike_z * spread)
+        least = 0.05 * mean
+        spread = least if least > deviation else deviation
+        low = cfg.spike_ratio * mean
+        high = mean + cfg.spike_z * spread
+        return high if high > low else low
 
     def _track_burst(
         self, state: _Context, rate: float, cost: float, count: float, at: float
@@ -1360,7 +1381,10 @@ class Engine:
         # Limitation: a context seen through metric streams only has no such path.
         rise = self._rise
         assert rise is not None
-        run = getattr(state, "rise", None)
+        try:
+            run = state.rise
+        except AttributeError:
+            run = None
         baseline = state.baseline
         counts = state.counts
         level = baseline.mean
