@@ -894,7 +894,11 @@ class Engine:
         state.last_invocations = count
         self._fusion.on_window(part.sources, state, start, cost, count, part.watermark)
         self._dirty.add(state.context)
-        if acc is not None or state.anomaly is not None:
+        # Nothing below learns the baseline before learn_one: warm holds until
+        # then. The models and the rise path have nothing to do with a cold
+        # context (without a run): their calls are skipped.
+        warm = baseline.is_warm
+        if warm and (acc is not None or state.anomaly is not None):
             self._model_window(part, state, start, acc, under_alert)
         if under_alert or rate >= state.warn_rate:
             self._judge_window(state, rate, cost, count, end, start)
@@ -903,9 +907,15 @@ class Engine:
             self._track_burst(state, rate, cost, count, start)
         self._scores = None
         if self._rise is not None:
-            under_alert = self._judge_rise(state, start, end, rate, count, under_alert)
+            try:
+                run = state.rise
+            except AttributeError:
+                run = None
+            if warm or run is not None:
+                under_alert = self._judge_rise(
+                    state, start, end, rate, count, under_alert
+                )
         if not under_alert:
-            warm = baseline.is_warm
             baseline.learn_one(rate, start)
             state.counts.learn_one(count)
             if warm and acc is not None and state.peers is not None:
