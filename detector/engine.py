@@ -980,7 +980,7 @@ class Engine:
 
     def _refresh_thresholds(self, state: _Context, at: float) -> None:
         """Cache what the next window (from ``at``) must reach to be judged."""
-        # _reference, _burst_bar, _envelope, _thresholds, _early_count and
+        # _reference, the burst bar, _envelope, _thresholds, _early_count and
         # _count_threshold, inline: this runs at every window close, mostly
         # of contexts with no burst known. Each ``a if a > b else b`` picks
         # what ``max(b, a)`` would, bit for bit (and ``<`` what min would).
@@ -1138,20 +1138,6 @@ class Engine:
             return True
         excess = cost * self._per_hour - base
         return excess >= self.config.burst_margin * envelope
-
-    def _burst_bar(
-        self, state: _Context, at: float, level: tuple[float, float] | None = None
-    ) -> float:
-        """The cost rate from which the window from ``at`` must be judged for
-        what it shows of the bursts of ``state``; ``level`` is what its own
-        baseline expects then, when the caller has it."""
-        if self._bursts is None:
-            return math.inf
-        known = state.baseline.bursts
-        if known is not None and known.run_windows > 0:
-            # Every window, until the excursion is over.
-            return 0.0
-        return self._excursion_rate(level or self._own_level(state, at))
 
     def _own_level(self, state: _Context, at: float) -> tuple[float, float]:
         """What the context's own baseline expects of the window from ``at``.
