@@ -490,6 +490,8 @@ class Engine:
         self._hops = self.config.recursion_hops
         self._lateness = self.config.lateness_s
         self._per_hour = 3600.0 / self.config.window_s
+        # The span a window's first seconds are judged over by early firing.
+        self._first_span = self._early_span(0.0)
         self._rules = Rules(self.config)
         self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
@@ -788,7 +790,7 @@ class Engine:
             if acc[1] >= state.early_count and acc[0] >= state.early_rate * (
                 time - start
             ):
-                self._early_fire(state, acc, start, inv.count)
+                self._early_fire(state, acc, start, n)
         if time > part.watermark:
             part.watermark = time
             ends = part.ends
@@ -892,7 +894,11 @@ class Engine:
         state.last_invocations = count
         self._fusion.on_window(part.sources, state, start, cost, count, part.watermark)
         self._dirty.add(state.context)
-        if acc is not None or state.anomaly is not None:
+        # Nothing below learns the baseline before learn_one: warm holds until
+        # then. The models and the rise path have nothing to do with a cold
+        # context (without a run): their calls are skipped.
+        warm = baseline.is_warm
+        if warm and (acc is not None or state.anomaly is not None):
             self._model_window(part, state, start, acc, under_alert)
         if under_alert or rate >= state.warn_rate:
             self._judge_window(state, rate, cost, count, end, start)
@@ -901,9 +907,15 @@ class Engine:
             self._track_burst(state, rate, cost, count, start)
         self._scores = None
         if self._rise is not None:
-            under_alert = self._judge_rise(state, start, end, rate, count, under_alert)
+            try:
+                run = state.rise
+            except AttributeError:
+                run = None
+            if warm or run is not None:
+                under_alert = self._judge_rise(
+                    state, start, end, rate, count, under_alert
+                )
         if not under_alert:
-            warm = baseline.is_warm
             baseline.learn_one(rate, start)
             state.counts.learn_one(count)
             if warm and acc is not None and state.peers is not None:
@@ -920,7 +932,10 @@ class Engine:
         self._refresh_thresholds(state, end)
         # Duration, error and budget rules judge the same window. Checkpoints
         # from before the rules existed restore contexts without the field.
-        rules = getattr(state, "rules", None)
+        try:
+            rules = state.rules
+        except AttributeError:
+            rules = None
         if rules is None:
             rules = state.rules = RuleState()
         spike_open = state.spike is not None and state.spike.open
@@ -965,16 +980,73 @@ class Engine:
 
     def _refresh_thresholds(self, state: _Context, at: float) -> None:
         """Cache what the next window (from ``at``) must reach to be judged."""
-        state.fresh_until = state.baseline.valid_until(at)
-        reference = self._reference(state, at)
+        # _reference, the burst bar, _envelope, _thresholds, _early_count and
+        # _count_threshold, inline: this runs at every window close, mostly
+        # of contexts with no burst known. Each ``a if a > b else b`` picks
+        # what ``max(b, a)`` would, bit for bit (and ``<`` what min would).
+        cfg = self.config
+        baseline = state.baseline
+        state.fresh_until = baseline.valid_until(at)
+        bursts = self._bursts
+        known = baseline.bursts
+        reference: tuple[float, float] | None
+        warm = baseline.is_warm
+        if warm:
+            reference = baseline.expected(at)
+        else:
+            peers = state.peers
+            pool = peers.reference() if peers is not None else None
+            if pool is None:
+                reference = None
+            else:
+                reference = pool.baseline.mean, pool.baseline.deviation
         # Windows far above the context's own level are looked at even when
         # they cannot warn: they may be bursts to learn.
-        own = reference if state.baseline.is_warm else None
-        state.burst_rate = self._burst_bar(state, at, own)
+        if bursts is None:
+            state.burst_rate = math.inf
+        elif known is not None and known.run_windows > 0:
+            # Every window, until the excursion is over.
+            state.burst_rate = 0.0
+        else:
+            if reference is not None and warm:
+                mean, deviation = reference
+            else:
+                mean, deviation = baseline.mean, baseline.deviation
+            least = 0.05 * mean
+            spread = least if least > deviation else deviation
+            low = cfg.spike_ratio * mean
+            high = mean + cfg.spike_z * spread
+            state.burst_rate = high if high > low else low
         if reference is None:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
-        warn, crit = self._thresholds(reference, self._envelope(state, at))
+        base, deviation = reference
+        least = 0.05 * base
+        spread = least if least > deviation else deviation
+        warn = cfg.spike_ratio * base
+        other = base + cfg.spike_min_excess
+        if other > warn:
+            warn = other
+        other = base + cfg.spike_z * spread
+        if other > warn:
+            warn = other
+        crit = warn
+        other = cfg.critical_ratio * base
+        if other > crit:
+            crit = other
+        other = base + cfg.critical_min_excess
+        if other > crit:
+            crit = other
+        if bursts is not None and known is not None:
+            envelope = bursts.envelope(baseline, at)
+            if envelope > 0.0:
+                # As in _thresholds: a known burst raises the warning, never
+                # above what is critical.
+                other = base + cfg.burst_margin * envelope
+                if other > warn:
+                    warn = other
+                if crit < warn:
+                    warn = crit
         state.warn_rate = warn
         spike = state.spike
         if spike is None or not spike.open:
@@ -986,9 +1058,18 @@ class Engine:
             state.early_rate = state.early_count = math.inf
             return
         # The lowest count bar of _early_fire: at its shortest span, or the
-        # whole-window bar when the cost so far is a window's at the critical rate.
-        shortest = self._early_count(state, self._early_span(0.0))
-        state.early_count = min(shortest, self._count_threshold(state))
+        # whole-window bar when the cost so far is a window's at the critical
+        # rate.
+        sqrt = math.sqrt
+        usual = state.counts.mean
+        early = usual * self._first_span / self._window
+        least = cfg.early_count_z * sqrt(early)
+        floor = cfg.early_min_count
+        shortest = early + (least if least > floor else floor)
+        least = cfg.spike_count_z * sqrt(usual)
+        floor = cfg.spike_min_count
+        whole = usual + (least if least > floor else floor)
+        state.early_count = whole if whole < shortest else shortest
 
     def _early_span(self, elapsed: float) -> float:
         """The span an elapsed part of a window is judged over, in seconds."""
@@ -1007,19 +1088,34 @@ class Engine:
     ) -> tuple[float, float]:
         """The warning and critical cost rates against a mean and deviation,
         and the excess of the bursts known of the context (``envelope``)."""
+        # Comparisons rather than max and min calls, picking the same values
+        # (see _refresh_thresholds, which spells this out again inline).
         cfg = self.config
         base, deviation = reference
-        spread = max(deviation, 0.05 * base)
-        warn = max(
-            cfg.spike_ratio * base,
-            base + cfg.spike_min_excess,
-            base + cfg.spike_z * spread,
-        )
-        crit = max(warn, cfg.critical_ratio * base, base + cfg.critical_min_excess)
+        least = 0.05 * base
+        spread = least if least > deviation else deviation
+        warn = cfg.spike_ratio * base
+        other = base + cfg.spike_min_excess
+        if other > warn:
+            warn = other
+        other = base + cfg.spike_z * spread
+        if other > warn:
+            warn = other
+        crit = warn
+        other = cfg.critical_ratio * base
+        if other > crit:
+            crit = other
+        other = base + cfg.critical_min_excess
+        if other > crit:
+            crit = other
         if envelope > 0.0:
             # A burst like those the context has shown is no news, but what is
             # critical stays so, whatever bursts came before.
-            warn = min(max(warn, base + cfg.burst_margin * envelope), crit)
+            other = base + cfg.burst_margin * envelope
+            if other > warn:
+                warn = other
+            if crit < warn:
+                warn = crit
         return warn, crit
 
     def _envelope(self, state: _Context, at: float) -> float:
@@ -1043,20 +1139,6 @@ class Engine:
         excess = cost * self._per_hour - base
         return excess >= self.config.burst_margin * envelope
 
-    def _burst_bar(
-        self, state: _Context, at: float, level: tuple[float, float] | None = None
-    ) -> float:
-        """The cost rate from which the window from ``at`` must be judged for
-        what it shows of the bursts of ``state``; ``level`` is what its own
-        baseline expects then, when the caller has it."""
-        if self._bursts is None:
-            return math.inf
-        known = state.baseline.bursts
-        if known is not None and known.run_windows > 0:
-            # Every window, until the excursion is over.
-            return 0.0
-        return self._excursion_rate(level or self._own_level(state, at))
-
     def _own_level(self, state: _Context, at: float) -> tuple[float, float]:
         """What the context's own baseline expects of the window from ``at``.
 
@@ -1072,8 +1154,11 @@ class Engine:
         far above the level, however cheap."""
         cfg = self.config
         mean, deviation = level
-        spread = max(deviation, 0.05 * mean)
-        return max(cfg.spike_ratio * mean, mean + cfg.spike_z * spread)
+        least = 0.05 * mean
+        spread = least if least > deviation else deviation
+        low = cfg.spike_ratio * mean
+        high = mean + cfg.spike_z * spread
+        return high if high > low else low
 
     def _track_burst(
         self, state: _Context, rate: float, cost: float, count: float, at: float
@@ -1292,7 +1377,10 @@ class Engine:
         # Limitation: a context seen through metric streams only has no such path.
         rise = self._rise
         assert rise is not None
-        run = getattr(state, "rise", None)
+        try:
+            run = state.rise
+        except AttributeError:
+            run = None
         baseline = state.baseline
         counts = state.counts
         level = baseline.mean

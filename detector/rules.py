@@ -271,6 +271,8 @@ class Rules:
         self._seq_alpha = _alpha(config.sequential_half_life)
         self._seq_full = 1.0 / self._seq_alpha
         self._log_ratio = math.log(config.duration_ratio)
+        # The alternative's shift of the mean log duration.
+        self._d = 2.0 * self._log_ratio
         # Failure log-likelihood ratios by usual share (few distinct values).
         self._llr: dict[float, tuple[float, float, float]] = {}
 
@@ -432,18 +434,29 @@ class Rules:
                 x = _log(ms)
                 calls = s.calls
                 alert = s.inflation
+                mu = s.log_mu
+                var = s.log_var
                 # An open alert's calls are not learnt: an attack cannot
                 # teach the test that it is normal.
                 # Limitation: a lasting benign slowdown keeps its warning open.
                 frozen = alert is not None and alert.open
+                sigma = -1.0
                 if calls >= self._seq_warm:
-                    self._call_duration(s, context, inv, x, frozen, out)
+                    # The duration test, inline: it runs on most calls.
+                    sd = _sqrt(var)
+                    sigma = _MIN_LOG_SPREAD if sd < _MIN_LOG_SPREAD else sd
+                    n = inv.count
+                    step = self._step
+                    llr = self._d / (sigma * sigma) * (x - mu - self._log_ratio) * n
+                    stat = s.dur_s + (step if step < llr else llr)
+                    if stat <= 0.0:
+                        s.dur_s = s.dur_calls = s.dur_sum = 0.0
+                    else:
+                        self._duration_up(s, context, inv, x, sigma, stat, frozen, out)
                 if not frozen:
                     # Every call is learnt, in a running mean until the
                     # half-life is reached, clipped like the window baselines.
                     n = inv.count
-                    mu = s.log_mu
-                    var = s.log_var
                     total = calls + n
                     if total < self._seq_full:
                         a = n / total
@@ -452,7 +465,10 @@ class Rules:
                         total = self._seq_full
                     diff = x - mu
                     if diff > 0.0 and calls > 2.0:
-                        top = _CLIP * max(_sqrt(var), _MIN_LOG_SPREAD)
+                        if sigma < 0.0:
+                            sd = _sqrt(var)
+                            sigma = _MIN_LOG_SPREAD if sd < _MIN_LOG_SPREAD else sd
+                        top = _CLIP * sigma
                         if diff > top:
                             diff = top
                     s.log_mu = mu + a * diff
@@ -465,27 +481,23 @@ class Rules:
         ):
             self._call_error(s, context, inv, failed, out)
 
-    def _call_duration(
+    def _duration_up(
         self,
         s: RuleState,
         context: Context,
         inv: Invocation,
         x: float,
+        sigma: float,
+        stat: float,
         inflated: bool,
         out: list[Transition],
     ) -> None:
+        """The duration statistic rose to ``stat`` > 0 on a call: keep it and
+        alert when it is high enough."""
         n = float(inv.count)
-        mu = s.log_mu
-        sigma = max(_sqrt(s.log_var), _MIN_LOG_SPREAD)
-        d = 2.0 * self._log_ratio
-        llr = min(d / (sigma * sigma) * (x - mu - self._log_ratio) * n, self._step)
-        stat = s.dur_s + llr
-        if stat <= 0.0:
-            s.dur_s = s.dur_calls = s.dur_sum = 0.0
-            return
         s.dur_s = min(stat, self._top)
         s.dur_calls += n
-        s.dur_sum += (x - mu) * n
+        s.dur_sum += (x - s.log_mu) * n
         # While the alert is open, a call as strong as the cap keeps it
         # open: the last inflated calls of an attack end late.
         if stat >= self._h or (inflated and stat >= self._step):
