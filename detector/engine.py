@@ -1180,6 +1180,7 @@ class Engine:
         )
         spike = state.spike
         held = spike is not None and spike.open
+        # Limitation: a burst past the critical rate is never learnt; each is critical.
         learnable = rate < self._thresholds(level)[1] and not (
             held and spike is not None and spike.severity == CRITICAL
         )
