@@ -26,6 +26,7 @@ from detector.evidence import (
     Evidence,
 )
 from detector.resources import (
+    FAN_OUT_HOPS,
     ItemPairing,
     ResourceGraph,
     edge_name,
@@ -54,6 +55,8 @@ MAX_LOOPING = 1024
 
 SpanRef = tuple[str, str]
 _UNBOUNDED = 1 << 30
+#: Invocations walked up a chain to tell whether each one fanned out.
+MAX_FAN_OUT_DEPTH = 32
 
 
 @dataclass(slots=True)
@@ -356,8 +359,10 @@ class TraceStage:
         if guessed and cause is not None:
             chain.guessed = True
         hops = max(counts[name] - 1, span.lineage)
-        if hops >= self.hops or (
-            hops >= 1 and not guessed and self._goes_on(node, cause, resource)
+        if (
+            hops >= self.hops
+            or (hops >= 1 and not guessed and self._goes_on(node, cause, resource))
+            or (hops >= FAN_OUT_HOPS and not guessed and self._fans_out(cause, name))
         ):
             self._emit(node, chain, name, hops, resource, out)
         if span.trigger == TRIGGER_DATASOURCE and span.resource_key:
@@ -425,6 +430,25 @@ class TraceStage:
                 cause_item=span.resource_key,
             )
         )
+
+    def _fans_out(self, cause: _Node | None, name: str) -> bool:
+        """Whether every invocation from the first of function ``name`` down
+        to ``cause`` (the one that caused its latest re-entry) caused two or
+        more: geometric growth, which no bounded retry shows (a retry writes
+        back once per call), so a loop is told at ``FAN_OUT_HOPS`` re-entries.
+        """
+        node = cause
+        for _ in range(MAX_FAN_OUT_DEPTH):
+            if node is None or node.children < 2:
+                return False
+            if (
+                (node.counts or {}).get(name, 0) <= 1
+                and node.span.context
+                and ("/".join(node.span.context) == name)
+            ):
+                return True
+            node = self._cause(node)[0]
+        return False
 
     def _goes_on(self, node: _Node, cause: _Node | None, resource: str) -> bool:
         """Whether a re-entry below the threshold goes on with a loop that

@@ -9,7 +9,14 @@ import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER
-from ingest.events import Context, Event, Invocation, Span
+from ingest.events import (
+    SPAN_KIND_CONSUMER,
+    SPAN_KIND_PRODUCER,
+    Context,
+    Event,
+    Invocation,
+    Span,
+)
 from tests.detector.streams import (
     CTX,
     T0,
@@ -88,6 +95,55 @@ def test_recursion_alerts_at_three_reentries_not_two() -> None:
     assert opened[0].evidence["via"] == "orders"
     assert opened[0].severity == WARNING
     assert three[-1].event == RESOLVED
+
+
+def sqs_tree(fan: list[int], start: float = T0) -> list[Span]:
+    """A function whose every invocation of generation g sends ``fan[g]``
+    messages to its own queue, each consumed by a new invocation of it; the
+    last generation sends nothing. One trace, linked as SQS links them."""
+    trace = "cd" * 16
+    spans: list[Span] = []
+    parents = [""]
+    ids = itertools.count(1)
+    for g in range(len(fan) + 1):
+        t = start + 0.5 * g
+        sends = fan[g] if g < len(fan) else 0
+        children: list[str] = []
+        for parent in parents:
+            consumer = f"{next(ids):016x}"
+            links = ((trace, parent),) if parent else ()
+            spans.append(
+                Span(
+                    CTX, t, t + 0.2, trace, consumer, parent, "orders process",
+                    SPAN_KIND_CONSUMER, links, "pubsub", f"inv-{consumer}",
+                    "aws_sqs", "orders",
+                )
+            )  # fmt: skip
+            for k in range(sends):
+                producer = f"{next(ids):016x}"
+                spans.append(
+                    Span(
+                        CTX, t + 0.1 + 0.01 * k, t + 0.15, trace, producer,
+                        consumer, "orders send", SPAN_KIND_PRODUCER, (), "", "",
+                        "aws_sqs", "orders",
+                    )
+                )  # fmt: skip
+                children.append(producer)
+        parents = children
+    return spans
+
+
+def test_a_loop_that_doubles_twice_warns_at_two_reentries() -> None:
+    doubled = [t for t in run(make_engine(), sqs_tree([2, 2])) if t.event == OPENED]
+    assert [(t.kind, t.severity) for t in doubled] == [(RECURSIVE_TRIGGER, WARNING)]
+    assert doubled[0].evidence["hops"] == 2
+    assert doubled[0].evidence["fan_out"] == 2
+    # One re-send per call (a bounded retry), or a fan-out at one hop only,
+    # is no loop at two re-entries; a single doubling is not either.
+    assert run(make_engine(), sqs_tree([1, 1])) == []
+    assert run(make_engine(), sqs_tree([1, 2])) == []
+    assert run(make_engine(), sqs_tree([2, 1])) == []
+    assert run(make_engine(), sqs_tree([2])) == []
 
 
 def test_long_loop_escalates_to_critical() -> None:

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
+from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
 from detector.engine import RECURSIVE_TRIGGER
 from detector.evidence import (
     CHAIN,
@@ -244,13 +244,16 @@ def test_two_functions_through_two_buckets_are_a_loop() -> None:
 # Fan-out
 
 
-def test_fan_out_two_loop_is_critical_at_three_reentries() -> None:
+def test_fan_out_two_loop_warns_at_two_reentries_and_is_critical_at_three() -> None:
     transitions = feed(make_engine(), parse(loop("sqs", generations=4, fan_out=2)))
     (alert,) = opened(transitions)
-    assert alert.evidence["hops"] == 3
-    assert alert.severity == CRITICAL
+    # Two doublings in a row are a loop already: no bounded retry doubles.
+    assert alert.evidence["hops"] == 2
+    assert alert.severity == WARNING
     assert alert.evidence["fan_out"] == 2
-    assert alert.evidence["growth"] == pytest.approx(2.0)
+    worse = [t for t in transitions if t.event == UPDATED and t.severity == CRITICAL]
+    assert worse[0].evidence["hops"] == 3
+    assert worse[0].evidence["growth"] == pytest.approx(2.0)
     straight = opened(feed(make_engine(), parse(loop("sqs", generations=4))))
     assert straight[0].severity == WARNING
     assert straight[0].evidence["fan_out"] == 1
@@ -377,8 +380,12 @@ def test_chain_cost_counts_every_branch_of_a_fan_out() -> None:
     spans = parse(loop("sqs", generations=4, fan_out=2))
     transitions = feed(make_engine(span_cost=span_cost), spans)
     (alert,) = opened(transitions)
+    # 1 + 2 invocations, then two of the third generation: the second one
+    # shows two doublings in a row.
+    assert alert.cost_usd == pytest.approx(0.05)
+    worse = [t for t in transitions if t.event == UPDATED and t.evidence["hops"] == 3]
     # 1 + 2 + 4 invocations, then the first of the fourth generation.
-    assert alert.cost_usd == pytest.approx(0.08)
+    assert worse[0].cost_usd == pytest.approx(0.08)
 
 
 def test_projection_grows_geometrically() -> None:
