@@ -441,11 +441,8 @@ class TraceStage:
         for _ in range(MAX_FAN_OUT_DEPTH):
             if node is None or node.children < 2:
                 return False
-            if (
-                (node.counts or {}).get(name, 0) <= 1
-                and node.span.context
-                and ("/".join(node.span.context) == name)
-            ):
+            first = (node.counts or {}).get(name, 0) <= 1
+            if first and "/".join(node.span.context) == name:
                 return True
             node = self._cause(node)[0]
         return False
