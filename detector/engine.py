@@ -980,26 +980,11 @@ class Engine:
 
     def _refresh_thresholds(self, state: _Context, at: float) -> None:
         """Cache what the next window (from ``at``) must reach to be judged."""
-        # _reference, the burst bar, _envelope, _thresholds, _early_count and
-        # _count_threshold, inline: this runs at every window close, mostly
-        # of contexts with no burst known. Each ``a if a > b else b`` picks
-        # what ``max(b, a)`` would, bit for bit (and ``<`` what min would).
-        cfg = self.config
         baseline = state.baseline
         state.fresh_until = baseline.valid_until(at)
+        reference = self._reference(state, at)
         bursts = self._bursts
         known = baseline.bursts
-        reference: tuple[float, float] | None
-        warm = baseline.is_warm
-        if warm:
-            reference = baseline.expected(at)
-        else:
-            peers = state.peers
-            pool = peers.reference() if peers is not None else None
-            if pool is None:
-                reference = None
-            else:
-                reference = pool.baseline.mean, pool.baseline.deviation
         # Windows far above the context's own level are looked at even when
         # they cannot warn: they may be bursts to learn.
         if bursts is None:
@@ -1007,46 +992,16 @@ class Engine:
         elif known is not None and known.run_windows > 0:
             # Every window, until the excursion is over.
             state.burst_rate = 0.0
+        elif reference is not None and baseline.is_warm:
+            state.burst_rate = self._excursion_rate(reference)
         else:
-            if reference is not None and warm:
-                mean, deviation = reference
-            else:
-                mean, deviation = baseline.mean, baseline.deviation
-            least = 0.05 * mean
-            spread = least if least > deviation else deviation
-            low = cfg.spike_ratio * mean
-            high = mean + cfg.spike_z * spread
-            state.burst_rate = high if high > low else low
+            state.burst_rate = self._excursion_rate((baseline.mean, baseline.deviation))
         if reference is None:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
-        base, deviation = reference
-        least = 0.05 * base
-        spread = least if least > deviation else deviation
-        warn = cfg.spike_ratio * base
-        other = base + cfg.spike_min_excess
-        if other > warn:
-            warn = other
-        other = base + cfg.spike_z * spread
-        if other > warn:
-            warn = other
-        crit = warn
-        other = cfg.critical_ratio * base
-        if other > crit:
-            crit = other
-        other = base + cfg.critical_min_excess
-        if other > crit:
-            crit = other
-        if bursts is not None and known is not None:
-            envelope = bursts.envelope(baseline, at)
-            if envelope > 0.0:
-                # As in _thresholds: a known burst raises the warning, never
-                # above what is critical.
-                other = base + cfg.burst_margin * envelope
-                if other > warn:
-                    warn = other
-                if crit < warn:
-                    warn = crit
+        # Most contexts know no burst: their envelope is not looked up.
+        envelope = 0.0 if known is None else self._envelope(state, at)
+        warn, crit = self._thresholds(reference, envelope)
         state.warn_rate = warn
         spike = state.spike
         if spike is None or not spike.open:
@@ -1060,16 +1015,8 @@ class Engine:
         # The lowest count bar of _early_fire: at its shortest span, or the
         # whole-window bar when the cost so far is a window's at the critical
         # rate.
-        sqrt = math.sqrt
-        usual = state.counts.mean
-        early = usual * self._first_span / self._window
-        least = cfg.early_count_z * sqrt(early)
-        floor = cfg.early_min_count
-        shortest = early + (least if least > floor else floor)
-        least = cfg.spike_count_z * sqrt(usual)
-        floor = cfg.spike_min_count
-        whole = usual + (least if least > floor else floor)
-        state.early_count = whole if whole < shortest else shortest
+        shortest = self._early_count(state, self._first_span)
+        state.early_count = min(shortest, self._count_threshold(state))
 
     def _early_span(self, elapsed: float) -> float:
         """The span an elapsed part of a window is judged over, in seconds."""
@@ -1088,8 +1035,7 @@ class Engine:
     ) -> tuple[float, float]:
         """The warning and critical cost rates against a mean and deviation,
         and the excess of the bursts known of the context (``envelope``)."""
-        # Comparisons rather than max and min calls, picking the same values
-        # (see _refresh_thresholds, which spells this out again inline).
+        # Comparisons rather than max and min calls, picking the same values.
         cfg = self.config
         base, deviation = reference
         least = 0.05 * base
