@@ -547,15 +547,18 @@ class BurstState:
 
     ``level`` is the highest excess of a burst learnt (in the baseline's
     units), as of event time ``at``, from which it fades. The ``run_``
-    fields describe the excursion in progress: the start of its latest
-    window, its highest excess, how many of its windows were not calm (0:
-    there is none), whether it can still be learnt, and whether it began
-    before the baseline's level was known (see :data:`BURST_MIN_WINDOWS`).
+    fields describe the excursion in progress: the start of its first and
+    of its latest window, its highest excess, how many of its windows were
+    not calm (0: there is none), what its windows cost in all, whether it
+    can still be learnt, and whether it began before the baseline's level
+    was known (see :data:`BURST_MIN_WINDOWS`).
     """
 
     __slots__ = (
         "at",
         "level",
+        "run_cost",
+        "run_first",
         "run_last",
         "run_learnable",
         "run_peak",
@@ -566,11 +569,24 @@ class BurstState:
     def __init__(self) -> None:
         self.level = 0.0
         self.at = 0.0
+        self.run_first = 0.0
         self.run_last = 0.0
         self.run_peak = 0.0
+        self.run_cost = 0.0
         self.run_windows = 0
         self.run_learnable = False
         self.run_young = False
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
+        # Pickled slots arrive as (None, {slot: value}). A state pickled
+        # before the run's first window and cost were kept lacks both: its
+        # run is taken to start at its latest window, having cost nothing.
+        slots = state[1] if isinstance(state, tuple) else state
+        type(self).__init__(self)
+        for name, value in slots.items():
+            setattr(self, name, value)
+        if "run_first" not in slots:
+            self.run_first = self.run_last
 
     def __repr__(self) -> str:
         return (
@@ -586,13 +602,14 @@ class Bursts:
     baseline expected to the first window back under :data:`BURST_CALM` of
     the run's highest excess while no alert holds it open (or to an idle
     gap, whose windows are empty). One with at most ``max_windows`` windows
-    that were not calm, none of which the caller found critical, is a
-    burst (if it began while the baseline was young, only when a gap ended
-    it): its highest excess is the burst level if it is the highest yet,
-    and the level halves every ``half_life_s`` seconds of event time after
-    its last burst. A longer run teaches nothing, so a sustained rise,
-    however it began and however it wavers under its alert, never makes
-    itself expected; nor does anything critical.
+    that were not calm is a burst (if it began while the baseline was young,
+    only when a gap ended it), however high it went and whether or not it
+    raised an alert of its own: its highest excess is the burst level if it
+    is the highest yet, and the level halves every ``half_life_s`` seconds
+    of event time after its last burst. A longer run teaches nothing, so a
+    sustained rise, however it began and however it wavers under its alert,
+    never makes itself expected; nor does a run the caller finds not
+    learnable (one that began under an alert of something before it).
 
     Parameters
     ----------
@@ -618,6 +635,8 @@ class Bursts:
     (5.0, 2.5)
     >>> for i in range(3):
     ...     bursts.observe(b, 100.0 + 10 * i, 9.0, excursion=True, learnable=True)
+    >>> bursts.run_length(b, 130.0)  # the window from 130 s would be its fourth
+    4
     >>> bursts.observe(b, 130.0, 0.0, excursion=False, learnable=True)
     >>> round(bursts.envelope(b, 130.0), 2)  # three windows: not a burst
     4.88
@@ -649,6 +668,30 @@ class Bursts:
         state = baseline._bursts
         return state is not None and state.run_windows > 0
 
+    def run_length(self, baseline: RobustBaseline, start: float) -> int:
+        """Windows not calm of the excursion that a window from ``start``,
+        not observed yet, would make if it were not calm either: one more
+        than the excursion in progress, or 1 if there is none or an idle gap
+        ends it first."""
+        state = baseline._bursts
+        if state is None or state.run_windows == 0 or self._gap(state, start):
+            return 1
+        return state.run_windows + 1
+
+    def run_start(self, baseline: RobustBaseline, start: float) -> float:
+        """The first window of the excursion in progress, if a window from
+        ``start`` would go on with it; else ``start``."""
+        state = baseline._bursts
+        if state is None or state.run_windows == 0 or self._gap(state, start):
+            return start
+        return state.run_first
+
+    def outlasted(self, baseline: RobustBaseline) -> bool:
+        """Whether the excursion in progress has more windows not calm than
+        a burst has (so it can no longer be one)."""
+        state = baseline._bursts
+        return state is not None and state.run_windows > self.max_windows
+
     def observe(
         self,
         baseline: RobustBaseline,
@@ -657,25 +700,28 @@ class Bursts:
         excursion: bool,
         learnable: bool,
         held: bool = False,
+        cost: float = 0.0,
     ) -> None:
         """Take the window from ``start``, ``excess`` above what ``baseline``
-        expected of it: ``excursion`` when the caller finds it far above,
-        ``learnable`` unless it found it critical, ``held`` while an alert
-        of the excursion is open. Until the baseline has learnt
-        :data:`BURST_MIN_WINDOWS` windows what it expects is not its level
-        yet, and an excursion then is learnt only when silence follows it.
+        expected of it and costing ``cost``: ``excursion`` when the caller
+        finds it far above, ``learnable`` unless the caller rules out the
+        excursion it belongs to, ``held`` while an alert of the context is
+        open. Until the baseline has learnt :data:`BURST_MIN_WINDOWS`
+        windows what it expects is not its level yet, and an excursion then
+        is learnt only when silence follows it.
 
         Every window from an excursion's first to the one that ends it must
         be observed, save empty ones: a gap ends the excursion.
         """
         state = baseline._bursts
         if state is not None and state.run_windows > 0:
-            gap = start - state.run_last > 1.5 * self.window_s
+            gap = self._gap(state, start)
             calm = not excursion and excess <= BURST_CALM * state.run_peak
             if not gap and not learnable:
                 state.run_learnable = False
             if not gap and (held or not calm):
                 state.run_last = start
+                state.run_cost += cost
                 if not calm:
                     state.run_windows += 1
                     if excess > state.run_peak:
@@ -690,18 +736,22 @@ class Bursts:
         if excursion:
             if state is None:
                 state = baseline._bursts = BurstState()
-            state.run_last = start
+            state.run_first = state.run_last = start
             state.run_peak = excess
+            state.run_cost = cost
             state.run_windows = 1
             state.run_learnable = learnable
             state.run_young = baseline.n < BURST_MIN_WINDOWS
+
+    def _gap(self, state: BurstState, start: float) -> bool:
+        return start - state.run_last > 1.5 * self.window_s
 
     def _end(self, baseline: RobustBaseline, state: BurstState) -> None:
         if state.run_learnable and state.run_peak > 0.0:
             known = self.envelope(baseline, state.run_last)
             state.level = max(known, state.run_peak)
             state.at = state.run_last
-        state.run_peak = 0.0
+        state.run_peak = state.run_cost = 0.0
         state.run_windows = 0
         state.run_learnable = False
         if state.level <= 0.0:
