@@ -32,6 +32,7 @@ from detector.alerts import (
 )
 from detector.baseline import (
     Bursts,
+    BurstState,
     PeerPool,
     RobustBaseline,
     SeasonalBaseline,
@@ -94,9 +95,11 @@ ANOMALY = "anomaly"
 # carries its sequential test and the rules' state theirs; a version 4
 # snapshot restores with no pairing, those slots at zero, its rising runs
 # dropped and the rules' tests afresh.
-SNAPSHOT_VERSION = 5
+# 6: an excursion's burst state keeps its first window and its cost; an older
+# one restores with its run starting at its latest window, having cost nothing.
+SNAPSHOT_VERSION = 6
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,11 +227,19 @@ class DetectorConfig:
 
     A context that bursts is not flagged for bursts like those it has shown
     (:class:`detector.baseline.Bursts`): an excursion above its own baseline
-    of at most ``burst_windows`` windows, none of them critical, is learnt,
-    the highest one fading with a half-life of ``burst_half_life_s``, and a
-    warning then needs an excess over what was expected ``burst_margin``
-    times that burst's (0: off). The critical rate stays where it is, and a
-    sustained rise at a burst's level is left to the sustained-rise path.
+    of at most ``burst_windows`` windows is learnt, however high it went,
+    the highest one fading with a half-life of ``burst_half_life_s`` (0
+    ``burst_margin``: off). A window, or the elapsed part of one, whose
+    excess over what was expected is within ``burst_margin`` times that
+    burst's then raises nothing, at either severity, while its excursion is
+    no longer than ``burst_windows`` windows; once it is longer, it alerts
+    at the severity its rate earns, starting at the excursion's first
+    window with the cost of all of it. History delays an alert, it never
+    lifts the critical rate: the most that bursts shown before buy an
+    attacker is ``burst_windows`` windows at no more than ``burst_margin``
+    times their excess. An excursion beyond that alerts as on a context
+    that never burst. Nothing is learnt of a longer excursion, nor of one
+    that began under an alert already open.
 
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
@@ -1000,7 +1011,7 @@ class Engine:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
         # Most contexts know no burst: their envelope is not looked up.
-        envelope = 0.0 if known is None else self._envelope(state, at)
+        envelope = 0.0 if known is None else self._burst_hold(state, at)[0]
         warn, crit = self._thresholds(reference, envelope)
         state.warn_rate = warn
         spike = state.spike
@@ -1034,7 +1045,8 @@ class Engine:
         self, reference: tuple[float, float], envelope: float = 0.0
     ) -> tuple[float, float]:
         """The warning and critical cost rates against a mean and deviation,
-        and the excess of the bursts known of the context (``envelope``)."""
+        and the excess of the bursts that hold the window back (``envelope``,
+        see :meth:`_burst_hold`)."""
         # Comparisons rather than max and min calls, picking the same values.
         cfg = self.config
         base, deviation = reference
@@ -1055,13 +1067,14 @@ class Engine:
         if other > crit:
             crit = other
         if envelope > 0.0:
-            # A burst like those the context has shown is no news, but what is
-            # critical stays so, whatever bursts came before.
+            # A burst like those the context has shown is no news at either
+            # severity. The caller passes no envelope once the excursion has
+            # outlasted a burst, so this delays critical, never lifts it.
             other = base + cfg.burst_margin * envelope
             if other > warn:
                 warn = other
-            if crit < warn:
-                warn = crit
+            if other > crit:
+                crit = other
         return warn, crit
 
     def _envelope(self, state: _Context, at: float) -> float:
@@ -1069,17 +1082,42 @@ class Engine:
         bursts = self._bursts
         return 0.0 if bursts is None else bursts.envelope(state.baseline, at)
 
-    def _beyond_bursts(
-        self, state: _Context, at: float, cost: float, base: float
-    ) -> bool:
-        """Whether ``cost``, spent in part of the window from ``at``, is
-        already beyond the known bursts of ``state`` for a whole window.
+    def _burst_hold(
+        self, state: _Context, start: float, observed: bool = False
+    ) -> tuple[float, BurstState | None]:
+        """What the known bursts of ``state`` make of the window from ``start``.
+
+        The excess of the bursts that hold the window back (0: none), while
+        its excursion is no longer than a burst; and once the excursion has
+        outlasted one, nothing holds it and its state is returned, so that
+        its alert starts at its first window. ``observed`` when the window
+        has been shown to the bursts already (at its close): its excursion
+        counts it then, and would count it otherwise.
+        """
+        bursts = self._bursts
+        if bursts is None:
+            return 0.0, None
+        baseline = state.baseline
+        envelope = bursts.envelope(baseline, start)
+        if envelope <= 0.0:
+            return 0.0, None
+        if observed:
+            outlasted = bursts.outlasted(baseline)
+        else:
+            outlasted = bursts.run_length(baseline, start) > bursts.max_windows
+        if not outlasted:
+            return envelope, None
+        return 0.0, baseline.bursts
+
+    def _beyond_bursts(self, envelope: float, cost: float, base: float) -> bool:
+        """Whether ``cost``, spent in part of a window, is already beyond
+        bursts of excess ``envelope`` for a whole window (at a ``base``
+        expected rate).
 
         A burst of a few seconds extrapolated from those seconds looks far
         costlier than the windows it was learnt from; spent so far, it does
         not.
         """
-        envelope = self._envelope(state, at)
         if envelope <= 0.0:
             return True
         excess = cost * self._per_hour - base
@@ -1113,8 +1151,9 @@ class Engine:
 
         Against the context's own level, warm or not, so that bursts seen
         while it was judged against its peers (or not at all) are known once
-        it is warm. Nothing critical is learnt: not a window at the critical
-        rate of that level, nor one under a critical alert.
+        it is warm. A burst is learnt at any height, even one that raised an
+        alert of its own; nothing is learnt of an excursion that began while
+        an alert of something before it was open (a flood, a sustained rise).
         """
         bursts = self._bursts
         baseline = state.baseline
@@ -1126,11 +1165,14 @@ class Engine:
         )
         spike = state.spike
         held = spike is not None and spike.open
-        # Limitation: a burst past the critical rate is never learnt; each is critical.
-        learnable = rate < self._thresholds(level)[1] and not (
-            held and spike is not None and spike.severity == CRITICAL
-        )
-        bursts.observe(baseline, at, rate - level[0], excursion, learnable, held)
+        learnable = True
+        if held and spike is not None:
+            rising = getattr(state, "rise", None)
+            learnable = spike.starts_at >= bursts.run_start(baseline, at) and not (
+                rising is not None and rising.alerting
+            )
+        excess = rate - level[0]
+        bursts.observe(baseline, at, excess, excursion, learnable, held, cost)
 
     def _count_threshold(self, state: _Context) -> float:
         """Invocations in a window that are more than chance."""
@@ -1196,7 +1238,8 @@ class Engine:
         reference = self._reference(state, start)
         if reference is None:
             return
-        warn, crit = self._thresholds(reference, self._envelope(state, start))
+        envelope, run = self._burst_hold(state, start)
+        warn, crit = self._thresholds(reference, envelope)
         # Whatever the rest of the window holds, this one is critical. Only
         # for cost already spent: the starts' cost is a guess (a burst of
         # starts of a batch is usual), so they take the count margin below.
@@ -1218,7 +1261,9 @@ class Engine:
         at_crit = count * crit / rate
         z = self.config.early_critical_z
         strong = whole or count >= at_crit + z * math.sqrt(at_crit)
-        if not strong and not self._beyond_bursts(state, start, cost, reference[0]):
+        if not self._beyond_bursts(envelope, cost, reference[0]):
+            # Like the bursts the context has shown, at either severity,
+            # while its excursion is no longer than one.
             return
         # Before the shortest span has passed the rate is understated: only
         # a critical finding is sure enough, a warning from reports waits
@@ -1262,6 +1307,7 @@ class Engine:
             severity,
             early=True,
             early_on=detail,
+            run=run,
         )
         if state.spike is not None and state.spike.severity == CRITICAL:
             state.early_rate = state.early_count = math.inf
@@ -1284,13 +1330,14 @@ class Engine:
         reference = self._reference(state, at)
         if reference is None:
             return
-        warn, crit = self._thresholds(reference, self._envelope(state, at))
+        envelope, run = self._burst_hold(state, at, observed=True)
+        warn, crit = self._thresholds(reference, envelope)
         base = reference[0]
-        # Limitation: short bursts can lift the warning rate up to the critical one.
+        # Limitation: an attack like learnt bursts goes unflagged burst_windows windows.
         if rate >= warn and self._significant(state, cost, count):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
-            self._raise_spike(state, rate, cost, end, severity, early=False)
+            self._raise_spike(state, rate, cost, end, severity, early=False, run=run)
             return
         spike = state.spike
         if spike is None or not spike.open:
@@ -1414,7 +1461,11 @@ class Engine:
         early: bool,
         leader: str = LOGS,
         early_on: dict[str, object] | None = None,
+        run: BurstState | None = None,
     ) -> None:
+        """Open, escalate or update the cost alert of ``state``. ``run``: the
+        excursion held back as a burst that has outlasted one, whose first
+        window a new alert starts at and whose cost it adds to the window's."""
         spike = state.spike
         if spike is None:
             spike = state.spike = _Alert(
@@ -1431,6 +1482,16 @@ class Engine:
             spike.severity = severity
             spike.starts_at = at
             spike.cost = window_cost
+            if run is not None:
+                # At a window's close the run holds the window already.
+                closed = not early
+                spike.starts_at = run.run_first
+                spike.cost = run.run_cost if closed else run.run_cost + window_cost
+                evidence["held_as_burst"] = {
+                    "first_window_at": run.run_first,
+                    "windows": run.run_windows + (0 if closed else 1),
+                    "burst_windows": self.config.burst_windows,
+                }
             spike.peak = spike.reported_peak = rate
             self._emit(state, spike, OPENED, at, evidence)
             return

@@ -12,12 +12,21 @@ import pytest
 import detector.baseline
 from detector.alerts import CRITICAL, WARNING
 from detector.baseline import BURST_MIN_WINDOWS, Bursts, RobustBaseline
-from detector.engine import COST_SPIKE, Engine
+from detector.engine import COST_SPIKE, SNAPSHOT_VERSION, Engine
 from dowguard.cli import detector_config
 from dowguard.config import load_settings
 from dowguard.evaluate import episodes
 from ingest.events import Event, Invocation
-from tests.detector.streams import CTX, T0, cheap, feed, make_engine, opened, regular
+from tests.detector.streams import (
+    CHEAP,
+    CTX,
+    T0,
+    cheap,
+    feed,
+    make_engine,
+    opened,
+    regular,
+)
 
 WARM_S = 1200.0  # 120 windows: the cost baseline is warm
 #: Half a call a second at a hundred-thousandth of a dollar: 0.018 USD/h.
@@ -95,14 +104,18 @@ def test_a_burst_far_beyond_the_known_ones_still_warns() -> None:
 
 
 def test_a_sustained_attack_at_burst_level_on_a_bursty_context_is_caught() -> None:
-    # An attacker shows short bursts first, then keeps up the same rate.
+    # An attacker shows short bursts first, then keeps up the same rate: held
+    # back as a burst for four windows, it warns in the fifth, as of its start.
     attack = regular(T0 + 1502.0, 300.0, BURST_PER_S, "attack")
     found = opened(
         feed(make_engine(cheap), stream([202.0, 402.0], extra=attack)), COST_SPIKE
     )
-    assert len(found) == 1
-    assert T0 + 1502.0 < found[0].at <= T0 + 1502.0 + 120.0
-    assert found[0].evidence["fired"] == "cost rate sustained above its baseline"
+    assert [t.severity for t in found] == [WARNING]
+    assert T0 + 1540.0 < found[0].at <= T0 + 1555.0
+    assert found[0].starts_at == T0 + 1500.0
+    assert found[0].evidence["held_as_burst"]["windows"] == 5
+    # The cost of all its windows so far, not of the last one alone.
+    assert found[0].cost_usd > 4 * 10 * BURST_PER_S * CHEAP
 
 
 def test_a_flood_at_the_critical_rate_is_critical_at_once_after_bursts() -> None:
@@ -124,14 +137,106 @@ def test_a_sustained_rise_teaches_nothing() -> None:
     assert found[1].at >= T0 + 2102.0
 
 
-def test_a_critical_burst_teaches_nothing() -> None:
-    # Twenty seconds at ten times the burst rate: critical, though short.
-    flood = regular(T0 + 1202.0, 20.0, 10 * BURST_PER_S, "flood")
-    found = episodes(feed(make_engine(cheap), stream([1802.0], extra=flood)))
+def test_a_long_critical_flood_teaches_nothing() -> None:
+    # Two minutes at the critical rate: far longer than a burst, so a burst
+    # like one window of it afterwards is critical all the same.
+    flood = regular(T0 + 1202.0, 120.0, CRIT_PER_S, "flood")
+    found = episodes(
+        feed(
+            make_engine(cheap),
+            stream(
+                until=2400.0,
+                extra=[*flood, *regular(T0 + 1802.0, BURST_S, CRIT_PER_S, "like")],
+            ),
+        )
+    )
     assert [(a.kind, a.severity) for a in found] == [
         (COST_SPIKE, CRITICAL),
-        (COST_SPIKE, WARNING),
+        (COST_SPIKE, CRITICAL),
     ]
+    assert found[1].opened_at >= T0 + 1802.0
+
+
+# Bursts past the critical rate
+
+#: A hundred and twenty calls a second: about 4.3 USD/h over a whole window,
+#: past the critical rate of the base rate (2 USD/h above it).
+CRIT_PER_S = 120.0
+
+
+def critical_bursts(
+    at: Sequence[float] = (1202.0,), per_s: float = CRIT_PER_S
+) -> list[Invocation]:
+    """Bursts of BURST_S seconds at ``per_s``, starting at the offsets given."""
+    out: list[Invocation] = []
+    for n, offset in enumerate(at):
+        out.extend(regular(T0 + offset, BURST_S, per_s, f"crit{n}"))
+    return out
+
+
+def test_a_first_burst_past_the_critical_rate_is_critical() -> None:
+    found = episodes(feed(make_engine(cheap), stream(extra=critical_bursts())))
+    assert [t.severity for t in found] == [CRITICAL]
+    assert T0 + 1202.0 <= found[0].opened_at <= T0 + 1220.0
+
+
+def test_bursts_past_the_critical_rate_are_learnt_and_not_alerted_again() -> None:
+    engine = make_engine(cheap)
+    shown = critical_bursts([1202.0, 1502.0, 1802.0, 2102.0])
+    found = episodes(feed(engine, stream(extra=shown)))
+    # The first one, nothing yet being known, is critical; like ones are not.
+    assert [t.severity for t in found] == [CRITICAL]
+    assert found[0].opened_at < T0 + 1502.0
+    level, _ = _burst_fields(engine)
+    assert level > 2.0
+
+
+def test_bursts_learnt_while_cold_hold_back_a_like_critical_burst() -> None:
+    # Shown while the context is too young to be judged at all.
+    shown = critical_bursts([202.0, 402.0])
+    later = critical_bursts([1502.0, 2102.0])
+    assert opened(feed(make_engine(cheap), stream(extra=shown + later))) == []
+    # Without them, the same later bursts are critical.
+    found = episodes(feed(make_engine(cheap), stream(extra=later)))
+    assert CRITICAL in [t.severity for t in found]
+
+
+def test_a_flood_at_the_height_of_the_bursts_that_lasts_is_critical() -> None:
+    flood = regular(T0 + 1802.0, 120.0, CRIT_PER_S, "flood")
+    engine = make_engine(cheap)
+    found = opened(feed(engine, stream(extra=critical_bursts([202.0]) + flood)))
+    assert [t.severity for t in found] == [CRITICAL]
+    alert = found[0]
+    # Held back for burst_windows (4) windows, critical in the fifth, as of
+    # the flood's first window and with the cost of all of it so far.
+    assert T0 + 1840.0 < alert.at <= T0 + 1855.0
+    assert alert.starts_at == T0 + 1800.0
+    assert alert.evidence["held_as_burst"]["windows"] == 5
+    assert alert.cost_usd > 38.0 * CRIT_PER_S * CHEAP
+    # A flood that is not one teaches nothing: the level is the burst's.
+    assert _burst_fields(engine)[1] < T0 + 1800.0
+
+
+def test_a_flood_beyond_the_bursts_is_critical_early_as_before() -> None:
+    # Twenty times the height of the bursts shown, so past burst_margin (3)
+    # times their excess in a fraction of a window.
+    flood = regular(T0 + 1802.0, 20.0, 20 * CRIT_PER_S, "flood")
+    shown = critical_bursts([202.0, 402.0])
+    found = opened(feed(make_engine(cheap), stream(extra=shown + flood)))
+    assert [t.severity for t in found] == [CRITICAL]
+    assert found[0].evidence["early"] is True
+    assert found[0].at - (T0 + 1802.0) <= 2.0
+    assert found[0].starts_at == found[0].at
+
+
+def test_bursts_of_a_history_hold_back_nothing_beyond_their_margin() -> None:
+    # Four times the height of the bursts shown: past burst_margin (3) times
+    # their excess over a whole window, so it is critical in its first one.
+    burst = regular(T0 + 1802.0, BURST_S, 4 * CRIT_PER_S, "burst")
+    shown = critical_bursts([202.0, 402.0])
+    found = opened(feed(make_engine(cheap), stream(extra=shown + burst)))
+    assert [t.severity for t in found] == [CRITICAL]
+    assert T0 + 1802.0 < found[0].at <= T0 + 1815.0
 
 
 # Checkpoints
@@ -161,6 +266,50 @@ def _burst_fields(engine: Engine) -> tuple[float, float]:
     assert state is not None
     bursts = state.baseline.bursts
     return (0.0, 0.0) if bursts is None else (bursts.level, bursts.at)
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.3, 0.5, 0.7])
+def test_snapshot_and_restore_keep_bursts_past_the_critical_rate(cut: float) -> None:
+    # Cuts before the bursts are learnt, between them, and inside the flood
+    # that outlasts them (with its run of windows in progress).
+    flood = regular(T0 + 1802.0, 120.0, CRIT_PER_S, "flood")
+    events = stream(extra=critical_bursts([202.0, 1202.0, 1502.0]) + flood)
+    whole_engine = make_engine(cheap)
+    whole = feed(whole_engine, events)
+    split = int(len(events) * cut)
+    first = make_engine(cheap)
+    head = feed(first, events[:split], flush=False)
+    second = make_engine(cheap)
+    second.restore(0, first.snapshot(0))
+    tail = feed(second, events[split:])
+    assert [t.to_json() for t in head + tail] == [t.to_json() for t in whole]
+    assert _burst_fields(second) == _burst_fields(whole_engine)
+    # The cold bursts were learnt, so only the flood is flagged, from its start.
+    found = opened(whole)
+    assert [(t.severity, t.starts_at) for t in found] == [(CRITICAL, T0 + 1800.0)]
+
+
+def test_a_version_5_checkpoint_inside_a_run_resumes_from_its_latest_window() -> None:
+    flood = regular(T0 + 1802.0, 120.0, CRIT_PER_S, "flood")
+    events = stream(extra=critical_bursts([202.0]) + flood)
+    split = next(i for i, e in enumerate(events) if e.time >= T0 + 1828.0)
+    first = make_engine(cheap)
+    head = feed(first, events[:split], flush=False)
+    version, part = pickle.loads(first.snapshot(0))
+    assert version == SNAPSHOT_VERSION
+    running = part.contexts[CTX].baseline.bursts
+    assert running is not None and running.run_windows >= 2
+    # What a version 5 checkpoint lacks: the run's first window and its cost.
+    del running.run_first, running.run_cost
+    legacy = pickle.dumps((5, part), protocol=5)
+    second = make_engine(cheap)
+    second.restore(0, legacy)
+    found = opened(head + feed(second, events[split:]))
+    # Still critical after the fifth window, as of the run's latest window
+    # at the cut, the earliest the old state knows of.
+    assert [t.severity for t in found] == [CRITICAL]
+    assert T0 + 1810.0 <= found[0].starts_at <= T0 + 1820.0
+    assert T0 + 1840.0 < found[0].at <= T0 + 1855.0
 
 
 def test_a_checkpoint_from_before_bursts_were_learnt_resumes() -> None:
@@ -218,6 +367,37 @@ def test_a_short_excursion_is_learnt_once_it_is_over() -> None:
     BURSTS.observe(b, 3610.0, 0.2, excursion=True, learnable=True)
     BURSTS.observe(b, 3620.0, 0.0, excursion=False, learnable=True)
     assert BURSTS.envelope(b, 3610.0) == pytest.approx(0.3)
+
+
+def test_an_excursion_keeps_its_first_window_its_length_and_its_cost() -> None:
+    b = _grown()
+    BURSTS.observe(b, 0.0, 0.4, excursion=True, learnable=True, cost=0.25)
+    BURSTS.observe(b, 10.0, 0.6, excursion=True, learnable=True, cost=0.5)
+    # The next window would go on with it, one after a gap would not.
+    assert (BURSTS.run_start(b, 20.0), BURSTS.run_length(b, 20.0)) == (0.0, 3)
+    assert (BURSTS.run_start(b, 40.0), BURSTS.run_length(b, 40.0)) == (40.0, 1)
+    assert not BURSTS.outlasted(b)
+    BURSTS.observe(b, 20.0, 0.6, excursion=True, learnable=True, cost=0.5)
+    # Three windows: longer than a burst of two, and nothing is learnt of it.
+    assert BURSTS.outlasted(b)
+    state = b.bursts
+    assert state is not None
+    assert (state.run_first, state.run_cost) == (0.0, 1.25)
+    BURSTS.observe(b, 30.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(b, 30.0) == 0.0
+    assert not BURSTS.outlasted(b)
+
+
+def test_a_burst_state_pickled_before_runs_kept_their_start_loads() -> None:
+    b = _grown()
+    BURSTS.observe(b, 0.0, 0.4, excursion=True, learnable=True, cost=0.25)
+    BURSTS.observe(b, 10.0, 0.6, excursion=True, learnable=True, cost=0.5)
+    state = b.bursts
+    assert state is not None
+    del state.run_first, state.run_cost
+    loaded = pickle.loads(pickle.dumps(state))
+    assert (loaded.run_first, loaded.run_cost) == (10.0, 0.0)
+    assert (loaded.run_windows, loaded.run_peak) == (2, 0.6)
 
 
 def test_an_excursion_that_does_not_calm_down_is_not_a_burst() -> None:
