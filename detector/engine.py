@@ -1464,8 +1464,8 @@ class Engine:
         run: BurstState | None = None,
     ) -> None:
         """Open, escalate or update the cost alert of ``state``. ``run``: the
-        excursion held back as a burst that has outlasted one, whose first
-        window a new alert starts at and whose cost it adds to the window's."""
+        excursion held back as a burst that has outlasted one; a new alert
+        starts at its first window and counts the cost of all its windows."""
         spike = state.spike
         if spike is None:
             spike = state.spike = _Alert(

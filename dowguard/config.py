@@ -113,9 +113,10 @@ class Settings(BaseSettings):
     ramp_warn_z: PositiveFloat = 5.0
     ramp_warn_min_excess: NonNegativeFloat = 0.05
     rule_warmup: PositiveInt = 20
-    # A single window of a context warns only at burst_margin times the excess
-    # of the short bursts it has shown (0: bursts are not learnt); a burst has
-    # at most burst_windows windows and fades with burst_half_life_s.
+    # A window of a context alerts only past burst_margin times the excess of
+    # the short bursts it has shown until its run outlasts burst_windows
+    # windows (0: bursts are not learnt); a burst has at most burst_windows
+    # windows and fades with burst_half_life_s.
     burst_margin: NonNegativeFloat = 3.0
     burst_windows: PositiveInt = 4
     burst_half_life_s: PositiveFloat = 86_400.0
