@@ -157,6 +157,25 @@ def test_a_long_critical_flood_teaches_nothing() -> None:
     assert found[1].opened_at >= T0 + 1802.0
 
 
+def test_a_burst_under_an_alert_of_something_before_it_teaches_nothing() -> None:
+    # A rise too low to be an excursion opens an alert; a short burst past
+    # the critical rate comes while it is open. It is not a burst to learn:
+    # a like one after the rise has ended is critical again.
+    events = [
+        *regular(T0, 2700.0, 2.0, "base"),
+        *regular(T0 + 1202.0, 600.0, 2.4, "rise"),
+        *regular(T0 + 1502.0, BURST_S, CRIT_PER_S, "under"),
+        *regular(T0 + 2402.0, BURST_S, CRIT_PER_S, "after"),
+    ]
+    engine = make_engine(cheap)
+    found = episodes(feed(engine, sorted(events, key=lambda e: e.time)))
+    assert [a.severity for a in found] == [CRITICAL, CRITICAL]
+    assert found[0].opened_at < T0 + 1502.0
+    assert T0 + 2402.0 <= found[1].opened_at <= T0 + 2420.0
+    # The later one, with no alert before it, is the only burst learnt.
+    assert _burst_fields(engine)[1] >= T0 + 2400.0
+
+
 # Bursts past the critical rate
 
 #: A hundred and twenty calls a second: about 4.3 USD/h over a whole window,
