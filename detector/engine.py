@@ -1104,6 +1104,7 @@ class Engine:
         if observed:
             outlasted = bursts.outlasted(baseline)
         else:
+            # Limitation: a window still open before this one is not counted yet.
             outlasted = bursts.run_length(baseline, start) > bursts.max_windows
         if not outlasted:
             return envelope, None
