@@ -6,7 +6,6 @@ period is complete, then compared; a gap beyond the tolerance is a finding.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections.abc import Callable
@@ -46,18 +45,29 @@ class BillingTrack:
     """Billed cost of one context per hour, and the periods to compare.
 
     ``billed`` and ``not_priced`` hold USD per hour (a daily row is spread
-    over its hours); ``queued`` the periods waiting for their comparison;
+    over its hours); ``queued`` the periods waiting for their comparison,
+    start and end of each in a row;
     ``last`` the latest comparison (start, end, billed, computed, not priced).
     """
 
     billed: Ring
     not_priced: Ring | None = None
-    # A tuple, so that the many tracks with nothing queued share ``()``.
-    queued: tuple[tuple[float, float], ...] = ()
+    # Start and end of each period, one flat tuple, so that the many tracks
+    # with nothing queued share ``()``.
+    queued: tuple[float, ...] = ()
     charges: list[tuple[float, float]] | None = None
     last: tuple[float, float, float, float, float] | None = None
     source: str = ""
     gaps: int = 0
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        for name, value in slots.items():
+            setattr(self, name, value)
+        queued: tuple[Any, ...] = self.queued
+        if queued and isinstance(queued[0], tuple):
+            # A checkpoint from when each period was a (start, end) pair.
+            self.queued = tuple(t for period in queued for t in period)
 
 
 class Reconciler:
@@ -120,12 +130,13 @@ class Reconciler:
                 self.too_late += 1
                 return
             period = (bill.time, bill.end)
-        if period in track.queued:
-            return
-        track.queued = (*track.queued, period)
-        due_at = max(period[1], horizon + self.config.billing_settle_s)
-        psrc.ticket += 1
-        heapq.heappush(psrc.due, (due_at, psrc.ticket, holder.context))
+        queued = track.queued
+        start, end = period
+        for i in range(0, len(queued), 2):
+            if queued[i] == start and queued[i + 1] == end:
+                return
+        track.queued = (*queued, start, end)
+        psrc.schedule(max(end, horizon + self.config.billing_settle_s), holder.context)
 
     def due(
         self,
@@ -148,21 +159,23 @@ class Reconciler:
         due = psrc.due
         retry: list[Context] = []
         while due and (force or due[0][0] <= horizon):
-            _, _, context = heapq.heappop(due)
-            holder = lookup(context)
-            if holder is None:
-                continue
-            wide = account_wide(context)
-            upto = horizon if force or not wide else min(horizon, account_horizon)
-            for finding in self.due_one(psrc, holder, upto, account_cost):
-                out.append((holder, finding))
-            track = holder.sources.billing if holder.sources is not None else None
-            if wide and not force and track is not None and track.queued:
-                retry.append(context)
+            slot = psrc.take_due()
+            for i in range(1, len(slot)):
+                context = slot[i]
+                holder = lookup(context)
+                if holder is None:
+                    continue
+                wide = account_wide(context)
+                upto = horizon if force or not wide else min(horizon, account_horizon)
+                for finding in self.due_one(psrc, holder, upto, account_cost):
+                    out.append((holder, finding))
+                src = holder.sources
+                track = src.billing if src is not None else None
+                if wide and not force and track is not None and track.queued:
+                    retry.append(context)
         for context in retry:
             # Looked at again once this partition's horizon moves on.
-            psrc.ticket += 1
-            heapq.heappush(psrc.due, (horizon + 1.0, psrc.ticket, context))
+            psrc.schedule(horizon + 1.0, context)
         return out
 
     def due_one(
@@ -177,10 +190,12 @@ class Reconciler:
         if src is None or track is None:
             return []
         findings: list[Finding] = []
-        waiting: list[tuple[float, float]] = []
-        for start, end in track.queued:
+        waiting: list[float] = []
+        queued = track.queued
+        for i in range(0, len(queued), 2):
+            start, end = queued[i], queued[i + 1]
             if end > horizon:
-                waiting.append((start, end))
+                waiting.extend((start, end))
             elif start == end:
                 self._charges(psrc, holder, track, horizon, account_cost, findings)
             else:
