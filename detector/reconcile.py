@@ -14,6 +14,7 @@ from typing import Any
 
 from detector.alerts import rfc3339
 from detector.sources import (
+    BILLED,
     BILLING,
     GAP,
     HOUR_S,
@@ -42,15 +43,15 @@ AccountCost = Callable[[tuple[str, str, str], float, float], tuple[float | None,
 
 @dataclass(slots=True)
 class BillingTrack:
-    """Billed cost of one context per hour, and the periods to compare.
+    """What was billed for one context, and the periods to compare.
 
-    ``billed`` and ``not_priced`` hold USD per hour (a daily row is spread
-    over its hours); ``queued`` the periods waiting for their comparison,
-    start and end of each in a row;
-    ``last`` the latest comparison (start, end, billed, computed, not priced).
+    The priced cost billed per hour is the source state's ``BILLED`` lane;
+    ``not_priced`` holds the rest per hour (a daily row is spread over its
+    hours); ``queued`` the periods waiting for their comparison, start and
+    end of each in a row; ``last`` the latest comparison (start, end,
+    billed, computed, not priced).
     """
 
-    billed: Ring
     not_priced: Ring | None = None
     # Start and end of each period, one flat tuple, so that the many tracks
     # with nothing queued share ``()``.
@@ -59,6 +60,9 @@ class BillingTrack:
     last: tuple[float, float, float, float, float] | None = None
     source: str = ""
     gaps: int = 0
+    # Only in a track restored from a checkpoint from before the billed sums
+    # moved to the source state's billed lane, until that state takes them.
+    billed: Ring | None = None
 
     def __setstate__(self, state: Any) -> None:
         slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
@@ -108,7 +112,7 @@ class Reconciler:
         src = self.fusion.state(holder)
         track: BillingTrack | None = src.billing
         if track is None:
-            track = src.billing = BillingTrack(Ring(HOUR_S, self.config.hours_kept))
+            track = src.billing = BillingTrack()
         track.source = bill.source
         if bill.usage_kind == ESTIMATED_CHARGES:
             if holder.context.function != LAMBDA_CHARGES:
@@ -121,7 +125,7 @@ class Reconciler:
             period = (bill.time, bill.time)
         else:
             if bill.usage_kind in PRICED_KINDS:
-                kept = track.billed.add_span(bill.time, bill.end, bill.cost_usd)
+                kept = src.add_span(bill.time, bill.end, bill.cost_usd, BILLED)
             else:
                 if track.not_priced is None:
                     track.not_priced = Ring(HOUR_S, self.config.hours_kept)
@@ -222,7 +226,7 @@ class Reconciler:
             return
         context: Context = holder.context
         if context.function:
-            computed = src.hours.total(start, end)
+            computed = src.total(start, end)
         else:
             # A row naming no function (a bill without resource ids) is the
             # account's in that region: every context of it is compared.
@@ -231,7 +235,7 @@ class Reconciler:
             if computed is None and seen == 0:
                 self.uncovered += 1
                 return
-        billed = track.billed.total(start, end)
+        billed = src.total(start, end, BILLED)
         if computed is None or billed is None:
             self.too_late += 1
             return

@@ -20,6 +20,7 @@ from typing import Any
 from detector.alerts import CRITICAL, WARNING, rfc3339
 from detector.baseline import RobustBaseline
 from detector.interning import Shared
+from dowguard.errors import StorageError
 from ingest.events import Context, Metric
 
 logger = logging.getLogger(__name__)
@@ -374,14 +375,206 @@ class MetricTrack:
             nums.extend(minutes)
 
 
-@dataclass(slots=True)
-class SourceState:
-    """The non-log sources of one function context (hung off its state)."""
+#: The lanes of a context's hourly sums: the cost computed from its logs
+#: and metric streams, and the priced cost billed for it.
+COMPUTED, BILLED = 0, 1
 
-    hours: Ring
-    metric: MetricTrack | None = None
-    billing: Any = None
-    gap_alert: Any = None
+
+class SourceState:
+    """The non-log sources of one function context (hung off its state).
+
+    It also holds the context's sums per hour, in two lanes (``COMPUTED``
+    and ``BILLED``) that share one array: every costed context keeps the
+    first and every billed one the second, so one buffer and one object
+    serve both. Each lane holds what a ``Ring`` of ``size`` hours would: it
+    grows with the hours it has spanned, its first hour at its start, until
+    it spans ``size`` of them and turns circular, hour ``h`` at ``h % size``.
+    The computed lane comes first in the array, the billed one after it.
+    ``hours`` is the computed lane (the state itself, read as a ring).
+    """
+
+    __slots__ = (
+        "billed_first",
+        "billed_latest",
+        "billing",
+        "computed_first",
+        "computed_latest",
+        "computed_n",
+        "gap_alert",
+        "metric",
+        "size",
+        "values",
+    )
+
+    bucket_s = HOUR_S
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: array[float] = array("f")
+        self.computed_first = self.computed_latest = -1
+        self.billed_first = self.billed_latest = -1
+        self.computed_n = 0
+        self.metric: MetricTrack | None = None
+        self.billing: Any = None
+        self.gap_alert: Any = None
+
+    @property
+    def hours(self) -> SourceState:
+        """The computed lane, as a ring: ``total(start, end)``, ``add``."""
+        return self
+
+    def _lane(self, lane: int) -> tuple[int, int, int, int]:
+        """Offset, length, first and latest hour of ``lane``."""
+        if lane == COMPUTED:
+            n = self.computed_n
+            return 0, n, self.computed_first, self.computed_latest
+        n = self.computed_n
+        return n, len(self.values) - n, self.billed_first, self.billed_latest
+
+    def add(self, time: float, value: float, lane: int = COMPUTED) -> bool:
+        """Add ``value`` to the hour of ``time``; False if it is too old."""
+        bucket = int(time // HOUR_S)
+        size = self.size
+        lo, n, first, latest = self._lane(lane)
+        values = self.values
+        if first < 0:
+            values[lo:lo] = _zeros(values, 1)
+            n = 1
+            first = latest = _shared_bucket(bucket)
+        elif bucket > latest:
+            if n < size and bucket - first < size - 1:
+                values[lo + n : lo + n] = _zeros(values, bucket - latest)
+                n += bucket - latest
+            else:
+                values, n = self._circular(lo, n, first)
+                for b in range(max(latest + 1, bucket - size + 1), bucket + 1):
+                    values[lo + b % size] = 0.0
+            latest = _shared_bucket(bucket)
+        elif bucket <= latest - size:
+            return False
+        elif bucket < first:
+            if n < size and latest - bucket < size - 1:
+                values[lo:lo] = _zeros(values, first - bucket)
+                n += first - bucket
+            else:
+                values, n = self._circular(lo, n, first)
+                for b in range(bucket, first):
+                    values[lo + b % size] = 0.0
+            first = _shared_bucket(bucket)
+        if n < size:
+            values[lo + bucket - first] += value
+        else:
+            values[lo + bucket % size] += value
+        if lane == COMPUTED:
+            self.computed_first, self.computed_latest = first, latest
+            self.computed_n = n
+        else:
+            self.billed_first, self.billed_latest = first, latest
+        return True
+
+    def _circular(self, lo: int, n: int, first: int) -> tuple[array[float], int]:
+        """The lane at ``lo`` laid out circularly, at full size, and that size."""
+        size = self.size
+        values = self.values
+        if n == size:
+            return values, n
+        ring = _zeros(values, size)
+        for i in range(n):
+            ring[(first + i) % size] = values[lo + i]
+        # A new array of the exact size, as lanes at full size stay so.
+        self.values = values = values[:lo] + ring + values[lo + n :]
+        if lo == 0:
+            self.computed_n = size
+        return values, size
+
+    def add_span(
+        self, start: float, end: float, value: float, lane: int = COMPUTED
+    ) -> bool:
+        """Spread ``value`` evenly over [start, end), hour by hour."""
+        step = HOUR_S
+        if end - start <= step:
+            return self.add(start, value, lane)
+        kept = True
+        bucket = int(start // step)
+        while bucket * step < end:
+            left = max(start, bucket * step)
+            right = min(end, (bucket + 1) * step)
+            part = value * (right - left) / (end - start)
+            kept = self.add(left, part, lane) and kept
+            bucket += 1
+        return kept
+
+    def total(self, start: float, end: float, lane: int = COMPUTED) -> float | None:
+        """Sum over [start, end), hours pro rata; None if no longer kept."""
+        lo, n, first, latest = self._lane(lane)
+        if first < 0:
+            return 0.0
+        step = HOUR_S
+        values = self.values
+        size = self.size
+        lo_hour = int(start // step)
+        hi = math.ceil(end / step) - 1
+        evicted = latest - size
+        if first <= evicted and lo_hour <= evicted:
+            return None
+        circular = n == size
+        total = 0.0
+        for b in range(max(lo_hour, first), min(hi, latest) + 1):
+            left = max(start, b * step)
+            right = min(end, (b + 1) * step)
+            if right > left:
+                value = values[lo + b % size] if circular else values[lo + b - first]
+                total += value * (right - left) / step
+        return total
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        return None, {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        if "values" in slots:
+            for name, value in slots.items():
+                setattr(self, name, value)
+            return
+        # A checkpoint from when each lane was a ring of its own: the
+        # computed one here, the billed one in the billing track.
+        hours: Ring = slots["hours"]
+        SourceState.__init__(self, hours.size)
+        self.metric = slots["metric"]
+        self.billing = slots["billing"]
+        self.gap_alert = slots["gap_alert"]
+        self._take_ring(hours, COMPUTED)
+        billed = getattr(self.billing, "billed", None)
+        if billed is not None:
+            self._take_ring(billed, BILLED)
+            self.billing.billed = None
+
+    def _take_ring(self, ring: Ring, lane: int) -> None:
+        """Put what ``ring`` holds into the empty ``lane``, hour by hour."""
+        if ring.first < 0:
+            return
+        size = ring.size
+        if ring.size != self.size:
+            raise StorageError(
+                f"checkpoint of a source state: rings of {ring.size} and"
+                f" {self.size} hours cannot share an array"
+            )
+        step = ring.bucket_s
+        # The held hours in order, oldest first, so that the lane grows (or
+        # turns circular) as the ring did; then the ring's first hour, which
+        # may be older than those held, so that the lane refuses the same
+        # hours as no longer kept.
+        held = range(max(ring.first, ring.latest - size + 1), ring.latest + 1)
+        for hour in held:
+            if len(ring.values) < size:
+                value = ring.values[hour - ring.first]
+            else:
+                value = ring.values[hour % size]
+            self.add(hour * step, value, lane)
+        if lane == COMPUTED:
+            self.computed_first = ring.first
+        else:
+            self.billed_first = ring.first
 
 
 @dataclass(slots=True)
@@ -503,7 +696,7 @@ class SourceFusion:
         """The source state of an engine context, created on first use."""
         src: SourceState | None = holder.sources
         if src is None:
-            src = holder.sources = SourceState(Ring(HOUR_S, self.config.hours_kept))
+            src = holder.sources = SourceState(self.config.hours_kept)
         return src
 
     def account_ring(self, psrc: PartitionSources, context: Context) -> Ring:
@@ -532,7 +725,7 @@ class SourceFusion:
         if cost <= 0.0 and count <= 0.0:
             return
         src = self.state(holder)
-        src.hours.add(start, cost)
+        src.add(start, cost)
         self.account_ring(psrc, holder.context).add(start, cost)
         if src.metric is not None:
             src.metric.log_add(start, count)
@@ -636,7 +829,9 @@ class SourceFusion:
             if not (force or ready or end <= late_bound):
                 break
             acc = nums[_PENDING : _PENDING + _MINUTE_SLOTS]
-            del nums[_PENDING : _PENDING + _MINUTE_SLOTS]
+            # A new array of the exact size, as for a new pending minute.
+            rest = nums[_PENDING + _MINUTE_SLOTS :]
+            nums = track.nums = nums[:_PENDING] + rest
             finding = self._settle_minute(
                 psrc, holder, src, track, minute, acc, has_logs, under_alert
             )
@@ -692,7 +887,7 @@ class SourceFusion:
             # Counted once: logs saw nothing of this minute, the metric leads.
             track.led_minutes += 1
             track.cost += cost
-            src.hours.add(minute, cost)
+            src.add(minute, cost)
             self.account_ring(psrc, context).add(minute, cost)
         at = minute + MINUTE_S
         if led and spiking:
