@@ -49,7 +49,7 @@ class BillingTrack:
     ``not_priced`` holds the rest per hour (a daily row is spread over its
     hours); ``queued`` the periods waiting for their comparison, start and
     end of each in a row; ``last`` the latest comparison (start, end,
-    billed, computed, not priced).
+    billed, computed, not priced), None before the first.
     """
 
     not_priced: Ring | None = None
@@ -57,15 +57,48 @@ class BillingTrack:
     # with nothing queued share ``()``.
     queued: tuple[float, ...] = ()
     charges: list[tuple[float, float]] | None = None
-    last: tuple[float, float, float, float, float] | None = None
+    # The latest comparison, field by field rather than a tuple of them:
+    # every billed context keeps one. NaN before the first.
+    last_start: float = math.nan
+    last_end: float = math.nan
+    last_billed: float = 0.0
+    last_computed: float = 0.0
+    last_excluded: float = 0.0
     source: str = ""
     gaps: int = 0
     # Only in a track restored from a checkpoint from before the billed sums
     # moved to the source state's billed lane, until that state takes them.
     billed: Ring | None = None
 
+    @property
+    def last(self) -> tuple[float, float, float, float, float] | None:
+        """The latest comparison: start, end, billed, computed, not priced."""
+        if math.isnan(self.last_start):
+            return None
+        return (
+            self.last_start,
+            self.last_end,
+            self.last_billed,
+            self.last_computed,
+            self.last_excluded,
+        )
+
+    @last.setter
+    def last(self, last: tuple[float, float, float, float, float] | None) -> None:
+        if last is None:
+            self.last_start = self.last_end = math.nan
+            self.last_billed = self.last_computed = self.last_excluded = 0.0
+            return
+        start, end, billed, computed, excluded = last
+        self.last_start, self.last_end = start, end
+        self.last_billed, self.last_computed = billed, computed
+        self.last_excluded = excluded
+
     def __setstate__(self, state: Any) -> None:
         slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        if "last_start" not in slots:
+            # A checkpoint from before the latest comparison had fields.
+            self.last = None
         for name, value in slots.items():
             setattr(self, name, value)
         queued: tuple[Any, ...] = self.queued

@@ -212,15 +212,14 @@ def _zeros(like: array[float], count: int) -> array[float]:
     _LATEST,
     _LAST_RATE,
     _LAST_COUNT,
-    _LAST_MINUTE,
     _SPIKED_AT,
     _COST,
     _LOG_FIRST,
     _LOG_LATEST,
     _LOG_COUNTS,
-) = range(11)
+) = range(10)
 _PENDING = _LOG_COUNTS + _LOG_MINUTES
-_FRESH_TRACK = (0.0, -math.inf, -math.inf, 0.0, 0.0, -math.inf, -math.inf, 0.0)
+_FRESH_TRACK = (0.0, -math.inf, -math.inf, 0.0, 0.0, -math.inf, 0.0)
 
 
 class _Figure:
@@ -262,7 +261,6 @@ class MetricTrack:
     latest = _Figure(_LATEST)
     last_rate = _Figure(_LAST_RATE)
     last_count = _Figure(_LAST_COUNT)
-    last_minute = _Figure(_LAST_MINUTE)
     spiked_at = _Figure(_SPIKED_AT)
     cost = _Figure(_COST)
 
@@ -278,6 +276,11 @@ class MetricTrack:
 
     def __repr__(self) -> str:
         return f"MetricTrack(nums={self.nums!r}, baseline={self.baseline!r})"
+
+    @property
+    def last_minute(self) -> float:
+        """The minute settled last (-inf before the first)."""
+        return self.settled_until - MINUTE_S
 
     @property
     def minutes(self) -> array[float] | None:
@@ -351,7 +354,7 @@ class MetricTrack:
         self.last_disagreement = slots["last_disagreement"]
         for name in ("count_mean", "settled_until", "latest", "last_rate"):
             setattr(self, name, slots[name])
-        for name in ("last_count", "last_minute", "spiked_at", "cost"):
+        for name in ("last_count", "spiked_at", "cost"):
             setattr(self, name, slots[name])
         logs: Ring = slots["logs"]
         nums = self.nums
@@ -866,10 +869,9 @@ class SourceFusion:
             if idle and not under_alert:
                 track.baseline.learn_many_zeros(idle)
                 track.count_mean *= (1.0 - self._alpha(track)) ** idle
-        track.settled_until = minute + MINUTE_S
+        track.settled_until = minute + MINUTE_S  # and so last_minute
         track.last_rate = rate
         track.last_count = invocations
-        track.last_minute = minute
         track.last_memory = memory_source
         base = track.baseline
         warm = base.is_warm

@@ -280,7 +280,8 @@ class _OldLayout(pickle.Pickler):
 
     Then a context's computed hours were a ring of its source state, its
     billed hours a ring of its billing track, each queued period a pair,
-    and each queued context a heap entry of (time, ticket, context).
+    each queued context a heap entry of (time, ticket, context) and the
+    latest comparison a tuple.
     """
 
     def __init__(self, file: io.BytesIO, part: object) -> None:
@@ -301,6 +302,9 @@ class _OldLayout(pickle.Pickler):
             return copyreg.__newobj__, (SourceState,), (None, slots)  # type: ignore[attr-defined]
         if isinstance(obj, BillingTrack):
             slots = {name: getattr(obj, name) for name in BillingTrack.__slots__}
+            for name in ("start", "end", "billed", "computed", "excluded"):
+                del slots[f"last_{name}"]
+            slots["last"] = obj.last
             q = obj.queued
             slots["queued"] = tuple((q[i], q[i + 1]) for i in range(0, len(q), 2))
             slots["billed"] = _ring_of_lane(self.owner[id(obj)], BILLED)
@@ -349,6 +353,7 @@ def test_a_checkpoint_from_before_the_billed_lane_restores(cut: float) -> None:
     head = run(first, events[:at], flush=False)
     old = _old_snapshot(first)
     assert b"due_at" not in old and b"computed_n" not in old
+    assert b"last_billed" not in old
     second = make_engine()
     second.restore(0, old)
     tail = late(second, [*events[at:], correction])
