@@ -3,7 +3,8 @@
 Every figure is measured next to its baseline in the same run, so that a
 noisy shared machine moves both: replay against merely parsing the same
 file (the floor), the daemon against a bare kafka-python consumer reading
-the same topic, and the detector's memory per tracked context.
+the same topic, and the detector's memory per tracked context (fresh, and
+after two days of event time).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ TARGET_BYTES_PER_CONTEXT = 4096
 HOUR_S = 3600.0
 #: Contexts of the aged memory figure. Fewer than the fresh figure's: aging
 #: a context costs a few milliseconds under tracemalloc (its baselines learn
-#: two days of idle windows), and what is per partition rather than per
-#: context is made before the count starts, so the figure holds at 100,000.
+#: two days of idle windows). What is per partition rather than per context
+#: is made before the count starts; the cost model's plans, cached for up to
+#: 65,536 contexts, are all cached at this count but not at 100,000, so the
+#: figure is if anything above what as many aged contexts as that hold.
 AGED_CONTEXTS = 5_000
 
 
@@ -123,7 +126,7 @@ def bench_replay(path: Path, repeat: int) -> dict[str, float]:
 
 
 #: Hours of event time the aged memory figure's contexts have spanned: the
-#: hourly rings keep 48 buckets, so 48 hours and a bit fill every one.
+#: hourly sums keep 48 hours, so 48 hours and a bit fill every one.
 AGED_HOURS = 48
 #: A workload of the memory bench: the events of the given contexts, from
 #: the given time on.
@@ -159,10 +162,11 @@ def _metric_minute(ctx: Context, t: float, calls: float) -> list[Event]:
 def _aged(ctxs: list[Context], t0: float) -> list[Event]:
     """Events that age every context by ``AGED_HOURS`` hours, then the recent.
 
-    A log window and a metric minute at hour 0, the first day's bill a day
-    late, and the recent events at hour ``AGED_HOURS``: every hourly ring
-    then spans all its buckets (and the minute ring of log counts beside
-    the metric stream all of its own), the baselines have learnt the idle
+    A log window and a metric minute at hour 0, another metric minute at
+    hour 24, the first day's bill a day late, and the recent events at hour
+    ``AGED_HOURS``: the computed and
+    the billed hourly sums then span all their hours (and the log counts
+    beside the metric stream all their minutes), the baselines have learnt the idle
     windows and minutes between as zeros and are warm, the seasonal profile
     exists and the first bill has been compared. The sizes of all of these
     are fixed from then on, so more events would only cost time.
@@ -173,6 +177,8 @@ def _aged(ctxs: list[Context], t0: float) -> list[Event]:
     ]
     for ctx in ctxs:
         events.extend(_metric_minute(ctx, t0, 1.0))
+    for ctx in ctxs:
+        events.extend(_metric_minute(ctx, day, 1.0))
     events.extend(Billing(ctx, t0, day, 1e-5, 1.0, "requests", "cur") for ctx in ctxs)
     events.extend(_recent(ctxs, t0 + AGED_HOURS * HOUR_S))
     return events
@@ -197,7 +203,9 @@ def _warm_up(engine: Any, build: Build) -> None:
     not counted against the measured contexts, as it is not per context;
     the measured contexts still come later in event time.
     """
-    spare = [Context("aws", workload.ACCOUNT, "us-west-2", f"w-{i}") for i in range(30)]
+    spare = [
+        Context("aws", workload.ACCOUNT, workload.REGION, f"w-{i}") for i in range(30)
+    ]
     _feed(engine, build(spare, workload.T0 - 4 * 24 * HOUR_S), _partitions(spare))
 
 
@@ -206,7 +214,7 @@ def bench_memory(n_contexts: int, aged: bool = False) -> dict[str, float]:
 
     Fresh: contexts that have seen three windows. Aged: contexts whose
     state has spanned ``AGED_HOURS`` hours of event time before the same
-    three windows, so that every ring is at its full size.
+    three windows, so that every hourly sum is at its full size.
     """
     build: Build = _aged if aged else _recent
     engine = _engine()
@@ -237,9 +245,17 @@ def bench_memory(n_contexts: int, aged: bool = False) -> dict[str, float]:
 def bench_memories(
     n_contexts: int, aged_contexts: int = AGED_CONTEXTS
 ) -> dict[str, Any]:
-    """Both memory figures; the target is checked against the larger one."""
+    """Both memory figures; the target is checked against the larger one.
+
+    The aged figure also carries the fresh one at its own count of contexts,
+    so that what two days add per context reads apart from what the count
+    changes (caches of the cost model fill up to a cap, for one).
+    """
     fresh = bench_memory(n_contexts)
-    aged = bench_memory(min(n_contexts, aged_contexts), aged=True)
+    count = min(n_contexts, aged_contexts)
+    aged = bench_memory(count, aged=True)
+    same = fresh if count == n_contexts else bench_memory(count)
+    aged["fresh_bytes_per_context"] = same["bytes_per_context"]
     worst = max(fresh["bytes_per_context"], aged["bytes_per_context"])
     return {
         "fresh": fresh,
@@ -300,8 +316,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     fresh, aged = mem["fresh"], mem["aged"]
     print(
         f"memory: {fresh['bytes_per_context']:,} bytes per context at "
-        f"{fresh['contexts']:,} contexts after three windows, "
-        f"{aged['bytes_per_context']:,} after {aged['hours']} hours"
+        f"{fresh['contexts']:,} contexts after three windows"
+    )
+    print(
+        f"memory: {aged['bytes_per_context']:,} bytes per context at "
+        f"{aged['contexts']:,} contexts after {aged['hours']} hours "
+        f"({aged['fresh_bytes_per_context']:,} after three windows)"
     )
     verdict = "met" if mem["within_target"] else "MISSED"
     print(

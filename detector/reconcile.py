@@ -53,9 +53,12 @@ class BillingTrack:
     """
 
     not_priced: Ring | None = None
-    # Start and end of each period, one flat tuple, so that the many tracks
-    # with nothing queued share ``()``.
-    queued: tuple[float, ...] = ()
+    # The first queued period in fields of its own (NaN while none is), the
+    # others after it in one flat tuple: a billed context mostly waits for
+    # one period, and a tuple of it would cost more than its two numbers.
+    next_start: float = math.nan
+    next_end: float = math.nan
+    later: tuple[float, ...] = ()
     charges: list[tuple[float, float]] | None = None
     # The latest comparison, field by field rather than a tuple of them:
     # every billed context keeps one. NaN before the first.
@@ -66,9 +69,22 @@ class BillingTrack:
     last_excluded: float = 0.0
     source: str = ""
     gaps: int = 0
-    # Only in a track restored from a checkpoint from before the billed sums
-    # moved to the source state's billed lane, until that state takes them.
-    billed: Ring | None = None
+
+    @property
+    def queued(self) -> tuple[float, ...]:
+        """The periods waiting for their comparison, start and end of each."""
+        if math.isnan(self.next_start):
+            return ()
+        return (self.next_start, self.next_end, *self.later)
+
+    @queued.setter
+    def queued(self, queued: tuple[float, ...]) -> None:
+        if not queued:
+            self.next_start = self.next_end = math.nan
+            self.later = ()
+            return
+        self.next_start, self.next_end = queued[0], queued[1]
+        self.later = queued[2:]
 
     @property
     def last(self) -> tuple[float, float, float, float, float] | None:
@@ -97,14 +113,30 @@ class BillingTrack:
     def __setstate__(self, state: Any) -> None:
         slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
         if "last_start" not in slots:
-            # A checkpoint from before the latest comparison had fields.
+            # A checkpoint from when the latest comparison and the queued
+            # periods were tuples, each period a (start, end) pair, and the
+            # billed sums a ring of this track.
             self.last = None
+            self.queued = ()
+            queued = slots.get("queued", ())
+            if queued and isinstance(queued[0], tuple):
+                slots = {**slots, "queued": tuple(t for p in queued for t in p)}
+            billed = slots.get("billed")
+            if billed is not None:
+                _OLD_BILLED[id(self)] = billed
+            slots = {name: v for name, v in slots.items() if name != "billed"}
         for name, value in slots.items():
             setattr(self, name, value)
-        queued: tuple[Any, ...] = self.queued
-        if queued and isinstance(queued[0], tuple):
-            # A checkpoint from when each period was a (start, end) pair.
-            self.queued = tuple(t for period in queued for t in period)
+
+
+#: Billed rings of tracks restored from a checkpoint from before the billed
+#: lane, by track, until the source state they belong to takes them over.
+_OLD_BILLED: dict[int, Ring] = {}
+
+
+def take_old_billed(track: BillingTrack) -> Ring | None:
+    """The billed ring a restored track came with, handed over once."""
+    return _OLD_BILLED.pop(id(track), None)
 
 
 class Reconciler:

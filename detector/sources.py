@@ -402,7 +402,6 @@ class SourceState:
         "billing",
         "computed_first",
         "computed_latest",
-        "computed_n",
         "gap_alert",
         "metric",
         "size",
@@ -416,7 +415,6 @@ class SourceState:
         self.values: array[float] = array("f")
         self.computed_first = self.computed_latest = -1
         self.billed_first = self.billed_latest = -1
-        self.computed_n = 0
         self.metric: MetricTrack | None = None
         self.billing: Any = None
         self.gap_alert: Any = None
@@ -426,12 +424,22 @@ class SourceState:
         """The computed lane, as a ring: ``total(start, end)``, ``add``."""
         return self
 
+    @property
+    def computed_n(self) -> int:
+        """Hours the computed lane holds: those it spans, at most ``size``.
+
+        A lane holds its first to its latest hour until they span ``size``.
+        """
+        first = self.computed_first
+        if first < 0:
+            return 0
+        return min(self.size, self.computed_latest - first + 1)
+
     def _lane(self, lane: int) -> tuple[int, int, int, int]:
         """Offset, length, first and latest hour of ``lane``."""
-        if lane == COMPUTED:
-            n = self.computed_n
-            return 0, n, self.computed_first, self.computed_latest
         n = self.computed_n
+        if lane == COMPUTED:
+            return 0, n, self.computed_first, self.computed_latest
         return n, len(self.values) - n, self.billed_first, self.billed_latest
 
     def add(self, time: float, value: float, lane: int = COMPUTED) -> bool:
@@ -470,7 +478,6 @@ class SourceState:
             values[lo + bucket % size] += value
         if lane == COMPUTED:
             self.computed_first, self.computed_latest = first, latest
-            self.computed_n = n
         else:
             self.billed_first, self.billed_latest = first, latest
         return True
@@ -486,8 +493,6 @@ class SourceState:
             ring[(first + i) % size] = values[lo + i]
         # A new array of the exact size, as lanes at full size stay so.
         self.values = values = values[:lo] + ring + values[lo + n :]
-        if lo == 0:
-            self.computed_n = size
         return values, size
 
     def add_span(
@@ -547,10 +552,12 @@ class SourceState:
         self.billing = slots["billing"]
         self.gap_alert = slots["gap_alert"]
         self._take_ring(hours, COMPUTED)
-        billed = getattr(self.billing, "billed", None)
-        if billed is not None:
-            self._take_ring(billed, BILLED)
-            self.billing.billed = None
+        if self.billing is not None:
+            from detector.reconcile import take_old_billed
+
+            billed = take_old_billed(self.billing)
+            if billed is not None:
+                self._take_ring(billed, BILLED)
 
     def _take_ring(self, ring: Ring, lane: int) -> None:
         """Put what ``ring`` holds into the empty ``lane``, hour by hour."""

@@ -304,6 +304,8 @@ class _OldLayout(pickle.Pickler):
             slots = {name: getattr(obj, name) for name in BillingTrack.__slots__}
             for name in ("start", "end", "billed", "computed", "excluded"):
                 del slots[f"last_{name}"]
+            for name in ("next_start", "next_end", "later"):
+                del slots[name]
             slots["last"] = obj.last
             q = obj.queued
             slots["queued"] = tuple((q[i], q[i + 1]) for i in range(0, len(q), 2))
@@ -353,7 +355,7 @@ def test_a_checkpoint_from_before_the_billed_lane_restores(cut: float) -> None:
     head = run(first, events[:at], flush=False)
     old = _old_snapshot(first)
     assert b"due_at" not in old and b"computed_n" not in old
-    assert b"last_billed" not in old
+    assert b"last_billed" not in old and b"next_start" not in old
     second = make_engine()
     second.restore(0, old)
     tail = late(second, [*events[at:], correction])
