@@ -36,6 +36,7 @@ HOUR_S = 3600.0
 #: is made before the count starts; the cost model's plans, cached for up to
 #: 65,536 contexts, are all cached at this count but not at 100,000, so the
 #: figure is if anything above what as many aged contexts as that hold.
+# Limitation: the aged figure counts 5,000 contexts, not 100,000 (time).
 AGED_CONTEXTS = 5_000
 
 
