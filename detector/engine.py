@@ -346,8 +346,6 @@ class _Alert:
 class _Context:
     """Everything known about one function context."""
 
-    # Limitation: its hourly rings grow ~0.4 KB past the benchmark's figure over 48 h.
-
     context: Context
     baseline: RobustBaseline
     counts: RobustBaseline

@@ -6,7 +6,6 @@ period is complete, then compared; a gap beyond the tolerance is a finding.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 from detector.alerts import rfc3339
 from detector.sources import (
+    BILLED,
     BILLING,
     GAP,
     HOUR_S,
@@ -43,21 +43,100 @@ AccountCost = Callable[[tuple[str, str, str], float, float], tuple[float | None,
 
 @dataclass(slots=True)
 class BillingTrack:
-    """Billed cost of one context per hour, and the periods to compare.
+    """What was billed for one context, and the periods to compare.
 
-    ``billed`` and ``not_priced`` hold USD per hour (a daily row is spread
-    over its hours); ``queued`` the periods waiting for their comparison;
-    ``last`` the latest comparison (start, end, billed, computed, not priced).
+    The priced cost billed per hour is the source state's ``BILLED`` lane;
+    ``not_priced`` holds the rest per hour (a daily row is spread over its
+    hours); ``queued`` the periods waiting for their comparison, start and
+    end of each in a row; ``last`` the latest comparison (start, end,
+    billed, computed, not priced), None before the first.
     """
 
-    billed: Ring
     not_priced: Ring | None = None
-    # A tuple, so that the many tracks with nothing queued share ``()``.
-    queued: tuple[tuple[float, float], ...] = ()
+    # The first queued period in fields of its own (NaN while none is), the
+    # others after it in one flat tuple: a billed context mostly waits for
+    # one period, and a tuple of it would cost more than its two numbers.
+    next_start: float = math.nan
+    next_end: float = math.nan
+    later: tuple[float, ...] = ()
     charges: list[tuple[float, float]] | None = None
-    last: tuple[float, float, float, float, float] | None = None
+    # The latest comparison, field by field rather than a tuple of them:
+    # every billed context keeps one. NaN before the first.
+    last_start: float = math.nan
+    last_end: float = math.nan
+    last_billed: float = 0.0
+    last_computed: float = 0.0
+    last_excluded: float = 0.0
     source: str = ""
     gaps: int = 0
+
+    @property
+    def queued(self) -> tuple[float, ...]:
+        """The periods waiting for their comparison, start and end of each."""
+        if math.isnan(self.next_start):
+            return ()
+        return (self.next_start, self.next_end, *self.later)
+
+    @queued.setter
+    def queued(self, queued: tuple[float, ...]) -> None:
+        if not queued:
+            self.next_start = self.next_end = math.nan
+            self.later = ()
+            return
+        self.next_start, self.next_end = queued[0], queued[1]
+        self.later = queued[2:]
+
+    @property
+    def last(self) -> tuple[float, float, float, float, float] | None:
+        """The latest comparison: start, end, billed, computed, not priced."""
+        if math.isnan(self.last_start):
+            return None
+        return (
+            self.last_start,
+            self.last_end,
+            self.last_billed,
+            self.last_computed,
+            self.last_excluded,
+        )
+
+    @last.setter
+    def last(self, last: tuple[float, float, float, float, float] | None) -> None:
+        if last is None:
+            self.last_start = self.last_end = math.nan
+            self.last_billed = self.last_computed = self.last_excluded = 0.0
+            return
+        start, end, billed, computed, excluded = last
+        self.last_start, self.last_end = start, end
+        self.last_billed, self.last_computed = billed, computed
+        self.last_excluded = excluded
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        if "last_start" not in slots:
+            # A checkpoint from when the latest comparison and the queued
+            # periods were tuples, each period a (start, end) pair, and the
+            # billed sums a ring of this track.
+            self.last = None
+            self.queued = ()
+            queued = slots.get("queued", ())
+            if queued and isinstance(queued[0], tuple):
+                slots = {**slots, "queued": tuple(t for p in queued for t in p)}
+            billed = slots.get("billed")
+            if billed is not None:
+                _OLD_BILLED[id(self)] = billed
+            slots = {name: v for name, v in slots.items() if name != "billed"}
+        for name, value in slots.items():
+            setattr(self, name, value)
+
+
+#: Billed rings of tracks restored from a checkpoint from before the billed
+#: lane, by track, until the source state they belong to takes them over.
+_OLD_BILLED: dict[int, Ring] = {}
+
+
+def take_old_billed(track: BillingTrack) -> Ring | None:
+    """The billed ring a restored track came with, handed over once."""
+    return _OLD_BILLED.pop(id(track), None)
 
 
 class Reconciler:
@@ -98,7 +177,7 @@ class Reconciler:
         src = self.fusion.state(holder)
         track: BillingTrack | None = src.billing
         if track is None:
-            track = src.billing = BillingTrack(Ring(HOUR_S, self.config.hours_kept))
+            track = src.billing = BillingTrack()
         track.source = bill.source
         if bill.usage_kind == ESTIMATED_CHARGES:
             if holder.context.function != LAMBDA_CHARGES:
@@ -111,7 +190,7 @@ class Reconciler:
             period = (bill.time, bill.time)
         else:
             if bill.usage_kind in PRICED_KINDS:
-                kept = track.billed.add_span(bill.time, bill.end, bill.cost_usd)
+                kept = src.add_span(bill.time, bill.end, bill.cost_usd, BILLED)
             else:
                 if track.not_priced is None:
                     track.not_priced = Ring(HOUR_S, self.config.hours_kept)
@@ -120,12 +199,13 @@ class Reconciler:
                 self.too_late += 1
                 return
             period = (bill.time, bill.end)
-        if period in track.queued:
-            return
-        track.queued = (*track.queued, period)
-        due_at = max(period[1], horizon + self.config.billing_settle_s)
-        psrc.ticket += 1
-        heapq.heappush(psrc.due, (due_at, psrc.ticket, holder.context))
+        queued = track.queued
+        start, end = period
+        for i in range(0, len(queued), 2):
+            if queued[i] == start and queued[i + 1] == end:
+                return
+        track.queued = (*queued, start, end)
+        psrc.schedule(max(end, horizon + self.config.billing_settle_s), holder.context)
 
     def due(
         self,
@@ -148,21 +228,23 @@ class Reconciler:
         due = psrc.due
         retry: list[Context] = []
         while due and (force or due[0][0] <= horizon):
-            _, _, context = heapq.heappop(due)
-            holder = lookup(context)
-            if holder is None:
-                continue
-            wide = account_wide(context)
-            upto = horizon if force or not wide else min(horizon, account_horizon)
-            for finding in self.due_one(psrc, holder, upto, account_cost):
-                out.append((holder, finding))
-            track = holder.sources.billing if holder.sources is not None else None
-            if wide and not force and track is not None and track.queued:
-                retry.append(context)
+            slot = psrc.take_due()
+            for i in range(1, len(slot)):
+                context = slot[i]
+                holder = lookup(context)
+                if holder is None:
+                    continue
+                wide = account_wide(context)
+                upto = horizon if force or not wide else min(horizon, account_horizon)
+                for finding in self.due_one(psrc, holder, upto, account_cost):
+                    out.append((holder, finding))
+                src = holder.sources
+                track = src.billing if src is not None else None
+                if wide and not force and track is not None and track.queued:
+                    retry.append(context)
         for context in retry:
             # Looked at again once this partition's horizon moves on.
-            psrc.ticket += 1
-            heapq.heappush(psrc.due, (horizon + 1.0, psrc.ticket, context))
+            psrc.schedule(horizon + 1.0, context)
         return out
 
     def due_one(
@@ -177,10 +259,12 @@ class Reconciler:
         if src is None or track is None:
             return []
         findings: list[Finding] = []
-        waiting: list[tuple[float, float]] = []
-        for start, end in track.queued:
+        waiting: list[float] = []
+        queued = track.queued
+        for i in range(0, len(queued), 2):
+            start, end = queued[i], queued[i + 1]
             if end > horizon:
-                waiting.append((start, end))
+                waiting.extend((start, end))
             elif start == end:
                 self._charges(psrc, holder, track, horizon, account_cost, findings)
             else:
@@ -207,7 +291,7 @@ class Reconciler:
             return
         context: Context = holder.context
         if context.function:
-            computed = src.hours.total(start, end)
+            computed = src.total(start, end)
         else:
             # A row naming no function (a bill without resource ids) is the
             # account's in that region: every context of it is compared.
@@ -216,7 +300,7 @@ class Reconciler:
             if computed is None and seen == 0:
                 self.uncovered += 1
                 return
-        billed = track.billed.total(start, end)
+        billed = src.total(start, end, BILLED)
         if computed is None or billed is None:
             self.too_late += 1
             return

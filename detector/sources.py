@@ -9,6 +9,7 @@ escalate. Anything else is ``warning``.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from array import array
@@ -19,6 +20,7 @@ from typing import Any
 from detector.alerts import CRITICAL, WARNING, rfc3339
 from detector.baseline import RobustBaseline
 from detector.interning import Shared
+from dowguard.errors import StorageError
 from ingest.events import Context, Metric
 
 logger = logging.getLogger(__name__)
@@ -197,65 +199,438 @@ _shared_bucket: Shared[int] = Shared(256)
 
 
 def _zeros(like: array[float], count: int) -> array[float]:
-    """``count`` zeros of the type of ``like``."""
-    return array(like.typecode, bytes(like.itemsize * count))
+    """``count`` zeros of the type of ``like``, in a buffer of that size."""
+    return array(like.typecode, (0.0,)) * count
 
 
-@dataclass(slots=True)
+# Layout of a metric track's numbers: its figures, then its ring of log
+# counts per minute (the first and latest minute held, then one slot per
+# minute), then its pending minutes, ``_MINUTE_SLOTS`` numbers each.
+(
+    _COUNT_MEAN,
+    _SETTLED_UNTIL,
+    _LATEST,
+    _LAST_RATE,
+    _LAST_COUNT,
+    _SPIKED_AT,
+    _COST,
+    _LOG_FIRST,
+    _LOG_LATEST,
+    _LOG_COUNTS,
+) = range(10)
+_PENDING = _LOG_COUNTS + _LOG_MINUTES
+_FRESH_TRACK = (0.0, -math.inf, -math.inf, 0.0, 0.0, -math.inf, 0.0)
+
+
+class _Figure:
+    """A figure of a metric track, kept in the track's array of numbers."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, track: Any, owner: Any = None) -> float:
+        return track.nums[self.index]  # type: ignore[no-any-return]
+
+    def __set__(self, track: Any, value: float) -> None:
+        track.nums[self.index] = value
+
+
 class MetricTrack:
     """What the metric stream says of one context, minute by minute.
 
-    ``minutes`` holds the pending minutes in time order, ``_MINUTE_SLOTS``
-    numbers each, in one array (None while no minute is pending).
+    Its numbers live in one array, as every context seen through a metric
+    stream keeps one: the figures read as attributes (``count_mean``,
+    ``settled_until``, ...), a ring of the log counts of the last
+    ``_LOG_MINUTES`` minutes for the cross-check, and the pending minutes in
+    time order, ``_MINUTE_SLOTS`` numbers each.
     """
 
-    baseline: RobustBaseline
-    logs: Ring
-    minutes: array[float] | None = None
-    count_mean: float = 0.0
-    settled_until: float = -math.inf
-    latest: float = -math.inf
-    last_rate: float = 0.0
-    last_count: float = 0.0
-    last_minute: float = -math.inf
-    last_memory: str = ""
-    spiked_at: float = -math.inf
-    led_minutes: int = 0
-    disagreements: int = 0
-    last_disagreement: tuple[float, float, float] | None = None
-    cost: float = 0.0
+    __slots__ = (
+        "baseline",
+        "disagreements",
+        "last_disagreement",
+        "last_memory",
+        "led_minutes",
+        "nums",
+    )
 
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        for name, value in state[1].items():
-            setattr(self, name, value)
-        minutes: Any = self.minutes
+    count_mean = _Figure(_COUNT_MEAN)
+    settled_until = _Figure(_SETTLED_UNTIL)
+    latest = _Figure(_LATEST)
+    last_rate = _Figure(_LAST_RATE)
+    last_count = _Figure(_LAST_COUNT)
+    spiked_at = _Figure(_SPIKED_AT)
+    cost = _Figure(_COST)
+
+    def __init__(self, baseline: RobustBaseline) -> None:
+        self.baseline = baseline
+        self.nums: array[float] = array(
+            "d", (*_FRESH_TRACK, -1.0, -1.0, *(0.0,) * _LOG_MINUTES)
+        )
+        self.last_memory = ""
+        self.led_minutes = 0
+        self.disagreements = 0
+        self.last_disagreement: tuple[float, float, float] | None = None
+
+    def __repr__(self) -> str:
+        return f"MetricTrack(nums={self.nums!r}, baseline={self.baseline!r})"
+
+    @property
+    def last_minute(self) -> float:
+        """The minute settled last (-inf before the first)."""
+        return self.settled_until - MINUTE_S
+
+    @property
+    def minutes(self) -> array[float] | None:
+        """The pending minutes, a copy (None while no minute is pending)."""
+        return self.nums[_PENDING:] or None
+
+    def log_add(self, time: float, count: float) -> None:
+        """Count ``count`` log invocations in the minute of ``time``.
+
+        The ring of ``Ring`` at full size, kept inside ``nums``.
+        """
+        nums = self.nums
+        minute = float(time // MINUTE_S)
+        size = _LOG_MINUTES
+        first, latest = nums[_LOG_FIRST], nums[_LOG_LATEST]
+        if first < 0:
+            nums[_LOG_FIRST] = nums[_LOG_LATEST] = minute
+        elif minute > latest:
+            for m in range(int(max(latest + 1, minute - size + 1)), int(minute) + 1):
+                nums[_LOG_COUNTS + m % size] = 0.0
+            nums[_LOG_LATEST] = minute
+        elif minute <= latest - size:
+            return
+        elif minute < first:
+            for m in range(int(minute), int(first)):
+                nums[_LOG_COUNTS + m % size] = 0.0
+            nums[_LOG_FIRST] = minute
+        nums[_LOG_COUNTS + int(minute) % size] += count
+
+    def log_total(self, start: float, end: float) -> float | None:
+        """Log invocations in [start, end); None if no longer kept."""
+        nums = self.nums
+        first, latest = nums[_LOG_FIRST], nums[_LOG_LATEST]
+        if first < 0:
+            return 0.0
+        size = _LOG_MINUTES
+        lo = int(start // MINUTE_S)
+        hi = math.ceil(end / MINUTE_S) - 1
+        evicted = latest - size
+        if first <= evicted and lo <= evicted:
+            return None
+        total = 0.0
+        for m in range(max(lo, int(first)), min(hi, int(latest)) + 1):
+            left = max(start, m * MINUTE_S)
+            right = min(end, (m + 1) * MINUTE_S)
+            if right > left:
+                value = nums[_LOG_COUNTS + m % size]
+                total += value * (right - left) / MINUTE_S
+        return total
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        return None, {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        if "nums" in slots:
+            for name, value in slots.items():
+                setattr(self, name, value)
+            return
+        self._upgrade(slots)
+
+    def _upgrade(self, slots: dict[str, Any]) -> None:
+        """Take the layout of a checkpoint from before the array of numbers.
+
+        Its figures were attributes of their own, its log counts a ``Ring``
+        and its pending minutes an array (or one array per minute, older).
+        """
+        MetricTrack.__init__(self, slots["baseline"])
+        for name in ("last_memory", "led_minutes", "disagreements"):
+            setattr(self, name, slots[name])
+        self.last_disagreement = slots["last_disagreement"]
+        for name in ("count_mean", "settled_until", "latest", "last_rate"):
+            setattr(self, name, slots[name])
+        for name in ("last_count", "spiked_at", "cost"):
+            setattr(self, name, slots[name])
+        logs: Ring = slots["logs"]
+        nums = self.nums
+        if logs.first >= 0:
+            nums[_LOG_FIRST], nums[_LOG_LATEST] = logs.first, logs.latest
+            size = logs.size
+            for minute in range(
+                max(logs.first, logs.latest - size + 1), logs.latest + 1
+            ):
+                if len(logs.values) < size:
+                    value = logs.values[minute - logs.first]
+                else:
+                    value = logs.values[minute % size]
+                nums[_LOG_COUNTS + minute % _LOG_MINUTES] = value
+        minutes: Any = slots["minutes"]
         if isinstance(minutes, list):
-            # A checkpoint from when each pending minute had an array of its own.
-            flat = array("d")
+            # From when each pending minute had an array of its own.
             for acc in sorted(minutes):
-                flat.extend(acc)
-            self.minutes = flat or None
+                nums.extend(acc)
+        elif minutes:
+            nums.extend(minutes)
 
 
-@dataclass(slots=True)
+#: The lanes of a context's hourly sums: the cost computed from its logs
+#: and metric streams, and the priced cost billed for it.
+COMPUTED, BILLED = 0, 1
+
+
 class SourceState:
-    """The non-log sources of one function context (hung off its state)."""
+    """The non-log sources of one function context (hung off its state).
 
-    hours: Ring
-    metric: MetricTrack | None = None
-    billing: Any = None
-    gap_alert: Any = None
+    It also holds the context's sums per hour, in two lanes (``COMPUTED``
+    and ``BILLED``) that share one array: every costed context keeps the
+    first and every billed one the second, so one buffer and one object
+    serve both. Each lane holds what a ``Ring`` of ``size`` hours would: it
+    grows with the hours it has spanned, its first hour at its start, until
+    it spans ``size`` of them and turns circular, hour ``h`` at ``h % size``.
+    The computed lane comes first in the array, the billed one after it.
+    ``hours`` is the computed lane (the state itself, read as a ring).
+    """
+
+    __slots__ = (
+        "billed_first",
+        "billed_latest",
+        "billing",
+        "computed_first",
+        "computed_latest",
+        "gap_alert",
+        "metric",
+        "size",
+        "values",
+    )
+
+    bucket_s = HOUR_S
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: array[float] = array("f")
+        self.computed_first = self.computed_latest = -1
+        self.billed_first = self.billed_latest = -1
+        self.metric: MetricTrack | None = None
+        self.billing: Any = None
+        self.gap_alert: Any = None
+
+    @property
+    def hours(self) -> SourceState:
+        """The computed lane, as a ring: ``total(start, end)``, ``add``."""
+        return self
+
+    @property
+    def computed_n(self) -> int:
+        """Hours the computed lane holds: those it spans, at most ``size``.
+
+        A lane holds its first to its latest hour until they span ``size``.
+        """
+        first = self.computed_first
+        if first < 0:
+            return 0
+        return min(self.size, self.computed_latest - first + 1)
+
+    def _lane(self, lane: int) -> tuple[int, int, int, int]:
+        """Offset, length, first and latest hour of ``lane``."""
+        n = self.computed_n
+        if lane == COMPUTED:
+            return 0, n, self.computed_first, self.computed_latest
+        return n, len(self.values) - n, self.billed_first, self.billed_latest
+
+    def add(self, time: float, value: float, lane: int = COMPUTED) -> bool:
+        """Add ``value`` to the hour of ``time``; False if it is too old."""
+        bucket = int(time // HOUR_S)
+        size = self.size
+        lo, n, first, latest = self._lane(lane)
+        values = self.values
+        if first < 0:
+            values[lo:lo] = _zeros(values, 1)
+            n = 1
+            first = latest = _shared_bucket(bucket)
+        elif bucket > latest:
+            if n < size and bucket - first < size - 1:
+                values[lo + n : lo + n] = _zeros(values, bucket - latest)
+                n += bucket - latest
+            else:
+                values, n = self._circular(lo, n, first)
+                for b in range(max(latest + 1, bucket - size + 1), bucket + 1):
+                    values[lo + b % size] = 0.0
+            latest = _shared_bucket(bucket)
+        elif bucket <= latest - size:
+            return False
+        elif bucket < first:
+            if n < size and latest - bucket < size - 1:
+                values[lo:lo] = _zeros(values, first - bucket)
+                n += first - bucket
+            else:
+                values, n = self._circular(lo, n, first)
+                for b in range(bucket, first):
+                    values[lo + b % size] = 0.0
+            first = _shared_bucket(bucket)
+        if n < size:
+            values[lo + bucket - first] += value
+        else:
+            values[lo + bucket % size] += value
+        if lane == COMPUTED:
+            self.computed_first, self.computed_latest = first, latest
+        else:
+            self.billed_first, self.billed_latest = first, latest
+        return True
+
+    def _circular(self, lo: int, n: int, first: int) -> tuple[array[float], int]:
+        """The lane at ``lo`` laid out circularly, at full size, and that size."""
+        size = self.size
+        values = self.values
+        if n == size:
+            return values, n
+        ring = _zeros(values, size)
+        for i in range(n):
+            ring[(first + i) % size] = values[lo + i]
+        # A new array of the exact size, as lanes at full size stay so.
+        self.values = values = values[:lo] + ring + values[lo + n :]
+        return values, size
+
+    def add_span(
+        self, start: float, end: float, value: float, lane: int = COMPUTED
+    ) -> bool:
+        """Spread ``value`` evenly over [start, end), hour by hour."""
+        step = HOUR_S
+        if end - start <= step:
+            return self.add(start, value, lane)
+        kept = True
+        bucket = int(start // step)
+        while bucket * step < end:
+            left = max(start, bucket * step)
+            right = min(end, (bucket + 1) * step)
+            part = value * (right - left) / (end - start)
+            kept = self.add(left, part, lane) and kept
+            bucket += 1
+        return kept
+
+    def total(self, start: float, end: float, lane: int = COMPUTED) -> float | None:
+        """Sum over [start, end), hours pro rata; None if no longer kept."""
+        lo, n, first, latest = self._lane(lane)
+        if first < 0:
+            return 0.0
+        step = HOUR_S
+        values = self.values
+        size = self.size
+        lo_hour = int(start // step)
+        hi = math.ceil(end / step) - 1
+        evicted = latest - size
+        if first <= evicted and lo_hour <= evicted:
+            return None
+        circular = n == size
+        total = 0.0
+        for b in range(max(lo_hour, first), min(hi, latest) + 1):
+            left = max(start, b * step)
+            right = min(end, (b + 1) * step)
+            if right > left:
+                value = values[lo + b % size] if circular else values[lo + b - first]
+                total += value * (right - left) / step
+        return total
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        return None, {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        if "values" in slots:
+            for name, value in slots.items():
+                setattr(self, name, value)
+            return
+        # A checkpoint from when each lane was a ring of its own: the
+        # computed one here, the billed one in the billing track.
+        hours: Ring = slots["hours"]
+        SourceState.__init__(self, hours.size)
+        self.metric = slots["metric"]
+        self.billing = slots["billing"]
+        self.gap_alert = slots["gap_alert"]
+        self._take_ring(hours, COMPUTED)
+        if self.billing is not None:
+            from detector.reconcile import take_old_billed
+
+            billed = take_old_billed(self.billing)
+            if billed is not None:
+                self._take_ring(billed, BILLED)
+
+    def _take_ring(self, ring: Ring, lane: int) -> None:
+        """Put what ``ring`` holds into the empty ``lane``, hour by hour."""
+        if ring.first < 0:
+            return
+        size = ring.size
+        if ring.size != self.size:
+            raise StorageError(
+                f"checkpoint of a source state: rings of {ring.size} and"
+                f" {self.size} hours cannot share an array"
+            )
+        step = ring.bucket_s
+        # The held hours in order, oldest first, so that the lane grows (or
+        # turns circular) as the ring did; then the ring's first hour, which
+        # may be older than those held, so that the lane refuses the same
+        # hours as no longer kept.
+        held = range(max(ring.first, ring.latest - size + 1), ring.latest + 1)
+        for hour in held:
+            if len(ring.values) < size:
+                value = ring.values[hour - ring.first]
+            else:
+                value = ring.values[hour % size]
+            self.add(hour * step, value, lane)
+        if lane == COMPUTED:
+            self.computed_first = ring.first
+        else:
+            self.billed_first = ring.first
 
 
 @dataclass(slots=True)
 class PartitionSources:
-    """Per-partition part of the source state: coverage and account totals."""
+    """Per-partition part of the source state: coverage and account totals.
+
+    ``due`` holds the contexts with billed periods to compare, by the time
+    they are due: a heap of ``[time, context, ...]`` lists, one per distinct
+    time, each in the order its contexts were queued (``due[0][0]`` is the
+    earliest time); ``due_at`` finds the list of a time. Rows of one bill
+    share their times, so a queued context costs a list slot, not an entry.
+    """
 
     since: float = math.inf
     latest_metric: float = -math.inf
     accounts: dict[tuple[str, str, str], Ring] = field(default_factory=dict)
-    due: list[tuple[float, int, Context]] = field(default_factory=list)
-    ticket: int = 0
+    due: list[list[Any]] = field(default_factory=list)
+    due_at: dict[float, list[Any]] = field(default_factory=dict)
+
+    def schedule(self, time: float, context: Context) -> None:
+        """Look at ``context`` again once the horizon reaches ``time``."""
+        slot = self.due_at.get(time)
+        if slot is None:
+            slot = self.due_at[time] = [time]
+            heapq.heappush(self.due, slot)
+        slot.append(context)
+
+    def take_due(self) -> list[Any]:
+        """The earliest list of ``due``, taken off it: its time, its contexts."""
+        slot = heapq.heappop(self.due)
+        del self.due_at[slot[0]]
+        return slot
+
+    def __setstate__(self, state: Any) -> None:
+        slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
+        if "due_at" in slots:
+            for name, value in slots.items():
+                setattr(self, name, value)
+            return
+        # A checkpoint from when each queued context had a heap entry of
+        # (time, ticket, context): the same order, one list per time.
+        for name in ("since", "latest_metric", "accounts"):
+            setattr(self, name, slots[name])
+        self.due, self.due_at = [], {}
+        for time, _, context in sorted(slots["due"]):
+            self.schedule(time, context)
 
 
 @dataclass(slots=True)
@@ -331,7 +706,7 @@ class SourceFusion:
         """The source state of an engine context, created on first use."""
         src: SourceState | None = holder.sources
         if src is None:
-            src = holder.sources = SourceState(Ring(HOUR_S, self.config.hours_kept))
+            src = holder.sources = SourceState(self.config.hours_kept)
         return src
 
     def account_ring(self, psrc: PartitionSources, context: Context) -> Ring:
@@ -360,10 +735,10 @@ class SourceFusion:
         if cost <= 0.0 and count <= 0.0:
             return
         src = self.state(holder)
-        src.hours.add(start, cost)
+        src.add(start, cost)
         self.account_ring(psrc, holder.context).add(start, cost)
         if src.metric is not None:
-            src.metric.logs.add(start, count)
+            src.metric.log_add(start, count)
 
     # Metrics
 
@@ -399,8 +774,7 @@ class SourceFusion:
         track = src.metric
         if track is None:
             track = src.metric = MetricTrack(
-                RobustBaseline(self._half_life, self._warmup),
-                Ring(MINUTE_S, _LOG_MINUTES, "d"),
+                RobustBaseline(self._half_life, self._warmup)
             )
         minute = metric.time - metric.time % MINUTE_S
         if psrc.since == math.inf:
@@ -413,20 +787,21 @@ class SourceFusion:
             # Limitation: a metric after its minute settled is only counted.
             self.metric_late += 1
             return []
-        minutes = track.minutes
-        if minutes is None:
-            minutes = track.minutes = array("d", (minute, 0.0, 0.0, 0.0))
-        at = 0
-        while at < len(minutes) and minutes[at + _MINUTE] < minute:
+        nums = track.nums
+        at = _PENDING
+        while at < len(nums) and nums[at + _MINUTE] < minute:
             at += _MINUTE_SLOTS
-        if at == len(minutes) or minutes[at + _MINUTE] != minute:
-            minutes[at:at] = array("d", (minute, 0.0, 0.0, 0.0))
+        if at == len(nums) or nums[at + _MINUTE] != minute:
+            # A new array of the exact size: inserting in place would leave
+            # room for more minutes than are ever pending at once.
+            pending = array("d", (minute, 0.0, 0.0, 0.0))
+            nums = track.nums = nums[:at] + pending + nums[at:]
         if metric.name == "Invocations":
-            minutes[at + _INV] = metric.sum
-            minutes[at + _SEEN] = float(int(minutes[at + _SEEN]) | _HAS_INV)
+            nums[at + _INV] = metric.sum
+            nums[at + _SEEN] = float(int(nums[at + _SEEN]) | _HAS_INV)
         else:
-            minutes[at + _DUR] = metric.sum
-            minutes[at + _SEEN] = float(int(minutes[at + _SEEN]) | _HAS_DUR)
+            nums[at + _DUR] = metric.sum
+            nums[at + _SEEN] = float(int(nums[at + _SEEN]) | _HAS_DUR)
         return self.settle(psrc, holder, src, horizon, has_logs, under_alert)
 
     def settle(
@@ -448,25 +823,25 @@ class SourceFusion:
         ``metric_settle_s`` after a minute's end settle it in any case.
         """
         track = src.metric
-        minutes = track.minutes if track is not None else None
-        if track is None or not minutes:
+        if track is None or len(track.nums) == _PENDING:
             return []
+        nums = track.nums
         findings: list[Finding] = []
         late_bound = track.latest - self.config.metric_settle_s
-        while minutes:
-            minute = minutes[_MINUTE]
+        while len(nums) > _PENDING:
+            minute = nums[_PENDING + _MINUTE]
             end = minute + MINUTE_S
-            seen = int(minutes[_SEEN])
+            seen = int(nums[_PENDING + _SEEN])
             both = _HAS_INV | _HAS_DUR
-            complete = seen == both or (seen & _HAS_INV and not minutes[_INV])
+            complete = seen == both or (seen & _HAS_INV and not nums[_PENDING + _INV])
             logs_end = end + MINUTE_S if has_logs else end
             ready = complete and logs_end <= horizon
             if not (force or ready or end <= late_bound):
                 break
-            acc = minutes[:_MINUTE_SLOTS]
-            del minutes[:_MINUTE_SLOTS]
-            if not minutes:
-                track.minutes = None
+            acc = nums[_PENDING : _PENDING + _MINUTE_SLOTS]
+            # A new array of the exact size, as for a new pending minute.
+            rest = nums[_PENDING + _MINUTE_SLOTS :]
+            nums = track.nums = nums[:_PENDING] + rest
             finding = self._settle_minute(
                 psrc, holder, src, track, minute, acc, has_logs, under_alert
             )
@@ -492,8 +867,8 @@ class SourceFusion:
         cost, memory_source = self.cost(context, invocations, acc[_DUR])
         rate = cost * HOUR_S / MINUTE_S
         # None: the log counts of that minute are no longer kept (unknown).
-        logs = track.logs.total(minute, minute + MINUTE_S)
-        logs_next = track.logs.total(minute + MINUTE_S, minute + 2 * MINUTE_S)
+        logs = track.log_total(minute, minute + MINUTE_S)
+        logs_next = track.log_total(minute + MINUTE_S, minute + 2 * MINUTE_S)
         # Minutes with no record at all were idle: the stream skips them.
         idle = 0
         if track.settled_until > -math.inf:
@@ -501,10 +876,9 @@ class SourceFusion:
             if idle and not under_alert:
                 track.baseline.learn_many_zeros(idle)
                 track.count_mean *= (1.0 - self._alpha(track)) ** idle
-        track.settled_until = minute + MINUTE_S
+        track.settled_until = minute + MINUTE_S  # and so last_minute
         track.last_rate = rate
         track.last_count = invocations
-        track.last_minute = minute
         track.last_memory = memory_source
         base = track.baseline
         warm = base.is_warm
@@ -522,7 +896,7 @@ class SourceFusion:
             # Counted once: logs saw nothing of this minute, the metric leads.
             track.led_minutes += 1
             track.cost += cost
-            src.hours.add(minute, cost)
+            src.add(minute, cost)
             self.account_ring(psrc, context).add(minute, cost)
         at = minute + MINUTE_S
         if led and spiking:

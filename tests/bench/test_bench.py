@@ -7,7 +7,24 @@ from pathlib import Path
 import pytest
 
 from bench import workload
-from bench.cli import TARGET_BYTES_PER_CONTEXT, bench_memory, bench_replay
+from bench.cli import (
+    AGED_HOURS,
+    TARGET_BYTES_PER_CONTEXT,
+    _aged,
+    _feed,
+    _partitions,
+    bench_memories,
+    bench_memory,
+    bench_replay,
+)
+from detector.engine import Engine
+from detector.sources import (
+    _LOG_FIRST,
+    _LOG_LATEST,
+    _LOG_MINUTES,
+    BILLED,
+    SourcesConfig,
+)
 from ingest.formats.recording import write_recording
 
 
@@ -32,6 +49,46 @@ def test_memory_per_context_stays_within_its_target() -> None:
     # Allocations counted by tracemalloc, not time: the same on any load.
     result = bench_memory(2000)
     assert result["bytes_per_context"] <= TARGET_BYTES_PER_CONTEXT
+
+
+def test_memory_after_two_days_stays_within_its_target() -> None:
+    aged = bench_memory(1000, aged=True)
+    assert aged["contexts"] == 1000 and aged["hours"] == AGED_HOURS
+    assert aged["bytes_per_context"] <= TARGET_BYTES_PER_CONTEXT
+    # Two days of state hold more than three windows do.
+    assert aged["bytes_per_context"] > bench_memory(1000)["bytes_per_context"]
+
+
+def test_aged_contexts_hold_their_state_at_its_full_size() -> None:
+    engine = Engine()
+    ctxs = workload.contexts(30)
+    _feed(engine, _aged(ctxs, workload.T0), _partitions(ctxs))
+    kept = SourcesConfig().hours_kept
+    for ctx in ctxs:
+        state = engine._find(ctx)
+        assert state is not None and state.sources is not None
+        src = state.sources
+        # Both hourly lanes span all their hours, circular, in one array.
+        assert len(src.values) == 2 * kept and src.computed_n == kept
+        assert src.total(workload.T0, workload.T0 + 3600.0) is None  # evicted
+        assert src.total(workload.T0, workload.T0 + 3600.0, BILLED) is None
+        track = src.metric
+        assert track is not None and track.baseline.is_warm
+        assert track.nums[_LOG_LATEST] - track.nums[_LOG_FIRST] >= _LOG_MINUTES
+        assert state.baseline.is_warm and state.baseline._profile is not None
+        billing = src.billing
+        assert billing is not None and billing.last is not None
+        assert billing.queued  # the recent hour's bill still waits
+
+
+def test_both_memory_figures_and_the_larger_one_are_reported() -> None:
+    result = bench_memories(600, aged_contexts=300)
+    fresh, aged = result["fresh"], result["aged"]
+    assert fresh["contexts"] == 600 and aged["contexts"] == 300
+    worst = max(fresh["bytes_per_context"], aged["bytes_per_context"])
+    assert result["bytes_per_context"] == worst
+    assert result["within_target"] == (worst <= TARGET_BYTES_PER_CONTEXT)
+    assert aged["fresh_bytes_per_context"] < aged["bytes_per_context"]
 
 
 @pytest.mark.kafka

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import copyreg
+import heapq
+import io
 import math
+import pickle
+import random
 
 import pytest
 
 from detector.alerts import OPENED, RESOLVED, UPDATED, WARNING, Transition
-from detector.engine import BILLING_GAP, DetectorConfig, Engine
-from detector.sources import SourcesConfig
+from detector.engine import BILLING_GAP, SNAPSHOT_VERSION, DetectorConfig, Engine
+from detector.reconcile import BillingTrack
+from detector.sources import (
+    BILLED,
+    COMPUTED,
+    PartitionSources,
+    Ring,
+    SourcesConfig,
+    SourceState,
+)
 from ingest.events import Billing, Context, Event, Invocation
 from tests.detector.streams import CTX, T0, flat_cost, no_span_cost, run, steady
 
@@ -251,3 +264,125 @@ def test_rows_without_a_function_are_compared_with_the_whole_account(
         assert transitions[0].evidence["computed_usd"] == pytest.approx(
             region_total, rel=1e-4
         )
+
+
+def _ring_of_lane(src: SourceState, lane: int) -> Ring:
+    """The ring that held a lane's sums before the lanes shared an array."""
+    ring = Ring(HOUR, src.size)
+    lo, n, first, latest = src._lane(lane)
+    ring.first, ring.latest = first, latest
+    ring.values = src.values[lo : lo + n]
+    return ring
+
+
+class _OldLayout(pickle.Pickler):
+    """Writes source and billing state as checkpoints before the lanes did.
+
+    Then a context's computed hours were a ring of its source state, its
+    billed hours a ring of its billing track, each queued period a pair,
+    each queued context a heap entry of (time, ticket, context) and the
+    latest comparison a tuple.
+    """
+
+    def __init__(self, file: io.BytesIO, part: object) -> None:
+        super().__init__(file, protocol=5)
+        self.owner: dict[int, SourceState] = {}
+        for state in part.contexts.values():  # type: ignore[attr-defined]
+            if state.sources is not None and state.sources.billing is not None:
+                self.owner[id(state.sources.billing)] = state.sources
+
+    def reducer_override(self, obj: object) -> object:
+        if isinstance(obj, SourceState):
+            slots = {
+                "hours": _ring_of_lane(obj, COMPUTED),
+                "metric": obj.metric,
+                "billing": obj.billing,
+                "gap_alert": obj.gap_alert,
+            }
+            return copyreg.__newobj__, (SourceState,), (None, slots)  # type: ignore[attr-defined]
+        if isinstance(obj, BillingTrack):
+            slots = {name: getattr(obj, name) for name in BillingTrack.__slots__}
+            for name in ("start", "end", "billed", "computed", "excluded"):
+                del slots[f"last_{name}"]
+            for name in ("next_start", "next_end", "later"):
+                del slots[name]
+            slots["last"] = obj.last
+            q = obj.queued
+            slots["queued"] = tuple((q[i], q[i + 1]) for i in range(0, len(q), 2))
+            slots["billed"] = _ring_of_lane(self.owner[id(obj)], BILLED)
+            return copyreg.__newobj__, (BillingTrack,), (None, slots)  # type: ignore[attr-defined]
+        if isinstance(obj, PartitionSources):
+            entries = [
+                (slot[0], ticket, context)
+                for ticket, (slot, context) in enumerate(
+                    (slot, context) for slot in sorted(obj.due) for context in slot[1:]
+                )
+            ]
+            heapq.heapify(entries)
+            slots = {
+                "since": obj.since,
+                "latest_metric": obj.latest_metric,
+                "accounts": obj.accounts,
+                "due": entries,
+                "ticket": len(entries),
+            }
+            return copyreg.__newobj__, (PartitionSources,), (None, slots)  # type: ignore[attr-defined]
+        return NotImplemented
+
+
+def _old_snapshot(engine: Engine) -> bytes:
+    part = engine._parts[0]
+    out = io.BytesIO()
+    _OldLayout(out, part).dump((SNAPSHOT_VERSION, part))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.5, 0.9])
+def test_a_checkpoint_from_before_the_billed_lane_restores(cut: float) -> None:
+    # Two hours of logs, each hour billed (the first at three times its
+    # cost), and a correction for the first hour after its comparison.
+    logs = list(steady(10.0, H0 - 600.0, 2 * HOUR + 720.0))
+    rows = [
+        cur_row(3 * in_hour(logs)),
+        cur_row(in_hour(logs, H0 + HOUR), start=H0 + HOUR),
+    ]
+    events = sorted([*logs, *rows], key=lambda e: e.time)
+    correction = cur_row(0.5 * in_hour(logs), "requests")
+    whole = gaps(late(make_engine(), [*events, correction]))
+    assert [t.event for t in whole][:1] == [OPENED]
+    at = int(len(events) * cut)
+    first = make_engine()
+    head = run(first, events[:at], flush=False)
+    old = _old_snapshot(first)
+    assert b"due_at" not in old and b"computed_n" not in old
+    assert b"last_billed" not in old and b"next_start" not in old
+    second = make_engine()
+    second.restore(0, old)
+    tail = late(second, [*events[at:], correction])
+    assert [t.to_json() for t in gaps(head + tail)] == [t.to_json() for t in whole]
+    # Counters are the engine's, not the checkpoint's: the two add up.
+    counts = {k: v + second.source_counts[k] for k, v in first.source_counts.items()}
+    reference = make_engine()
+    late(reference, [*events, correction])
+    assert counts == reference.source_counts
+
+
+def test_source_state_lanes_sum_as_two_rings_of_their_own() -> None:
+    rng = random.Random(5)
+    src = SourceState(6)
+    rings = {COMPUTED: Ring(HOUR, 6), BILLED: Ring(HOUR, 6)}
+    for _ in range(600):
+        lane = rng.choice((COMPUTED, BILLED))
+        start = rng.uniform(0.0, 30 * HOUR)
+        if rng.random() < 0.3:
+            end = start + rng.uniform(0.0, 4 * HOUR)
+            kept = src.add_span(start, end, 1.0, lane)
+            assert kept == rings[lane].add_span(start, end, 1.0)
+        else:
+            assert src.add(start, 1.0, lane) == rings[lane].add(start, 1.0)
+        a = rng.uniform(-HOUR, 31 * HOUR)
+        b = a + rng.uniform(0.0, 5 * HOUR)
+        for other, ring in rings.items():
+            assert src.total(a, b, other) == ring.total(a, b)
+    assert len(src.values) == 12  # both lanes at full size, in one array
+    assert src.hours.total(0.0, 31 * HOUR) == rings[COMPUTED].total(0.0, 31 * HOUR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
 from array import array
 from collections import Counter
@@ -306,13 +307,76 @@ def _alert_of(t: Transition) -> tuple[str, str, str, float, float]:
     return t.event, t.kind, t.severity, t.at, t.starts_at
 
 
+def _old_track_slots(logs: Ring, minutes: object) -> dict[str, object]:
+    """The slots of a metric track as checkpoints before its array wrote them."""
+    return {
+        "baseline": RobustBaseline(),
+        "logs": logs,
+        "minutes": minutes,
+        "count_mean": 12.5,
+        "settled_until": 180.0,
+        "latest": 175.0,
+        "last_rate": 0.25,
+        "last_count": 14.0,
+        "last_minute": 120.0,
+        "last_memory": "configured",
+        "spiked_at": -math.inf,
+        "led_minutes": 2,
+        "disagreements": 1,
+        "last_disagreement": (60.0, 1.0, 30.0),
+        "cost": 0.5,
+    }
+
+
 def test_metric_track_of_a_checkpoint_with_an_array_per_minute_loads() -> None:
-    track = MetricTrack(RobustBaseline(), Ring(60.0, 4, "d"))
-    state = {name: getattr(track, name) for name in MetricTrack.__slots__}
     later, earlier = array("d", (120.0, 5.0, 0.0, 1.0)), array("d", (60.0, 3, 9, 3))
     old = MetricTrack.__new__(MetricTrack)
-    old.__setstate__((None, {**state, "minutes": [later, earlier]}))
+    old.__setstate__((None, _old_track_slots(Ring(60.0, 4, "d"), [later, earlier])))
     assert old.minutes == array("d", (60.0, 3.0, 9.0, 3.0, 120.0, 5.0, 0.0, 1.0))
     empty = MetricTrack.__new__(MetricTrack)
-    empty.__setstate__((None, {**state, "minutes": []}))
+    empty.__setstate__((None, _old_track_slots(Ring(60.0, 4, "d"), [])))
     assert empty.minutes is None
+
+
+@pytest.mark.parametrize("spanned", [2, 9])
+def test_metric_track_of_a_checkpoint_with_its_own_ring_keeps_its_figures(
+    spanned: int,
+) -> None:
+    # A ring that had grown to two minutes, and one that had gone circular.
+    logs = Ring(60.0, 4, "d")
+    for minute in range(spanned):
+        logs.add(minute * 60.0 + 5.0, float(minute + 1))
+    pending = array("d", (600.0, 3.0, 0.0, 1.0))
+    old = MetricTrack.__new__(MetricTrack)
+    old.__setstate__((None, _old_track_slots(logs, pending)))
+    assert old.minutes == pending
+    assert (old.count_mean, old.settled_until, old.latest) == (12.5, 180.0, 175.0)
+    assert (old.last_rate, old.last_count, old.last_minute) == (0.25, 14.0, 120.0)
+    assert (old.spiked_at, old.cost) == (-math.inf, 0.5)
+    assert (old.last_memory, old.led_minutes, old.disagreements) == ("configured", 2, 1)
+    assert old.last_disagreement == (60.0, 1.0, 30.0)
+    for start in range(-1, spanned + 1):
+        span = (start * 60.0, start * 60.0 + 90.0)
+        assert old.log_total(*span) == logs.total(*span)
+
+
+def test_metric_track_log_counts_sum_as_a_ring_of_four_minutes() -> None:
+    rng = random.Random(9)
+    track, ring = MetricTrack(RobustBaseline()), Ring(60.0, 4, "d")
+    for _ in range(400):
+        t = rng.uniform(0.0, 1200.0)
+        count = float(rng.randint(1, 50))
+        track.log_add(t, count)
+        ring.add(t, count)
+        start = rng.uniform(-60.0, 1260.0)
+        assert track.log_total(start, start + 90.0) == ring.total(start, start + 90.0)
+
+
+def test_metric_track_restores_from_its_own_pickle() -> None:
+    track = MetricTrack(RobustBaseline())
+    track.log_add(65.0, 7.0)
+    track.count_mean = 3.5
+    track.nums.extend((120.0, 1.0, 2.0, 3.0))
+    back = pickle.loads(pickle.dumps(track))
+    assert back.nums == track.nums
+    assert back.count_mean == 3.5 and back.log_total(60.0, 120.0) == 7.0
