@@ -12,6 +12,7 @@ function like it, not its own flood.
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from typing import Any, ClassVar, NamedTuple
@@ -72,16 +73,13 @@ class _Settings(NamedTuple):
     alert_weight: float = 0.0
 
 
-#: Settings made lately. Every context holds baselines made with the same
-#: few settings, so they share one tuple rather than a copy each.
-_SETTINGS: Shared[_Settings] = Shared(64)
-
-
+# Every context holds baselines made with the same few settings, so they
+# share one tuple rather than a copy each, and making one costs a lookup.
+# Typed: 180 and 180.0 are equal, but their reprs are not.
+@functools.lru_cache(maxsize=64, typed=True)
 def _settings(half_life: float, warmup: int, clip: float, *seasons: float) -> _Settings:
     alpha = 1.0 - 0.5 ** (1.0 / half_life)
-    made = _Settings(half_life, warmup, clip, alpha, *seasons)
-    # With the types: 180 and 180.0 are equal, but their reprs are not.
-    return _SETTINGS(made, (made, tuple(map(type, made))))
+    return _Settings(half_life, warmup, clip, alpha, *seasons)
 
 
 #: Hour ends handed out lately by :meth:`SeasonalBaseline.valid_until`.
