@@ -424,9 +424,11 @@ class SeasonalBaseline(RobustBaseline):
     def learn_one(self, x: float | None, t: float | None = None) -> None:
         if x is None or x != x:
             return
-        super().learn_one(x, t)
+        # By name, not through super(), which builds an object per call: this
+        # runs at every window close, as learn_many_zeros does after a gap.
+        RobustBaseline.learn_one(self, x, t)
         if t is not None:
-            self._season(x, t, 1, alerted=False)
+            self._season(x, t, 1, False)
 
     def learn_paused(self, x: float | None, t: float | None = None) -> None:
         if x is None or x != x or t is None:
@@ -438,7 +440,7 @@ class SeasonalBaseline(RobustBaseline):
         self._season(x, t, 1, alerted=True)
 
     def learn_many_zeros(self, count: int, t: float | None = None) -> None:
-        super().learn_many_zeros(count, t)
+        RobustBaseline.learn_many_zeros(self, count, t)
         if t is None or count <= 0:
             return
         # Beyond eight days every hour and weekday has been replaced anyway.
@@ -451,7 +453,7 @@ class SeasonalBaseline(RobustBaseline):
         while count > 0:
             in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / window_s)
             step = max(1, min(count, in_hour))
-            self._season(0.0, t, step, alerted=False)
+            self._season(0.0, t, step, False)
             t += step * window_s
             count -= step
 
@@ -745,7 +747,9 @@ class PeerPool:
     def reference(self) -> PeerPool | None:
         """This pool if it is warm, else the first warm pool above it."""
         pool: PeerPool | None = self
-        while pool is not None and not pool.baseline.is_warm:
+        # is_warm, read without the property: every refresh of a cold
+        # context's thresholds asks.
+        while pool is not None and pool.baseline._n < pool.baseline._s.warmup:
             pool = pool.parent
         return pool
 
