@@ -452,7 +452,10 @@ class SeasonalBaseline(RobustBaseline):
             count = math.ceil(horizon / window_s)
         while count > 0:
             in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / window_s)
-            step = max(1, min(count, in_hour))
+            # Compared, not min() and max(): an idle gap walks this per hour.
+            step = in_hour if in_hour < count else count
+            if step < 1:
+                step = 1
             self._season(0.0, t, step, False)
             t += step * window_s
             count -= step

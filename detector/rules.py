@@ -54,6 +54,8 @@ _MIN_SHARE = 1e-3
 #: Least spread of log durations the sequential test assumes: durations are
 #: reported to the hundredth of a millisecond but few functions vary less.
 _MIN_LOG_SPREAD = 0.05
+# The per-call and per-window paths compare rather than call min() and max(),
+# each call of which costs as much as ten comparisons.
 _log = math.log
 _sqrt = math.sqrt
 
@@ -304,7 +306,9 @@ class Rules:
         last = s.last_end
         idle = 0
         if last > -math.inf:
-            idle = max(0, round((start - last) / self._window))
+            idle = round((start - last) / self._window)
+            if idle < 0:
+                idle = 0
         pool[_SPAN] += idle + 1
         s.last_end = end
         _add_spend(s, start, window_cost)
@@ -497,7 +501,8 @@ class Rules:
         """The duration statistic rose to ``stat`` > 0 on a call: keep it and
         alert when it is high enough."""
         n = float(inv.count)
-        s.dur_s = min(stat, self._top)
+        top = self._top
+        s.dur_s = top if top < stat else stat
         s.dur_calls += n
         s.dur_sum += (x - s.log_mu) * n
         # While the alert is open, a call as strong as the cap keeps it
@@ -646,7 +651,10 @@ class Rules:
             mean = billed / count
             dur = s.dur
             if n > 2:
-                mean = min(mean, dur + _CLIP * max(s.dur_dev, 0.1 * dur))
+                dev, floor = s.dur_dev, 0.1 * dur
+                ceiling = dur + _CLIP * (floor if floor > dev else dev)
+                if ceiling < mean:
+                    mean = ceiling
             s.dur_dev += a * (abs(mean - dur) - s.dur_dev)
             s.dur = dur + a * (mean - dur)
             s.each += a * (cost / count - s.each)
