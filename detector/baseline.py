@@ -38,6 +38,7 @@ _MEAN, _RMS, _WEEK = 0, 24, 48
 _PROFILE_LEN = 55
 # Layout of the accumulators of the hour and the day in progress.
 _HOUR, _H_SUM, _H_SQ, _H_N, _H_ALERT, _DAY, _D_SUM, _D_N = range(8)
+_ACC_START = array("d", bytes(8 * 8))
 
 # Values are kept as 16-bit codes of their base-2 logarithm, 1/1024 apart
 # (0.07 %, far below any threshold), from 2**-30 to 2**34; code 0 means
@@ -230,15 +231,14 @@ class RobustBaseline(Detector):
         # zeros scale the mean by r**k and move the deviation to
         # r**k * mad + k * alpha * r**(k-1) * mean, where r = 1 - alpha.
         n, mean, mad = self._n, self._mean, self._mad
+        alpha, clip = self._s.alpha, self._s.clip
         # learn_one's steps for x = 0 on local variables: an idle gap of a
         # young context is many of them, one per window.
-        while count > 0 and self._s.alpha * (n + 1) <= 1.0:
+        while count > 0 and alpha * (n + 1) <= 1.0:
             x = 0.0
             if n >= 2:
                 dev = mad * MAD_TO_STD
-                ceiling = mean + self._s.clip * (
-                    dev if dev > 0.1 * mean else 0.1 * mean
-                )
+                ceiling = mean + clip * (dev if dev > 0.1 * mean else 0.1 * mean)
                 if x > ceiling:
                     x = ceiling
             n += 1
@@ -253,7 +253,6 @@ class RobustBaseline(Detector):
             for _ in range(min(count, 10_000)):
                 RobustBaseline.learn_one(self, 0.0)
             return
-        alpha = self._s.alpha
         r = 1.0 - alpha
         rk1 = r ** (count - 1)
         self._mad = rk1 * r * self._mad + count * alpha * rk1 * self._mean
@@ -428,7 +427,8 @@ class SeasonalBaseline(RobustBaseline):
         # runs at every window close, as learn_many_zeros does after a gap.
         RobustBaseline.learn_one(self, x, t)
         if t is not None:
-            self._season(x, t, 1, False)
+            # A float count keeps the sums' arithmetic float with float.
+            self._season(x, t, 1.0, False)
 
     def learn_paused(self, x: float | None, t: float | None = None) -> None:
         if x is None or x != x or t is None:
@@ -437,7 +437,7 @@ class SeasonalBaseline(RobustBaseline):
         if profile is not None and profile[_MEAN + int(t // HOUR_S) % 24] != _UNSEEN:
             # Bounded, so a flood cannot make itself expected in one day.
             x = min(x, ALERT_CLIP * self.expected(t)[0])
-        self._season(x, t, 1, alerted=True)
+        self._season(x, t, 1.0, True)
 
     def learn_many_zeros(self, count: int, t: float | None = None) -> None:
         RobustBaseline.learn_many_zeros(self, count, t)
@@ -460,15 +460,17 @@ class SeasonalBaseline(RobustBaseline):
             t += step * window_s
             count -= step
 
-    def _season(self, x: float, t: float, count: int, alerted: bool) -> None:
+    def _season(self, x: float, t: float, count: float, alerted: bool) -> None:
         """Add ``count`` windows of value ``x`` starting at ``t`` to the profile."""
         acc = self._acc
+        hour = math.floor(t / HOUR_S)
         if acc is None:
-            hour, day = math.floor(t / HOUR_S), math.floor(t / DAY_S)
-            acc = self._acc = array("d", (hour, 0.0, 0.0, 0.0, 0.0, day, 0.0, 0.0))
+            # Copied, as filling an array from a tuple converts item by item.
+            acc = self._acc = _ACC_START[:]
+            acc[_HOUR] = hour
+            acc[_DAY] = math.floor(t / DAY_S)
             # Made now, not at the first hour's end, so memory is paid up front.
             self._profile_codes()
-        hour = math.floor(t / HOUR_S)
         if hour != acc[_HOUR]:
             self._commit_hour(acc)
             acc[_HOUR] = hour
@@ -476,12 +478,13 @@ class SeasonalBaseline(RobustBaseline):
             if day != acc[_DAY]:
                 self._commit_day(acc)
                 acc[_DAY] = day
-        acc[_H_SUM] += x * count
+        total = x * count
+        acc[_H_SUM] += total
         acc[_H_SQ] += x * x * count
         acc[_H_N] += count
         if alerted:
             acc[_H_ALERT] += count
-        acc[_D_SUM] += x * count
+        acc[_D_SUM] += total
         acc[_D_N] += count
 
     def _profile_codes(self) -> array[int]:
