@@ -85,6 +85,8 @@ def _settings(half_life: float, warmup: int, clip: float, *seasons: float) -> _S
 
 #: Hour ends handed out lately by :meth:`SeasonalBaseline.valid_until`.
 _HOUR_ENDS: Shared[float] = Shared(64)
+#: The hour end handed out last.
+_hour_end = -math.inf
 
 
 def _slot_names(cls: type) -> tuple[str, ...]:
@@ -398,9 +400,13 @@ class SeasonalBaseline(RobustBaseline):
         return (m if m > mean else mean), (spread if spread > dev else dev)
 
     def valid_until(self, t: float) -> float:
+        global _hour_end
         end = (t // HOUR_S + 1.0) * HOUR_S
         # Every context keeps this; contexts in the same hour share one float.
-        return _HOUR_ENDS(end)
+        # Nearly every call asks for the hour end of the call before.
+        if end != _hour_end:
+            _hour_end = _HOUR_ENDS(end)
+        return _hour_end
 
     def profile(self) -> dict[str, list[float | None]]:
         """The learned profiles, decoded (``None`` where never seen)."""
