@@ -12,6 +12,7 @@ function like it, not its own flood.
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from typing import Any, ClassVar, NamedTuple
@@ -37,6 +38,7 @@ _MEAN, _RMS, _WEEK = 0, 24, 48
 _PROFILE_LEN = 55
 # Layout of the accumulators of the hour and the day in progress.
 _HOUR, _H_SUM, _H_SQ, _H_N, _H_ALERT, _DAY, _D_SUM, _D_N = range(8)
+_ACC_START = array("d", bytes(8 * 8))
 
 # Values are kept as 16-bit codes of their base-2 logarithm, 1/1024 apart
 # (0.07 %, far below any threshold), from 2**-30 to 2**34; code 0 means
@@ -72,20 +74,19 @@ class _Settings(NamedTuple):
     alert_weight: float = 0.0
 
 
-#: Settings made lately. Every context holds baselines made with the same
-#: few settings, so they share one tuple rather than a copy each.
-_SETTINGS: Shared[_Settings] = Shared(64)
-
-
+# Every context holds baselines made with the same few settings, so they
+# share one tuple rather than a copy each, and making one costs a lookup.
+# Typed: 180 and 180.0 are equal, but their reprs are not.
+@functools.lru_cache(maxsize=64, typed=True)
 def _settings(half_life: float, warmup: int, clip: float, *seasons: float) -> _Settings:
     alpha = 1.0 - 0.5 ** (1.0 / half_life)
-    made = _Settings(half_life, warmup, clip, alpha, *seasons)
-    # With the types: 180 and 180.0 are equal, but their reprs are not.
-    return _SETTINGS(made, (made, tuple(map(type, made))))
+    return _Settings(half_life, warmup, clip, alpha, *seasons)
 
 
 #: Hour ends handed out lately by :meth:`SeasonalBaseline.valid_until`.
 _HOUR_ENDS: Shared[float] = Shared(64)
+#: The hour end handed out last.
+_hour_end = -math.inf
 
 
 def _slot_names(cls: type) -> tuple[str, ...]:
@@ -232,15 +233,14 @@ class RobustBaseline(Detector):
         # zeros scale the mean by r**k and move the deviation to
         # r**k * mad + k * alpha * r**(k-1) * mean, where r = 1 - alpha.
         n, mean, mad = self._n, self._mean, self._mad
+        alpha, clip = self._s.alpha, self._s.clip
         # learn_one's steps for x = 0 on local variables: an idle gap of a
         # young context is many of them, one per window.
-        while count > 0 and self._s.alpha * (n + 1) <= 1.0:
+        while count > 0 and alpha * (n + 1) <= 1.0:
             x = 0.0
             if n >= 2:
                 dev = mad * MAD_TO_STD
-                ceiling = mean + self._s.clip * (
-                    dev if dev > 0.1 * mean else 0.1 * mean
-                )
+                ceiling = mean + clip * (dev if dev > 0.1 * mean else 0.1 * mean)
                 if x > ceiling:
                     x = ceiling
             n += 1
@@ -255,7 +255,6 @@ class RobustBaseline(Detector):
             for _ in range(min(count, 10_000)):
                 RobustBaseline.learn_one(self, 0.0)
             return
-        alpha = self._s.alpha
         r = 1.0 - alpha
         rk1 = r ** (count - 1)
         self._mad = rk1 * r * self._mad + count * alpha * rk1 * self._mean
@@ -401,9 +400,13 @@ class SeasonalBaseline(RobustBaseline):
         return (m if m > mean else mean), (spread if spread > dev else dev)
 
     def valid_until(self, t: float) -> float:
+        global _hour_end
         end = (t // HOUR_S + 1.0) * HOUR_S
         # Every context keeps this; contexts in the same hour share one float.
-        return _HOUR_ENDS(end)
+        # Nearly every call asks for the hour end of the call before.
+        if end != _hour_end:
+            _hour_end = _HOUR_ENDS(end)
+        return _hour_end
 
     def profile(self) -> dict[str, list[float | None]]:
         """The learned profiles, decoded (``None`` where never seen)."""
@@ -426,9 +429,12 @@ class SeasonalBaseline(RobustBaseline):
     def learn_one(self, x: float | None, t: float | None = None) -> None:
         if x is None or x != x:
             return
-        super().learn_one(x, t)
+        # By name, not through super(), which builds an object per call: this
+        # runs at every window close, as learn_many_zeros does after a gap.
+        RobustBaseline.learn_one(self, x, t)
         if t is not None:
-            self._season(x, t, 1, alerted=False)
+            # A float count keeps the sums' arithmetic float with float.
+            self._season(x, t, 1.0, False)
 
     def learn_paused(self, x: float | None, t: float | None = None) -> None:
         if x is None or x != x or t is None:
@@ -437,10 +443,10 @@ class SeasonalBaseline(RobustBaseline):
         if profile is not None and profile[_MEAN + int(t // HOUR_S) % 24] != _UNSEEN:
             # Bounded, so a flood cannot make itself expected in one day.
             x = min(x, ALERT_CLIP * self.expected(t)[0])
-        self._season(x, t, 1, alerted=True)
+        self._season(x, t, 1.0, True)
 
     def learn_many_zeros(self, count: int, t: float | None = None) -> None:
-        super().learn_many_zeros(count, t)
+        RobustBaseline.learn_many_zeros(self, count, t)
         if t is None or count <= 0:
             return
         # Beyond eight days every hour and weekday has been replaced anyway.
@@ -452,20 +458,25 @@ class SeasonalBaseline(RobustBaseline):
             count = math.ceil(horizon / window_s)
         while count > 0:
             in_hour = math.ceil(((t // HOUR_S + 1.0) * HOUR_S - t) / window_s)
-            step = max(1, min(count, in_hour))
-            self._season(0.0, t, step, alerted=False)
+            # Compared, not min() and max(): an idle gap walks this per hour.
+            step = in_hour if in_hour < count else count
+            if step < 1:
+                step = 1
+            self._season(0.0, t, step, False)
             t += step * window_s
             count -= step
 
-    def _season(self, x: float, t: float, count: int, alerted: bool) -> None:
+    def _season(self, x: float, t: float, count: float, alerted: bool) -> None:
         """Add ``count`` windows of value ``x`` starting at ``t`` to the profile."""
         acc = self._acc
+        hour = math.floor(t / HOUR_S)
         if acc is None:
-            hour, day = math.floor(t / HOUR_S), math.floor(t / DAY_S)
-            acc = self._acc = array("d", (hour, 0.0, 0.0, 0.0, 0.0, day, 0.0, 0.0))
+            # Copied, as filling an array from a tuple converts item by item.
+            acc = self._acc = _ACC_START[:]
+            acc[_HOUR] = hour
+            acc[_DAY] = math.floor(t / DAY_S)
             # Made now, not at the first hour's end, so memory is paid up front.
             self._profile_codes()
-        hour = math.floor(t / HOUR_S)
         if hour != acc[_HOUR]:
             self._commit_hour(acc)
             acc[_HOUR] = hour
@@ -473,12 +484,13 @@ class SeasonalBaseline(RobustBaseline):
             if day != acc[_DAY]:
                 self._commit_day(acc)
                 acc[_DAY] = day
-        acc[_H_SUM] += x * count
+        total = x * count
+        acc[_H_SUM] += total
         acc[_H_SQ] += x * x * count
         acc[_H_N] += count
         if alerted:
             acc[_H_ALERT] += count
-        acc[_D_SUM] += x * count
+        acc[_D_SUM] += total
         acc[_D_N] += count
 
     def _profile_codes(self) -> array[int]:
@@ -797,7 +809,9 @@ class PeerPool:
     def reference(self) -> PeerPool | None:
         """This pool if it is warm, else the first warm pool above it."""
         pool: PeerPool | None = self
-        while pool is not None and not pool.baseline.is_warm:
+        # is_warm, read without the property: every refresh of a cold
+        # context's thresholds asks.
+        while pool is not None and pool.baseline._n < pool.baseline._s.warmup:
             pool = pool.parent
         return pool
 

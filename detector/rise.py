@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -130,6 +130,11 @@ class RiseFinding:
             found["score_threshold"] = round(self.threshold, 2)
             found["dispersion"] = round(self.dispersion, 2)
         return found
+
+
+def _ratio(rate: float, mean: float) -> float:
+    """A cost rate over what was expected: infinite for a rate over nothing."""
+    return rate / mean if mean > 0 else (math.inf if rate > 0 else 0.0)
 
 
 def _rounded(ratio: float) -> float | None:
@@ -368,55 +373,54 @@ class Rise:
             for at in range(0, run.filled * _SLOTS, _SLOTS)
         )
         kept = pairs[: max(1, len(pairs) - self.config.rise_trim)]
-        rate = sum(p[0] for p in kept)
-        mean = sum(p[1] for p in kept)
-        return rate / mean if mean > 0 else (math.inf if rate > 0 else 0.0)
+        return _ratio(sum(p[0] for p in kept), sum(p[1] for p in kept))
 
     def measure(self, run: RiseRun) -> RiseFinding:
         """The figures of the run's horizon as it stands."""
         rate, mean, var, count, usual, count_var = self._sums(run)
-        k = max(run.filled, 1)
-        ratio = rate / mean if mean > 0 else (math.inf if rate > 0 else 0.0)
         z = (rate - mean) / math.sqrt(var) if var > 0 else 0.0
         count_z = (count - usual) / math.sqrt(max(count_var, 1.0))
+        k = max(run.filled, 1)
+        return self._finding(run, k, rate, mean, z, count, usual, count_z)
+
+    def measure_run(self, run: RiseRun) -> RiseFinding:
+        """The figures of the whole run against its reference (sequential test)."""
+        seq = run.seq
+        count, usual = seq[_T_COUNT], seq[_T_USUAL]
+        dispersion = seq[_REF_DISPERSION]
+        count_z = (count - usual) / math.sqrt(max(dispersion * usual, 1.0))
+        k = max(seq[_T_WINDOWS], 1.0)
+        found = self._finding(
+            run, k, seq[_T_RATE], seq[_T_MEAN], count_z, count, usual, count_z
+        )
+        return replace(
+            found, score=_top(run), threshold=self.threshold, dispersion=dispersion
+        )
+
+    def _finding(
+        self,
+        run: RiseRun,
+        windows: float,
+        rate: float,
+        mean: float,
+        z: float,
+        count: float,
+        usual: float,
+        count_z: float,
+    ) -> RiseFinding:
+        """The figures of ``windows`` windows of the run from their sums."""
         window = self.config.window_s
         return RiseFinding(
-            rate=rate / k,
-            expected=mean / k,
-            ratio=ratio,
+            rate=rate / windows,
+            expected=mean / windows,
+            ratio=_ratio(rate, mean),
             z=z,
             count_z=count_z,
             invocations=count,
             usual_invocations=usual,
             cost_usd=rate * window / 3600.0,
-            horizon_s=k * window,
+            horizon_s=windows * window,
             trimmed_ratio=self._trimmed(run),
-        )
-
-    def measure_run(self, run: RiseRun) -> RiseFinding:
-        """The figures of the whole run against its reference (sequential test)."""
-        seq = run.seq
-        k = max(seq[_T_WINDOWS], 1.0)
-        rate, mean = seq[_T_RATE], seq[_T_MEAN]
-        count, usual = seq[_T_COUNT], seq[_T_USUAL]
-        dispersion = seq[_REF_DISPERSION]
-        ratio = rate / mean if mean > 0 else (math.inf if rate > 0 else 0.0)
-        count_z = (count - usual) / math.sqrt(max(dispersion * usual, 1.0))
-        window = self.config.window_s
-        return RiseFinding(
-            rate=rate / k,
-            expected=mean / k,
-            ratio=ratio,
-            z=count_z,
-            count_z=count_z,
-            invocations=count,
-            usual_invocations=usual,
-            cost_usd=rate * window / 3600.0,
-            horizon_s=k * window,
-            trimmed_ratio=self._trimmed(run),
-            score=_top(run),
-            threshold=self.threshold,
-            dispersion=dispersion,
         )
 
     def fires(self, run: RiseRun, usual_each: float) -> RiseFinding | None:

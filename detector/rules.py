@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 DURATION_INFLATION = "duration_inflation"
 ERROR_STORM = "error_storm"
 SLOW_RAMP = "slow_ramp"
+#: The slot of :class:`RuleState` that holds each rule's alert.
+_ALERT_SLOT = {DURATION_INFLATION: "inflation", ERROR_STORM: "storm", SLOW_RAMP: "ramp"}
 
 # Accumulator slots an open window holds beyond cost and count (the engine
 # owns slots 0 and 1 and adds to these per invocation).
@@ -52,6 +54,8 @@ _MIN_SHARE = 1e-3
 #: Least spread of log durations the sequential test assumes: durations are
 #: reported to the hundredth of a millisecond but few functions vary less.
 _MIN_LOG_SPREAD = 0.05
+# The per-call and per-window paths compare rather than call min() and max(),
+# each call of which costs as much as ten comparisons.
 _log = math.log
 _sqrt = math.sqrt
 
@@ -302,7 +306,9 @@ class Rules:
         last = s.last_end
         idle = 0
         if last > -math.inf:
-            idle = max(0, round((start - last) / self._window))
+            idle = round((start - last) / self._window)
+            if idle < 0:
+                idle = 0
         pool[_SPAN] += idle + 1
         s.last_end = end
         _add_spend(s, start, window_cost)
@@ -495,7 +501,8 @@ class Rules:
         """The duration statistic rose to ``stat`` > 0 on a call: keep it and
         alert when it is high enough."""
         n = float(inv.count)
-        s.dur_s = min(stat, self._top)
+        top = self._top
+        s.dur_s = top if top < stat else stat
         s.dur_calls += n
         s.dur_sum += (x - s.log_mu) * n
         # While the alert is open, a call as strong as the cap keeps it
@@ -564,9 +571,7 @@ class Rules:
         sigma: float,
         out: list[Transition],
     ) -> None:
-        alert = s.inflation
-        if alert is not None and alert.open:
-            alert.calm = 0
+        if _kept_open(s.inflation):
             return
         usual = math.exp(s.log_mu)
         ratio = math.exp(s.dur_sum / s.dur_calls)
@@ -586,11 +591,9 @@ class Rules:
         # The extra cost is the recent rate's share beyond the usual duration;
         # too little of it is not worth an alert, as for the window rule.
         excess = s.recent * (ratio - 1.0)
-        if excess < self.config.duration_min_excess:
-            return
-        if alert is None:
-            alert = s.inflation = RuleAlert(DURATION_INFLATION, context)
-        self._fire(s, alert, context, at, 0.0, excess, ratio, False, evidence, out)
+        if excess >= self.config.duration_min_excess:
+            kind = DURATION_INFLATION
+            self._fire(s, kind, context, at, 0.0, excess, ratio, False, evidence, out)
 
     def _seq_errors(
         self,
@@ -601,9 +604,7 @@ class Rules:
         need: float,
         out: list[Transition],
     ) -> None:
-        alert = s.storm
-        if alert is not None and alert.open:
-            alert.calm = 0
+        if _kept_open(s.storm):
             return
         share = s.err_failed / s.err_calls
         evidence: dict[str, object] = {
@@ -621,11 +622,9 @@ class Rules:
         }
         # Failed calls cost what others do: the excess is their extra share.
         excess = s.recent * max(share - s.errors, 0.0)
-        if excess < self.config.error_min_excess:
-            return
-        if alert is None:
-            alert = s.storm = RuleAlert(ERROR_STORM, context)
-        self._fire(s, alert, context, at, 0.0, excess, share / p0, False, evidence, out)
+        if excess >= self.config.error_min_excess:
+            kind, ratio = ERROR_STORM, share / p0
+            self._fire(s, kind, context, at, 0.0, excess, ratio, False, evidence, out)
 
     # Learning
 
@@ -652,7 +651,10 @@ class Rules:
             mean = billed / count
             dur = s.dur
             if n > 2:
-                mean = min(mean, dur + _CLIP * max(s.dur_dev, 0.1 * dur))
+                dev, floor = s.dur_dev, 0.1 * dur
+                ceiling = dur + _CLIP * (floor if floor > dev else dev)
+                if ceiling < mean:
+                    mean = ceiling
             s.dur_dev += a * (abs(mean - dur) - s.dur_dev)
             s.dur = dur + a * (mean - dur)
             s.each += a * (cost / count - s.each)
@@ -720,11 +722,9 @@ class Rules:
             ratio >= cfg.rule_critical_margin * need
             and excess >= cfg.critical_min_excess
         )
-        if alert is None:
-            alert = s.inflation = RuleAlert(DURATION_INFLATION, context)
         self._fire(
             s,
-            alert,
+            DURATION_INFLATION,
             context,
             end,
             cost,
@@ -737,13 +737,8 @@ class Rules:
         )
 
     def _duration_evidence(self, s: RuleState, mean: float) -> dict[str, object]:
-        return {
-            "rule": DURATION_INFLATION,
-            "value": round(mean, 3),
-            "baseline": round(s.dur, 3),
-            "unit": "billed_ms_per_invocation",
-            "ratio": round(mean / s.dur, 3) if s.dur > 0 else None,
-        }
+        unit = "billed_ms_per_invocation"
+        return _window_evidence(DURATION_INFLATION, mean, s.dur, unit, 3, 3)
 
     # Error and retry storms
 
@@ -799,12 +794,10 @@ class Rules:
             and share >= margin * cfg.error_ratio * p0
             and excess >= cfg.critical_min_excess
         )
-        if alert is None:
-            alert = s.storm = RuleAlert(ERROR_STORM, context)
         ratio = share / max(p0, _MIN_SHARE)
         self._fire(
             s,
-            alert,
+            ERROR_STORM,
             context,
             end,
             failed_cost,
@@ -817,13 +810,7 @@ class Rules:
         )
 
     def _error_evidence(self, s: RuleState, share: float) -> dict[str, object]:
-        return {
-            "rule": ERROR_STORM,
-            "value": round(share, 4),
-            "baseline": round(s.errors, 4),
-            "unit": "failure_share",
-            "ratio": round(share / s.errors, 2) if s.errors > 0 else None,
-        }
+        return _window_evidence(ERROR_STORM, share, s.errors, "failure_share", 4, 2)
 
     # Slow ramps against the anchor and the budgets
 
@@ -915,14 +902,12 @@ class Rules:
             or day >= margin * daily
             or month >= margin * monthly
         )
-        if alert is None:
-            alert = s.ramp = RuleAlert(SLOW_RAMP, context)
         peak = max(ratio, day / max(daily, 1e-9), month / max(monthly, 1e-9))
         # The cost of each window was added as it closed; the excess is that
         # of the minute since the last judgement.
         self._fire(
             s,
-            alert,
+            SLOW_RAMP,
             context,
             end,
             0.0,
@@ -1068,7 +1053,7 @@ class Rules:
     def _fire(
         self,
         s: RuleState,
-        alert: RuleAlert,
+        kind: str,
         context: Context,
         at: float,
         cost: float,
@@ -1079,7 +1064,13 @@ class Rules:
         out: list[Transition],
         span_s: float = 0.0,
     ) -> None:
-        """Open, escalate or extend an alert; ``excess`` USD/h for ``span_s``."""
+        """Open, escalate or extend the alert of rule ``kind`` (made when it
+        first fires); ``excess`` USD/h for ``span_s``."""
+        slot = _ALERT_SLOT[kind]
+        alert: RuleAlert | None = getattr(s, slot)
+        if alert is None:
+            alert = RuleAlert(kind, context)
+            setattr(s, slot, alert)
         alert.calm = 0
         alert.cost += cost
         alert.excess += max(excess, 0.0) * (span_s or self._window) / 3600.0
@@ -1206,6 +1197,27 @@ def _project(period: _Period, rate: float, now: float) -> tuple[float, float]:
     day = period.day_cost + rate * max(0.0, period.day_end - now) / 3600.0
     month = period.month_cost + rate * max(0.0, period.month_end - now) / 3600.0
     return day, month
+
+
+def _kept_open(alert: RuleAlert | None) -> bool:
+    """Whether ``alert`` is open; a test that fires again keeps it from calming."""
+    if alert is not None and alert.open:
+        alert.calm = 0
+        return True
+    return False
+
+
+def _window_evidence(
+    kind: str, value: float, baseline: float, unit: str, digits: int, ratio_digits: int
+) -> dict[str, object]:
+    """What a window rule's evidence opens with: its value against the baseline."""
+    return {
+        "rule": kind,
+        "value": round(value, digits),
+        "baseline": round(baseline, digits),
+        "unit": unit,
+        "ratio": round(value / baseline, ratio_digits) if baseline > 0 else None,
+    }
 
 
 def _budget_evidence(daily: float, monthly: float) -> dict[str, object]:

@@ -216,17 +216,28 @@ def test_early_firing_follows_the_hour_the_context_expects() -> None:
 
 
 class Ungated(Engine):
-    """Judges the elapsed part of a window at every call, without the gates."""
+    """Judges the elapsed part of a window at every start and call, without
+    the gates."""
 
     def _refresh_thresholds(self, state: Any, at: float) -> None:
         super()._refresh_thresholds(state, at)
         state.early_rate = state.early_count = 0.0
 
-    def _early_fire(
-        self, state: Any, acc: list[float], start: float, calls: int
-    ) -> None:
-        super()._early_fire(state, acc, start, calls)
+    def _judge_early(self, state: Any, acc: list[float], *args: Any) -> None:
+        super()._judge_early(state, acc, *args)
         state.early_rate = state.early_count = 0.0
+
+
+def fired_with_and_without_gates(events: list[Event]) -> list[Transition]:
+    """What ``events``, put in time order, fire in an engine that judges every
+    start and call; asserts that the engine with its cached gates fires the same."""
+    config = DetectorConfig(online_model=False)
+    gated = Engine(config, invocation_cost=by_duration, span_cost=no_span_cost)
+    ungated = Ungated(config, invocation_cost=by_duration, span_cost=no_span_cost)
+    ordered = sorted(events, key=lambda e: e.time)
+    expected = feed(ungated, ordered)
+    assert feed(gated, ordered) == expected
+    return expected
 
 
 def test_the_cached_gates_never_hide_a_firing() -> None:
@@ -239,10 +250,5 @@ def test_the_cached_gates_never_hide_a_firing() -> None:
         events += burst(t + 60.0, 12, 0.5)
         events += steady(1.0, t + 45.0, 255.0, seed=20 + i)
         t += 300.0
-    config = DetectorConfig(online_model=False)
-    gated = Engine(config, invocation_cost=by_duration, span_cost=no_span_cost)
-    ungated = Ungated(config, invocation_cost=by_duration, span_cost=no_span_cost)
-    ordered = sorted(events, key=lambda e: e.time)
-    expected = feed(ungated, ordered)
+    expected = fired_with_and_without_gates(events)
     assert [t for t in expected if t.evidence.get("early")], "the stream fires early"
-    assert feed(gated, ordered) == expected

@@ -10,19 +10,17 @@ they are 2.16 USD/h, over the warning rate.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
-from detector.engine import COST_SPIKE, DetectorConfig, Engine
+from detector.engine import COST_SPIKE
 from ingest.events import Context, Event, Invocation, InvocationStart
 from tests.detector.streams import (
     CTX,
     T0,
     feed,
     make_engine,
-    no_span_cost,
     opened,
     regular,
     steady,
@@ -35,6 +33,7 @@ from tests.detector.test_early import (
     WARN_USD_H,
     by_duration,
     call,
+    fired_with_and_without_gates,
     run,
 )
 
@@ -198,18 +197,6 @@ def test_an_alert_fired_on_starts_is_the_one_the_close_would_open() -> None:
     assert len({t.fingerprint for t in out}) == 1
 
 
-class Ungated(Engine):
-    """Judges the starts and calls of a window at each one, without the gates."""
-
-    def _refresh_thresholds(self, state: Any, at: float) -> None:
-        super()._refresh_thresholds(state, at)
-        state.early_rate = state.early_count = 0.0
-
-    def _judge_early(self, state: Any, acc: list[float], *args: Any) -> None:
-        super()._judge_early(state, acc, *args)
-        state.early_rate = state.early_count = 0.0
-
-
 def test_the_cached_gates_never_hide_a_firing_on_starts() -> None:
     # Poisson traffic of calls of three seconds, with floods of several
     # sizes: the gated engine fires exactly as one that judges every start.
@@ -226,13 +213,8 @@ def test_the_cached_gates_never_hide_a_firing_on_starts() -> None:
         events += calls(factor, t, 45.0, 10 + i)
         events += calls(1.0, t + 45.0, 255.0, 20 + i)
         t += 300.0
-    config = DetectorConfig(online_model=False)
-    gated = Engine(config, invocation_cost=by_duration, span_cost=no_span_cost)
-    ungated = Ungated(config, invocation_cost=by_duration, span_cost=no_span_cost)
-    ordered = sorted(events, key=lambda e: e.time)
-    expected = feed(ungated, ordered)
+    expected = fired_with_and_without_gates(events)
     on_starts = [
         t for t in expected if "starts_so_far" in t.evidence.get("early_on", {})
     ]
     assert on_starts, "the stream fires on starts"
-    assert feed(gated, ordered) == expected
