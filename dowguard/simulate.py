@@ -526,6 +526,7 @@ class _Sim:
         self.rngs = {
             f.name: random.Random(f"{config.seed}/{f.name}") for f in config.functions
         }
+        # Limitation: one id stream for all; extra calls anywhere shift later trace ids.
         self.ids = random.Random(f"{config.seed}/ids")
         self.log_events: list[tuple[str, str, int, str]] = []
         self.spans: list[tuple[str, str, int, dict[str, Any], dict[str, Any]]] = []
