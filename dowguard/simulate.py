@@ -59,6 +59,11 @@ SPAN_SERVER, SPAN_CLIENT, SPAN_PRODUCER, SPAN_CONSUMER = 2, 3, 4, 5
 #: invocations of one function in one event chain.
 LAMBDA_LOOP_LIMIT = 16
 
+#: Fewest re-entries of its function that make a labelled loop an attack.
+#: A chain that comes back once or twice (A -> B -> A) is what an ordinary
+#: fan-out workflow does too; no rule should be scored on calling it a loop.
+MIN_LOOP_REENTRIES = 3
+
 _SCOPE_LAMBDA = {
     "name": "opentelemetry.instrumentation.aws_lambda",
     "version": "0.48b0",
@@ -152,7 +157,8 @@ class LoopScenario:
     """A function that re-sends to the queue it reads from, by a bug.
 
     The bug is live from ``onset_s`` to ``end_s`` (seconds after the start);
-    every invocation in that time sends ``fan_out`` messages back.
+    every invocation in that time sends ``fan_out`` messages back. With
+    ``live_s`` it is live only that long from the first invocation that loops.
     """
 
     function: str = "order-processor"
@@ -174,6 +180,12 @@ class LoopScenario:
     #: Scenario name in the labels (the bundled recording's loop has none).
     name: str = ""
     level: str = ""
+    #: When positive, the bug goes live with the first invocation of
+    #: ``function`` that starts at or after ``onset_s`` and stays live for
+    #: this many seconds from that start (never past ``end_s``): a loop that
+    #: doubles at every hop can only be allowed seconds, and from the onset
+    #: they would depend on when the function happens to be called next.
+    live_s: float = 0.0
 
 
 #: Attack and look-alike kinds an :class:`Attack` can be.
@@ -514,6 +526,7 @@ class _Sim:
         self.rngs = {
             f.name: random.Random(f"{config.seed}/{f.name}") for f in config.functions
         }
+        # Limitation: one id stream for all; extra calls anywhere shift later trace ids.
         self.ids = random.Random(f"{config.seed}/ids")
         self.log_events: list[tuple[str, str, int, str]] = []
         self.spans: list[tuple[str, str, int, dict[str, Any], dict[str, Any]]] = []
@@ -548,6 +561,8 @@ class _Sim:
         self.stream_version: dict[str, str] = {}
         #: Start times of the invocations each named loop caused.
         self.looped: dict[str, list[float]] = {}
+        #: When each loop with a ``live_s`` started looping (handler start).
+        self.loop_start: dict[LoopScenario, float] = {}
 
     # arrivals
 
@@ -795,12 +810,34 @@ class _Sim:
         call.env.busy_until = call.env.last_used = call.end
 
     def _bug_live(self, fn: FunctionSpec, at: float) -> bool:
+        """Whether a call of ``fn`` whose handler starts ``at`` runs the bug.
+
+        The first call that asks after a ``live_s`` loop's onset starts it.
+        """
         loop = self.loops.get(fn.name)
-        return (
-            loop is not None
-            and fn.name == loop.function
-            and loop.onset_s <= at - self.t0 < loop.end_s
-        )
+        if (
+            loop is None
+            or fn.name != loop.function
+            or not loop.onset_s <= at - self.t0 < loop.end_s
+        ):
+            return False
+        if loop.live_s <= 0:
+            return True
+        start = self.loop_start.setdefault(loop, at)
+        # A call whose handler started before the one that started the loop
+        # (it arrived later, but ran a shorter cold start) is not looping.
+        return start <= at < start + loop.live_s
+
+    def live_window(self, loop: LoopScenario) -> tuple[float, float]:
+        """When the bug of ``loop`` was live, in event time."""
+        onset, end = self.t0 + loop.onset_s, self.t0 + loop.end_s
+        if loop.live_s <= 0:
+            return onset, end
+        start = self.loop_start.get(loop)
+        if start is None:
+            # Nothing called the function: the bug never ran.
+            return onset, onset
+        return start, min(start + loop.live_s, end)
 
     def _call(
         self,
@@ -1721,7 +1758,7 @@ def _loop_label(sim: _Sim, loop: LoopScenario) -> dict[str, Any]:
         "kind": "recursive_loop",
         "context": fn.context(),
         **_times(onset, end),
-        "bug_live": _times(sim.t0 + loop.onset_s, sim.t0 + loop.end_s),
+        "bug_live": _times(*sim.live_window(loop)),
         "path": [loop.function, loop.queue, loop.function],
         "intensity": {
             "queue": loop.queue,
@@ -1859,7 +1896,7 @@ def _named_loop_label(sim: _Sim, loop: LoopScenario) -> dict[str, Any]:
         loop.level or f"fan-out {loop.fan_out}",
         intensity,
     )
-    label["bug_live"] = _times(bug, sim.t0 + loop.end_s)
+    label["bug_live"] = _times(*sim.live_window(loop))
     label["path"] = [loop.function, loop.queue, *loop.members, loop.function]
     return label
 
@@ -2025,20 +2062,59 @@ def _check_scenarios(cfg: SimConfig) -> None:
             )
 
 
+def loop_reentries(label: dict[str, Any]) -> int | None:
+    """How often a loop label's longest chain re-entered its function.
+
+    ``None`` for labels that are no attack loop (bounded retries included).
+    """
+    intensity = label.get("intensity", {})
+    if label.get("kind") == "recursive_loop":
+        # The bundled recording's label counts hops with the first call.
+        return max(0, int(intensity.get("max_hops", 0)) - 1)
+    if label.get("kind") in _LOOP_KINDS.values():
+        return int(intensity.get("max_reentries", 0))
+    return None
+
+
+def short_loops(labels: dict[str, Any]) -> list[tuple[str, int]]:
+    """(name, re-entries) of labelled loops under :data:`MIN_LOOP_REENTRIES`."""
+    out: list[tuple[str, int]] = []
+    for label in labels.get("scenarios", ()):
+        reentries = loop_reentries(label)
+        if reentries is not None and reentries < MIN_LOOP_REENTRIES:
+            out.append((str(label.get("name") or label["kind"]), reentries))
+    return out
+
+
 def simulate(
     config: SimConfig | None = None, pricing: Pricing | None = None
 ) -> Recording:
-    """Run one simulation in memory."""
+    """Run one simulation in memory.
+
+    Raises :class:`ConfigError` when a labelled loop re-entered its function
+    fewer than :data:`MIN_LOOP_REENTRIES` times: the labels would call an
+    attack what is no loop.
+    """
     cfg = config or SimConfig()
     _check(cfg)
     sim = _Sim(cfg, pricing or Pricing.load())
     sim.run()
+    labels = _labels(sim)
+    short = short_loops(labels)
+    if short:
+        where = f" of suite {cfg.suite!r}" if cfg.suite else ""
+        found = ", ".join(f"{name} ({n})" for name, n in short)
+        raise ConfigError(
+            f"simulate: seed {cfg.seed}{where}: loop scenario(s) re-entered their"
+            f" function fewer than {MIN_LOOP_REENTRIES} times: {found};"
+            " keep the bug live longer"
+        )
     recording = Recording(
         _log_lines(sim),
         _trace_lines(sim),
         _metric_lines(sim),
         _cur_rows(sim),
-        _labels(sim),
+        labels,
     )
     logger.info(
         "simulated seed=%s minutes=%s payloads=%d exports=%d metrics=%d cur_rows=%d",

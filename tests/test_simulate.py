@@ -679,7 +679,7 @@ def test_mutual_loop_alternates_two_functions_in_one_trace(
 def test_fan_out_two_loop_branches(suite_labels: dict[str, Any]) -> None:
     two = scenario(suite_labels, "sqsloop-f2-a")["intensity"]
     assert two["fan_out"] == 2 and two["max_reentries"] >= 3
-    # In six seconds of bug a branching chain makes more calls than hops.
+    # In the seconds its bug lives a branching chain makes more calls than hops.
     assert two["looped_invocations"] > 2 * two["max_reentries"]
 
 
