@@ -1164,6 +1164,7 @@ class Engine:
         )
         spike = state.spike
         held = spike is not None and spike.open
+        # Limitation: an attack throttled within burst_windows is learnt as a burst.
         learnable = True
         if held and spike is not None:
             rising = getattr(state, "rise", None)
