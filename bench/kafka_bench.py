@@ -17,6 +17,7 @@ from typing import Any
 
 from detector.daemon import Daemon
 from detector.engine import Engine
+from detector.gcpolicy import streaming_gc
 from detector.memory_sink import MemorySink
 from dowguard.config import Settings
 from ingest.events import Event
@@ -52,16 +53,18 @@ def _bare(bootstrap: str, topics: Sequence[str], count: int) -> float:
     seen = 0
     first = last = 0.0
     deadline = time.monotonic() + DEADLINE_S
+    # The daemon's collector policy, so that the two differ in their work only.
     try:
-        while seen < count and time.monotonic() < deadline:
-            batches = consumer.poll(
-                timeout_ms=int(POLL_TIMEOUT_S * 1000), max_records=MAX_RECORDS
-            )
-            for records in batches.values():
-                if records and not first:
-                    first = time.perf_counter()
-                seen += len(records)
-            last = time.perf_counter()
+        with streaming_gc():
+            while seen < count and time.monotonic() < deadline:
+                batches = consumer.poll(
+                    timeout_ms=int(POLL_TIMEOUT_S * 1000), max_records=MAX_RECORDS
+                )
+                for records in batches.values():
+                    if records and not first:
+                        first = time.perf_counter()
+                    seen += len(records)
+                last = time.perf_counter()
     finally:
         consumer.close()
     if seen < count:

@@ -29,6 +29,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from detector.alerts import AlertSink, Checkpoint, Transition
 from detector.engine import Engine
 from detector.evidence import decode_evidence, encode_evidence
+from detector.gcpolicy import streaming_gc
 from detector.metrics import METRICS, DowMetrics
 from dowguard.config import Settings
 from dowguard.errors import BrokerError, ConfigError, ParseError
@@ -163,8 +164,10 @@ class Daemon:
         self._connect()
         try:
             self._next_commit = time.monotonic() + self.settings.commit_interval_s
-            while not self._stopping.is_set():
-                self._step()
+            # The collector runs less often: see detector.gcpolicy.
+            with streaming_gc():
+                while not self._stopping.is_set():
+                    self._step()
             self._commit()
         finally:
             self._close()

@@ -18,6 +18,7 @@ from typing import cast
 
 from detector.alerts import AlertSink, Transition
 from detector.engine import Engine
+from detector.gcpolicy import streaming_gc
 from ingest.events import Event, Span, kafka_key
 from ingest.partitioning import partition_for, partitions_for
 
@@ -95,6 +96,11 @@ class Replay:
         self._pending: list[Transition] = []
 
     def run(self, events: Iterable[Event]) -> ReplayResult:
+        # The collector runs less often: see detector.gcpolicy.
+        with streaming_gc():
+            return self._run(events)
+
+    def _run(self, events: Iterable[Event]) -> ReplayResult:
         result = ReplayResult()
         engine = self.engine
         process = engine.process
