@@ -185,7 +185,8 @@ class DetectorConfig:
     without qualifier (applied to each qualifier); without one, a warm
     anchor gives ``ramp_budget_factor`` times its daily spend (at least
     ``ramp_min_excess`` per hour), and its monthly spend alike. A key
-    ``provider/account`` budgets the sum of the account's contexts, judged
+    ``provider/account`` budgets the sum of the account's contexts (of the
+    partitions the engine holds, each checkpointing its own share), judged
     each ``ramp_recent_half_life_s`` on the spend of the last hour of such
     buckets; its alert has the context ``provider/account/*/*/*``. A
     smaller rise is a ``slow_ramp`` warning too when the recent rate is

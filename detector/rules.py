@@ -269,7 +269,7 @@ class AccountSpend:
                 self.month_start = share.month_start
 
 
-#: Spend of an account by partition held, as a partition keeps its shares.
+#: The account shares of one partition, by (provider, account).
 AccountShares = dict[tuple[str, str], AccountShare]
 
 
@@ -322,7 +322,7 @@ class Rules:
         self._monthly = _by_scope(config.monthly_budgets, 4)
         self._account_daily = _by_scope(config.daily_budgets, 2)
         self._account_monthly = _by_scope(config.monthly_budgets, 2)
-        # Limitation: sums this daemon's partitions; other daemons' need a shared store.
+        # Limitation: sums only this daemon's partitions; others' need a shared store.
         self._accounts: dict[tuple[str, str], AccountSpend] = {}
         self._h = config.sequential_h
         # No single call decides: it moves a statistic by half the threshold
