@@ -48,6 +48,7 @@ from detector.rules import (
     FAILED_COST,
     TIMEOUTS,
     WINDOW_SLOTS,
+    AccountShares,
     Rules,
     RuleState,
 )
@@ -97,9 +98,11 @@ ANOMALY = "anomaly"
 # dropped and the rules' tests afresh.
 # 6: an excursion's burst state keeps its first window and its cost; an older
 # one restores with its run starting at its latest window, having cost nothing.
-SNAPSHOT_VERSION = 6
+# 7: a partition holds its contexts' share of each budgeted account's day and
+# month (and the account's alert); an older one restores with no share.
+SNAPSHOT_VERSION = 7
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, 5, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, 6, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +185,8 @@ class DetectorConfig:
     without qualifier (applied to each qualifier); without one, a warm
     anchor gives ``ramp_budget_factor`` times its daily spend (at least
     ``ramp_min_excess`` per hour), and its monthly spend alike. A key
-    ``provider/account`` budgets the sum of the account's contexts, judged
+    ``provider/account`` budgets the sum of the account's contexts (of the
+    partitions the engine holds, each checkpointing its own share), judged
     each ``ramp_recent_half_life_s`` on the spend of the last hour of such
     buckets; its alert has the context ``provider/account/*/*/*``. A
     smaller rise is a ``slow_ramp`` warning too when the recent rate is
@@ -397,6 +401,8 @@ class _Partition:
     # heap entry per window; ``ends`` is the heap of their distinct ends.
     closing: dict[float, list[tuple[_Context, float]]] = field(default_factory=dict)
     ends: list[float] = field(default_factory=list)
+    # What this partition's contexts spent of each account with a budget.
+    accounts: AccountShares = field(default_factory=dict)
 
 
 # Accumulator slots of an open window (the hot path spells them 0 and 1),
@@ -437,6 +443,8 @@ def _upgrade(part: _Partition) -> _Partition:
     """Bring a partition restored from an older checkpoint to today's fields."""
     if not hasattr(part, "closing"):
         part.closing, part.ends = {}, []
+    if not hasattr(part, "accounts"):
+        part.accounts = {}  # from before account spend was checkpointed
     if part.due:
         # The old heap, in its order: by end, then by the order of opening.
         for end, _, context, start in sorted(part.due):
@@ -701,11 +709,17 @@ class Engine:
                 f"snapshot version {version} is none of {READABLE_SNAPSHOTS}"
             )
         part.traces.span_cost = self._span_cost
-        self._parts[partition] = _upgrade(part)
+        self.drop(partition)
+        part = self._parts[partition] = _upgrade(part)
+        part.number = partition
+        self._rules.adopt(partition, part.accounts)
 
     def drop(self, partition: int) -> None:
-        """Forget a partition's state (it was revoked in a rebalance)."""
-        self._parts.pop(partition, None)
+        """Forget a partition's state (it was revoked in a rebalance), its
+        share of its accounts' spend included."""
+        part = self._parts.pop(partition, None)
+        if part is not None:
+            self._rules.release(partition, part.accounts)
 
     # Internals: state
 
@@ -949,7 +963,15 @@ class Engine:
             rules = state.rules = RuleState()
         spike_open = state.spike is not None and state.spike.open
         keep = self._rules.judge(
-            rules, state.context, acc, start, end, spike_open, self._transitions
+            rules,
+            state.context,
+            acc,
+            start,
+            end,
+            spike_open,
+            self._transitions,
+            part.number,
+            part.accounts,
         )
         if keep and not under_alert:
             self._schedule(part, state, end)

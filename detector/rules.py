@@ -184,12 +184,14 @@ class RuleState:
         )
 
 
-class AccountSpend:
-    """Spend of one account with a budget, summed over its contexts.
+class AccountShare:
+    """What the contexts of one partition spent of one account with a budget.
 
-    The recent rate is the spend of the last complete buckets of
-    ``ramp_recent_half_life_s`` each, so a function that went idle stops
-    counting as soon as its buckets age out.
+    It is checkpointed with its partition: the day and month so far, the
+    buckets of ``ramp_recent_half_life_s`` each up to ``bucket`` (the last
+    ``ACCOUNT_BUCKETS`` complete ones and the current one), the first bucket
+    of the account when the share was made, and the account's alert as it
+    was when the partition was snapshotted.
     """
 
     __slots__ = (
@@ -198,20 +200,77 @@ class AccountSpend:
         "buckets",
         "day_cost",
         "day_end",
+        "first",
         "month_cost",
         "month_end",
         "month_start",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, first: float) -> None:
         self.alert: RuleAlert | None = None
         self.bucket = -math.inf
         self.buckets: list[float] = []
+        self.first = first
         self.day_cost = 0.0
         self.day_end = -math.inf
         self.month_cost = 0.0
         self.month_end = -math.inf
         self.month_start = -math.inf
+
+
+class AccountSpend:
+    """Spend of one account with a budget: the shares of the partitions held.
+
+    The recent rate is the spend of the last complete buckets of
+    ``ramp_recent_half_life_s`` each, so a function that went idle stops
+    counting as soon as its buckets age out. The day and month are summed
+    from the shares when the account is judged.
+    """
+
+    __slots__ = (
+        "alert",
+        "bucket",
+        "day_cost",
+        "day_end",
+        "first",
+        "month_cost",
+        "month_end",
+        "month_start",
+        "shares",
+    )
+
+    def __init__(self, first: float) -> None:
+        self.alert: RuleAlert | None = None
+        self.bucket = -math.inf
+        self.first = first
+        self.shares: dict[int, AccountShare] = {}
+        self.day_cost = 0.0
+        self.day_end = -math.inf
+        self.month_cost = 0.0
+        self.month_end = -math.inf
+        self.month_start = -math.inf
+
+    def sum_shares(self) -> None:
+        """Make the day and month the sum of the shares' current ones.
+
+        A share still on an earlier day or month (its partition lags, or
+        went idle) spent nothing of the current one.
+        """
+        shares = self.shares.values()
+        self.day_end = max((s.day_end for s in shares), default=-math.inf)
+        self.day_cost = 0.0
+        self.month_end = max((s.month_end for s in shares), default=-math.inf)
+        self.month_cost = 0.0
+        for share in shares:
+            if share.day_end == self.day_end:
+                self.day_cost += share.day_cost
+            if share.month_end == self.month_end:
+                self.month_cost += share.month_cost
+                self.month_start = share.month_start
+
+
+#: The account shares of one partition, by (provider, account).
+AccountShares = dict[tuple[str, str], AccountShare]
 
 
 # The pool of quiet windows: the window slots, then the windows it spans.
@@ -263,7 +322,7 @@ class Rules:
         self._monthly = _by_scope(config.monthly_budgets, 4)
         self._account_daily = _by_scope(config.daily_budgets, 2)
         self._account_monthly = _by_scope(config.monthly_budgets, 2)
-        # Limitation: account spend is not checkpointed; it sums this engine only.
+        # Limitation: sums only this daemon's partitions; others' need a shared store.
         self._accounts: dict[tuple[str, str], AccountSpend] = {}
         self._h = config.sequential_h
         # No single call decides: it moves a statistic by half the threshold
@@ -289,8 +348,14 @@ class Rules:
         end: float,
         spike_open: bool,
         out: list[Transition],
+        partition: int,
+        shares: AccountShares,
     ) -> bool:
-        """Judge one closed window; True while an alert of ``s`` is open."""
+        """Judge one closed window; True while an alert of ``s`` is open.
+
+        The window's cost goes to its account's share in ``shares``, the
+        account shares of ``partition``.
+        """
         window_cost = 0.0
         pool = s.pool
         if pool is None:
@@ -313,7 +378,7 @@ class Rules:
         s.last_end = end
         _add_spend(s, start, window_cost)
         if self._account_daily or self._account_monthly:
-            self._account(context, window_cost, start, end, out)
+            self._account(context, window_cost, start, partition, shares, out)
         inflation, storm, ramp = s.inflation, s.storm, s.ramp
         if ramp is not None and ramp.open:
             ramp.cost += window_cost
@@ -948,7 +1013,8 @@ class Rules:
         context: Context,
         cost: float,
         start: float,
-        end: float,
+        partition: int,
+        shares: AccountShares,
         out: list[Transition],
     ) -> None:
         key = (context.provider, context.account)
@@ -956,27 +1022,77 @@ class Rules:
         monthly = self._account_monthly.get(key, math.inf)
         if daily == monthly == math.inf:
             return
-        spend = self._accounts.get(key)
-        if spend is None:
-            spend = self._accounts[key] = AccountSpend()
         width = self.config.ramp_recent_half_life_s
         bucket = start - start % width
-        buckets = spend.buckets
+        spend = self._accounts.get(key)
+        if spend is None:
+            spend = self._accounts[key] = AccountSpend(bucket)
+        share = shares.get(key)
+        if share is None:
+            share = shares[key] = AccountShare(spend.first)
+            share.alert = spend.alert
+            spend.shares[partition] = share
         if bucket > spend.bucket:
             if spend.bucket > -math.inf:
                 # Judged once a bucket is complete: the rate is the mean of
                 # the complete buckets, and later windows go to the new one.
-                gap = round((bucket - spend.bucket) / width)
-                buckets.extend([0.0] * min(gap - 1, ACCOUNT_BUCKETS))
                 self._judge_account(spend, key, daily, monthly, bucket, out)
+            spend.bucket = bucket
+        buckets = share.buckets
+        if bucket > share.bucket:
+            if share.bucket > -math.inf:
+                gap = round((bucket - share.bucket) / width)
+                buckets.extend([0.0] * min(gap - 1, ACCOUNT_BUCKETS))
             buckets.append(0.0)
             del buckets[: -(ACCOUNT_BUCKETS + 1)]
-            spend.bucket = bucket
+            share.bucket = bucket
         # A window of a partition whose watermark lags goes to its own bucket.
-        back = len(buckets) - 1 - round((spend.bucket - bucket) / width)
+        back = len(buckets) - 1 - round((share.bucket - bucket) / width)
         if back >= 0:
             buckets[back] += cost
-        _add_spend(spend, start, cost)
+        _add_spend(share, start, cost)
+
+    def _account_buckets(self, spend: AccountSpend, now: float) -> list[float]:
+        """The account's complete buckets before ``now``, oldest first, summed
+        over its shares; those since the account's first bucket only."""
+        width = self.config.ramp_recent_half_life_s
+        n = min(ACCOUNT_BUCKETS, round((now - spend.first) / width))
+        totals = [0.0] * n
+        for share in spend.shares.values():
+            buckets = share.buckets
+            ahead = round((now - share.bucket) / width) + len(buckets) - 1
+            for i, value in enumerate(buckets):
+                back = ahead - i
+                if 1 <= back <= n:
+                    totals[n - back] += value
+        return totals
+
+    def adopt(self, partition: int, shares: AccountShares) -> None:
+        """Count the account shares of a partition restored from a checkpoint.
+
+        Of the account alerts the restored partitions carry, the one most
+        advanced in its lifecycle (highest ``seq``) is kept, unless this
+        engine already has one as advanced.
+        """
+        for key, share in shares.items():
+            spend = self._accounts.get(key)
+            if spend is None:
+                spend = self._accounts[key] = AccountSpend(share.first)
+            spend.first = min(spend.first, share.first)
+            spend.bucket = max(spend.bucket, share.bucket)
+            spend.shares[partition] = share
+            kept = share.alert
+            if kept is not None and (spend.alert is None or kept.seq > spend.alert.seq):
+                spend.alert = kept
+            for each in spend.shares.values():
+                each.alert = spend.alert
+
+    def release(self, partition: int, shares: AccountShares) -> None:
+        """Stop counting the account shares of a partition no longer held."""
+        for key in shares:
+            spend = self._accounts.get(key)
+            if spend is not None:
+                spend.shares.pop(partition, None)
 
     def _judge_account(
         self,
@@ -987,9 +1103,10 @@ class Rules:
         now: float,
         out: list[Transition],
     ) -> None:
-        complete = spend.buckets[-ACCOUNT_BUCKETS:]
+        complete = self._account_buckets(spend, now)
         width = self.config.ramp_recent_half_life_s
         rate = sum(complete) / (len(complete) * width) * 3600.0
+        spend.sum_shares()
         day, month = _project(spend, rate, now)
         over_day, over_month = day > daily, month > monthly
         context = Context(key[0], key[1], "*", "*", "*")
@@ -1016,6 +1133,9 @@ class Rules:
         if over_day or over_month:
             if alert is None:
                 alert = spend.alert = RuleAlert(SLOW_RAMP, context)
+                # Each share carries the alert into its partition's checkpoint.
+                for share in spend.shares.values():
+                    share.alert = alert
             alert.cost += sum(complete[-1:])
             if not alert.open:
                 # An account budget names no function to throttle, so it
