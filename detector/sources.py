@@ -937,9 +937,17 @@ class SourceFusion:
             )
             kind = CALM if calm else HOLD
             finding = Finding(kind, at, rate, cost, calm=idle + int(calm))
+        # An empty minute of a context that never had logs is one of its
+        # windows too, as an empty window is in the log path.
+        empty = invocations == 0.0 and not has_logs
         if self._rise is not None and (track.rise is not None or led):
             judged = self._judge_rise(
-                track, minute, rate, invocations, led and not spiking, under_alert
+                track,
+                minute,
+                rate,
+                invocations,
+                (led or empty) and not spiking,
+                under_alert,
             )
             if judged is not None:
                 judged.cost = cost
@@ -962,8 +970,9 @@ class SourceFusion:
     ) -> Finding | None:
         """The sustained-rise path of a settled minute of a metrics-only context.
 
-        Only minutes the metric leads (no log saw them) and that no spike
-        rule fired on are ``judged``; any other drops the run, as the logs
+        Only minutes the metric leads (no log saw them, or empty ones of a
+        context without logs) that no spike rule fired on are ``judged``;
+        any other drops the run, as the logs
         or the spike rules then own the context. A run is made, as in the
         log path, only from a warm baseline and only while the minutes
         rise. The track learns no deviation of its counts: the reference

@@ -197,3 +197,22 @@ def test_a_metric_track_from_before_the_metric_rise_path_loads_without_a_run() -
     assert old.rise is None
     assert pickle.loads(pickle.dumps(old)).rise is None
     assert list(old.nums) == list(track.nums)
+
+
+def test_an_empty_minute_of_a_metrics_only_context_is_one_of_its_windows() -> None:
+    # Under the warning, a minute that reports no invocation at all: the
+    # rise path judges it as a window (as it does a minute the stream
+    # skips), and its statistics fall below half their threshold at once.
+    empty = T0 + 100 * 60.0
+    events = [
+        Metric(METRIC_ONLY, e.time, "AWS/Lambda", e.name, 0, 0, 0, 0)
+        if isinstance(e, Metric) and e.time == empty
+        else e
+        for e in doubling()
+    ]
+    transitions = spikes(run(priced_engine(), events))
+    assert [t.event for t in transitions] == [OPENED, RESOLVED]
+    opened, resolved = transitions
+    assert opened.at < empty
+    assert resolved.at == empty + 60.0
+    assert resolved.evidence["horizon_s"] == 9 * 60.0
