@@ -60,6 +60,8 @@ from detector.sources import (
     LOGS,
     METRICS,
     NO_GAP,
+    RISE,
+    RISE_END,
     SPIKE,
     TRACES,
     Finding,
@@ -1390,7 +1392,8 @@ class Engine:
     ) -> bool:
         """The sustained-rise path of a closed window; whether a cost alert is
         open after it (see detector.rise)."""
-        # Limitation: a context seen through metric streams only has no such path.
+        # A context seen through metric streams only has the same path on its
+        # minutes (SourceFusion._judge_rise), which findings bring here.
         rise = self._rise
         assert rise is not None
         try:
@@ -1470,6 +1473,32 @@ class Engine:
     def _rise_evidence(self, state: _Context, found: RiseFinding) -> dict[str, object]:
         evidence = self._spike_evidence(state, found.rate, state.closed_until)
         evidence.update(found.evidence())
+        evidence["early"] = False
+        return evidence
+
+    def _open_metric_rise(self, state: _Context, finding: Finding) -> None:
+        """Open a warning from the sustained rise of a metrics-only context's
+        minutes; a later minute over the spike thresholds may escalate it."""
+        spike = state.spike
+        if spike is None:
+            spike = state.spike = _Alert(
+                COST_SPIKE, fingerprint(state.context, COST_SPIKE)
+            )
+        horizon_cost = finding.evidence.get("horizon_cost_usd", finding.cost)
+        spike.calm = 0
+        spike.open = True
+        spike.severity = WARNING
+        spike.starts_at = finding.at
+        spike.cost = float(horizon_cost)
+        spike.peak = spike.reported_peak = finding.rate
+        evidence = self._metric_rise_evidence(state, finding)
+        self._emit(state, spike, OPENED, finding.at, evidence)
+
+    def _metric_rise_evidence(
+        self, state: _Context, finding: Finding
+    ) -> dict[str, object]:
+        evidence = self._spike_evidence(state, finding.rate, finding.at, METRICS)
+        evidence.update(finding.evidence)
         evidence["early"] = False
         return evidence
 
@@ -1845,6 +1874,9 @@ class Engine:
             return
         spike = state.spike
         was_open = spike is not None and spike.open
+        if kind == RISE:
+            self._open_metric_rise(state, finding)
+            return
         if was_open and spike is not None:
             spike.cost += finding.cost
         if kind == SPIKE:
@@ -1869,6 +1901,10 @@ class Engine:
                 )
         elif kind == HOLD:
             spike.calm = 0
+        elif kind == RISE_END:
+            evidence = self._metric_rise_evidence(state, finding)
+            self._emit(state, spike, RESOLVED, finding.at, evidence)
+            spike.open = False
         elif kind == CALM:
             spike.calm += finding.calm
             if spike.calm >= self.config.resolve_windows:

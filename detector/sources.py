@@ -14,12 +14,13 @@ import logging
 import math
 from array import array
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from detector.alerts import CRITICAL, WARNING, rfc3339
 from detector.baseline import RobustBaseline
 from detector.interning import Shared
+from detector.rise import POISSON_DISPERSION, Rise, RiseRun
 from dowguard.errors import StorageError
 from ingest.events import Context, Metric
 
@@ -37,6 +38,9 @@ HOLD = "hold"
 AGREE = "agree"
 GAP = "gap"
 NO_GAP = "no_gap"
+#: A sustained rise of a metrics-only context opens a warning, and ends it.
+RISE = "rise"
+RISE_END = "rise_end"
 
 HOUR_S = 3600.0
 MINUTE_S = 60.0
@@ -254,6 +258,7 @@ class MetricTrack:
         "last_memory",
         "led_minutes",
         "nums",
+        "rise",
     )
 
     count_mean = _Figure(_COUNT_MEAN)
@@ -273,6 +278,9 @@ class MetricTrack:
         self.led_minutes = 0
         self.disagreements = 0
         self.last_disagreement: tuple[float, float, float] | None = None
+        # The sustained-rise run of the minutes the metric leads, made only
+        # while they rise (see SourceFusion._judge_rise).
+        self.rise: RiseRun | None = None
 
     def __repr__(self) -> str:
         return f"MetricTrack(nums={self.nums!r}, baseline={self.baseline!r})"
@@ -337,6 +345,8 @@ class MetricTrack:
     def __setstate__(self, state: Any) -> None:
         slots: dict[str, Any] = state[1] if isinstance(state, tuple) else state
         if "nums" in slots:
+            # A checkpoint from before the rise path of metric minutes has none.
+            self.rise = None
             for name, value in slots.items():
                 setattr(self, name, value)
             return
@@ -646,6 +656,15 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+def _reference_cv(run: RiseRun) -> float:
+    """The coefficient of variation of counts a run's reference dispersion
+    stands for (that of Poisson counts, a little over, when it is 1)."""
+    usual, _, dispersion = run.reference
+    if usual <= 0.0:
+        return 0.0
+    return math.sqrt(dispersion * POISSON_DISPERSION / usual)
+
+
 def spike_thresholds(base: float, deviation: float, cfg: Any) -> tuple[float, float]:
     """Warning and critical cost rates (USD/h) above a baseline rate.
 
@@ -696,6 +715,11 @@ class SourceFusion:
         self._half_life = max(10.0, float(detector.baseline_half_life) * minutes)
         self._warmup = max(10, round(detector.baseline_warmup * minutes))
         self._count_alpha: float = 1.0 - math.pow(0.5, 1.0 / self._half_life)
+        # The log path's sustained-rise tests on minute windows: its
+        # sequential threshold and fixed horizon follow the window length.
+        self._rise: Rise | None = None
+        if detector.rise_windows > 0:
+            self._rise = Rise(replace(detector, window_s=MINUTE_S))
         self.rejected = 0
         self.metric_late = 0
         self.disagreements = 0
@@ -847,7 +871,10 @@ class SourceFusion:
             )
             if finding is not None:
                 findings.append(finding)
-                under_alert = finding.kind == SPIKE or under_alert
+                if finding.kind in (SPIKE, RISE):
+                    under_alert = True
+                elif finding.kind == RISE_END:
+                    under_alert = False
         return findings
 
     def _settle_minute(
@@ -910,11 +937,92 @@ class SourceFusion:
             )
             kind = CALM if calm else HOLD
             finding = Finding(kind, at, rate, cost, calm=idle + int(calm))
+        # An empty minute of a context that never had logs is one of its
+        # windows too, as an empty window is in the log path.
+        empty = invocations == 0.0 and not has_logs
+        if self._rise is not None and (track.rise is not None or led):
+            judged = self._judge_rise(
+                track,
+                minute,
+                rate,
+                invocations,
+                (led or empty) and not spiking,
+                under_alert,
+            )
+            if judged is not None:
+                judged.cost = cost
+                finding = judged
+                under_alert = judged.kind in (RISE, HOLD)
         if not under_alert and not spiking:
             alpha = self._alpha(track)
             base.learn_one(rate)
             track.count_mean += alpha * (invocations - track.count_mean)
         return finding
+
+    def _judge_rise(
+        self,
+        track: MetricTrack,
+        minute: float,
+        rate: float,
+        invocations: float,
+        judged: bool,
+        under_alert: bool,
+    ) -> Finding | None:
+        """The sustained-rise path of a settled minute of a metrics-only context.
+
+        Only minutes the metric leads (no log saw them, or empty ones of a
+        context without logs) that no spike rule fired on are ``judged``;
+        any other drops the run, as the logs
+        or the spike rules then own the context. A run is made, as in the
+        log path, only from a warm baseline and only while the minutes
+        rise. The track learns no deviation of its counts: the reference
+        uses the spread of its cost instead: at steady durations a minute's
+        cost spreads as its count does, so the cost baseline's coefficient
+        of variation times the usual count is the count's deviation (Poisson
+        at least). Like the rest of the reference it is frozen when the run
+        starts: the baseline learns a ramp's slope as spread, and a spread
+        followed live would hide the ramp it comes from.
+        Returns a ``RISE`` finding that opens a warning, ``RISE_END`` that
+        ends it, ``HOLD`` while it holds, or None.
+        """
+        # Limitation: a burst that fills three minutes at 1.5-6x warns as a level.
+        rise = self._rise
+        assert rise is not None
+        run = track.rise
+        at = minute + MINUTE_S
+        base = track.baseline
+        if not judged or (run is not None and run.alerting != under_alert):
+            # Logs saw the minute, a spike rule owns it, another path opened
+            # the alert first, or the alert ended through another source.
+            track.rise = None
+            return None
+        level = base.mean
+        usual = track.count_mean
+        if run is None:
+            if under_alert or not base.is_warm:
+                return None
+            if not rise.may_start(rate, level, invocations, usual):
+                return None
+            cv = base.deviation / level if level > 0.0 else 0.0
+            run = track.rise = rise.start(minute, usual, level, cv * usual)
+        mean = base.mean
+        cv = _reference_cv(run)
+        rise.push(run, minute, rate, mean, cv * mean, invocations, usual, cv * usual)
+        if run.alerting:
+            if not rise.calm(run):
+                return Finding(HOLD, at, rate)
+            found = rise.measure(run)
+            track.rise = None
+            return Finding(RISE_END, at, found.rate, evidence=found.evidence())
+        usual_each = level * MINUTE_S / HOUR_S / usual if usual > 0 else 0.0
+        found_or_none = rise.fires(run, usual_each)
+        if found_or_none is None:
+            if rise.fading(run):
+                track.rise = None
+            return None
+        run.alerting = True
+        found = found_or_none
+        return Finding(RISE, at, found.rate, evidence=found.evidence())
 
     def _cross_check(
         self,
