@@ -184,7 +184,37 @@ class RuleState:
         )
 
 
-class AccountShare:
+class _Spend:
+    """What an account with a budget spent, so far, of the day and month.
+
+    The period fields are what :func:`_add_spend` and :func:`_project` read;
+    ``bucket`` is the current bucket of ``ramp_recent_half_life_s``,
+    ``first`` the account's first, and ``alert`` the account's alert.
+    """
+
+    __slots__ = (
+        "alert",
+        "bucket",
+        "day_cost",
+        "day_end",
+        "first",
+        "month_cost",
+        "month_end",
+        "month_start",
+    )
+
+    def __init__(self, first: float) -> None:
+        self.alert: RuleAlert | None = None
+        self.bucket = -math.inf
+        self.first = first
+        self.day_cost = 0.0
+        self.day_end = -math.inf
+        self.month_cost = 0.0
+        self.month_end = -math.inf
+        self.month_start = -math.inf
+
+
+class AccountShare(_Spend):
     """What the contexts of one partition spent of one account with a budget.
 
     It is checkpointed with its partition: the day and month so far, the
@@ -194,31 +224,14 @@ class AccountShare:
     was when the partition was snapshotted.
     """
 
-    __slots__ = (
-        "alert",
-        "bucket",
-        "buckets",
-        "day_cost",
-        "day_end",
-        "first",
-        "month_cost",
-        "month_end",
-        "month_start",
-    )
+    __slots__ = ("buckets",)
 
     def __init__(self, first: float) -> None:
-        self.alert: RuleAlert | None = None
-        self.bucket = -math.inf
+        super().__init__(first)
         self.buckets: list[float] = []
-        self.first = first
-        self.day_cost = 0.0
-        self.day_end = -math.inf
-        self.month_cost = 0.0
-        self.month_end = -math.inf
-        self.month_start = -math.inf
 
 
-class AccountSpend:
+class AccountSpend(_Spend):
     """Spend of one account with a budget: the shares of the partitions held.
 
     The recent rate is the spend of the last complete buckets of
@@ -227,28 +240,11 @@ class AccountSpend:
     from the shares when the account is judged.
     """
 
-    __slots__ = (
-        "alert",
-        "bucket",
-        "day_cost",
-        "day_end",
-        "first",
-        "month_cost",
-        "month_end",
-        "month_start",
-        "shares",
-    )
+    __slots__ = ("shares",)
 
     def __init__(self, first: float) -> None:
-        self.alert: RuleAlert | None = None
-        self.bucket = -math.inf
-        self.first = first
+        super().__init__(first)
         self.shares: dict[int, AccountShare] = {}
-        self.day_cost = 0.0
-        self.day_end = -math.inf
-        self.month_cost = 0.0
-        self.month_end = -math.inf
-        self.month_start = -math.inf
 
     def sum_shares(self) -> None:
         """Make the day and month the sum of the shares' current ones.
