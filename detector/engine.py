@@ -1456,6 +1456,15 @@ class Engine:
     ) -> None:
         """Open a cost alert from a sustained rise: a warning, whatever its
         sources; a later window over the spike thresholds may escalate it."""
+        spike = self._opened_warning(state, at, found.cost_usd, found.rate)
+        run.alerting = True
+        self._emit(state, spike, OPENED, at, self._rise_evidence(state, found))
+
+    def _opened_warning(
+        self, state: _Context, at: float, cost: float, rate: float
+    ) -> _Alert:
+        """The cost alert of ``state`` opened as a warning from ``at``, not
+        yet emitted: its opening's evidence may read it."""
         spike = state.spike
         if spike is None:
             spike = state.spike = _Alert(
@@ -1465,10 +1474,9 @@ class Engine:
         spike.open = True
         spike.severity = WARNING
         spike.starts_at = at
-        spike.cost = found.cost_usd
-        spike.peak = spike.reported_peak = found.rate
-        run.alerting = True
-        self._emit(state, spike, OPENED, at, self._rise_evidence(state, found))
+        spike.cost = cost
+        spike.peak = spike.reported_peak = rate
+        return spike
 
     def _rise_evidence(self, state: _Context, found: RiseFinding) -> dict[str, object]:
         evidence = self._spike_evidence(state, found.rate, state.closed_until)
@@ -1479,18 +1487,10 @@ class Engine:
     def _open_metric_rise(self, state: _Context, finding: Finding) -> None:
         """Open a warning from the sustained rise of a metrics-only context's
         minutes; a later minute over the spike thresholds may escalate it."""
-        spike = state.spike
-        if spike is None:
-            spike = state.spike = _Alert(
-                COST_SPIKE, fingerprint(state.context, COST_SPIKE)
-            )
         horizon_cost = finding.evidence.get("horizon_cost_usd", finding.cost)
-        spike.calm = 0
-        spike.open = True
-        spike.severity = WARNING
-        spike.starts_at = finding.at
-        spike.cost = float(horizon_cost)
-        spike.peak = spike.reported_peak = finding.rate
+        spike = self._opened_warning(
+            state, finding.at, float(horizon_cost), finding.rate
+        )
         evidence = self._metric_rise_evidence(state, finding)
         self._emit(state, spike, OPENED, finding.at, evidence)
 
