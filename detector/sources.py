@@ -161,40 +161,24 @@ class Ring:
 
     def add_span(self, start: float, end: float, value: float) -> bool:
         """Spread ``value`` evenly over [start, end), bucket by bucket."""
-        step = self.bucket_s
-        if end - start <= step:
-            return self.add(start, value)
-        kept = True
-        bucket = int(start // step)
-        while bucket * step < end:
-            left = max(start, bucket * step)
-            right = min(end, (bucket + 1) * step)
-            kept = self.add(left, value * (right - left) / (end - start)) and kept
-            bucket += 1
-        return kept
+        return _spread(start, end, self.bucket_s, value, self.add)
 
     def total(self, start: float, end: float) -> float | None:
         """Sum over [start, end), buckets pro rata; None if no longer kept."""
         if self.first < 0:
             return 0.0
-        step = self.bucket_s
         values = self.values
         size = self.size
-        lo = int(start // step)
-        hi = math.ceil(end / step) - 1
-        evicted = self.latest - size
-        if self.first <= evicted and lo <= evicted:
-            return None
-        circular = len(values) == size
         first = self.first
-        total = 0.0
-        for b in range(max(lo, first), min(hi, self.latest) + 1):
-            left = max(start, b * step)
-            right = min(end, (b + 1) * step)
-            if right > left:
-                value = values[b % size] if circular else values[b - first]
-                total += value * (right - left) / step
-        return total
+        if len(values) == size:
+            return _pro_rata(
+                start, end, self.bucket_s, first, self.latest, size,
+                lambda b: values[b % size],
+            )  # fmt: skip
+        return _pro_rata(
+            start, end, self.bucket_s, first, self.latest, size,
+            lambda b: values[b - first],
+        )  # fmt: skip
 
 
 #: Bucket numbers handed out lately. Every context's rings start and end in
@@ -205,6 +189,53 @@ _shared_bucket: Shared[int] = Shared(256)
 def _zeros(like: array[float], count: int) -> array[float]:
     """``count`` zeros of the type of ``like``, in a buffer of that size."""
     return array(like.typecode, (0.0,)) * count
+
+
+def _spread(
+    start: float,
+    end: float,
+    step: float,
+    value: float,
+    add: Callable[[float, float], bool],
+) -> bool:
+    """``add`` ``value`` spread evenly over [start, end), bucket by bucket of
+    ``step`` seconds; False if any part was too old to keep."""
+    if end - start <= step:
+        return add(start, value)
+    kept = True
+    bucket = int(start // step)
+    while bucket * step < end:
+        left = max(start, bucket * step)
+        right = min(end, (bucket + 1) * step)
+        kept = add(left, value * (right - left) / (end - start)) and kept
+        bucket += 1
+    return kept
+
+
+def _pro_rata(
+    start: float,
+    end: float,
+    step: float,
+    first: int,
+    latest: int,
+    size: int,
+    value_of: Callable[[int], float],
+) -> float | None:
+    """Sum over [start, end) of buckets ``first`` to ``latest`` of ``step``
+    seconds, each pro rata (``value_of`` a bucket number); None if part of
+    the span is older than the ``size`` buckets kept."""
+    lo = int(start // step)
+    hi = math.ceil(end / step) - 1
+    evicted = latest - size
+    if first <= evicted and lo <= evicted:
+        return None
+    total = 0.0
+    for b in range(max(lo, first), min(hi, latest) + 1):
+        left = max(start, b * step)
+        right = min(end, (b + 1) * step)
+        if right > left:
+            total += value_of(b) * (right - left) / step
+    return total
 
 
 # Layout of a metric track's numbers: its figures, then its ring of log
@@ -325,19 +356,10 @@ class MetricTrack:
         if first < 0:
             return 0.0
         size = _LOG_MINUTES
-        lo = int(start // MINUTE_S)
-        hi = math.ceil(end / MINUTE_S) - 1
-        evicted = latest - size
-        if first <= evicted and lo <= evicted:
-            return None
-        total = 0.0
-        for m in range(max(lo, int(first)), min(hi, int(latest)) + 1):
-            left = max(start, m * MINUTE_S)
-            right = min(end, (m + 1) * MINUTE_S)
-            if right > left:
-                value = nums[_LOG_COUNTS + m % size]
-                total += value * (right - left) / MINUTE_S
-        return total
+        return _pro_rata(
+            start, end, MINUTE_S, int(first), int(latest), size,
+            lambda m: nums[_LOG_COUNTS + m % size],
+        )  # fmt: skip
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
         return None, {name: getattr(self, name) for name in self.__slots__}
@@ -509,41 +531,24 @@ class SourceState:
         self, start: float, end: float, value: float, lane: int = COMPUTED
     ) -> bool:
         """Spread ``value`` evenly over [start, end), hour by hour."""
-        step = HOUR_S
-        if end - start <= step:
-            return self.add(start, value, lane)
-        kept = True
-        bucket = int(start // step)
-        while bucket * step < end:
-            left = max(start, bucket * step)
-            right = min(end, (bucket + 1) * step)
-            part = value * (right - left) / (end - start)
-            kept = self.add(left, part, lane) and kept
-            bucket += 1
-        return kept
+        return _spread(start, end, HOUR_S, value, lambda t, v: self.add(t, v, lane))
 
     def total(self, start: float, end: float, lane: int = COMPUTED) -> float | None:
         """Sum over [start, end), hours pro rata; None if no longer kept."""
         lo, n, first, latest = self._lane(lane)
         if first < 0:
             return 0.0
-        step = HOUR_S
         values = self.values
         size = self.size
-        lo_hour = int(start // step)
-        hi = math.ceil(end / step) - 1
-        evicted = latest - size
-        if first <= evicted and lo_hour <= evicted:
-            return None
-        circular = n == size
-        total = 0.0
-        for b in range(max(lo_hour, first), min(hi, latest) + 1):
-            left = max(start, b * step)
-            right = min(end, (b + 1) * step)
-            if right > left:
-                value = values[lo + b % size] if circular else values[lo + b - first]
-                total += value * (right - left) / step
-        return total
+        if n == size:
+            return _pro_rata(
+                start, end, HOUR_S, first, latest, size,
+                lambda b: values[lo + b % size],
+            )  # fmt: skip
+        return _pro_rata(
+            start, end, HOUR_S, first, latest, size,
+            lambda b: values[lo + b - first],
+        )  # fmt: skip
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
         return None, {name: getattr(self, name) for name in self.__slots__}
