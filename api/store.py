@@ -452,6 +452,7 @@ def _share_values(group: str, share: StoredShare, now: float) -> dict[str, Any]:
         "bucket": share.bucket,
         "buckets": list(share.buckets),
         "first": share.first,
+        "watermark": share.watermark,
         "alert": None
         if alert is None
         else {
@@ -486,6 +487,7 @@ def _stored_share(row: AccountShareRow) -> StoredShare:
         row.bucket,
         tuple(float(v) for v in row.buckets),
         row.first,
+        row.watermark,
         alert,
     )
 

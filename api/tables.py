@@ -153,6 +153,7 @@ class AccountShareRow(Base):
     bucket: Mapped[float]
     buckets: Mapped[list[Any]]
     first: Mapped[float]
+    watermark: Mapped[float]
     # The account alert as the partition last saw it: {seq, open, starts_at,
     # cost}, or None before the account had one.
     alert: Mapped[dict[str, Any] | None]

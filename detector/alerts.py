@@ -138,9 +138,10 @@ class StoredShare:
     other partitions judge the account on the whole spend. The day and
     month are given by their ends (``month_start`` too); ``buckets`` are
     the spend of the recent-rate buckets up to the one starting at
-    ``bucket``, oldest first; ``first`` is the account's first bucket.
-    ``alert`` is the account alert as the partition last saw it: its seq,
-    whether open, its start and its cost so far (None: no alert yet).
+    ``bucket``, oldest first; ``first`` is the account's first bucket;
+    ``watermark`` the event time the partition was read up to. ``alert``
+    is the account alert as the partition last saw it: its seq, whether
+    open, its start and its cost so far (None: no alert yet).
     """
 
     partition: int
@@ -154,6 +155,7 @@ class StoredShare:
     bucket: float
     buckets: tuple[float, ...]
     first: float
+    watermark: float
     alert: AccountAlert | None = None
 
 

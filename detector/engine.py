@@ -723,7 +723,7 @@ class Engine:
         share of its accounts' spend counts on as a stored one."""
         part = self._parts.pop(partition, None)
         if part is not None:
-            self._rules.release(partition, part.accounts)
+            self._rules.release(partition, part.accounts, part.watermark)
 
     # Account shares of other daemons
 
@@ -740,7 +740,7 @@ class Engine:
         part = self._parts.get(partition)
         if part is None or not part.accounts:
             return ()
-        return self._rules.stored_shares(partition, part.accounts)
+        return self._rules.stored_shares(partition, part.accounts, part.watermark)
 
     def take_account_shares(self, shares: Sequence[StoredShare]) -> None:
         """Count the stored account shares of the partitions not held here.

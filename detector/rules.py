@@ -237,19 +237,31 @@ class AccountSpend(_Spend):
     """Spend of one account with a budget: the shares of every partition.
 
     ``shares`` are the live shares of the partitions held here, ``others``
-    the stored shares of partitions other daemons hold, as last read. The
+    the stored shares of partitions other daemons hold, as last read, and
+    ``seen`` the event time each of those partitions was read up to. The
     recent rate is the spend of the last complete buckets of
     ``ramp_recent_half_life_s`` each, so a function that went idle stops
     counting as soon as its buckets age out. The day and month are summed
     from the shares when the account is judged.
     """
 
-    __slots__ = ("others", "shares")
+    __slots__ = ("others", "seen", "shares")
 
     def __init__(self, first: float) -> None:
         super().__init__(first)
         self.shares: dict[int, AccountShare] = {}
         self.others: dict[int, AccountShare] = {}
+        self.seen: dict[int, float] = {}
+
+    def forget_other(self, partition: int) -> None:
+        """Drop the stored share of a partition now held here."""
+        self.others.pop(partition, None)
+        self.seen.pop(partition, None)
+
+    def others_lag(self, now: float, width: float) -> bool:
+        """Whether a partition held elsewhere was read to more than a bucket
+        of ``width`` before ``now``: its spend since is not known yet."""
+        return any(seen < now - width for seen in self.seen.values())
 
     def sum_shares(self) -> None:
         """Make the day and month the sum of the shares' current ones.
@@ -1040,7 +1052,7 @@ class Rules:
             share.alert = spend.alert
             spend.shares[partition] = share
             # Held here from now on: its live share replaces the stored one.
-            spend.others.pop(partition, None)
+            spend.forget_other(partition)
         if bucket > spend.bucket:
             if spend.bucket > -math.inf:
                 # Judged once a bucket is complete: the rate is the mean of
@@ -1085,7 +1097,7 @@ class Rules:
         """
         for held in self._accounts.values():
             # Its live share replaces the stored one read before.
-            held.others.pop(partition, None)
+            held.forget_other(partition)
         for key, share in shares.items():
             spend = self._accounts.get(key)
             if spend is None:
@@ -1099,22 +1111,24 @@ class Rules:
             for each in spend.shares.values():
                 each.alert = spend.alert
 
-    def release(self, partition: int, shares: AccountShares) -> None:
+    def release(self, partition: int, shares: AccountShares, watermark: float) -> None:
         """Count the account shares of a partition no longer held as stored.
 
         The daemon stores a partition's checkpoint before it lets go of it,
-        so its last live share is what the store holds until the next read
-        of the others' shares replaces it.
+        so its last live share (read up to ``watermark``) is what the store
+        holds until the next read of the others' shares replaces it.
         """
         for key, share in shares.items():
             spend = self._accounts.get(key)
             if spend is not None and spend.shares.pop(partition, None) is not None:
                 spend.others[partition] = share
+                spend.seen[partition] = watermark
 
     def stored_shares(
-        self, partition: int, shares: AccountShares
+        self, partition: int, shares: AccountShares, watermark: float
     ) -> tuple[StoredShare, ...]:
-        """The account shares of ``partition`` as the store keeps them."""
+        """The account shares of ``partition``, read up to ``watermark``, as
+        the store keeps them."""
         out = []
         for (provider, account), share in shares.items():
             alert = share.alert
@@ -1134,6 +1148,7 @@ class Rules:
                     share.bucket,
                     tuple(share.buckets),
                     share.first,
+                    watermark,
                     kept,
                 )
             )
@@ -1150,6 +1165,7 @@ class Rules:
         """
         for each in self._accounts.values():
             each.others = {}
+            each.seen = {}
         for record in stored:
             key = (record.provider, record.account)
             if key not in self._account_daily and key not in self._account_monthly:
@@ -1160,6 +1176,7 @@ class Rules:
             if record.partition in spend.shares:
                 continue
             spend.others[record.partition] = _share_of(record)
+            spend.seen[record.partition] = record.watermark
             if record.alert is not None:
                 self._adopt_alert(spend, key, record.alert)
 
@@ -1239,7 +1256,10 @@ class Rules:
                 self._account_emit(alert, context, OPENED, now, evidence, out)
         elif alert is not None and alert.open:
             alert.cost += sum(complete[-1:])
-            if day < 0.9 * daily and month < 0.9 * monthly:
+            # What a lagging partition spent is not known yet: it may open an
+            # alert (what is known is over), not resolve one.
+            lag = spend.others and spend.others_lag(now, width)
+            if day < 0.9 * daily and month < 0.9 * monthly and not lag:
                 alert.open = False
                 self._account_emit(alert, context, RESOLVED, now, evidence, out)
 

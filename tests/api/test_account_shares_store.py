@@ -33,6 +33,7 @@ def share(
         DAY_END - 1200.0,
         (0.125, 0.0, 0.375),
         DAY_END - 86_400.0,
+        DAY_END - 1000.0,
         alert,
     )
 

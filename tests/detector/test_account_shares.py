@@ -116,8 +116,10 @@ def stored_share(
     day_end: float,
     month_end: float | None = None,
     alert: AccountAlert | None = None,
+    watermark: float | None = None,
 ) -> StoredShare:
-    """A share of the account that spent ``day_cost`` and has no recent rate."""
+    """A share of the account that spent ``day_cost`` and has no recent rate,
+    of a partition read up to ``watermark`` (the end of its day if None)."""
     if month_end is None:
         month_end = MIDNIGHT + 30 * DAY
     return StoredShare(
@@ -132,6 +134,7 @@ def stored_share(
         MIDNIGHT,
         (),
         MIDNIGHT,
+        day_end if watermark is None else watermark,
         alert,
     )
 
@@ -196,17 +199,24 @@ def test_an_alert_open_elsewhere_is_not_opened_again_and_resolves_in_turn() -> N
     engine.take_account_shares([stored_share(1, 10.0, today, alert=elsewhere)])
     group = Group({0: engine}, read_every_s=math.inf)
     alone = [e for e in both_busy(2 * HOUR) if partition_of(e) == 0]
-    half = len(alone) // 2
-    group.feed(alone[:half], flush=False)
+    quarter = len(alone) // 4
+    group.feed(alone[: 2 * quarter], flush=False)
     # Over the budget with the other's share, but the alert is open already.
     assert group.emitted == []
-    # The other partition's share rolls to the next day: what is left here
-    # is under the budget, and the adopted alert resolves with the next seq.
+    # The other partition spent nothing more, by its share, but was read up
+    # to the first minute only: what it spent since is not known yet.
+    lagging = stored_share(1, 0.0, today, watermark=MIDNIGHT + 60.0)
+    engine.take_account_shares([lagging])
+    group.feed(alone[2 * quarter : 3 * quarter], flush=False)
+    assert group.emitted == []
+    # Its share rolls to the next day: what is left here is under the
+    # budget, and the adopted alert resolves with the next seq.
     engine.take_account_shares([stored_share(1, 0.0, today + DAY)])
-    group.feed(alone[half:])
+    group.feed(alone[3 * quarter :])
     found = group.stored()
     assert [(t.event, t.seq) for t in found] == [(RESOLVED, 2)]
     assert found[0].starts_at == MIDNIGHT + 600.0
+    assert found[0].at == MIDNIGHT + 1.5 * HOUR
 
 
 def test_a_partition_assigned_here_counts_once() -> None:

@@ -98,7 +98,7 @@ def test_account_shares_are_replaced_with_their_partitions_checkpoint(
 ) -> None:
     def share(partition: int, cost: float) -> StoredShare:
         return StoredShare(
-            partition, "aws", "1", 86_400.0, cost, 0.0, 2e6, cost, 0.0, (cost,), 0.0
+            partition, "aws", "1", 86_400.0, cost, 0.0, 2e6, cost, 0.0, (cost,), 0, 9
         )
 
     path = tmp_path / "sink.pickle"

@@ -44,6 +44,7 @@ def upgrade() -> None:
         ),
         sa.Column("buckets", json, nullable=False),
         _double("first"),
+        _double("watermark"),
         sa.Column("alert", json, nullable=True),
         _double("updated_at"),
         sa.PrimaryKeyConstraint(
