@@ -281,6 +281,7 @@ class AccountSpend(_Spend):
             if share.month_end == self.month_end:
                 self.month_cost += share.month_cost
                 self.month_start = share.month_start
+        # Limitation: a share read ahead of this engine counts its spend past now too.
         for share in self.others.values():
             if share.day_end == self.day_end:
                 self.day_cost += share.day_cost
@@ -1258,6 +1259,7 @@ class Rules:
             alert.cost += sum(complete[-1:])
             # What a lagging partition spent is not known yet: it may open an
             # alert (what is known is over), not resolve one.
+            # Limitation: a partition whose stream stops keeps an account alert open.
             lag = spend.others and spend.others_lag(now, width)
             if day < 0.9 * daily and month < 0.9 * monthly and not lag:
                 alert.open = False
