@@ -176,7 +176,8 @@ class Checkpoint:
     ``offsets`` maps a topic name to the next offset to read in that
     partition; ``state`` is an opaque snapshot the detector restores;
     ``shares`` are the partition's account shares, stored beside it in the
-    same transaction for the daemons that hold other partitions.
+    same transaction for the daemons that hold other partitions (they are
+    read back with ``load_shares``, not with the checkpoint).
     """
 
     partition: int

@@ -730,9 +730,7 @@ class Engine:
     @property
     def has_account_budgets(self) -> bool:
         """Whether any budget is an account's, judged on every partition."""
-        return any(key.count("/") == 1 for key, _ in self.config.daily_budgets) or any(
-            key.count("/") == 1 for key, _ in self.config.monthly_budgets
-        )
+        return self._rules.has_account_budgets
 
     def account_shares(self, partition: int) -> tuple[StoredShare, ...]:
         """The account shares of a partition held here, to store with its

@@ -1125,6 +1125,10 @@ class Rules:
                 spend.others[partition] = share
                 spend.seen[partition] = watermark
 
+    @property
+    def has_account_budgets(self) -> bool:
+        return bool(self._account_daily or self._account_monthly)
+
     def stored_shares(
         self, partition: int, shares: AccountShares, watermark: float
     ) -> tuple[StoredShare, ...]:
@@ -1260,7 +1264,7 @@ class Rules:
             # What a lagging partition spent is not known yet: it may open an
             # alert (what is known is over), not resolve one.
             # Limitation: a partition whose stream stops keeps an account alert open.
-            lag = spend.others and spend.others_lag(now, width)
+            lag = spend.others_lag(now, width)
             if day < 0.9 * daily and month < 0.9 * monthly and not lag:
                 alert.open = False
                 self._account_emit(alert, context, RESOLVED, now, evidence, out)
