@@ -29,6 +29,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
+    delete,
     false,
     func,
     inspect,
@@ -49,6 +50,7 @@ from api import db
 from api.tables import (
     FIRING,
     RESOLVED,
+    AccountShareRow,
     ActionRow,
     AlertRow,
     ApiKeyRow,
@@ -62,8 +64,10 @@ from api.tables import (
 from detector import alerts as lifecycle
 from detector.alerts import (
     ALERT_NAME,
+    AccountAlert,
     Checkpoint,
     FunctionStatus,
+    StoredShare,
     Transition,
     alert_labels,
 )
@@ -433,6 +437,61 @@ def context_of(row: AlertRecord | AlertRow | FunctionRow | ActionRow) -> Context
     return Context(row.provider, row.account, row.region, row.function, row.qualifier)
 
 
+def _share_values(group: str, share: StoredShare, now: float) -> dict[str, Any]:
+    alert = share.alert
+    return {
+        "consumer_group": group,
+        "partition": share.partition,
+        "provider": share.provider,
+        "account": share.account,
+        "day_end": share.day_end,
+        "day_cost": share.day_cost,
+        "month_start": share.month_start,
+        "month_end": share.month_end,
+        "month_cost": share.month_cost,
+        "bucket": share.bucket,
+        "buckets": list(share.buckets),
+        "first": share.first,
+        "watermark": share.watermark,
+        "alert": None
+        if alert is None
+        else {
+            "seq": alert.seq,
+            "open": alert.open,
+            "starts_at": alert.starts_at,
+            "cost": alert.cost,
+        },
+        "updated_at": now,
+    }
+
+
+def _stored_share(row: AccountShareRow) -> StoredShare:
+    doc = row.alert
+    alert = None
+    if doc is not None:
+        alert = AccountAlert(
+            int(doc["seq"]),
+            bool(doc["open"]),
+            float(doc["starts_at"]),
+            float(doc["cost"]),
+        )
+    return StoredShare(
+        row.partition,
+        row.provider,
+        row.account,
+        row.day_end,
+        row.day_cost,
+        row.month_start,
+        row.month_end,
+        row.month_cost,
+        row.bucket,
+        tuple(float(v) for v in row.buckets),
+        row.first,
+        row.watermark,
+        alert,
+    )
+
+
 class SqlStore:
     """Alerts, checkpoints and everything the API reads, in one SQL database.
 
@@ -658,6 +717,7 @@ class SqlStore:
                     | {"updated_at": stmt.excluded.updated_at},
                 )
                 session.execute(stmt)
+                self._store_shares(session, insert, group, cp, now)
         logger.debug(
             "committed transitions=%d new=%d checkpoints=%d group=%s",
             len(transitions),
@@ -665,6 +725,21 @@ class SqlStore:
             len(checkpoints or {}),
             group,
         )
+
+    @staticmethod
+    def _store_shares(
+        session: Session, insert: Any, group: str, cp: Checkpoint, now: float
+    ) -> None:
+        """Replace the account shares of ``cp``'s partition with its own."""
+        session.execute(
+            delete(AccountShareRow).where(
+                AccountShareRow.consumer_group == group,
+                AccountShareRow.partition == cp.partition,
+            )
+        )
+        if cp.shares:
+            rows = [_share_values(group, share, now) for share in cp.shares]
+            session.execute(insert(AccountShareRow), rows)
 
     @staticmethod
     def _store_transition(
@@ -737,6 +812,19 @@ class SqlStore:
                 return None
             offsets = {str(k): int(v) for k, v in row.offsets.items()}
             return Checkpoint(row.partition, row.state, offsets)
+
+    def load_shares(self, group: str) -> list[StoredShare]:
+        stmt = (
+            select(AccountShareRow)
+            .where(AccountShareRow.consumer_group == group)
+            .order_by(
+                AccountShareRow.partition,
+                AccountShareRow.provider,
+                AccountShareRow.account,
+            )
+        )
+        with self._session() as session:
+            return [_stored_share(row) for row in session.scalars(stmt)]
 
     def update_functions(self, rows: Sequence[FunctionStatus]) -> None:
         """Upsert the detector's figures; enforcement columns are left alone."""

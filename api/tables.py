@@ -132,6 +132,34 @@ class CheckpointRow(Base):
     updated_at: Mapped[float]
 
 
+class AccountShareRow(Base):
+    """One partition's spend of one account with a budget, for one group.
+
+    Written with the partition's checkpoint, in the same transaction, and
+    read by the daemons of the group that hold the other partitions.
+    """
+
+    __tablename__ = "account_shares"
+
+    consumer_group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day_end: Mapped[float]
+    day_cost: Mapped[float]
+    month_start: Mapped[float]
+    month_end: Mapped[float]
+    month_cost: Mapped[float]
+    bucket: Mapped[float]
+    buckets: Mapped[list[Any]]
+    first: Mapped[float]
+    watermark: Mapped[float]
+    # The account alert as the partition last saw it: {seq, open, starts_at,
+    # cost}, or None before the account had one.
+    alert: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[float]
+
+
 class FunctionRow(ContextColumns, Base):
     """A tracked function context: the detector's figures and enforcement."""
 

@@ -130,17 +130,60 @@ def transition_of(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredShare:
+    """What one partition's contexts spent of one account with a budget.
+
+    It is stored with its partition's checkpoint, so that daemons holding
+    other partitions judge the account on the whole spend. The day and
+    month are given by their ends (``month_start`` too); ``buckets`` are
+    the spend of the recent-rate buckets up to the one starting at
+    ``bucket``, oldest first; ``first`` is the account's first bucket;
+    ``watermark`` the event time the partition was read up to. ``alert``
+    is the account alert as the partition last saw it: its seq, whether
+    open, its start and its cost so far (None: no alert yet).
+    """
+
+    partition: int
+    provider: str
+    account: str
+    day_end: float
+    day_cost: float
+    month_start: float
+    month_end: float
+    month_cost: float
+    bucket: float
+    buckets: tuple[float, ...]
+    first: float
+    watermark: float
+    alert: AccountAlert | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountAlert:
+    """The lifecycle fields of an account alert that travel with a share."""
+
+    seq: int
+    open: bool
+    starts_at: float
+    cost: float
+
+
 @dataclass(slots=True)
 class Checkpoint:
     """Detector state of one partition number and the offsets it covers.
 
     ``offsets`` maps a topic name to the next offset to read in that
-    partition; ``state`` is an opaque snapshot the detector restores.
+    partition; ``state`` is an opaque snapshot the detector restores;
+    ``shares`` are the partition's account shares, stored beside it in the
+    same transaction for the daemons that hold other partitions (they are
+    read back with ``load_shares``, not with the checkpoint).
     """
 
     partition: int
     state: bytes
     offsets: dict[str, int]
+    shares: tuple[StoredShare, ...] = ()
 
 
 @dataclass(slots=True)
@@ -166,12 +209,18 @@ class AlertSink(Protocol):
     ) -> None:
         """Store transitions and checkpoints in one transaction.
 
+        A checkpoint's account shares replace those stored for its
+        partition number, in the same transaction.
+
         A transition whose (fingerprint, seq) is already stored is skipped,
         so redelivered effects are no-ops.
         """
 
     def load_checkpoint(self, group: str, partition: int) -> Checkpoint | None:
         """The last checkpoint committed for a partition number, if any."""
+
+    def load_shares(self, group: str) -> list[StoredShare]:
+        """The account shares stored with the checkpoints of ``group``."""
 
     def update_functions(self, rows: Sequence[FunctionStatus]) -> None:
         """Upsert the current status of tracked contexts (for the API)."""

@@ -156,6 +156,7 @@ class Daemon:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._next_commit = 0.0
+        self._next_shares_read = 0.0
 
     # Control
 
@@ -260,6 +261,24 @@ class Daemon:
         if time.monotonic() >= self._next_commit:
             self._commit()
             self._next_commit = time.monotonic() + self.settings.commit_interval_s
+        self._read_account_shares()
+
+    def _read_account_shares(self) -> None:
+        """Every ``account_shares_read_s``, hand the engine the account shares
+        the group's other members stored with their checkpoints."""
+        now = time.monotonic()
+        if now < self._next_shares_read or not self.engine.has_account_budgets:
+            return
+        self._next_shares_read = now + self.settings.account_shares_read_s
+        try:
+            shares = self.sink.load_shares(self.settings.group_id)
+        except Exception as exc:
+            # The shares taken before stay; the next read tries again.
+            self.errors += 1
+            logger.warning("daemon account shares read failed error=%r", exc)
+            return
+        with self._lock:
+            self.engine.take_account_shares(shares)
 
     def _handle_batch(self, tp: TopicPartition, batch: list[Any]) -> None:
         """Feed one partition's records to the engine (lock held)."""
@@ -436,6 +455,7 @@ class Daemon:
                     for tp, pos in self._positions.items()
                     if tp.partition == number
                 },
+                self.engine.account_shares(number),
             )
             for number in sorted(numbers & self._changed)
         }

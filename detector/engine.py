@@ -26,6 +26,7 @@ from detector.alerts import (
     UPDATED,
     WARNING,
     FunctionStatus,
+    StoredShare,
     Transition,
     fingerprint,
     transition_of,
@@ -403,7 +404,8 @@ class _Partition:
     # heap entry per window; ``ends`` is the heap of their distinct ends.
     closing: dict[float, list[tuple[_Context, float]]] = field(default_factory=dict)
     ends: list[float] = field(default_factory=list)
-    # What this partition's contexts spent of each account with a budget.
+    # What this partition's contexts spent of each account with a budget;
+    # stored beside the checkpoint too, for the daemons holding the others.
     accounts: AccountShares = field(default_factory=dict)
 
 
@@ -717,11 +719,35 @@ class Engine:
         self._rules.adopt(partition, part.accounts)
 
     def drop(self, partition: int) -> None:
-        """Forget a partition's state (it was revoked in a rebalance), its
-        share of its accounts' spend included."""
+        """Forget a partition's state (it was revoked in a rebalance); its
+        share of its accounts' spend counts on as a stored one."""
         part = self._parts.pop(partition, None)
         if part is not None:
-            self._rules.release(partition, part.accounts)
+            self._rules.release(partition, part.accounts, part.watermark)
+
+    # Account shares of other daemons
+
+    @property
+    def has_account_budgets(self) -> bool:
+        """Whether any budget is an account's, judged on every partition."""
+        return self._rules.has_account_budgets
+
+    def account_shares(self, partition: int) -> tuple[StoredShare, ...]:
+        """The account shares of a partition held here, to store with its
+        checkpoint."""
+        part = self._parts.get(partition)
+        if part is None or not part.accounts:
+            return ()
+        return self._rules.stored_shares(partition, part.accounts, part.watermark)
+
+    def take_account_shares(self, shares: Sequence[StoredShare]) -> None:
+        """Count the stored account shares of the partitions not held here.
+
+        They replace those taken before; shares of partitions held here are
+        left out, since their live shares count.
+        """
+        held = self._parts.keys()
+        self._rules.take_others([s for s in shares if s.partition not in held])
 
     # Internals: state
 
@@ -1832,7 +1858,7 @@ class Engine:
         self, account: tuple[str, str, str], start: float, end: float
     ) -> tuple[float | None, int]:
         """Computed USD of an account's contexts in the partitions held here."""
-        # Limitation: a daemon sharing partitions with others counts its own only.
+        # Limitation: account-wide bills meet the partitions held here only.
         total = 0.0
         matched = False
         for part in self._parts.values():

@@ -1,8 +1,9 @@
 """An :class:`~detector.alerts.AlertSink` kept in memory, optionally in a file.
 
 It is the stand-in for the SQL store in tests and in development: same
-contract (transitions deduplicated on fingerprint and seq, checkpoints per
-group and partition number, all of one commit applied at once), no database.
+contract (transitions deduplicated on fingerprint and seq, checkpoints and
+their account shares per group and partition number, all of one commit
+applied at once), no database.
 With a path, every commit is written to that file atomically, so that a
 process killed at any point leaves the last commit readable to the next.
 """
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detector.alerts import Checkpoint, FunctionStatus, Transition
+from detector.alerts import Checkpoint, FunctionStatus, StoredShare, Transition
 from dowguard.errors import StorageError
 from ingest.events import Context
 
@@ -30,6 +31,8 @@ class _Contents:
     transitions: dict[tuple[str, int], Transition] = field(default_factory=dict)
     order: list[tuple[str, int]] = field(default_factory=list)
     checkpoints: dict[tuple[str, int], Checkpoint] = field(default_factory=dict)
+    # The account shares of each checkpoint, by (group, partition number).
+    shares: dict[tuple[str, int], tuple[StoredShare, ...]] = field(default_factory=dict)
     functions: dict[Context, FunctionStatus] = field(default_factory=dict)
     commits: int = 0
     duplicates: int = 0
@@ -67,6 +70,7 @@ class MemorySink:
                 data.checkpoints[(group, number)] = Checkpoint(
                     cp.partition, cp.state, dict(cp.offsets)
                 )
+                data.shares[(group, number)] = cp.shares
             data.commits += 1
             if self.path:
                 _save(self.path, data)
@@ -79,6 +83,15 @@ class MemorySink:
                 if cp is None
                 else Checkpoint(cp.partition, cp.state, dict(cp.offsets))
             )
+
+    def load_shares(self, group: str) -> list[StoredShare]:
+        with self._lock:
+            return [
+                share
+                for (g, _), shares in sorted(self._data.shares.items())
+                if g == group
+                for share in shares
+            ]
 
     def update_functions(self, rows: Sequence[FunctionStatus]) -> None:
         with self._lock:
@@ -130,6 +143,8 @@ def _load(path: Path) -> _Contents:
         raise StorageError(
             f"memory sink file {path}: holds {type(data).__name__}, not sink contents"
         )
+    if not hasattr(data, "shares"):
+        data.shares = {}  # written before account shares were stored
     return data
 
 

@@ -16,6 +16,8 @@ from detector.alerts import (
     RESOLVED,
     UPDATED,
     WARNING,
+    AccountAlert,
+    StoredShare,
     Transition,
     transition_of,
 )
@@ -232,25 +234,41 @@ class AccountShare(_Spend):
 
 
 class AccountSpend(_Spend):
-    """Spend of one account with a budget: the shares of the partitions held.
+    """Spend of one account with a budget: the shares of every partition.
 
-    The recent rate is the spend of the last complete buckets of
+    ``shares`` are the live shares of the partitions held here, ``others``
+    the stored shares of partitions other daemons hold, as last read, and
+    ``seen`` the event time each of those partitions was read up to. The
+    recent rate is the spend of the last complete buckets of
     ``ramp_recent_half_life_s`` each, so a function that went idle stops
     counting as soon as its buckets age out. The day and month are summed
     from the shares when the account is judged.
     """
 
-    __slots__ = ("shares",)
+    __slots__ = ("others", "seen", "shares")
 
     def __init__(self, first: float) -> None:
         super().__init__(first)
         self.shares: dict[int, AccountShare] = {}
+        self.others: dict[int, AccountShare] = {}
+        self.seen: dict[int, float] = {}
+
+    def forget_other(self, partition: int) -> None:
+        """Drop the stored share of a partition now held here."""
+        self.others.pop(partition, None)
+        self.seen.pop(partition, None)
+
+    def others_lag(self, now: float, width: float) -> bool:
+        """Whether a partition held elsewhere was read to more than a bucket
+        of ``width`` before ``now``: its spend since is not known yet."""
+        return any(seen < now - width for seen in self.seen.values())
 
     def sum_shares(self) -> None:
         """Make the day and month the sum of the shares' current ones.
 
-        A share still on an earlier day or month (its partition lags, or
-        went idle) spent nothing of the current one.
+        The current day and month are the latest of the held shares'. A
+        share on another day or month (its partition lags, went idle, or
+        was stored before the period rolled) spent nothing of them.
         """
         shares = self.shares.values()
         self.day_end = max((s.day_end for s in shares), default=-math.inf)
@@ -263,6 +281,12 @@ class AccountSpend(_Spend):
             if share.month_end == self.month_end:
                 self.month_cost += share.month_cost
                 self.month_start = share.month_start
+        # Limitation: a share read ahead of this engine counts its spend past now too.
+        for share in self.others.values():
+            if share.day_end == self.day_end:
+                self.day_cost += share.day_cost
+            if share.month_end == self.month_end:
+                self.month_cost += share.month_cost
 
 
 #: The account shares of one partition, by (provider, account).
@@ -318,7 +342,7 @@ class Rules:
         self._monthly = _by_scope(config.monthly_budgets, 4)
         self._account_daily = _by_scope(config.daily_budgets, 2)
         self._account_monthly = _by_scope(config.monthly_budgets, 2)
-        # Limitation: sums only this daemon's partitions; others' need a shared store.
+        # Limitation: others' shares are as old as their last checkpoint plus a read.
         self._accounts: dict[tuple[str, str], AccountSpend] = {}
         self._h = config.sequential_h
         # No single call decides: it moves a statistic by half the threshold
@@ -1028,6 +1052,8 @@ class Rules:
             share = shares[key] = AccountShare(spend.first)
             share.alert = spend.alert
             spend.shares[partition] = share
+            # Held here from now on: its live share replaces the stored one.
+            spend.forget_other(partition)
         if bucket > spend.bucket:
             if spend.bucket > -math.inf:
                 # Judged once a bucket is complete: the rate is the mean of
@@ -1052,15 +1078,15 @@ class Rules:
         """The account's complete buckets before ``now``, oldest first, summed
         over its shares; those since the account's first bucket only."""
         width = self.config.ramp_recent_half_life_s
-        n = min(ACCOUNT_BUCKETS, round((now - spend.first) / width))
+        others = spend.others.values()
+        first = min((s.first for s in others), default=spend.first)
+        first = min(first, spend.first)
+        n = min(ACCOUNT_BUCKETS, round((now - first) / width))
         totals = [0.0] * n
         for share in spend.shares.values():
-            buckets = share.buckets
-            ahead = round((now - share.bucket) / width) + len(buckets) - 1
-            for i, value in enumerate(buckets):
-                back = ahead - i
-                if 1 <= back <= n:
-                    totals[n - back] += value
+            _place_buckets(totals, share, now, width)
+        for share in others:
+            _place_buckets(totals, share, now, width)
         return totals
 
     def adopt(self, partition: int, shares: AccountShares) -> None:
@@ -1070,6 +1096,9 @@ class Rules:
         advanced in its lifecycle (highest ``seq``) is kept, unless this
         engine already has one as advanced.
         """
+        for held in self._accounts.values():
+            # Its live share replaces the stored one read before.
+            held.forget_other(partition)
         for key, share in shares.items():
             spend = self._accounts.get(key)
             if spend is None:
@@ -1083,12 +1112,102 @@ class Rules:
             for each in spend.shares.values():
                 each.alert = spend.alert
 
-    def release(self, partition: int, shares: AccountShares) -> None:
-        """Stop counting the account shares of a partition no longer held."""
-        for key in shares:
+    def release(self, partition: int, shares: AccountShares, watermark: float) -> None:
+        """Count the account shares of a partition no longer held as stored.
+
+        The daemon stores a partition's checkpoint before it lets go of it,
+        so its last live share (read up to ``watermark``) is what the store
+        holds until the next read of the others' shares replaces it.
+        """
+        for key, share in shares.items():
             spend = self._accounts.get(key)
-            if spend is not None:
-                spend.shares.pop(partition, None)
+            if spend is not None and spend.shares.pop(partition, None) is not None:
+                spend.others[partition] = share
+                spend.seen[partition] = watermark
+
+    @property
+    def has_account_budgets(self) -> bool:
+        return bool(self._account_daily or self._account_monthly)
+
+    def stored_shares(
+        self, partition: int, shares: AccountShares, watermark: float
+    ) -> tuple[StoredShare, ...]:
+        """The account shares of ``partition``, read up to ``watermark``, as
+        the store keeps them."""
+        out = []
+        for (provider, account), share in shares.items():
+            alert = share.alert
+            kept = None
+            if alert is not None:
+                kept = AccountAlert(alert.seq, alert.open, alert.starts_at, alert.cost)
+            out.append(
+                StoredShare(
+                    partition,
+                    provider,
+                    account,
+                    share.day_end,
+                    share.day_cost,
+                    share.month_start,
+                    share.month_end,
+                    share.month_cost,
+                    share.bucket,
+                    tuple(share.buckets),
+                    share.first,
+                    watermark,
+                    kept,
+                )
+            )
+        return tuple(out)
+
+    def take_others(self, stored: Sequence[StoredShare]) -> None:
+        """Judge accounts also on ``stored``, the shares of partitions not held.
+
+        They replace the ones taken before. Shares of partitions held here,
+        and of accounts without a budget here, are left out. An account
+        alert further in its lifecycle (higher ``seq``) than this engine's,
+        opened or resolved by another daemon, becomes this engine's, so
+        that an alert open elsewhere is not opened again here.
+        """
+        for each in self._accounts.values():
+            each.others = {}
+            each.seen = {}
+        for record in stored:
+            key = (record.provider, record.account)
+            if key not in self._account_daily and key not in self._account_monthly:
+                continue
+            spend = self._accounts.get(key)
+            if spend is None:
+                spend = self._accounts[key] = AccountSpend(record.first)
+            if record.partition in spend.shares:
+                continue
+            spend.others[record.partition] = _share_of(record)
+            spend.seen[record.partition] = record.watermark
+            if record.alert is not None:
+                self._adopt_alert(spend, key, record.alert)
+
+    @staticmethod
+    def _adopt_alert(
+        spend: AccountSpend, key: tuple[str, str], stored: AccountAlert
+    ) -> None:
+        alert = spend.alert
+        if alert is not None and alert.seq >= stored.seq:
+            return
+        if alert is None:
+            context = Context(key[0], key[1], "*", "*", "*")
+            alert = spend.alert = RuleAlert(SLOW_RAMP, context)
+            for share in spend.shares.values():
+                share.alert = alert
+        alert.seq = stored.seq
+        alert.open = stored.open
+        alert.starts_at = stored.starts_at
+        alert.cost = stored.cost
+        logger.info(
+            "account alert adopted provider=%s account=%s seq=%d open=%s",
+            key[0],
+            key[1],
+            stored.seq,
+            stored.open,
+        )
 
     def _judge_account(
         self,
@@ -1142,7 +1261,11 @@ class Rules:
                 self._account_emit(alert, context, OPENED, now, evidence, out)
         elif alert is not None and alert.open:
             alert.cost += sum(complete[-1:])
-            if day < 0.9 * daily and month < 0.9 * monthly:
+            # What a lagging partition spent is not known yet: it may open an
+            # alert (what is known is over), not resolve one.
+            # Limitation: a partition whose stream stops keeps an account alert open.
+            lag = spend.others_lag(now, width)
+            if day < 0.9 * daily and month < 0.9 * monthly and not lag:
                 alert.open = False
                 self._account_emit(alert, context, RESOLVED, now, evidence, out)
 
@@ -1272,6 +1395,33 @@ class Rules:
             context.function,
             alert.severity,
         )
+
+
+def _place_buckets(
+    totals: list[float], share: AccountShare, now: float, width: float
+) -> None:
+    """Add the complete buckets of ``share`` before ``now`` to ``totals``, the
+    last ``len(totals)`` buckets before ``now``, oldest first."""
+    n = len(totals)
+    buckets = share.buckets
+    ahead = round((now - share.bucket) / width) + len(buckets) - 1
+    for i, value in enumerate(buckets):
+        back = ahead - i
+        if 1 <= back <= n:
+            totals[n - back] += value
+
+
+def _share_of(record: StoredShare) -> AccountShare:
+    """A stored share as the rules sum it (its alert is not carried)."""
+    share = AccountShare(record.first)
+    share.day_end = record.day_end
+    share.day_cost = record.day_cost
+    share.month_start = record.month_start
+    share.month_end = record.month_end
+    share.month_cost = record.month_cost
+    share.bucket = record.bucket
+    share.buckets = list(record.buckets)
+    return share
 
 
 class _Period(Protocol):

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     #: guessing (no trace, no item key); beyond them it turns critical.
     recursion_max_retries: int = 9
     commit_interval_s: float = 1.0
+    #: Wall seconds between two reads of the account shares that the other
+    #: daemons of the group stored with their checkpoints.
+    account_shares_read_s: PositiveFloat = 5.0
     dev_mode: bool = False
     api_host: str = "127.0.0.1"
     api_port: int = 8080

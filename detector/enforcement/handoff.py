@@ -25,6 +25,7 @@ from detector.alerts import (
     AlertSink,
     Checkpoint,
     FunctionStatus,
+    StoredShare,
     Transition,
 )
 from detector.enforcement.service import Enforcer
@@ -217,6 +218,9 @@ class AfterStore:
 
     def load_checkpoint(self, group: str, partition: int) -> Checkpoint | None:
         return self.sink.load_checkpoint(group, partition)
+
+    def load_shares(self, group: str) -> list[StoredShare]:
+        return self.sink.load_shares(group)
 
     def update_functions(self, rows: Sequence[FunctionStatus]) -> None:
         self.sink.update_functions(rows)

@@ -12,6 +12,7 @@ from detector.alerts import (
     WARNING,
     Checkpoint,
     FunctionStatus,
+    StoredShare,
     Transition,
     fingerprint,
 )
@@ -90,3 +91,21 @@ def test_a_file_that_is_not_a_sink_is_a_storage_error(tmp_path: Path) -> None:
 
     with pytest.raises(StorageError, match=r"sink\.pickle: cannot read"):
         MemorySink(path)
+
+
+def test_account_shares_are_replaced_with_their_partitions_checkpoint(
+    tmp_path: Path,
+) -> None:
+    def share(partition: int, cost: float) -> StoredShare:
+        return StoredShare(
+            partition, "aws", "1", 86_400.0, cost, 0.0, 2e6, cost, 0.0, (cost,), 0, 9
+        )
+
+    path = tmp_path / "sink.pickle"
+    sink = MemorySink(path)
+    sink.commit([], {0: Checkpoint(0, b"a", {}, (share(0, 1.0),))}, "g")
+    sink.commit([], {1: Checkpoint(1, b"b", {}, (share(1, 2.0),))}, "g")
+    sink.commit([], {0: Checkpoint(0, b"c", {}, (share(0, 3.0),))}, "g")
+    sink.commit([], {0: Checkpoint(0, b"d", {})}, "h")
+    assert MemorySink(path).load_shares("g") == [share(0, 3.0), share(1, 2.0)]
+    assert sink.load_shares("h") == []
