@@ -1518,8 +1518,12 @@ class Engine:
         """Cache the count from which the newest open window of ``state`` is
         judged by its rise run's sequential test call by call."""
         rise, run = self._rise, state.rise
-        windows = [] if run is None or rise is None else self._open_windows(state, run)
-        if not windows or run is None or rise is None:
+        if run is None or rise is None or not rise.may_cross(run, len(state.windows)):
+            # Most runs are chance: far from the threshold, whatever comes.
+            state.rise_gate = math.inf
+            return
+        windows = self._open_windows(state, run)
+        if not windows:
             state.rise_gate = math.inf
             return
         start, _, mean, spread, _, _, _, season = windows[-1]

@@ -310,6 +310,13 @@ class Rise:
             hourly = _hourly(run, mean, spread, season)
             self._step(run, idle, rate, count, season, hourly)
 
+    def may_cross(self, run: RiseRun, windows: int) -> bool:
+        """Whether ``windows`` more windows could bring the run's sequential
+        test to its threshold (cheap: each adds at most a third of it)."""
+        if not self.sequential or run.alerting:
+            return False
+        return _top(run) + windows * self._cap >= self.threshold
+
     def gate(
         self,
         run: RiseRun,

@@ -180,8 +180,10 @@ def test_a_steady_poisson_stream_of_hours_crosses_nowhere() -> None:
     rise.peek = peeking  # type: ignore[method-assign]
     events = list(steady(BASE_PER_S, T0, 8 * 3600.0, seed=7))
     assert opened(feed(engine, events), COST_SPIKE) == []
-    # Runs were open and their windows gated, a thousand times over.
-    assert len(gates) > 1000 and max(tops) > 0.0
+    # Runs were open hundreds of windows; few came near enough to
+    # the threshold for their windows to be gated at all.
+    assert len(tops) > 500 and max(tops) > 0.0
+    assert len(gates) < len(tops) / 10
     assert max(tops) < rise.threshold
     assert found == []
 
