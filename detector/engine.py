@@ -1429,7 +1429,8 @@ class Engine:
         count: float,
         under_alert: bool,
     ) -> bool:
-        """:meth:`_judge_rise` but for the gate."""
+        """The closed window's judgement proper; :meth:`_judge_rise` then sets
+        the gate from the run it leaves."""
         # A context seen through metric streams only has the same path on its
         # minutes (SourceFusion._judge_rise), which findings bring here.
         rise = self._rise

@@ -231,6 +231,7 @@ class Rise:
         self._horizon_s = self._size * config.window_s
         self._half_way = (1.0 + config.rise_ratio) / 2.0
         self._least = max(1.0, config.rise_min_count / self._size)
+        # Limitation: fixed design ratios; a rise far from both gathers less evidence.
         ratios = tuple(r for r in config.rise_cusum_ratios if r > 1.0)[:2]
         self._ratios = tuple((r, math.log(r)) for r in ratios)
         budget = config.rise_false_alert_hours * 3600.0 / config.window_s
@@ -514,6 +515,7 @@ class Rise:
         """
         return self._horizon_fires(run, usual_each) or self._sequence_fires(run)
 
+    # Limitation: the fixed horizon is judged at window close only, never early.
     def _horizon_fires(self, run: RiseRun, usual_each: float) -> RiseFinding | None:
         if run.filled < self._size:
             return None
