@@ -42,7 +42,7 @@ from detector.baseline import (
 from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_FACTS, Evidence
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
-from detector.rise import Rise, RiseFinding, RiseRun
+from detector.rise import Rise, RiseFinding, RiseRun, RiseWindow
 from detector.rules import (
     BILLED_MS,
     FAILED,
@@ -103,9 +103,11 @@ ANOMALY = "anomaly"
 # one restores with its run starting at its latest window, having cost nothing.
 # 7: a partition holds its contexts' share of each budgeted account's day and
 # month (and the account's alert); an older one restores with no share.
-SNAPSHOT_VERSION = 7
+# 8: a context caches the gate on which its rise run reads an open window
+# call by call; an older one restores with none, until a window sets it.
+SNAPSHOT_VERSION = 8
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, 5, 6, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, 6, 7, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,9 +230,10 @@ class DetectorConfig:
     sooner, a sequential test of its window counts against their usual
     (one CUSUM per ratio of ``rise_cusum_ratios``) reaches the threshold
     that keeps to one false alert per context in ``rise_false_alert_hours``
-    (0: no such test). It
-    is never critical by itself; a later window over the spike thresholds
-    escalates it as it would a spike.
+    (0: no such test); that test reads an open window call by call, as its
+    close would, so it may warn at the call that crosses. It is never
+    critical by itself; a later window over the spike thresholds escalates
+    it as it would a spike.
 
     A context that bursts is not flagged for bursts like those it has shown
     (:class:`detector.baseline.Bursts`): an excursion above its own baseline
@@ -382,6 +385,9 @@ class _Context:
     # The cost rate from which a closed window may show a burst (see
     # Engine._track_burst); last, as checkpoints restore fields in order.
     burst_rate: float = math.inf
+    # The invocations of the newest open window from which the rise run's
+    # sequential test may fire before the window closes (see Rise.gate).
+    rise_gate: float = math.inf
 
 
 @dataclass(slots=True)
@@ -470,7 +476,12 @@ def _upgrade(part: _Partition) -> _Partition:
         run = getattr(state, "rise", None)
         if run is not None and not hasattr(run, "seq"):
             # A run from before the sequential test: a later window starts anew.
-            state.rise = None
+            run = None
+        state.rise = run
+        if not hasattr(state, "rise_gate"):
+            # From before the test was read per call: its windows' closes
+            # (and the next window to open) set the gate.
+            state.rise_gate = math.inf
         # Windows from before starts (or the models' slots) were counted lack
         # their slots; such a window's features miss what it did not count.
         for acc in state.windows.values():
@@ -809,6 +820,8 @@ class Engine:
                 self._schedule(part, state, start)
                 if start >= state.fresh_until:
                     self._new_period(part, state, inv, start)
+                if state.rise is not None:
+                    self._gate_rise(state)
             n = inv.count
             acc[0] += cost
             acc[1] += n
@@ -842,6 +855,9 @@ class Engine:
                 time - start
             ):
                 self._early_fire(state, acc, start, n)
+            # A rise's sequential test: a necessary condition of _rise_early.
+            if acc[1] >= state.rise_gate:
+                self._rise_early(state)
         if time > part.watermark:
             part.watermark = time
             ends = part.ends
@@ -872,6 +888,8 @@ class Engine:
             self._schedule(part, state, start)
             if start >= state.fresh_until:
                 self._refresh_thresholds(state, start)
+            if state.rise is not None:
+                self._gate_rise(state)
         starts = acc[_STARTS] = acc[_STARTS] + 1.0
         # The count gate is the cached one of the invocation path; the cost
         # gate prices each start at the context's usual cost per call.
@@ -1417,7 +1435,28 @@ class Engine:
         under_alert: bool,
     ) -> bool:
         """The sustained-rise path of a closed window; whether a cost alert is
-        open after it (see detector.rise)."""
+        open after it (see detector.rise). The run that is left sets the gate
+        on which the windows still open are read call by call."""
+        under_alert = self._judge_rise_window(
+            state, start, end, rate, count, under_alert
+        )
+        if state.rise is None:
+            state.rise_gate = math.inf
+        else:
+            self._gate_rise(state)
+        return under_alert
+
+    def _judge_rise_window(
+        self,
+        state: _Context,
+        start: float,
+        end: float,
+        rate: float,
+        count: float,
+        under_alert: bool,
+    ) -> bool:
+        """The closed window's judgement proper; :meth:`_judge_rise` then sets
+        the gate from the run it leaves."""
         # A context seen through metric streams only has the same path on its
         # minutes (SourceFusion._judge_rise), which findings bring here.
         rise = self._rise
@@ -1477,14 +1516,107 @@ class Engine:
         self._open_rise(state, run, finding, end)
         return True
 
+    def _open_windows(self, state: _Context, run: RiseRun) -> list[RiseWindow]:
+        """The windows of ``state`` still open after ``run``'s latest, in order,
+        as :meth:`Rise.push` takes them (what their closes would pass)."""
+        windows: list[RiseWindow] = []
+        baseline = state.baseline
+        counts = state.counts
+        level = baseline.mean
+        for start in sorted(s for s in state.windows if s >= run.last_end):
+            acc = state.windows[start]
+            mean, spread = baseline.expected(start)
+            season = mean / level if level > 0 else 1.0
+            windows.append(
+                (
+                    start,
+                    acc[_COST] * self._per_hour,
+                    mean,
+                    spread,
+                    acc[_COUNT],
+                    counts.mean * season,
+                    counts.deviation,
+                    season,
+                )
+            )
+        return windows
+
+    def _gate_rise(self, state: _Context) -> None:
+        """Cache the count from which the newest open window of ``state`` is
+        judged by its rise run's sequential test call by call."""
+        rise, run = self._rise, state.rise
+        if run is None or rise is None or not rise.may_cross(run, len(state.windows)):
+            # Most runs are chance: far from the threshold, whatever comes.
+            state.rise_gate = math.inf
+            return
+        windows = self._open_windows(state, run)
+        if not windows:
+            state.rise_gate = math.inf
+            return
+        start, _, mean, spread, _, _, _, season = windows[-1]
+        state.rise_gate = rise.gate(run, windows[:-1], start, mean, spread, season)
+
+    def _rise_early(self, state: _Context) -> None:
+        """Judge a rise run's sequential test on the open windows as they
+        stand, once the newest holds as many calls as its gate; open the
+        warning at the latest call if it fires.
+
+        The close of each window updates the run exactly as before: this
+        reads ahead on a copy, and a crossing read here is one the close
+        would read too, so the budget of false alarms is unchanged.
+        """
+        rise, run = self._rise, state.rise
+        state.rise_gate = math.inf
+        if rise is None or run is None or run.alerting:
+            return
+        spike = state.spike
+        if spike is not None and spike.open:
+            return  # opened by the spike path, which owns it
+        windows = self._open_windows(state, run)
+        if not windows:
+            return
+        if any(w[1] >= state.warn_rate for w in windows[:-1]):
+            # An older window that the spike path judges at its close: its
+            # alert (at that window's end) comes first; leave it to the closes.
+            return
+        found = rise.peek(run, windows)
+        if found is None:
+            # Not yet, or not on the cost: judged again once the gate as it
+            # stands now is reached; one past the calls so far at least.
+            start, _, mean, spread, count, _, _, season = windows[-1]
+            gate = rise.gate(run, windows[:-1], start, mean, spread, season)
+            state.rise_gate = gate if gate > count else math.inf
+            return
+        start = windows[-1][0]
+        detail: dict[str, object] = {
+            "on": "invocations so far",
+            "elapsed_s": round(min(state.last_time - start, self._window), 3),
+            "invocations_so_far": int(windows[-1][4]),
+        }
+        self._open_rise(state, run, found, state.last_time, detail)
+        # As after an early warning of the spike path: only escalation is
+        # left to read early.
+        self._refresh_thresholds(state, start)
+
     def _open_rise(
-        self, state: _Context, run: RiseRun, found: RiseFinding, at: float
+        self,
+        state: _Context,
+        run: RiseRun,
+        found: RiseFinding,
+        at: float,
+        early_on: dict[str, object] | None = None,
     ) -> None:
         """Open a cost alert from a sustained rise: a warning, whatever its
-        sources; a later window over the spike thresholds may escalate it."""
+        sources; a later window over the spike thresholds may escalate it.
+        ``early_on``: what an open window held when it was read early."""
         spike = self._opened_warning(state, at, found.cost_usd, found.rate)
         run.alerting = True
-        self._emit(state, spike, OPENED, at, self._rise_evidence(state, found))
+        state.rise_gate = math.inf
+        evidence = self._rise_evidence(state, found)
+        if early_on is not None:
+            evidence["early"] = True
+            evidence["early_on"] = early_on
+        self._emit(state, spike, OPENED, at, evidence)
 
     def _opened_warning(
         self, state: _Context, at: float, cost: float, rate: float

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,11 @@ _SCORES = 2
 _T_RATE, _T_MEAN, _T_COUNT, _T_USUAL, _T_WINDOWS = range(_SCORES, _SCORES + 5)
 _REF_COUNT, _REF_LEVEL, _REF_DISPERSION = range(_SCORES + 5, _SCORES + 8)
 _SEQ_SLOTS = _SCORES + 8
+
+#: What :meth:`Rise.push` takes of one window: its start, cost rate, the
+#: cost rate expected and its deviation, invocations, the usual count and
+#: its deviation, and the hour's season.
+RiseWindow = tuple[float, float, float, float, float, float, float, float]
 
 #: The spread of window counts that is still Poisson: the deviation learnt
 #: from a Poisson count's mean absolute deviation runs up to about 1.3 times
@@ -87,6 +93,15 @@ class RiseRun:
         """Usual count, cost level and dispersion when the run started."""
         seq = self.seq
         return seq[_REF_COUNT], seq[_REF_LEVEL], seq[_REF_DISPERSION]
+
+    def copy(self) -> RiseRun:
+        """A run with the same figures that can be pushed without this one."""
+        twin = RiseRun.__new__(RiseRun)
+        twin.last_end, twin.filled, twin.head = self.last_end, self.filled, self.head
+        twin.since, twin.alerting = self.since, self.alerting
+        twin.ring = array("f", self.ring)
+        twin.seq = array("d", self.seq)
+        return twin
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +212,13 @@ class Rise:
     times) and ``rise_min_excess`` USD/h above it, with at least
     ``rise_min_count`` invocations since the test started.
 
+    The test need not wait for a window to close. An open window is read
+    with its calls so far and the whole window's drift (:meth:`gate`,
+    :meth:`peek`): counts only grow, so a crossing read early is one its
+    close would read as well, and the false alarms are the closes' own;
+    the alert comes at the call that crosses instead of at the window's
+    end. The close updates the run as it would without the early reading.
+
     A run that no longer rises on either test is dropped, so the state
     exists only while a context is above its baseline. Under its own alert
     the statistics are held at the threshold; the alert ends once the
@@ -209,6 +231,7 @@ class Rise:
         self._horizon_s = self._size * config.window_s
         self._half_way = (1.0 + config.rise_ratio) / 2.0
         self._least = max(1.0, config.rise_min_count / self._size)
+        # Limitation: fixed design ratios; a rise far from both gathers less evidence.
         ratios = tuple(r for r in config.rise_cusum_ratios if r > 1.0)[:2]
         self._ratios = tuple((r, math.log(r)) for r in ratios)
         budget = config.rise_false_alert_hours * 3600.0 / config.window_s
@@ -285,15 +308,77 @@ class Rise:
             self._put(run, 0.0, mean, spread, 0.0, usual, count_spread)
         self._put(run, rate, mean, spread, count, usual, count_spread)
         if self.sequential:
-            # The spread the baseline expects of this window's cost, as a
-            # dispersion of its count: an hour of the profile that holds a
-            # batch job varies far more than Poisson, window to window.
-            cv = spread / mean if mean > 0.0 else 0.0
-            hourly = cv * cv * run.seq[_REF_COUNT] * season / POISSON_DISPERSION
+            hourly = _hourly(run, mean, spread, season)
             self._step(run, idle, rate, count, season, hourly)
 
+    def may_cross(self, run: RiseRun, windows: int) -> bool:
+        """Whether ``windows`` more windows could bring the run's sequential
+        test to its threshold (cheap: each adds at most a third of it)."""
+        if not self.sequential or run.alerting:
+            return False
+        return _top(run) + windows * self._cap >= self.threshold
+
+    def gate(
+        self,
+        run: RiseRun,
+        before: Sequence[RiseWindow],
+        start: float,
+        mean: float,
+        spread: float,
+        season: float = 1.0,
+    ) -> float:
+        """The fewest invocations of the window from ``start`` with which the
+        sequential test may fire when that window closes (infinite: none).
+
+        ``before`` are the windows still open ahead of it, as they stand.
+        Counts only rise, so a window that has not reached the gate cannot
+        fire yet; one that has is worth judging (:meth:`peek`). The whole
+        window's drift is charged, so a crossing read early is one that
+        its close would read too, whatever else the window brings, and the
+        false-alarm budget is the close's.
+        """
+        if not self.sequential or run.alerting:
+            return math.inf
+        if before:
+            run = run.copy()
+            for window in before:
+                self.push(run, *window)
+        hourly = _hourly(run, mean, spread, season)
+        if hourly > self._steep:
+            return math.inf
+        seq = run.seq
+        idle = max(0, round((start - run.last_end) / self.config.window_s))
+        dispersion = max(seq[_REF_DISPERSION], hourly)
+        mu = seq[_REF_COUNT] * season
+        least = math.inf
+        for i, (ratio, log_ratio) in enumerate(self._ratios):
+            drift = (ratio - 1.0) * mu / dispersion
+            base = seq[i] - idle * drift
+            if base + self._cap < self.threshold:
+                continue  # the cap keeps this statistic short of it
+            least = min(least, (self.threshold - base + drift) * dispersion / log_ratio)
+        steep = self._steep * mu + self.config.spike_count_z * math.sqrt(
+            dispersion * mu
+        )
+        if least > steep:
+            return math.inf  # a window with that many starts the test afresh
+        least = max(least, self.config.rise_min_count - seq[_T_COUNT])
+        # A hair low, so that rounding never makes the gate stricter than
+        # the test it stands for; peek judges exactly.
+        return least - 1e-9 * (1.0 + abs(least))
+
+    def peek(self, run: RiseRun, windows: Sequence[RiseWindow]) -> RiseFinding | None:
+        """What the sequential test finds if ``windows`` (still open, in order)
+        closed as they stand; the run itself is left as it is."""
+        if not self.sequential or run.alerting:
+            return None
+        twin = run.copy()
+        for window in windows:
+            self.push(twin, *window)
+        return self._sequence_fires(twin)
+
     # Limitation: counts only; dearer calls at the usual count wait for the horizon.
-    # Limitation: judged at window close; a window's first seconds are not read early.
+    # Limitation: an open window owes its whole drift; its first calls rarely cross.
     def _step(
         self,
         run: RiseRun,
@@ -430,6 +515,7 @@ class Rise:
         """
         return self._horizon_fires(run, usual_each) or self._sequence_fires(run)
 
+    # Limitation: the fixed horizon is judged at window close only, never early.
     def _horizon_fires(self, run: RiseRun, usual_each: float) -> RiseFinding | None:
         if run.filled < self._size:
             return None
@@ -492,6 +578,14 @@ def _top(run: RiseRun) -> float:
     """The larger statistic of a run's sequential test."""
     seq = run.seq
     return seq[0] if seq[0] >= seq[1] else seq[1]
+
+
+def _hourly(run: RiseRun, mean: float, spread: float, season: float) -> float:
+    """The spread the baseline expects of a window's cost, as a dispersion of
+    its count: an hour of the profile that holds a batch job varies far more
+    than Poisson, window to window."""
+    cv = spread / mean if mean > 0.0 else 0.0
+    return cv * cv * run.seq[_REF_COUNT] * season / POISSON_DISPERSION
 
 
 def _dispersion(usual: float, spread: float) -> float:

@@ -170,7 +170,8 @@ def test_the_baseline_does_not_learn_a_long_rise() -> None:
     assert [t.event for t in ends] == [RESOLVED]
     # Its cost so far covers the hour, from the horizon that opened it on.
     tripled = 3 * BASE_PER_S * CHEAP * HOUR
-    assert 0.95 * tripled <= ends[0].cost_usd <= tripled
+    # (The horizon's sums are single precision: equal to a rounding.)
+    assert 0.95 * tripled <= ends[0].cost_usd <= tripled * (1.0 + 1e-9)
 
 
 def test_a_cold_context_is_left_to_the_spike_rule() -> None:
