@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     #: guessing (no trace, no item key); beyond them it turns critical.
     recursion_max_retries: int = 9
     commit_interval_s: float = 1.0
+    # The daemon stores alert transitions every commit interval, but snapshots
+    # its state and commits offsets only once checkpoint_interval_s have
+    # passed or checkpoint_batches batches were read (0: by time only) since
+    # the last checkpoint: a restart re-reads what came after it.
+    checkpoint_interval_s: PositiveFloat = 10.0
+    checkpoint_batches: NonNegativeInt = 0
     dev_mode: bool = False
     api_host: str = "127.0.0.1"
     api_port: int = 8080
