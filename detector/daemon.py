@@ -460,10 +460,14 @@ class Daemon:
             self._send(out)
         self._unsaved.extend(self.engine.take_transitions())
         if not checkpoint:
+            # Output was sent as it was made; only a checkpoint, which moves
+            # the offsets past the input that made it, waits for its acks.
+            if not self._unsaved:
+                return _IDLE
             numbers = set()
-        if not (self._unsaved or self._outgoing or numbers & self._changed):
+        elif not (self._unsaved or self._outgoing or numbers & self._changed):
             return _IDLE
-        if not self._deliver():
+        elif not self._deliver():
             return _FAILED
         checkpoints = {
             number: Checkpoint(
