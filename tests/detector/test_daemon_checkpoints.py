@@ -14,7 +14,8 @@ from detector.alerts import OPENED
 from detector.daemon import Daemon, checkpoint_gap
 from detector.engine import DetectorConfig, Engine
 from detector.memory_sink import MemorySink
-from dowguard.config import Settings
+from dowguard.config import Settings, load_settings
+from dowguard.errors import ConfigError
 from ingest.events import Invocation, encode_event, kafka_key
 from tests.detector.streams import CTX, T0, flat_cost, no_span_cost
 
@@ -256,3 +257,32 @@ def test_a_slow_checkpoint_stretches_the_time_to_the_next() -> None:
     # waits until it is a tenth of the loop's time.
     assert checkpoint_gap(10.0, 0.05) == 10.0
     assert checkpoint_gap(10.0, 2.0) == pytest.approx(18.0)
+
+
+def test_a_commit_before_the_checkpoint_is_due_writes_nothing_without_alerts() -> None:
+    sink = MemorySink()
+    daemon = _cadence_daemon(sink, every=0)
+    topic = daemon.settings.topic_invocations
+    daemon._on_assigned({TopicPartition(topic, 1)})
+    daemon._handle_batch(TopicPartition(topic, 1), _batch(1, 0, 5))
+    daemon._commit()
+    assert (sink.commits, daemon.commits, daemon.checkpoints) == (0, 0, 0)
+
+    # Once the time of the cadence has come, the same commit checkpoints.
+    daemon._next_checkpoint = 0.0
+    daemon._commit()
+    assert (sink.commits, daemon.checkpoints) == (1, 1)
+    assert _stored(sink, daemon, 1)[1] == {topic: 5}
+    assert daemon._next_checkpoint > 0.0
+
+
+def test_the_checkpoint_cadence_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOWGUARD_CHECKPOINT_INTERVAL_S", "2.5")
+    monkeypatch.setenv("DOWGUARD_CHECKPOINT_BATCHES", "40")
+    settings = load_settings()
+    assert (settings.checkpoint_interval_s, settings.checkpoint_batches) == (2.5, 40)
+    monkeypatch.setenv("DOWGUARD_CHECKPOINT_INTERVAL_S", "0")
+    with pytest.raises(ConfigError, match="checkpoint_interval_s"):
+        load_settings()
