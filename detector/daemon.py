@@ -393,8 +393,8 @@ class Daemon:
             )
         except KafkaError as exc:
             # A send blocks up to max_block_ms while the broker is away. After
-            # one such failure the rest of the interval's output only queues
-            # here, and the next commit sends it all again.
+            # one such failure the rest of the output only queues here, and
+            # the next checkpoint sends it all again.
             logger.warning("daemon send failed topic=%s error=%r", out.topic, exc)
             out.future = None
             self._send_blocked = True
