@@ -102,6 +102,8 @@ def test_daemon_and_bare_consumer_take_every_published_event(
     assert result["events"] == len(events)
     assert result["bare_consumer_events_per_s"] > 0
     assert result["daemon_events_per_s"] > 0
+    # The daemon does all the bare consumer does, and parses and detects.
+    assert result["daemon_cpu_us_per_event"] > result["bare_consumer_cpu_us_per_event"]
 
 
 def test_the_timed_daemon_counts_the_checkpoints_inside_its_window() -> None:
