@@ -462,6 +462,7 @@ class Daemon:
         if not checkpoint:
             # Output was sent as it was made; only a checkpoint, which moves
             # the offsets past the input that made it, waits for its acks.
+            # Limitation: a crash re-announces transitions stored after the checkpoint.
             if not self._unsaved:
                 return _IDLE
             numbers = set()
