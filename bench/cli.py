@@ -317,6 +317,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{d['bare_consumer_events_per_s']:>12,} {d['ratio']:>7} "
             f">= {TARGET_DAEMON_RATIO}"
         )
+        print(
+            f"{'  the same, CPU us per event':40} {d['daemon_cpu_us_per_event']:>12} "
+            f"{d['bare_consumer_cpu_us_per_event']:>12} {d['cpu_ratio']:>7} -"
+        )
     fresh, aged = mem["fresh"], mem["aged"]
     print(
         f"memory: {fresh['bytes_per_context']:,} bytes per context at "

@@ -3,7 +3,10 @@
 Both read the same published events from the beginning, with the same
 consumer settings, poll size and subscription (the input topics and an
 evidence topic of their own); each rate is timed from the arrival of the
-first record to the last, so group joins are left out of both.
+first record to the last, so group joins are left out of both. Over the
+same span each also counts the CPU time of its process, which a busy host
+moves far less than the clock: CPU microseconds per event are reported
+beside the rates.
 """
 
 from __future__ import annotations
@@ -46,12 +49,13 @@ def _topics(prefix: str) -> dict[str, str]:
 
 
 # Limitation: short runs let broker fetch latency swing the bare rate on a busy host.
-def _bare(bootstrap: str, topics: Sequence[str], count: int) -> float:
+def _bare(bootstrap: str, topics: Sequence[str], count: int) -> tuple[float, float]:
+    """The bare consumer's rate, and its CPU seconds per event."""
     consumer = make_consumer(
         bootstrap, f"bench-bare-{uuid.uuid4().hex[:8]}", topics, **CONSUMER_OPTIONS
     )
     seen = 0
-    first = last = 0.0
+    first = last = cpu_first = cpu_last = 0.0
     deadline = time.monotonic() + DEADLINE_S
     # The daemon's collector policy, so that the two differ in their work only.
     try:
@@ -63,13 +67,15 @@ def _bare(bootstrap: str, topics: Sequence[str], count: int) -> float:
                 for records in batches.values():
                     if records and not first:
                         first = time.perf_counter()
+                        cpu_first = time.process_time()
                     seen += len(records)
                 last = time.perf_counter()
+                cpu_last = time.process_time()
     finally:
         consumer.close()
     if seen < count:
         raise RuntimeError(f"bare consumer saw {seen} of {count} records")
-    return seen / (last - first)
+    return seen / (last - first), (cpu_last - cpu_first) / seen
 
 
 class _TimedDaemon(Daemon):
@@ -84,12 +90,17 @@ class _TimedDaemon(Daemon):
         super().__init__(*args, **kwargs)
         self.target = target
         self.inputs = 0
-        self.first = self.last = 0.0
+        self.first = self.last = self.cpu_first = self.cpu_last = 0.0
+        # Checkpoints stored while the clock ran: a run shorter than the
+        # checkpoint interval holds none, and its rate leaves their cost out.
+        self.timed_checkpoints = 0
         self.done = threading.Event()
 
     def _handle_batch(self, tp: Any, batch: list[Any]) -> None:
         if not self.first:
             self.first = time.perf_counter()
+            self.cpu_first = time.process_time()
+            self.timed_checkpoints = -self.checkpoints
         super()._handle_batch(tp, batch)
         # The evidence the daemon reads back is its own output, not input
         # the bare consumer also reads: only the published events count.
@@ -97,10 +108,16 @@ class _TimedDaemon(Daemon):
             self.inputs += len(batch)
         if self.inputs >= self.target and not self.done.is_set():
             self.last = time.perf_counter()
+            self.cpu_last = time.process_time()
+            self.timed_checkpoints += self.checkpoints
             self.done.set()
 
 
-def _daemon(bootstrap: str, topics: dict[str, str], count: int) -> float:
+def _daemon(
+    bootstrap: str, topics: dict[str, str], count: int
+) -> tuple[float, float, int]:
+    """The daemon's rate, its CPU seconds per event, and how many checkpoints
+    it stored while timed."""
     settings = Settings(
         kafka_bootstrap=bootstrap,
         group_id=f"bench-daemon-{uuid.uuid4().hex[:8]}",
@@ -134,7 +151,8 @@ def _daemon(bootstrap: str, topics: dict[str, str], count: int) -> float:
         thread.join(timeout=60)
     if daemon.inputs < count:
         raise RuntimeError(f"daemon took {daemon.inputs} of {count} events")
-    return count / (daemon.last - daemon.first)
+    cpu = (daemon.cpu_last - daemon.cpu_first) / count
+    return count / (daemon.last - daemon.first), cpu, daemon.timed_checkpoints
 
 
 def bench_daemon(bootstrap: str, events: list[Event], repeat: int) -> dict[str, Any]:
@@ -159,14 +177,24 @@ def bench_daemon(bootstrap: str, events: list[Event], repeat: int) -> dict[str, 
         producer.close()
     inputs = [topics["invocations"], topics["billing"], topics["traces"]]
     bare = daemon = 0.0
+    bare_cpu = daemon_cpu = float("inf")
+    checkpoints = 0
     # Rounds alternate the two, so that load from elsewhere falls on both.
     for i in range(repeat):
         bare_run, daemon_run = runs[2 * i], runs[2 * i + 1]
-        bare = max(bare, _bare(bootstrap, [*inputs, bare_run["evidence"]], count))
-        daemon = max(daemon, _daemon(bootstrap, daemon_run, count))
+        rate, cpu = _bare(bootstrap, [*inputs, bare_run["evidence"]], count)
+        bare, bare_cpu = max(bare, rate), min(bare_cpu, cpu)
+        rate, cpu, timed = _daemon(bootstrap, daemon_run, count)
+        if rate > daemon:
+            daemon, checkpoints = rate, timed
+        daemon_cpu = min(daemon_cpu, cpu)
     return {
         "events": count,
         "bare_consumer_events_per_s": round(bare),
         "daemon_events_per_s": round(daemon),
+        "daemon_timed_checkpoints": checkpoints,
         "ratio": round(daemon / bare, 3),
+        "bare_consumer_cpu_us_per_event": round(bare_cpu * 1e6, 2),
+        "daemon_cpu_us_per_event": round(daemon_cpu * 1e6, 2),
+        "cpu_ratio": round(bare_cpu / daemon_cpu, 3),
     }

@@ -2,12 +2,14 @@
 
 Delivery is at-least-once. Every commit interval the daemon first delivers
 what it produced (evidence, dead letters), then stores the alert
-transitions and a checkpoint of each owned partition number (detector
-state plus the offsets it covers) in one sink commit, and only then commits
-the offsets to Kafka. After a crash or a rebalance, the owner of a
-partition number restores the checkpoint and seeks to its offsets, so the
-messages read again are exactly those whose effects were not stored; the
-sink skips transitions it already holds, so they raise no duplicate alert.
+transitions. Once a checkpoint is due (by time or batches read) the same
+sink commit also holds a checkpoint of each owned partition number read
+from since its last one (detector state plus the offsets it covers), and
+only then are those offsets committed to Kafka. After a crash or a
+rebalance, the owner of a partition number restores the checkpoint and
+seeks to its offsets, so the messages read again are those after the last
+checkpoint; the sink skips transitions it already holds, so they raise no
+duplicate alert.
 """
 
 from __future__ import annotations
@@ -56,6 +58,19 @@ _IDLE = "idle"
 _STORED = "stored"
 _FAILED = "failed"
 
+# Snapshots cost in proportion to the state (tens of microseconds per
+# context), not to the traffic: with many contexts a fixed interval could
+# spend most of the loop pickling. The next checkpoint then waits until the
+# last one is at most this share of the time between them.
+CHECKPOINT_SHARE = 0.1
+
+
+def checkpoint_gap(interval_s: float, took_s: float) -> float:
+    """Seconds from one checkpoint to the next: ``interval_s``, stretched so
+    that a checkpoint taking ``took_s`` is at most :data:`CHECKPOINT_SHARE`
+    of the loop's time."""
+    return max(interval_s, took_s * (1.0 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE)
+
 
 @dataclass(slots=True)
 class _Outgoing:
@@ -88,7 +103,8 @@ class Daemon:
     ``on_transitions`` (settable attribute) is called with every batch of
     transitions once it is stored. The counters are plain attributes:
     ``events_in`` messages read, ``events_processed`` messages the engine
-    took, ``dead_letters`` per stream, ``commits`` completed commits.
+    took, ``dead_letters`` per stream, ``commits`` completed sink commits,
+    ``checkpoints`` those of them that held checkpoints.
     """
 
     def __init__(
@@ -128,6 +144,7 @@ class Daemon:
         self.events_processed = 0
         self.dead_letters: dict[str, int] = {}
         self.commits = 0
+        self.checkpoints = 0
         self.errors = 0
 
         self._streams = {
@@ -149,7 +166,6 @@ class Daemon:
         self._send_blocked = False
         self._unsaved: list[Transition] = []
         self._announce: list[Transition] = []
-        self._dirty = False
         # Partition numbers read from since their checkpoint was last stored:
         # only records of a partition change its state or its offsets.
         self._changed: set[int] = set()
@@ -157,6 +173,9 @@ class Daemon:
         self._producer: KafkaProducer | None = None
         self._next_commit = 0.0
         self._next_shares_read = 0.0
+        self._next_checkpoint = time.monotonic() + settings.checkpoint_interval_s
+        # Batches read since the last checkpoint of the cadence.
+        self._batches = 0
 
     # Control
 
@@ -164,12 +183,14 @@ class Daemon:
         """Run until :meth:`stop`; then commit, leave the group and close."""
         self._connect()
         try:
-            self._next_commit = time.monotonic() + self.settings.commit_interval_s
+            now = time.monotonic()
+            self._next_commit = now + self.settings.commit_interval_s
+            self._next_checkpoint = now + self.settings.checkpoint_interval_s
             # The collector runs less often: see detector.gcpolicy.
             with streaming_gc():
                 while not self._stopping.is_set():
                     self._step()
-            self._commit()
+            self._commit(checkpoint=True)
         finally:
             self._close()
         logger.info(
@@ -301,7 +322,7 @@ class Daemon:
             self.metrics.record_event(stream, taken)
         self._positions[tp] = batch[-1].offset + 1
         self._changed.add(tp.partition)
-        self._dirty = True
+        self._batches += 1
 
     def _handle_events(
         self, partition: int, batch: list[Any], stream: str, prefix: str
@@ -391,26 +412,37 @@ class Daemon:
             )
         except KafkaError as exc:
             # A send blocks up to max_block_ms while the broker is away. After
-            # one such failure the rest of the interval's output only queues
-            # here, and the next commit sends it all again.
+            # one such failure the rest of the output only queues here, and
+            # the next checkpoint sends it all again.
             logger.warning("daemon send failed topic=%s error=%r", out.topic, exc)
             out.future = None
             self._send_blocked = True
 
     # Commits
 
-    def _commit(self) -> bool:
-        """Deliver output, store effects and checkpoints, then commit offsets."""
+    def _commit(self, checkpoint: bool | None = None) -> bool:
+        """Deliver output and store transitions; with a checkpoint (``None``:
+        if one is due), store that too, then commit its offsets."""
         started = time.monotonic()
+        if checkpoint is None:
+            checkpoint = self._checkpoint_due(started)
         with self._lock:
-            outcome = self._store(self._numbers())
+            numbers = self._numbers() if checkpoint else set()
+            outcome = self._store(numbers, checkpoint=checkpoint)
             if outcome != _STORED:
                 return outcome == _IDLE
+            # Kafka's offsets never run ahead of a checkpoint: a partition
+            # never checkpointed would otherwise restart there with empty state.
             offsets = {
                 tp: OffsetAndMetadata(pos, "", -1)
                 for tp, pos in self._positions.items()
-                if tp in self._owned
+                if checkpoint and tp in self._owned
             }
+        if checkpoint:
+            took = time.monotonic() - started
+            gap = checkpoint_gap(self.settings.checkpoint_interval_s, took)
+            self._next_checkpoint = started + gap
+            self._batches = 0
         consumer = self._consumer
         if consumer is not None and offsets:
             try:
@@ -425,8 +457,13 @@ class Daemon:
         self._announce_stored()
         return True
 
-    def _store(self, numbers: set[int]) -> str:
-        """Store transitions and checkpoints of ``numbers``, if anything changed.
+    def _checkpoint_due(self, now: float) -> bool:
+        every = self.settings.checkpoint_batches
+        return now >= self._next_checkpoint or (every > 0 and self._batches >= every)
+
+    def _store(self, numbers: set[int], checkpoint: bool = True) -> str:
+        """Store transitions and, with ``checkpoint``, the checkpoints of
+        ``numbers`` and the function status, if anything changed.
 
         Called with the lock held. Returns ``_IDLE`` (nothing to store),
         ``_STORED`` or ``_FAILED`` (kept for the next attempt).
@@ -440,11 +477,17 @@ class Daemon:
             )
             self._outgoing.append(out)
             self._send(out)
-            self._dirty = True
         self._unsaved.extend(self.engine.take_transitions())
-        if not (self._dirty or self._unsaved or self._outgoing):
+        if not checkpoint:
+            # Output was sent as it was made; only a checkpoint, which moves
+            # the offsets past the input that made it, waits for its acks.
+            # Limitation: a crash re-announces transitions stored after the checkpoint.
+            if not self._unsaved:
+                return _IDLE
+            numbers = set()
+        elif not (self._unsaved or self._outgoing or numbers & self._changed):
             return _IDLE
-        if not self._deliver():
+        elif not self._deliver():
             return _FAILED
         checkpoints = {
             number: Checkpoint(
@@ -464,7 +507,8 @@ class Daemon:
             # A member evicted without noticing (paused longer than the
             # session timeout) still writes here until its next poll.
             # Limitation: checkpoints are not fenced by the group generation.
-            self.sink.commit(transitions, checkpoints, self.settings.group_id)
+            if transitions or checkpoints:
+                self.sink.commit(transitions, checkpoints, self.settings.group_id)
         except Exception as exc:
             # The sink may fail in ways of its driver; the effects stay here
             # and the next commit stores them with a fresher checkpoint.
@@ -474,12 +518,15 @@ class Daemon:
             )
             return _FAILED
         self._unsaved = []
-        self._changed -= checkpoints.keys()
-        self._dirty = False
         self.commits += 1
         self.metrics.record_transitions(transitions)
         self._announce.extend(transitions)
-        self._update_status()
+        if checkpoint:
+            self._changed -= checkpoints.keys()
+            self.checkpoints += 1
+            # Status rows are for display: every checkpoint is often enough,
+            # and building one per changed context every commit is not free.
+            self._update_status()
         return _STORED
 
     def _deliver(self) -> bool:

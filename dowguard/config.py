@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     #: Wall seconds between two reads of the account shares that the other
     #: daemons of the group stored with their checkpoints.
     account_shares_read_s: PositiveFloat = 5.0
+    # The daemon stores alert transitions every commit interval, but snapshots
+    # its state and commits offsets only once checkpoint_interval_s have
+    # passed (longer while a checkpoint would take over a tenth of the time)
+    # or checkpoint_batches batches were read (0: by time only) since the
+    # last checkpoint: a restart re-reads what came after it.
+    checkpoint_interval_s: PositiveFloat = 10.0
+    checkpoint_batches: NonNegativeInt = 0
     dev_mode: bool = False
     api_host: str = "127.0.0.1"
     api_port: int = 8080

@@ -102,3 +102,43 @@ def test_daemon_and_bare_consumer_take_every_published_event(
     assert result["events"] == len(events)
     assert result["bare_consumer_events_per_s"] > 0
     assert result["daemon_events_per_s"] > 0
+    # The daemon does all the bare consumer does, and parses and detects.
+    assert result["daemon_cpu_us_per_event"] > result["bare_consumer_cpu_us_per_event"]
+
+
+def test_the_timed_daemon_counts_the_checkpoints_inside_its_window() -> None:
+    from kafka.structs import TopicPartition
+
+    from bench.kafka_bench import _TimedDaemon
+    from detector.memory_sink import MemorySink
+    from dowguard.config import Settings
+    from ingest.events import encode_event_array
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:1")
+    invs = workload.invocations(30, 3)
+    daemon = _TimedDaemon(settings, Engine(), MemorySink(), target=len(invs))
+    tp = TopicPartition(settings.topic_invocations, 0)
+    daemon._owned = {tp}
+    records = [
+        _Record(tp.topic, 0, i, inv.context.key(), encode_event_array(inv))
+        for i, inv in enumerate(invs)
+    ]
+    daemon._handle_batch(tp, records[:10])
+    daemon._commit(checkpoint=True)
+    daemon._handle_batch(tp, records[10:20])
+    daemon._commit(checkpoint=True)
+    daemon._handle_batch(tp, records[20:])
+    daemon._commit(checkpoint=True)  # after the count is complete: not counted
+    assert daemon.done.is_set()
+    assert daemon.checkpoints == 3
+    assert daemon.timed_checkpoints == 2
+
+
+class _Record:
+    """The fields of a consumer record that the daemon reads."""
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, key: bytes, value: bytes
+    ) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value = key, value

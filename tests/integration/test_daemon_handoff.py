@@ -70,6 +70,7 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
         **{f"topic_{role}": topics[role] for role in ROLES},
         partitions=PARTITIONS,
         commit_interval_s=0.3,
+        checkpoint_interval_s=0.3,
     )
     loop = Context("aws", "111122223333", "us-east-1", "order-loop")
     busy = Context("aws", "111122223333", "us-east-1", "resize")

@@ -110,6 +110,7 @@ def settings_for(bootstrap: str, topics: dict[str, str], group: str) -> Settings
         topic_deadletter=topics["deadletter"],
         partitions=PARTITIONS,
         commit_interval_s=0.3,
+        checkpoint_interval_s=0.3,
     )
 
 
@@ -308,6 +309,7 @@ def start_child(
         "DOWGUARD_TOPIC_DEADLETTER": settings.topic_deadletter,
         "DOWGUARD_PARTITIONS": str(settings.partitions),
         "DOWGUARD_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
+        "DOWGUARD_CHECKPOINT_INTERVAL_S": str(settings.checkpoint_interval_s),
     }
     env.pop("DOWGUARD_CONFIG", None)
     with log.open("ab") as out:
