@@ -89,12 +89,22 @@ _HOUR_ENDS: Shared[float] = Shared(64)
 _hour_end = -math.inf
 
 
+@functools.cache
 def _slot_names(cls: type) -> tuple[str, ...]:
-    """Every slot of ``cls`` and of the classes it derives from."""
+    """Every slot of ``cls`` and of the classes it derives from.
+
+    Cached per class: every checkpoint pickles every baseline it holds.
+    """
     names: list[str] = []
     for klass in reversed(cls.__mro__):
         names.extend(klass.__dict__.get("__slots__", ()))
     return tuple(names)
+
+
+@functools.cache
+def _learned_names(cls: type) -> tuple[str, ...]:
+    """The slots of ``cls`` a checkpoint keeps: all but the shared settings."""
+    return tuple(n for n in _slot_names(cls) if n != "_s")
 
 
 def weekday(t: float) -> int:
@@ -146,8 +156,10 @@ class RobustBaseline(Detector):
         self._bursts: BurstState | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        learned = (n for n in _slot_names(type(self)) if n != "_s")
-        return {**self._params(), **{name: getattr(self, name) for name in learned}}
+        state = self._params()
+        for name in _learned_names(type(self)):
+            state[name] = getattr(self, name)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also the instance dict of a checkpoint from before the slots, which
