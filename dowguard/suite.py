@@ -304,20 +304,37 @@ class Recording:
     config: SimConfig
 
 
-def suite(name: str, seed: int = 1, functions: int | None = None) -> list[Recording]:
-    """The recordings of a named suite: ``default`` or ``quick``.
+def suite(
+    name: str,
+    seed: int = 1,
+    functions: int | None = None,
+    minutes: float | None = None,
+) -> list[Recording]:
+    """The recordings of a named suite: ``default``, ``quick`` or ``background``.
 
     ``functions`` replaces the number of background functions of the
     attacks recording (the ramps recording has a fifth as many; quick: half).
+    ``background`` is one recording of background traffic alone, ``functions``
+    functions (default 300) for ``minutes`` (default 50).
     """
     if functions is not None and functions < 1:
         raise ConfigError(f"evaluate: --functions must be positive, got {functions}")
+    if minutes is not None and not minutes > 0:
+        raise ConfigError(f"evaluate: --minutes must be positive, got {minutes}")
+    if name == "background":
+        config = background_config(seed, functions or 300, minutes or 50.0, name)
+        return [Recording("background", config)]
+    if minutes is not None:
+        raise ConfigError(
+            f"evaluate: --minutes is for the background suite only, not {name!r}"
+        )
     if name in SUITES:
         return _suite(seed, quick=name == "quick", functions=functions)
-    raise ConfigError(f"evaluate: unknown suite {name!r}; known: default, quick")
+    known = ", ".join(SUITES)
+    raise ConfigError(f"evaluate: unknown suite {name!r}; known: {known}")
 
 
-SUITES = ("default", "quick")
+SUITES = ("default", "quick", "background")
 
 #: A weekday night: the batch job runs at 02:00 UTC.
 SUITE_START = "2026-03-04T01:40:00+00:00"
@@ -351,6 +368,26 @@ def attacks_config(
         spike=None,
         loops=(*loops, *benign_loops),
         attacks=(*rate_attacks, *benign),
+        suite=suite,
+    )
+
+
+def background_config(
+    seed: int = 1, functions: int = 300, minutes: float = 50.0, suite: str = ""
+) -> SimConfig:
+    """The attacks recording's background traffic with no scenario in it.
+
+    The functions are those :func:`attacks_config` draws for the same seed
+    and count, so every one of them is background to ``evaluate``: its
+    function-hours measure the false-alert rate and nothing else.
+    """
+    return SimConfig(
+        seed=seed,
+        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        minutes=minutes,
+        functions=background_functions(Background(functions, seed=seed)),
+        loop=None,
+        spike=None,
         suite=suite,
     )
 
