@@ -2221,10 +2221,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--start", default=DEFAULT_START, help="start time (ISO 8601)")
     p.add_argument(
         "--suite",
-        choices=("default", "quick", "background"),
+        choices=("default", "quick", "background", "attacks"),
         help="write the recordings of an evaluation suite into OUTDIR instead"
         " ('background': the suite's background traffic alone, labelled, in"
-        " OUTDIR/background)",
+        " OUTDIR/background; 'attacks': the default suite with --victims"
+        " victims an intensity on 30 background functions)",
+    )
+    p.add_argument(
+        "--victims",
+        type=int,
+        help="victims of each attack and intensity in --suite attacks (default 10)",
     )
     p.add_argument(
         "--functions",
@@ -2239,7 +2245,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if getattr(args, "suite", None):
         from dowguard.suite import suite
 
-        for item in suite(args.suite, args.seed, args.functions, args.minutes):
+        recordings = suite(
+            args.suite, args.seed, args.functions, args.minutes, args.victims
+        )
+        for item in recordings:
             labels = generate(args.outdir / item.name, item.config)
             print(  # noqa: T201
                 f"{item.name}: {len(labels['scenarios'])} scenarios,"

@@ -276,3 +276,41 @@ def test_background_recording_counts_every_function_as_background(
     text = evaluate.format_tables(rows([score]), summary, kind_rows([score]))
     assert not text.startswith("| attack")
     assert "on 1 background function-hours" in text
+
+
+# --- the attacks-heavy suite ----------------------------------------------------
+
+
+def test_attacks_suite_has_victims_an_intensity_in_accounts_of_pairs() -> None:
+    from dowguard.suite import HEAVY_BACKGROUND, VICTIM_ACCOUNT
+
+    attacks, ramps = suite("attacks", seed=7, victims=4)
+    floods = [a for a in attacks.config.attacks if a.name.startswith("flood-3x-")]
+    assert [a.name for a in floods] == [f"flood-3x-{c}" for c in "abcd"]
+    fns = {f.name: f for f in attacks.config.functions}
+    accounts = [fns[a.functions[0]].account for a in floods]
+    # The first pair where the default suite has it, the next in its own.
+    assert accounts[:2] == [VICTIM_ACCOUNT] * 2
+    assert accounts[2] == accounts[3] != VICTIM_ACCOUNT
+    mutual = [x for x in attacks.config.loops if x.name.startswith("mutual-f2-")]
+    assert len(mutual) == 4
+    members = {fns[m].account for x in mutual[2:] for m in (x.function, *x.members)}
+    assert members == {accounts[2]}
+    assert sum(1 for n in fns if n.startswith("app")) == HEAVY_BACKGROUND
+    assert len([r for r in ramps.config.attacks if r.name.startswith("ramp-30x-")]) == 4
+    # Every scenario name is unique, as simulate requires.
+    names = [x.name for x in (*attacks.config.loops, *attacks.config.attacks)]
+    assert len(names) == len(set(names))
+
+
+def test_victims_are_for_the_attacks_suite_only() -> None:
+    from dowguard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="attacks suite only"):
+        suite("default", victims=4)
+    with pytest.raises(ConfigError, match="--victims must be positive"):
+        suite("attacks", victims=0)
+    # Past 26 victims the tags take two letters and stay unique.
+    (attacks, _) = suite("attacks", victims=28, functions=2)
+    names = [f.name for f in attacks.config.functions]
+    assert "flood-3x-ab" in names and len(names) == len(set(names))
