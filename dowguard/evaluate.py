@@ -969,6 +969,19 @@ def run_cli(args: argparse.Namespace) -> int:
             "rows": [r.to_json() for r in table],
             "kinds": [k.to_json() for k in kinds],
             "overall": summary,
+            "recordings": [
+                {
+                    "recording": sc.name,
+                    "background_function_hours": round(sc.background_hours, 3),
+                    "alerts": sc.alerts,
+                    "false_alerts": len(sc.false_alerts),
+                    "background_false": [
+                        [a.kind, a.severity, a.opened_at, "/".join(a.context)]
+                        for a in sc.background_false
+                    ],
+                }
+                for sc in scores
+            ],
             "scenarios": [
                 {
                     "recording": o.recording,

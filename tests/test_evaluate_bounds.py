@@ -224,6 +224,9 @@ def test_evaluate_pools_directories_of_several_seeds(
     assert (kind["kind"], kind["scenarios"]) == ("flood", 2)
     recordings = sorted(s["recording"] for s in document["scenarios"])
     assert recordings == ["s1/attacks", "s2/attacks"]
+    per_recording = {r["recording"]: r for r in document["recordings"]}
+    assert per_recording["s1/attacks"]["background_function_hours"] == 4.0
+    assert per_recording["s2/attacks"]["background_false"] == []
 
 
 # --- the background suite -------------------------------------------------------
