@@ -140,6 +140,23 @@ def test_row_carries_the_recall_and_false_alert_bounds() -> None:
     assert row.to_json()["recall_low"] == row.recall_low
 
 
+def test_summary_bounds_critical_false_alerts_apart() -> None:
+    def stray(function: str, severity: str) -> evaluate.Episode:
+        context = ("aws", "1", "r", function, "$LATEST")
+        return evaluate.Episode("cost_spike", context, START + 100, severity)
+
+    labels = recording(flood("v1"), background=10)
+    alerts = [stray("bg1", "warning"), stray("bg2", "critical"), stray("bg2", "info")]
+    score = evaluate.score_recording(labels, alerts, "r")
+    summary = evaluate.overall([score])
+    assert summary["background_false_alerts"] == 3
+    assert summary["background_false_critical"] == 1
+    assert summary["false_high_per_kfh"] == pytest.approx(775.37, abs=0.01)
+    assert summary["critical_false_high_per_kfh"] == pytest.approx(474.39, abs=0.01)
+    text = evaluate.format_tables(rows([score]), summary)
+    assert "(300.0 per 1000, at most 775.37 at 95%; 1 critical, at most 474.39)" in text
+
+
 def test_kinds_pool_the_intensities_of_3x_and_up_and_every_fan_out() -> None:
     labels = recording(
         flood("f1", "1x"),
