@@ -680,6 +680,7 @@ def kind_rows(
     Levels that are no multiplier (the loops' fan-outs) all count: they are
     no faint version of the attack.
     """
+    # Limitation: bounds treat scenarios as independent; a recording shares one replay.
     groups: dict[str, list[Outcome]] = {}
     for score in scores:
         for outcome in score.outcomes:

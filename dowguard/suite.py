@@ -411,6 +411,7 @@ def background_config(
     and count, so every one of them is background to ``evaluate``: its
     function-hours measure the false-alert rate and nothing else.
     """
+    # Limitation: all start at SUITE_START; other hours and weekdays go unsampled.
     return SimConfig(
         seed=seed,
         start=datetime.fromisoformat(SUITE_START).timestamp(),
