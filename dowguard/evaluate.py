@@ -13,7 +13,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,9 @@ def _poisson_cdf(events: int, mean: float) -> float:
     )
 
 
-def _bisect(low: float, high: float, rising: Any, goal: float) -> float:
+def _bisect(
+    low: float, high: float, rising: Callable[[float], float], goal: float
+) -> float:
     """The x in [low, high] where the monotone ``rising(x)`` crosses ``goal``."""
     for _ in range(200):
         mid = (low + high) / 2.0
