@@ -2235,8 +2235,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--functions",
         type=int,
-        help="background functions of a --suite (default 300; the ramps"
-        " recording gets a fifth)",
+        help="background functions of a --suite (default 300, 30 for attacks;"
+        " a ramps recording gets a fifth)",
     )
     p.set_defaults(func=run_cli)
 
