@@ -13,7 +13,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,121 @@ BOUND_SPAN_S = 60.0
 #: Kinds whose excess is more calls at the usual price, where the count of
 #: calls is the evidence and the bound applies.
 RATE_KINDS = frozenset({"flood", "slow_ramp", "flash_sale", "nightly_batch"})
+
+#: Confidence of the one-sided bounds beside recall and the false-alert rate.
+CONFIDENCE = 0.95
+#: The targets the bounds are read against: recall of every attack kind at
+#: 3x and above, and false alerts per 1000 background function-hours.
+RECALL_TARGET = 0.99
+FALSE_PER_KFH_TARGET = 0.5
+#: Intensities below this nominal multiplier are left out of the per-kind
+#: pooling, as the recall target leaves them out.
+POOLED_FROM_X = 3.0
+
+
+def _binomial_tail(hits: int, n: int, p: float) -> float:
+    """P(X >= hits) for X binomial(n, p), summed in logs."""
+    if p <= 0.0:
+        return 1.0 if hits <= 0 else 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_n = math.lgamma(n + 1)
+    return sum(
+        math.exp(
+            log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+            + i * log_p + (n - i) * log_q
+        )
+        for i in range(hits, n + 1)
+    )  # fmt: skip
+
+
+def _poisson_cdf(events: int, mean: float) -> float:
+    """P(X <= events) for X Poisson with ``mean``, summed in logs."""
+    if mean <= 0.0:
+        return 1.0
+    log_mean = math.log(mean)
+    return sum(
+        math.exp(-mean + i * log_mean - math.lgamma(i + 1)) for i in range(events + 1)
+    )
+
+
+def _bisect(
+    low: float, high: float, rising: Callable[[float], float], goal: float
+) -> float:
+    """The x in [low, high] where the monotone ``rising(x)`` crosses ``goal``."""
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        if rising(mid) < goal:
+            low = mid
+        else:
+            high = mid
+        if high - low <= 1e-12 * max(1.0, high):
+            break
+    return (low + high) / 2.0
+
+
+def recall_lower_bound(
+    hits: int, n: int, confidence: float = CONFIDENCE
+) -> float | None:
+    """Clopper-Pearson one-sided lower bound on a proportion (None for n = 0).
+
+    The p at which ``hits`` or more of ``n`` happen with probability
+    ``1 - confidence``: any lower p makes the count seen less likely than that.
+    """
+    if n <= 0:
+        return None
+    if not 0 <= hits <= n:
+        raise ValueError(f"recall bound: {hits} hits out of {n} scenarios")
+    alpha = 1.0 - confidence
+    if hits == 0:
+        return 0.0
+    if hits == n:
+        return float(alpha ** (1.0 / n))
+    return _bisect(0.0, hits / n, lambda p: _binomial_tail(hits, n, p), alpha)
+
+
+def poisson_upper_bound(events: int, confidence: float = CONFIDENCE) -> float:
+    """Exact one-sided upper bound on a Poisson mean, having seen ``events``.
+
+    The mean at which ``events`` or fewer happen with probability
+    ``1 - confidence``; -log(1 - confidence), about 3.0, for none.
+    """
+    if events < 0:
+        raise ValueError(f"poisson bound: negative count {events}")
+    alpha = 1.0 - confidence
+    if events == 0:
+        return -math.log(alpha)
+    high = events + 10.0 * math.sqrt(events) + 10.0
+    # The CDF falls as the mean grows: bisect on its complement.
+    return _bisect(
+        float(events), high, lambda mean: 1.0 - _poisson_cdf(events, mean), 1 - alpha
+    )
+
+
+def rate_upper_bound(
+    events: int, hours: float, confidence: float = CONFIDENCE
+) -> float | None:
+    """The upper bound on false alerts per 1000 function-hours (None for none)."""
+    if hours <= 0.0:
+        return None
+    return poisson_upper_bound(events, confidence) / hours * 1000.0
+
+
+def scenarios_needed(target: float, confidence: float = CONFIDENCE) -> int:
+    """Scenarios a kind needs, none missed, for a recall lower bound of ``target``."""
+    return math.ceil(math.log(1.0 - confidence) / math.log(target))
+
+
+def function_hours_needed(per_kfh: float, confidence: float = CONFIDENCE) -> float:
+    """Background function-hours that, with no false alert, bound the rate."""
+    return poisson_upper_bound(0, confidence) / per_kfh * 1000.0
+
+
+_ALPHA = 1.0 - CONFIDENCE
+_NONE = poisson_upper_bound(0)
+_NEED_N = scenarios_needed(RECALL_TARGET)
+_NEED_FH = math.ceil(function_hours_needed(FALSE_PER_KFH_TARGET))
 
 MEASURES = f"""\
 Every alert is one episode: an 'opened' transition and what follows it on
@@ -84,6 +199,33 @@ look-alikes are false alerts too, and are also counted apart).
               Mean over the row's scenarios, beside the mean total excess.
   look-alikes benign scenarios: alerts of each severity that belong to
               them. A look-alike passes when none is critical.
+
+What the sample supports: one-sided {CONFIDENCE:.0%} bounds, exact.
+  recall low  Clopper-Pearson lower bound on recall: the lowest detection
+              rate at which the row's n scenarios detect as many as the
+              row's, or more, with probability {_ALPHA:.0%} or more. All n
+              detected gives {_ALPHA:g}^(1/n): 0.22 for n = 2, 0.78 for
+              n = 12; a bound of {RECALL_TARGET:g} takes {_NEED_N} scenarios
+              with none missed.
+  false/kfh high
+              exact Poisson upper bound on the false-alert rate per 1000
+              background function-hours: the highest rate at which as few
+              false alerts as the row's, or fewer, have probability
+              {_ALPHA:.0%} or more. None in T function-hours gives
+              {_NONE:.2f}/T * 1000; a bound of {FALSE_PER_KFH_TARGET:g} takes \
+{_NEED_FH}
+              function-hours with none.
+  per kind    each attack kind pooled over its intensities of
+              {POOLED_FROM_X:g}x and more (all of those not given as a
+              multiplier, such as the loops' fan-outs), since the recall
+              target is per kind: n, recall, recall low, critical and its
+              lower bound.
+
+Several recordings pool into one table: give the attacks/ and ramps/ of
+several seeds (or background recordings: 'dowguard simulate OUT --suite
+background') and the rows sum their n and their function-hours. Each
+recording is replayed and scored on its own, so contexts and scenario names
+that repeat across seeds do not meet.
 """
 
 
@@ -423,6 +565,31 @@ class Row:
     excess_usd: float
     warnings: int
     criticals: int
+    #: Clopper-Pearson lower bound on recall (see MEASURES).
+    recall_low: float | None = None
+    #: False alerts on the background and its function-hours, whose exact
+    #: Poisson upper bound per 1000 is ``false_high_per_kfh``.
+    background_false: int = 0
+    background_hours: float = 0.0
+    false_high_per_kfh: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(slots=True)
+class KindRow:
+    """One attack kind pooled over the intensities the recall target covers."""
+
+    kind: str
+    levels: tuple[str, ...]
+    scenarios: int
+    detected: int
+    criticals: int
+    recall: float
+    recall_low: float | None
+    critical_recall: float
+    critical_low: float | None
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -437,20 +604,26 @@ def _level_key(level: str) -> tuple[float, str]:
 
 
 def rows(scores: Sequence[RecordingScore]) -> list[Row]:
-    """Aggregate outcomes per (kind, level); see MEASURES for each column."""
+    """Aggregate outcomes per (kind, level); see MEASURES for each column.
+
+    Recordings are told apart by identity, not name: the attacks/ of two
+    seeds share a directory name, and each must add its function-hours.
+    """
     groups: dict[tuple[str, str, bool], list[Outcome]] = {}
+    holders: dict[tuple[str, str, bool], list[RecordingScore]] = {}
     for score in scores:
         for outcome in score.outcomes:
             s = outcome.scenario
-            groups.setdefault((s.kind, s.level, s.benign), []).append(outcome)
-    by_name = {score.name: score for score in scores}
+            key = (s.kind, s.level, s.benign)
+            groups.setdefault(key, []).append(outcome)
+            held_by = holders.setdefault(key, [])
+            if not any(sc is score for sc in held_by):
+                held_by.append(score)
     out: list[Row] = []
     for (kind, level, benign), group in sorted(
         groups.items(), key=lambda g: (g[0][2], g[0][0], _level_key(g[0][1]))
     ):
-        held = [
-            by_name[n] for n in sorted({o.recording for o in group}) if n in by_name
-        ]
+        held = holders[(kind, level, benign)]
         kinds = frozenset().union(*(o.scenario.detected_by for o in group))
         true = sum(len(o.true_alerts) for o in group)
         false = sum(1 for sc in held for a in sc.false_alerts if a.kind in kinds)
@@ -482,6 +655,59 @@ def rows(scores: Sequence[RecordingScore]) -> list[Row]:
                 excess_usd=sum(o.scenario.total_excess for o in group) / len(group),
                 warnings=sum(1 for a in matched if a.severity != CRITICAL),
                 criticals=sum(1 for a in matched if a.severity == CRITICAL),
+                recall_low=recall_lower_bound(len(delays), len(group)),
+                background_false=bg_false,
+                background_hours=fh,
+                false_high_per_kfh=rate_upper_bound(bg_false, fh),
+            )
+        )
+    return out
+
+
+def nominal_multiplier(level: str) -> float | None:
+    """The multiplier of a level written as ``3x`` or ``2.5x``; else None."""
+    if not level.endswith("x"):
+        return None
+    try:
+        return float(level[:-1])
+    except ValueError:
+        return None
+
+
+def kind_rows(
+    scores: Sequence[RecordingScore], from_x: float = POOLED_FROM_X
+) -> list[KindRow]:
+    """Attack kinds pooled over their levels of ``from_x`` and more.
+
+    Levels that are no multiplier (the loops' fan-outs) all count: they are
+    no faint version of the attack.
+    """
+    # Limitation: bounds treat scenarios as independent; a recording shares one replay.
+    groups: dict[str, list[Outcome]] = {}
+    for score in scores:
+        for outcome in score.outcomes:
+            s = outcome.scenario
+            x = nominal_multiplier(s.level)
+            if s.benign or (x is not None and x < from_x):
+                continue
+            groups.setdefault(s.kind, []).append(outcome)
+    out = []
+    for kind, group in sorted(groups.items()):
+        n = len(group)
+        hits = sum(o.detected_at is not None for o in group)
+        criticals = sum(o.critical for o in group)
+        levels = sorted({o.scenario.level for o in group}, key=_level_key)
+        out.append(
+            KindRow(
+                kind=kind,
+                levels=tuple(levels),
+                scenarios=n,
+                detected=hits,
+                criticals=criticals,
+                recall=hits / n,
+                recall_low=recall_lower_bound(hits, n),
+                critical_recall=criticals / n,
+                critical_low=recall_lower_bound(criticals, n),
             )
         )
     return out
@@ -492,6 +718,11 @@ def overall(scores: Sequence[RecordingScore]) -> dict[str, Any]:
     false = sum(len(sc.false_alerts) for sc in scores)
     fh = sum(sc.background_hours for sc in scores)
     bg = sum(len(sc.background_false) for sc in scores)
+    # Enforcement acts on critical alerts alone: their rate is the one that
+    # throttles a healthy function.
+    bg_critical = sum(
+        1 for sc in scores for a in sc.background_false if a.severity == CRITICAL
+    )
     return {
         "recordings": len(scores),
         "alerts": alerts,
@@ -499,6 +730,9 @@ def overall(scores: Sequence[RecordingScore]) -> dict[str, Any]:
         "background_false_alerts": bg,
         "background_function_hours": round(fh, 3),
         "false_per_kfh": bg / fh * 1000.0 if fh else None,
+        "false_high_per_kfh": rate_upper_bound(bg, fh),
+        "background_false_critical": bg_critical,
+        "critical_false_high_per_kfh": rate_upper_bound(bg_critical, fh),
         "precision": (alerts - false) / alerts if alerts else None,
         "records_skipped": sum(sc.skipped for sc in scores),
     }
@@ -535,6 +769,28 @@ def load_labels(directory: Path) -> dict[str, Any]:
     return labels
 
 
+def recording_names(directories: Sequence[Path]) -> list[str]:
+    """Names that tell the recordings apart: the fewest trailing path parts.
+
+    ``s1/attacks`` and ``s2/attacks`` are both ``attacks`` by directory name;
+    the same directory given twice keeps its name and a ``#2``.
+    """
+    parts = [Path(d).resolve().parts or (str(d),) for d in directories]
+    depth = 1
+    while depth < max((len(p) for p in parts), default=1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+        depth += 1
+    names = ["/".join(p[-depth:]) for p in parts]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
 def evaluate_dirs(
     directories: Sequence[Path], config: Any = None
 ) -> list[RecordingScore]:
@@ -542,12 +798,10 @@ def evaluate_dirs(
     budget = getattr(config, "rise_false_alert_hours", 0.0) or FALSE_ALERT_HOURS
     window = getattr(config, "window_s", 10.0)
     scores = []
-    for directory in directories:
+    for directory, name in zip(directories, recording_names(directories), strict=True):
         labels = load_labels(directory)
         transitions, skipped = replay_recording(directory, config)
-        score = score_recording(
-            labels, episodes(transitions), directory.name, budget, window
-        )
+        score = score_recording(labels, episodes(transitions), name, budget, window)
         score.skipped = skipped
         scores.append(score)
         logger.info(
@@ -560,14 +814,18 @@ def evaluate_dirs(
 
 
 def generate_suite(
-    name: str, outdir: Path, seed: int = 1, functions: int | None = None
+    name: str,
+    outdir: Path,
+    seed: int = 1,
+    functions: int | None = None,
+    minutes: float | None = None,
 ) -> list[Path]:
     """Write the recordings of a suite under ``outdir``; their directories."""
     from dowguard.simulate import simulate, write_recording
     from dowguard.suite import suite
 
     paths = []
-    for recording in suite(name, seed, functions):
+    for recording in suite(name, seed, functions, minutes):
         path = outdir / recording.name
         write_recording(simulate(recording.config), path)
         paths.append(path)
@@ -585,25 +843,45 @@ def _usd(value: float) -> str:
     return f"{value:.4f}" if value < 1 else f"{value:.2f}"
 
 
-def format_tables(table: Sequence[Row], summary: dict[str, Any]) -> str:
-    lines = [
-        "| attack | intensity | cost x | n | recall | critical | first by "
-        "| precision | false/kfh | delay p50 s | delay p95 s | bound p50 s "
-        "| leaked USD | excess USD |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: "
-        "| ---: | ---: | ---: | ---: |",
-    ]
+def format_tables(
+    table: Sequence[Row],
+    summary: dict[str, Any],
+    kinds: Sequence[KindRow] = (),
+) -> str:
+    lines: list[str] = []
+    if any(not r.benign for r in table):
+        lines += [
+            "| attack | intensity | cost x | n | recall | recall low | critical "
+            "| first by | precision | false/kfh | false/kfh high | delay p50 s "
+            "| delay p95 s | bound p50 s | leaked USD | excess USD |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: "
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for r in table:
         if r.benign:
             continue
         lines.append(
             f"| {r.kind} | {r.level} | {_num(r.cost_multiplier, 1)} "
-            f"| {r.scenarios} | {r.recall:.2f} | {r.critical_recall:.2f} "
-            f"| {r.first_by or '–'} "
+            f"| {r.scenarios} | {r.recall:.2f} | {_num(r.recall_low)} "
+            f"| {r.critical_recall:.2f} | {r.first_by or '–'} "
             f"| {_num(r.precision)} | {_num(r.false_per_kfh, 1)} "
+            f"| {_num(r.false_high_per_kfh, 1)} "
             f"| {_num(r.delay_p50_s, 1)} | {_num(r.delay_p95_s, 1)} "
             f"| {_num(r.delay_bound_p50_s, 1)} "
             f"| {_usd(r.leaked_usd)} | {_usd(r.excess_usd)} |"
+        )
+    if kinds:
+        lines += [
+            "",
+            f"| attack kind, {POOLED_FROM_X:g}x and up | intensities | n "
+            "| recall | recall low | critical | critical low |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    for k in kinds:
+        lines.append(
+            f"| {k.kind} | {', '.join(k.levels)} | {k.scenarios} "
+            f"| {k.recall:.2f} | {_num(k.recall_low)} "
+            f"| {k.critical_recall:.2f} | {_num(k.critical_low)} |"
         )
     if any(r.benign for r in table):
         lines += [
@@ -619,14 +897,24 @@ def format_tables(table: Sequence[Row], summary: dict[str, Any]) -> str:
                 f"| {r.kind} | {r.level} | {r.scenarios} | {r.warnings} "
                 f"| {r.criticals} | {passed} |"
             )
+    if lines:
+        lines.append("")
     lines += [
-        "",
         f"recordings: {summary['recordings']}; alerts: {summary['alerts']}, "
         f"{summary['false_alerts']} false; precision {_num(summary['precision'])}; "
         f"{summary['background_false_alerts']} false alerts on "
         f"{summary['background_function_hours']:.0f} background function-hours "
-        f"({_num(summary['false_per_kfh'], 1)} per 1000); "
+        f"({_num(summary['false_per_kfh'], 1)} per 1000, at most "
+        f"{_num(summary['false_high_per_kfh'], 2)} at {CONFIDENCE:.0%}; "
+        f"{summary['background_false_critical']} critical, at most "
+        f"{_num(summary['critical_false_high_per_kfh'], 2)}); "
         f"{summary['records_skipped']} records skipped",
+        f"{CONFIDENCE:.0%} bounds under the targets take "
+        f"{_NEED_N} scenarios a kind, none missed, "
+        f"for recall >= {RECALL_TARGET:g}, and "
+        f"{_NEED_FH} background "
+        f"function-hours, no false alert, for <= {FALSE_PER_KFH_TARGET:g} "
+        "per 1000",
     ]
     return "\n".join(lines)
 
@@ -655,6 +943,11 @@ def register(subparsers: Any) -> None:
         type=int,
         help="background functions of the attacks recording (default 300)",
     )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="length of the background suite's recording (default 50)",
+    )
     p.add_argument("--keep", type=Path, help="write the suite here and keep it")
     p.add_argument("--window", type=float, help="window length in seconds")
     p.add_argument("--json", action="store_true", help="one JSON document")
@@ -677,15 +970,30 @@ def run_cli(args: argparse.Namespace) -> int:
         name = "quick" if args.quick else args.suite or "default"
         with tempfile.TemporaryDirectory(prefix="dowguard-suite-") as tmp:
             root = args.keep or Path(tmp)
-            paths = generate_suite(name, root, args.seed, args.functions)
+            paths = generate_suite(name, root, args.seed, args.functions, args.minutes)
             scores = evaluate_dirs(paths, config)
     table = rows(scores)
+    kinds = kind_rows(scores)
     summary = overall(scores)
     summary["seconds"] = round(time.monotonic() - began, 1)
     if args.json:
         document = {
             "rows": [r.to_json() for r in table],
+            "kinds": [k.to_json() for k in kinds],
             "overall": summary,
+            "recordings": [
+                {
+                    "recording": sc.name,
+                    "background_function_hours": round(sc.background_hours, 3),
+                    "alerts": sc.alerts,
+                    "false_alerts": len(sc.false_alerts),
+                    "background_false": [
+                        [a.kind, a.severity, a.opened_at, "/".join(a.context)]
+                        for a in sc.background_false
+                    ],
+                }
+                for sc in scores
+            ],
             "scenarios": [
                 {
                     "recording": o.recording,
@@ -708,7 +1016,7 @@ def run_cli(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
     else:
-        print(format_tables(table, summary))  # noqa: T201
+        print(format_tables(table, summary, kinds))  # noqa: T201
     print(  # noqa: T201
         f"dowguard: evaluated {len(scores)} recordings in {summary['seconds']} s",
         file=sys.stderr,

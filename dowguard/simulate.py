@@ -2207,7 +2207,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("outdir", type=Path, metavar="OUTDIR")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
     p.add_argument(
-        "--minutes", type=float, default=DEFAULT_MINUTES, help="event-time length"
+        "--minutes",
+        type=float,
+        help=f"event-time length (default {DEFAULT_MINUTES:g}; 50 for --suite"
+        " background, which alone takes it)",
     )
     p.add_argument(
         "--scenario",
@@ -2218,10 +2221,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--start", default=DEFAULT_START, help="start time (ISO 8601)")
     p.add_argument(
         "--suite",
-        choices=("default", "quick"),
-        help="write the recordings of an evaluation suite into OUTDIR instead",
+        choices=("default", "quick", "background", "attacks"),
+        help="write the recordings of an evaluation suite into OUTDIR instead"
+        " ('background': the suite's background traffic alone, labelled, in"
+        " OUTDIR/background; 'attacks': the default suite with --victims"
+        " victims an intensity on 30 background functions)",
     )
-    p.add_argument("--functions", type=int, help="background functions of a --suite")
+    p.add_argument(
+        "--victims",
+        type=int,
+        help="victims of each attack and intensity in --suite attacks (default 10)",
+    )
+    p.add_argument(
+        "--functions",
+        type=int,
+        help="background functions of a --suite (default 300, 30 for attacks;"
+        " a ramps recording gets a fifth)",
+    )
     p.set_defaults(func=run_cli)
 
 
@@ -2229,7 +2245,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if getattr(args, "suite", None):
         from dowguard.suite import suite
 
-        for item in suite(args.suite, args.seed, args.functions):
+        recordings = suite(
+            args.suite, args.seed, args.functions, args.minutes, args.victims
+        )
+        for item in recordings:
             labels = generate(args.outdir / item.name, item.config)
             print(  # noqa: T201
                 f"{item.name}: {len(labels['scenarios'])} scenarios,"
@@ -2237,8 +2256,9 @@ def run_cli(args: argparse.Namespace) -> int:
             )
         print(f"wrote {args.outdir}")  # noqa: T201
         return 0
+    minutes = DEFAULT_MINUTES if args.minutes is None else args.minutes
     config = config_for(
-        args.seed, args.minutes, args.scenario or ("loop", "spike"), args.start
+        args.seed, minutes, args.scenario or ("loop", "spike"), args.start
     )
     labels = generate(args.outdir, config)
     # The command's user-facing output, as the rest of the CLI prints it.

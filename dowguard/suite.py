@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -172,16 +173,29 @@ PRICEY = (0.4, 0.0007, 10240)
 MODEST = (0.25, 0.00017, 4096)
 
 
+def _instance(j: int) -> tuple[str, tuple[float, float, int], dict[str, object]]:
+    """The tag, the shape and the account of the ``j``-th victim of a kind.
+
+    Victims pair up as in the default suite, one of each shape; a pair past
+    the first runs in an account of its own, so that a recording with many
+    victims does not crowd one account with them.
+    """
+    letters = string.ascii_lowercase
+    tag = letters[j] if j < 26 else letters[j // 26 - 1] + letters[j % 26]
+    where: dict[str, object] = {} if j < 2 else {"account": f"65432109{j // 2:04d}"}
+    return tag, (PRICEY, MODEST)[j % 2], where
+
+
 def _rate_attacks(
     onset: float, end: float, instances: int
 ) -> tuple[list[FunctionSpec], list[Attack]]:
     fns: list[FunctionSpec] = []
     attacks: list[Attack] = []
-    shapes = (PRICEY, MODEST)[:instances]
     for level in (3, 10, 30):
-        for j, (rate, usd, memory) in enumerate(shapes):
-            tag = f"{level}x-{'ab'[j]}"
-            kw: dict[str, object] = {"memory_mb": memory}
+        for j in range(instances):
+            letter, (rate, usd, memory), where = _instance(j)
+            tag = f"{level}x-{letter}"
+            kw: dict[str, object] = {"memory_mb": memory, **where}
             flood = _victim(f"flood-{tag}", "http", rate, usd, **kw)
             slow = _victim(f"inflate-{tag}", "http", rate, usd, log_format="json", **kw)
             # The timeout bounds inflation: a call can grow to it and no further.
@@ -233,14 +247,15 @@ def _loops(
         live = 0.0 if fan_out == 1 else live_s
         rate = 0.1 if fan_out == 1 else 0.5
         for j in range(instances):
-            tag = f"f{fan_out}-{'ab'[j]}"
+            letter, _, where = _instance(j)
+            tag = f"f{fan_out}-{letter}"
             # About 300 ms a call: a hop takes about a second.
-            sqs = _victim(f"sqsloop-{tag}", "sqs", rate, 0.00001, traced=True)
-            s3 = _victim(f"s3loop-{tag}", "s3", rate, 0.00001, traced=True)
-            a = _victim(f"mutual-a-{tag}", "sns", rate, 0.00001, traced=True)
+            sqs = _victim(f"sqsloop-{tag}", "sqs", rate, 0.00001, traced=True, **where)
+            s3 = _victim(f"s3loop-{tag}", "s3", rate, 0.00001, traced=True, **where)
+            a = _victim(f"mutual-a-{tag}", "sns", rate, 0.00001, traced=True, **where)
             b = _victim(
                 f"mutual-b-{tag}", "sns", 0.0, 0.000005, traced=True,
-                publishes=(a.topic,),
+                publishes=(a.topic,), **where,
             )  # fmt: skip
             fns += [sqs, s3, a, b]
             loops += [
@@ -304,20 +319,52 @@ class Recording:
     config: SimConfig
 
 
-def suite(name: str, seed: int = 1, functions: int | None = None) -> list[Recording]:
-    """The recordings of a named suite: ``default`` or ``quick``.
+def suite(
+    name: str,
+    seed: int = 1,
+    functions: int | None = None,
+    minutes: float | None = None,
+    victims: int | None = None,
+) -> list[Recording]:
+    """The recordings of a named suite: default, quick, background or attacks.
 
     ``functions`` replaces the number of background functions of the
     attacks recording (the ramps recording has a fifth as many; quick: half).
+    ``background`` is one recording of background traffic alone, ``functions``
+    functions (default 300) for ``minutes`` (default 50). ``attacks`` is the
+    default suite with ``victims`` victims an intensity (default
+    :data:`HEAVY_VICTIMS`) on a small background (default
+    :data:`HEAVY_BACKGROUND` functions): many scenarios at little cost.
     """
-    if functions is not None and functions < 1:
-        raise ConfigError(f"evaluate: --functions must be positive, got {functions}")
+    for flag, value in (("functions", functions), ("victims", victims)):
+        if value is not None and value < 1:
+            raise ConfigError(f"evaluate: --{flag} must be positive, got {value}")
+    if minutes is not None and not minutes > 0:
+        raise ConfigError(f"evaluate: --minutes must be positive, got {minutes}")
+    if minutes is not None and name != "background":
+        raise ConfigError(
+            f"evaluate: --minutes is for the background suite only, not {name!r}"
+        )
+    if victims is not None and name != "attacks":
+        raise ConfigError(
+            f"evaluate: --victims is for the attacks suite only, not {name!r}"
+        )
+    if name == "background":
+        config = background_config(seed, functions or 300, minutes or 50.0, name)
+        return [Recording("background", config)]
+    if name == "attacks":
+        return _heavy(seed, functions or HEAVY_BACKGROUND, victims or HEAVY_VICTIMS)
     if name in SUITES:
         return _suite(seed, quick=name == "quick", functions=functions)
-    raise ConfigError(f"evaluate: unknown suite {name!r}; known: default, quick")
+    known = ", ".join(SUITES)
+    raise ConfigError(f"evaluate: unknown suite {name!r}; known: {known}")
 
 
-SUITES = ("default", "quick")
+SUITES = ("default", "quick", "background", "attacks")
+#: The attacks suite: victims an intensity, and background functions around
+#: them (a fifth as many in its ramps recording).
+HEAVY_VICTIMS = 10
+HEAVY_BACKGROUND = 30
 
 #: A weekday night: the batch job runs at 02:00 UTC.
 SUITE_START = "2026-03-04T01:40:00+00:00"
@@ -351,6 +398,27 @@ def attacks_config(
         spike=None,
         loops=(*loops, *benign_loops),
         attacks=(*rate_attacks, *benign),
+        suite=suite,
+    )
+
+
+def background_config(
+    seed: int = 1, functions: int = 300, minutes: float = 50.0, suite: str = ""
+) -> SimConfig:
+    """The attacks recording's background traffic with no scenario in it.
+
+    The functions are those :func:`attacks_config` draws for the same seed
+    and count, so every one of them is background to ``evaluate``: its
+    function-hours measure the false-alert rate and nothing else.
+    """
+    # Limitation: all start at SUITE_START; other hours and weekdays go unsampled.
+    return SimConfig(
+        seed=seed,
+        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        minutes=minutes,
+        functions=background_functions(Background(functions, seed=seed)),
+        loop=None,
+        spike=None,
         suite=suite,
     )
 
@@ -391,11 +459,13 @@ def ramps_config(
     """Slow ramps to 3, 10 and 30 times the cost, over hours, on a background."""
     ramp_fns: list[FunctionSpec] = []
     ramps: list[Attack] = []
-    shapes = (PRICEY, MODEST)[:instances]
     for level in (3, 10, 30):
-        for j, (rate, usd, memory) in enumerate(shapes):
-            tag = f"{level}x-{'ab'[j]}"
-            fn = _victim(f"ramp-{tag}", "http", rate / 2, usd * 2, memory_mb=memory)
+        for j in range(instances):
+            letter, (rate, usd, memory), where = _instance(j)
+            tag = f"{level}x-{letter}"
+            fn = _victim(
+                f"ramp-{tag}", "http", rate / 2, usd * 2, memory_mb=memory, **where
+            )
             ramp_fns.append(fn)
             ramps.append(
                 Attack(
@@ -413,6 +483,14 @@ def ramps_config(
         attacks=tuple(ramps),
         suite=suite,
     )
+
+
+def _heavy(seed: int, background: int, victims: int) -> list[Recording]:
+    # Limitation: the attacks suite's background is too small to measure false alerts.
+    attacks = attacks_config(seed, background, instances=victims, suite="attacks")
+    quiet = max(1, background // 5)
+    ramps = ramps_config(seed, quiet, instances=victims, suite="attacks")
+    return [Recording("attacks", attacks), Recording("ramps", ramps)]
 
 
 def _suite(seed: int, quick: bool, functions: int | None) -> list[Recording]:
