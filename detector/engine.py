@@ -1513,8 +1513,26 @@ class Engine:
             if rise.fading(run):
                 state.rise = None
             return under_alert
+        if self._rise_held_by_bursts(state, start, finding, observed=True):
+            return under_alert
         self._open_rise(state, run, finding, end)
         return True
+
+    def _rise_held_by_bursts(
+        self, state: _Context, start: float, finding: RiseFinding, observed: bool
+    ) -> bool:
+        """Whether a rise no longer than the bursts ``state`` has shown, and
+        within their excess, waits as the spike path's like windows do.
+
+        A bursty function's bursts fill a short horizon at many times its
+        usual count; once the excursion outlasts a burst nothing holds it.
+        """
+        bursts = self._bursts
+        if bursts is None or finding.horizon_s > bursts.max_windows * self._window:
+            return False
+        envelope, _ = self._burst_hold(state, start, observed)
+        excess = finding.rate - finding.expected
+        return envelope > 0.0 and excess < self.config.burst_margin * envelope
 
     def _open_windows(self, state: _Context, run: RiseRun) -> list[RiseWindow]:
         """The windows of ``state`` still open after ``run``'s latest, in order,
@@ -1588,6 +1606,8 @@ class Engine:
             state.rise_gate = gate if gate > count else math.inf
             return
         start = windows[-1][0]
+        if self._rise_held_by_bursts(state, start, found, observed=False):
+            return  # left to the close, which holds it or not
         detail: dict[str, object] = {
             "on": "invocations so far",
             "elapsed_s": round(min(state.last_time - start, self._window), 3),

@@ -398,7 +398,7 @@ class Rise:
         seq = run.seq
         dispersion = max(seq[_REF_DISPERSION], hourly)
         mu = seq[_REF_COUNT] * season
-        # Limitation: bursts under 6x the usual count over 30 s warn as a flood would.
+        # Limitation: until bursts are learnt, ones under 6x over 30 s warn as floods.
         if count > self._steep * mu + self.config.spike_count_z * math.sqrt(
             dispersion * mu
         ):

@@ -26,6 +26,7 @@ from tests.detector.streams import (
     make_engine,
     opened,
     regular,
+    steady,
 )
 
 WARM_S = 1200.0  # 120 windows: the cost baseline is warm
@@ -493,3 +494,39 @@ def test_burst_settings_reach_the_detector() -> None:
     assert (config.burst_margin, config.burst_windows) == (2.0, 3)
     assert config.burst_half_life_s == 7200.0
     assert Engine(detector_config(load_settings(burst_margin=0.0)))._bursts is None
+
+
+# The sustained-rise path and learnt bursts
+
+#: Three times the usual count of a Poisson stream of 2 calls a second, at
+#: a hundred-thousandth of a dollar: under the spike path's dollar floor,
+#: over the sustained-rise path's bars, and far within the bursts' excess.
+RISE_PER_S = 6.0
+#: Bursts of 60 calls a second, four of them (two while still cold).
+LEARNT = (400.0, 800.0, 1202.0, 1600.0)
+
+
+def _risen(seconds: float, bursts: Sequence[float]) -> list[Event]:
+    events: list[Event] = [*steady(2.0, T0, 2600.0, seed=1)]
+    for n, at in enumerate(bursts):
+        events.extend(regular(T0 + at, BURST_S, 60.0, f"burst{n}"))
+    events.extend(regular(T0 + 2000.0, seconds, RISE_PER_S, "rise"))
+    return sorted(events, key=lambda e: e.time)
+
+
+def test_a_short_rise_on_a_context_without_bursts_warns() -> None:
+    found = opened(feed(make_engine(cheap), _risen(30.0, ())), COST_SPIKE)
+    assert [t.severity for t in found] == [WARNING]
+    assert T0 + 2000.0 <= found[0].at <= T0 + 2040.0
+    assert found[0].evidence["horizon_s"] == 30.0
+
+
+def test_a_short_rise_within_the_learnt_bursts_waits_like_a_burst() -> None:
+    assert opened(feed(make_engine(cheap), _risen(30.0, LEARNT)), COST_SPIKE) == []
+
+
+def test_a_rise_that_outlasts_the_learnt_bursts_warns() -> None:
+    found = opened(feed(make_engine(cheap), _risen(300.0, LEARNT)), COST_SPIKE)
+    assert [t.severity for t in found] == [WARNING]
+    # Past the four windows a burst lasts at most, and not much later.
+    assert T0 + 2040.0 <= found[0].at <= T0 + 2060.0
