@@ -484,7 +484,6 @@ class Daemon:
             # Limitation: a crash re-announces transitions stored after the checkpoint.
             if not self._unsaved:
                 return _IDLE
-            numbers = set()
         elif not (self._unsaved or self._outgoing or numbers & self._changed):
             return _IDLE
         elif not self._deliver():

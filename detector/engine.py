@@ -1568,11 +1568,14 @@ class Engine:
             state.rise_gate = math.inf
             return
         windows = self._open_windows(state, run)
-        if not windows:
-            state.rise_gate = math.inf
-            return
+        state.rise_gate = self._gate_of(rise, run, windows) if windows else math.inf
+
+    @staticmethod
+    def _gate_of(rise: Rise, run: RiseRun, windows: list[RiseWindow]) -> float:
+        """The count from which the newest of ``windows`` may make ``run``'s
+        sequential test fire, the older ones as they stand."""
         start, _, mean, spread, _, _, _, season = windows[-1]
-        state.rise_gate = rise.gate(run, windows[:-1], start, mean, spread, season)
+        return rise.gate(run, windows[:-1], start, mean, spread, season)
 
     def _rise_early(self, state: _Context) -> None:
         """Judge a rise run's sequential test on the open windows as they
@@ -1601,9 +1604,8 @@ class Engine:
         if found is None:
             # Not yet, or not on the cost: judged again once the gate as it
             # stands now is reached; one past the calls so far at least.
-            start, _, mean, spread, count, _, _, season = windows[-1]
-            gate = rise.gate(run, windows[:-1], start, mean, spread, season)
-            state.rise_gate = gate if gate > count else math.inf
+            gate = self._gate_of(rise, run, windows)
+            state.rise_gate = gate if gate > windows[-1][4] else math.inf
             return
         start = windows[-1][0]
         if self._rise_held_by_bursts(state, start, found, observed=False):

@@ -1079,8 +1079,7 @@ class Rules:
         over its shares; those since the account's first bucket only."""
         width = self.config.ramp_recent_half_life_s
         others = spend.others.values()
-        first = min((s.first for s in others), default=spend.first)
-        first = min(first, spend.first)
+        first = min([spend.first, *(s.first for s in others)])
         n = min(ACCOUNT_BUCKETS, round((now - first) / width))
         totals = [0.0] * n
         for share in spend.shares.values():
