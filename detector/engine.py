@@ -72,7 +72,7 @@ from detector.sources import (
     SourceState,
     fused_severity,
 )
-from detector.spanwindows import distinct
+from detector.spanwindows import SKETCH_WAIT_S, distinct
 from ingest.events import (
     Billing,
     Context,
@@ -392,7 +392,7 @@ class _Context:
     # sequential test may fire before the window closes (see Rise.gate).
     rise_gate: float = math.inf
     # Window start -> [trigger bits, caller bits] of the span sketches of
-    # that window, merged over trace partitions until the next window reads
+    # that window, merged over trace partitions until a later window reads
     # them (see Engine._take_span_window); none for a context without spans.
     spans: dict[float, list[int]] | None = None
 
@@ -454,9 +454,9 @@ _USUAL_MIN_OBSERVATIONS = 5
 
 # Slots of a chain's figures in a context (see _Context.chains).
 _CHAIN_SLOTS = 9
-#: Windows of span sketches a context holds: the one its next window reads,
-#: and the next ones, should their trace partitions run ahead.
-_SPAN_WINDOWS_KEPT = 3
+#: Windows of span sketches a context holds beyond the windows of the read
+#: lag (Engine._span_lag), should some trace partitions run ahead.
+_SPAN_WINDOWS_SPARE = 2
 
 
 def _upgrade(part: _Partition) -> _Partition:
@@ -559,6 +559,7 @@ class Engine:
         #: and those of a context this partition holds no state for.
         self.late_span_windows = 0
         self.unmatched_span_windows = 0
+        self._span_lag = max(1, math.ceil(SKETCH_WAIT_S / self._window - 1e-9))
 
     # Intake
 
@@ -1873,9 +1874,9 @@ class Engine:
         The usual billed duration and error share of a call are the rules'
         per-invocation baselines (learned before this window, paused while
         their alert is open), once they have seen a few observations. The
-        distinct triggers and callers are those of the window before the one
-        from ``start`` (see :meth:`_take_span_window`), where spans of the
-        context were read.
+        distinct triggers and callers are those of a window a few before the
+        one from ``start`` (see :meth:`_take_span_window`), where spans of
+        the context were read.
         """
         if acc is None:
             return {}
@@ -1898,13 +1899,14 @@ class Engine:
     def _take_span_window(self, part: _Partition, evidence: Evidence) -> None:
         """Merge one trace partition's sketch of a context's window.
 
-        The window after it reads the sketch when it closes, not the window
-        itself: a trace partition sends a window's sketch once its own
-        watermark has passed the window by the trace stage's pending time,
-        about when the context's partition closes the window, so which of
-        the two came first would depend on how the partitions are read (in
-        a daemon, on the evidence topic's delay). A whole window later, the
-        daemon and a replay at any speed give the same features.
+        A later window reads it when it closes: the one ``_span_lag``
+        windows on, which gives the sketches ``SKETCH_WAIT_S`` of event time
+        to come in. A trace partition sends a window's sketch once its own
+        watermark has passed the window by the trace stage's pending time;
+        a partition that few traces fall on passes it late, and in a daemon
+        the evidence topic adds its delay. Read by the window itself or the
+        next, the counts would depend on how the partitions are read; read
+        this late, the daemon and a replay at any speed give the same ones.
         """
         state = part.contexts.get(evidence.context)
         if state is None:
@@ -1913,7 +1915,9 @@ class Engine:
             self.unmatched_span_windows += 1
             return
         start = evidence.time
-        if start + 2 * self._window <= state.closed_until:
+        lag = self._span_lag
+        if start + (lag + 1) * self._window <= state.closed_until:
+            # Limitation: a sketch later than SKETCH_WAIT_S is counted, not read.
             self.late_span_windows += 1
             logger.debug(
                 "span sketch late context=%s window=%s", evidence.context, start
@@ -1928,25 +1932,28 @@ class Engine:
         else:
             masks[0] |= evidence.triggers
             masks[1] |= evidence.callers
-        # Windows whose next window closed without reading them are dropped.
-        horizon = state.closed_until - 2 * self._window
+        # Sketches whose reading window closed without reading them (its
+        # features were not needed) are dropped.
+        horizon = state.closed_until - (lag + 1) * self._window
         for old in [s for s in pending if s <= horizon]:
             del pending[old]
-        while len(pending) > _SPAN_WINDOWS_KEPT:
+        while len(pending) > lag + _SPAN_WINDOWS_SPARE:
             del pending[min(pending)]
 
     def _span_features(
         self, state: _Context, start: float, extra: dict[str, float]
     ) -> None:
-        """The distinct triggers and callers of the window before ``start``."""
+        """The distinct triggers and callers of the window ``_span_lag``
+        windows before the one from ``start``."""
         pending = state.spans
         if pending is None:
             return
-        masks = pending.pop(start - self._window, None)
+        read = start - self._span_lag * self._window
+        masks = pending.pop(read, None)
         if masks is not None:
             extra["distinct_triggers"] = distinct(masks[0])
             extra["distinct_callers"] = distinct(masks[1])
-        for old in [s for s in pending if s < start]:
+        for old in [s for s in pending if s < read]:
             del pending[old]
         if not pending:
             state.spans = None

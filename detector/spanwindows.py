@@ -17,6 +17,13 @@ logger = logging.getLogger(__name__)
 
 #: Bits of one sketch: one Python int each for triggers and callers.
 SKETCH_BITS = 64
+#: Event time from the start of a window to the start of the window that
+#: reads its span sketches (at least the next): with 10 s windows the fourth
+#: on, which closes 55 s after the sketched one began, at the default 5 s of
+#: lateness. A trace partition sends its sketches once it has read a span
+#: past the window by its pending time; on the bundled recording (three
+#: partitions) the latest came in 50 s after its window began.
+SKETCH_WAIT_S = 40.0
 #: (context, window) sketches one trace partition keeps open at a time;
 #: invocations of a pair beyond it are counted in ``overflow`` and left out.
 MAX_OPEN = 4096
@@ -25,6 +32,12 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _WORD = (1 << 64) - 1
 #: Bits of a hash that name one of SKETCH_BITS bits.
 _BIT_INDEX = 6
+#: Keys whose bit is remembered; beyond it the memo starts afresh.
+MAX_MEMO = 4096
+# (trigger, destination) or a caller's context -> its bit: a partition
+# sees few of either, and hashing each span's anew would double the cost
+# the sketches add to a span.
+_bits: dict[object, int] = {}
 
 
 def sketch_bit(key: str) -> int:
@@ -59,6 +72,13 @@ def trigger_key(span: Span) -> str:
 
 def caller_key(context: Context) -> str:
     return "\x1f".join(context)
+
+
+def _memo(key: object, bit: int) -> int:
+    if len(_bits) >= MAX_MEMO:
+        _bits.clear()
+    _bits[key] = bit
+    return bit
 
 
 class SpanWindows:
@@ -100,12 +120,21 @@ class SpanWindows:
                 return
             masks = window[span.context] = [0, 0]
             self._count += 1
-        masks[0] |= sketch_bit(trigger_key(span))
+        bits = _bits
+        trigger = (span.trigger, span.destination)
+        bit = bits.get(trigger)
+        if bit is None:
+            bit = _memo(trigger, sketch_bit(trigger_key(span)))
+        masks[0] |= bit
         if caller is not None:
-            masks[1] |= sketch_bit(caller_key(caller))
+            bit = bits.get(caller)
+            if bit is None:
+                bit = _memo(caller, sketch_bit(caller_key(caller)))
+            masks[1] |= bit
 
     def advance(self, watermark: float, out: list[Evidence]) -> None:
         """Send on the sketches of every window ``watermark`` has settled."""
+        # Limitation: one record per context, window, partition; heavy at many contexts.
         starts = self._starts
         due = watermark - self.window_s - self.settle_s
         while starts and starts[0] <= due:

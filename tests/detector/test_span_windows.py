@@ -15,7 +15,13 @@ import pytest
 from detector.engine import SNAPSHOT_VERSION, DetectorConfig, Engine, _Context
 from detector.evidence import SPAN_WINDOW, Evidence, decode_evidence, encode_evidence
 from detector.recursion import TraceStage
-from detector.spanwindows import SKETCH_BITS, caller_key, distinct, sketch_bit
+from detector.spanwindows import (
+    SKETCH_BITS,
+    SKETCH_WAIT_S,
+    caller_key,
+    distinct,
+    sketch_bit,
+)
 from ingest.events import (
     SPAN_KIND_CLIENT,
     SPAN_KIND_CONSUMER,
@@ -31,6 +37,8 @@ from tests.detector.streams import CTX, T0, flat_cost, no_span_cost
 WINDOW = 10.0
 #: The window whose spans are counted, after 20 warm-up windows.
 W = T0 + 200.0
+#: The window that reads W's sketches, SKETCH_WAIT_S later.
+READ = W + SKETCH_WAIT_S
 CONFIG = DetectorConfig(online_model=False, baseline_warmup=10)
 #: The context partition; traces go to partitions 0 to 2.
 HOME = 9
@@ -165,7 +173,7 @@ def traced() -> list[tuple[int, Span]]:
 def stream() -> list[tuple[int, Event]]:
     """The watched context's calls on its partition, the spans on theirs,
     in event-time order."""
-    events: list[tuple[int, Event]] = [(HOME, c) for c in calls(T0, 260.0)]
+    events: list[tuple[int, Event]] = [(HOME, c) for c in calls(T0, 300.0)]
     events += traced()
     return sorted(events, key=lambda pe: pe[1].time)
 
@@ -205,18 +213,18 @@ def run_all(
     return e, tap
 
 
-def test_three_callers_and_two_triggers_count_in_the_next_windows_features() -> None:
+def test_three_callers_and_two_triggers_count_in_a_later_windows_features() -> None:
     # No two of the callers or triggers share a bit: the counts are exact.
     callers = {sketch_bit(caller_key(c)) for c in CALLERS}
     triggers = {sketch_bit("http\x1f"), sketch_bit("pubsub\x1forders")}
     assert len(callers) == 3 and len(triggers) == 2
     # Everything on one partition, as a single-partition daemon reads it.
     _, tap = run_all([(0, event) for _, event in stream()], home=0)
-    # The window after W reads W's sketch; W itself and the one after it
-    # had no span of the context before them.
-    assert counts(tap[W + WINDOW]) == (2.0, 3.0)
-    assert "distinct_callers" not in tap[W]
-    assert "distinct_callers" not in tap[W + 2 * WINDOW]
+    # The window SKETCH_WAIT_S on reads W's sketch; W itself and the ones
+    # around the reading window read windows without spans of the context.
+    assert counts(tap[READ]) == (2.0, 3.0)
+    for start in (W, W + WINDOW, READ - WINDOW, READ + WINDOW):
+        assert "distinct_callers" not in tap[start]
     # Windows of the context without spans have the rest of their features.
     assert "cost_rate_ratio" in tap[W]
 
@@ -225,24 +233,24 @@ def test_the_counts_arrive_across_partitions_whatever_the_evidence_delay() -> No
     events = stream()
     assert {p for p, e in events if isinstance(e, Span)} == {0, 1, 2}
     first, tap = run_all(events)
-    assert counts(tap[W + WINDOW]) == (2.0, 3.0)
+    assert counts(tap[READ]) == (2.0, 3.0)
     assert first.late_span_windows == 0
     # The callers' and the timer's spans have no invocation records here.
     assert first.unmatched_span_windows > 0
-    for delay in (2.0, 6.0, 9.0):
+    for delay in (5.0, 15.0, 30.0):
         _, later = run_all(events, delay)
         assert later == tap
 
 
 def test_callers_of_one_function_and_of_the_same_caller_are_counted_once() -> None:
     # The same caller twice, and a second call from another: two callers.
-    events = [(HOME, c) for c in calls(T0, 260.0)]
+    events = [(HOME, c) for c in calls(T0, 300.0)]
     for n, at in enumerate((W + 1.0, W + 4.0)):
         events += [(0, s) for s in _call(CALLERS[0], at, 10 + n, queued=False)]
     events += [(1, s) for s in _call(CALLERS[1], W + 6.0, 20, queued=False)]
     events += [p for p in traced() if p[1].context == TICKER]
     _, tap = run_all(sorted(events, key=lambda pe: pe[1].time))
-    assert counts(tap[W + WINDOW]) == (1.0, 2.0)
+    assert counts(tap[READ]) == (1.0, 2.0)
 
 
 def _snapshots(e: Engine) -> dict[int, bytes]:
@@ -257,7 +265,7 @@ def test_a_snapshot_and_restore_in_the_middle_keeps_the_counts(cut: float) -> No
     head: Tap = {}
     first = engine(head)
     feed(first, events[:at])
-    if cut < W + WINDOW:
+    if cut < W + 10.0:
         # The trace partitions still hold the window's sketches.
         assert sum(first._parts[p].traces.windows.open_sketches for p in (0, 1, 2))
     else:
@@ -268,7 +276,7 @@ def test_a_snapshot_and_restore_in_the_middle_keeps_the_counts(cut: float) -> No
     for partition, blob in _snapshots(first).items():
         second.restore(partition, blob)
     feed(second, events[at:])
-    assert counts({**head, **tail}[W + WINDOW]) == (2.0, 3.0)
+    assert counts({**head, **tail}[READ]) == (2.0, 3.0)
     assert {**head, **tail} == whole
 
 
@@ -311,14 +319,14 @@ def test_a_version_8_snapshot_restores_without_sketches() -> None:
     feed(second, events[at:])
     # The sketches were not in the old checkpoint: the window misses them,
     # and has every other feature.
-    assert "distinct_triggers" not in tap[W + WINDOW]
-    assert "cost_rate_ratio" in tap[W + WINDOW]
+    assert "distinct_triggers" not in tap[READ]
+    assert "cost_rate_ratio" in tap[READ]
 
 
 def test_a_sketch_after_the_window_that_reads_it_closed_is_counted_late() -> None:
     tap: Tap = {}
     e = engine(tap)
-    feed(e, [(HOME, c) for c in calls(T0, 260.0)])
+    feed(e, [(HOME, c) for c in calls(T0, 300.0)])
     late = Evidence(SPAN_WINDOW, CTX, W, "", triggers=1, callers=2)
     e.process_evidence(late, HOME)
     assert e.late_span_windows == 1
@@ -328,12 +336,14 @@ def test_a_sketch_after_the_window_that_reads_it_closed_is_counted_late() -> Non
 def test_a_context_keeps_a_few_windows_of_sketches() -> None:
     e = engine({})
     feed(e, [(HOME, c) for c in calls(T0, 30.0)])
+    assert e._span_lag == 4
     for i in range(10):
         sketch = Evidence(SPAN_WINDOW, CTX, T0 + 30.0 + i * WINDOW, "", triggers=1)
         e.process_evidence(sketch, HOME)
+    # The four windows of the read lag and two more.
     spans = e._parts[HOME].contexts[CTX].spans
     assert spans is not None and sorted(spans) == [
-        T0 + 30.0 + i * WINDOW for i in (7, 8, 9)
+        T0 + 30.0 + i * WINDOW for i in range(4, 10)
     ]
 
 
