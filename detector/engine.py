@@ -1917,7 +1917,7 @@ class Engine:
         start = evidence.time
         lag = self._span_lag
         if start + (lag + 1) * self._window <= state.closed_until:
-            # Limitation: a sketch later than SKETCH_WAIT_S is counted, not read.
+            # Limitation: a backlog read logs first: its sketches come late, unread.
             self.late_span_windows += 1
             logger.debug(
                 "span sketch late context=%s window=%s", evidence.context, start
