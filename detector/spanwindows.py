@@ -116,6 +116,10 @@ class SpanWindows:
         masks = window.get(span.context)
         if masks is None:
             if self._count >= MAX_OPEN:
+                if not self.overflow:
+                    logger.warning(
+                        "span sketches full open=%d window=%s", self._count, start
+                    )
                 self.overflow += 1
                 return
             masks = window[span.context] = [0, 0]
