@@ -72,7 +72,7 @@ from detector.sources import (
     SourceState,
     fused_severity,
 )
-from detector.spanwindows import SKETCH_WAIT_S, distinct
+from detector.spanwindows import SKETCH_BITS, SKETCH_WAIT_S, distinct
 from ingest.events import (
     Billing,
     Context,
@@ -391,10 +391,11 @@ class _Context:
     # The invocations of the newest open window from which the rise run's
     # sequential test may fire before the window closes (see Rise.gate).
     rise_gate: float = math.inf
-    # Window start -> [trigger bits, caller bits] of the span sketches of
-    # that window, merged over trace partitions until a later window reads
-    # them (see Engine._take_span_window); none for a context without spans.
-    spans: dict[float, list[int]] | None = None
+    # Window start -> the bits of the span sketches of that window, merged
+    # over trace partitions until a later window reads them (see
+    # Engine._take_span_window), the callers' above SKETCH_BITS in one int
+    # (half the bytes of two); none for a context without spans.
+    spans: dict[float, int] | None = None
 
 
 @dataclass(slots=True)
@@ -457,6 +458,7 @@ _CHAIN_SLOTS = 9
 #: Windows of span sketches a context holds beyond the windows of the read
 #: lag (Engine._span_lag), should some trace partitions run ahead.
 _SPAN_WINDOWS_SPARE = 2
+_SKETCH_MASK = (1 << SKETCH_BITS) - 1
 
 
 def _upgrade(part: _Partition) -> _Partition:
@@ -1926,12 +1928,8 @@ class Engine:
         pending = state.spans
         if pending is None:
             pending = state.spans = {}
-        masks = pending.get(start)
-        if masks is None:
-            pending[start] = [evidence.triggers, evidence.callers]
-        else:
-            masks[0] |= evidence.triggers
-            masks[1] |= evidence.callers
+        bits = evidence.triggers | evidence.callers << SKETCH_BITS
+        pending[start] = pending.get(start, 0) | bits
         # Sketches whose reading window closed without reading them (its
         # features were not needed) are dropped.
         horizon = state.closed_until - (lag + 1) * self._window
@@ -1949,10 +1947,10 @@ class Engine:
         if pending is None:
             return
         read = start - self._span_lag * self._window
-        masks = pending.pop(read, None)
-        if masks is not None:
-            extra["distinct_triggers"] = distinct(masks[0])
-            extra["distinct_callers"] = distinct(masks[1])
+        bits = pending.pop(read, None)
+        if bits is not None:
+            extra["distinct_triggers"] = distinct(bits & _SKETCH_MASK)
+            extra["distinct_callers"] = distinct(bits >> SKETCH_BITS)
         for old in [s for s in pending if s < read]:
             del pending[old]
         if not pending:

@@ -87,6 +87,10 @@ class Evidence:
     callers: int = 0
 
 
+#: Sketch bits are those of a 64-bit mask.
+_SKETCH_LIMIT = 1 << 64
+
+
 def encode_evidence(ev: Evidence) -> bytes:
     data = asdict(ev)
     data["context"] = list(ev.context)
@@ -99,6 +103,15 @@ def decode_evidence(raw: bytes, source: str) -> Evidence:
         data["context"] = Context(*data["context"])
         data["path"] = tuple(data.get("path", ()))
         data["resources"] = tuple(data.get("resources", ()))
-        return Evidence(**data)
+        evidence = Evidence(**data)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ParseError(source, "offset 0", f"bad evidence message: {exc}") from exc
+    for name in ("triggers", "callers"):
+        bits = getattr(evidence, name)
+        if type(bits) is not int or not 0 <= bits < _SKETCH_LIMIT:
+            raise ParseError(
+                source,
+                "offset 0",
+                f"bad evidence message: {name} {bits!r} is no 64-bit sketch",
+            )
+    return evidence

@@ -22,6 +22,7 @@ from detector.spanwindows import (
     distinct,
     sketch_bit,
 )
+from dowguard.errors import ParseError
 from ingest.events import (
     SPAN_KIND_CLIENT,
     SPAN_KIND_CONSUMER,
@@ -351,6 +352,15 @@ def test_span_window_evidence_round_trips_with_every_bit() -> None:
     ev = Evidence(SPAN_WINDOW, CTX, W, "", triggers=(1 << 64) - 1, callers=1 << 63)
     back = decode_evidence(encode_evidence(ev), "evidence")
     assert back == ev
+
+
+@pytest.mark.parametrize("bits", [b"-1", b"18446744073709551616", b"1.5", b'"3"'])
+def test_span_window_evidence_with_bits_of_no_sketch_is_refused(bits: bytes) -> None:
+    good = encode_evidence(Evidence(SPAN_WINDOW, CTX, W, "", callers=3))
+    bad = good.replace(b'"callers":3', b'"callers":' + bits)
+    assert bad != good
+    with pytest.raises(ParseError, match="callers"):
+        decode_evidence(bad, "evidence")
 
 
 def test_linear_counting_is_exact_for_a_few_keys_and_bounded_when_full() -> None:
