@@ -39,7 +39,7 @@ from detector.baseline import (
     SeasonalBaseline,
     memory_bucket,
 )
-from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_FACTS, Evidence
+from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_FACTS, SPAN_WINDOW, Evidence
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
 from detector.rise import Rise, RiseFinding, RiseRun, RiseWindow
@@ -72,6 +72,7 @@ from detector.sources import (
     SourceState,
     fused_severity,
 )
+from detector.spanwindows import SKETCH_BITS, SKETCH_WAIT_S, distinct
 from ingest.events import (
     Billing,
     Context,
@@ -105,9 +106,11 @@ ANOMALY = "anomaly"
 # month (and the account's alert); an older one restores with no share.
 # 8: a context caches the gate on which its rise run reads an open window
 # call by call; an older one restores with none, until a window sets it.
-SNAPSHOT_VERSION = 8
+# 9: a context holds the span sketches of its latest windows and the trace
+# stage those it has not sent on; an older one restores with none.
+SNAPSHOT_VERSION = 9
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, 5, 6, 7, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +391,11 @@ class _Context:
     # The invocations of the newest open window from which the rise run's
     # sequential test may fire before the window closes (see Rise.gate).
     rise_gate: float = math.inf
+    # Window start -> the bits of the span sketches of that window, merged
+    # over trace partitions until a later window reads them (see
+    # Engine._take_span_window), the callers' above SKETCH_BITS in one int
+    # (half the bytes of two); none for a context without spans.
+    spans: dict[float, int] | None = None
 
 
 @dataclass(slots=True)
@@ -447,6 +455,10 @@ _USUAL_MIN_OBSERVATIONS = 5
 
 # Slots of a chain's figures in a context (see _Context.chains).
 _CHAIN_SLOTS = 9
+#: Windows of span sketches a context holds beyond the windows of the read
+#: lag (Engine._span_lag), should some trace partitions run ahead.
+_SPAN_WINDOWS_SPARE = 2
+_SKETCH_MASK = (1 << SKETCH_BITS) - 1
 
 
 def _upgrade(part: _Partition) -> _Partition:
@@ -478,6 +490,8 @@ def _upgrade(part: _Partition) -> _Partition:
             # A run from before the sequential test: a later window starts anew.
             run = None
         state.rise = run
+        if not hasattr(state, "spans"):
+            state.spans = None  # from before span sketches
         if not hasattr(state, "rise_gate"):
             # From before the test was read per call: its windows' closes
             # (and the next window to open) set the gate.
@@ -543,6 +557,11 @@ class Engine:
         self._reconciler = Reconciler(self._fusion, self.config.partitions)
         self.late_events = 0
         self.events = 0
+        #: Span sketches that came after the window that reads them closed,
+        #: and those of a context this partition holds no state for.
+        self.late_span_windows = 0
+        self.unmatched_span_windows = 0
+        self._span_lag = max(1, math.ceil(SKETCH_WAIT_S / self._window - 1e-9))
 
     # Intake
 
@@ -593,6 +612,9 @@ class Engine:
     def process_evidence(self, evidence: Evidence, partition: int) -> None:
         """Take evidence from the trace stage (keyed by its context)."""
         part = self._part(partition)
+        if evidence.kind == SPAN_WINDOW:
+            self._take_span_window(part, evidence)
+            return
         if evidence.kind in ITEM_FACTS or evidence.kind == CHAIN_ENDED:
             # Item facts of every trace partition meet here and make chains.
             for made in part.traces.pair_items(evidence):
@@ -724,6 +746,7 @@ class Engine:
                 f"snapshot version {version} is none of {READABLE_SNAPSHOTS}"
             )
         part.traces.span_cost = self._span_cost
+        part.traces.windows.window_s = self._window
         self.drop(partition)
         part = self._parts[partition] = _upgrade(part)
         part.number = partition
@@ -769,6 +792,7 @@ class Engine:
                 hops=self.config.recursion_hops,
                 trace_ttl_s=self.config.trace_ttl_s,
                 span_cost=self._span_cost,
+                window_s=self.config.window_s,
             )
             part = self._parts[partition] = _Partition(traces=traces, number=partition)
         return part
@@ -1826,7 +1850,7 @@ class Engine:
                 spread,
                 baseline.mean,
                 state.counts.mean,
-                self._window_extra(state, acc),
+                self._window_extra(state, acc, start),
             )
             features = window_features(window)
             if self.on_window is not None:
@@ -1845,17 +1869,19 @@ class Engine:
         self._track_anomaly(state, hit, cost, start + self._window)
 
     def _window_extra(
-        self, state: _Context, acc: list[float] | None
+        self, state: _Context, acc: list[float] | None, start: float | None = None
     ) -> dict[str, float]:
         """What the models read of a window beyond its cost and count.
 
         The usual billed duration and error share of a call are the rules'
         per-invocation baselines (learned before this window, paused while
-        their alert is open), once they have seen a few observations.
+        their alert is open), once they have seen a few observations. The
+        distinct triggers and callers are those of a window a few before the
+        one from ``start`` (see :meth:`_take_span_window`), where spans of
+        the context were read.
         """
         if acc is None:
             return {}
-        # Limitation: invocation records name no trigger or caller; those two miss.
         extra = {
             "errors": acc[FAILED],
             "cold_starts": acc[_COLD],
@@ -1868,7 +1894,67 @@ class Engine:
         if rules is not None and rules.busy >= _USUAL_MIN_OBSERVATIONS:
             extra["usual_billed_ms"] = rules.dur
             extra["usual_error_share"] = rules.errors
+        if state.spans is not None and start is not None:
+            self._span_features(state, start, extra)
         return extra
+
+    def _take_span_window(self, part: _Partition, evidence: Evidence) -> None:
+        """Merge one trace partition's sketch of a context's window.
+
+        A later window reads it when it closes: the one ``_span_lag``
+        windows on, which gives the sketches ``SKETCH_WAIT_S`` of event time
+        to come in. A trace partition sends a window's sketch once its own
+        watermark has passed the window by the trace stage's pending time;
+        a partition that few traces fall on passes it late, and in a daemon
+        the evidence topic adds its delay. Read by the window itself or the
+        next, the counts would depend on how the partitions are read; read
+        this late, the daemon and a replay at any speed give the same ones.
+        """
+        state = part.contexts.get(evidence.context)
+        if state is None:
+            # Spans of a function whose invocation records are not read:
+            # it has no windows to add the counts to.
+            self.unmatched_span_windows += 1
+            return
+        start = evidence.time
+        lag = self._span_lag
+        if start + (lag + 1) * self._window <= state.closed_until:
+            # Limitation: a backlog read logs first: its sketches come late, unread.
+            self.late_span_windows += 1
+            logger.debug(
+                "span sketch late context=%s window=%s", evidence.context, start
+            )
+            return
+        pending = state.spans
+        if pending is None:
+            pending = state.spans = {}
+        bits = evidence.triggers | evidence.callers << SKETCH_BITS
+        pending[start] = pending.get(start, 0) | bits
+        # Sketches whose reading window closed without reading them (its
+        # features were not needed) are dropped.
+        horizon = state.closed_until - (lag + 1) * self._window
+        for old in [s for s in pending if s <= horizon]:
+            del pending[old]
+        while len(pending) > lag + _SPAN_WINDOWS_SPARE:
+            del pending[min(pending)]
+
+    def _span_features(
+        self, state: _Context, start: float, extra: dict[str, float]
+    ) -> None:
+        """The distinct triggers and callers of the window ``_span_lag``
+        windows before the one from ``start``."""
+        pending = state.spans
+        if pending is None:
+            return
+        read = start - self._span_lag * self._window
+        bits = pending.pop(read, None)
+        if bits is not None:
+            extra["distinct_triggers"] = distinct(bits & _SKETCH_MASK)
+            extra["distinct_callers"] = distinct(bits >> SKETCH_BITS)
+        for old in [s for s in pending if s < read]:
+            del pending[old]
+        if not pending:
+            state.spans = None
 
     def _track_anomaly(
         self, state: _Context, hit: bool, cost: float, at: float

@@ -1,4 +1,5 @@
-"""Recursion evidence: what the trace stage tells a function context.
+"""Evidence: what the trace stage tells a function context (its loops, and
+the triggers and callers of its windows).
 
 The trace stage sees causal chains keyed by trace id; what it learns about a
 function is sent on, keyed by that function's context, so that it meets the
@@ -24,6 +25,12 @@ CHAIN_ENDED = "chain_ended"
 WROTE_ITEM = "wrote_item"
 #: The data source's ``item`` triggered an invocation of the function.
 ITEM_TRIGGERED = "item_triggered"
+#: The sketches of one window of the function's invocation spans, as one
+#: trace partition saw them: ``time`` is the window's start, ``triggers``
+#: and ``callers`` the bits of its distinct triggers and calling functions
+#: (see ``detector.spanwindows``). The context side merges those of every
+#: partition.
+SPAN_WINDOW = "span_window"
 #: Facts the context stage pairs by item key, whatever trace partition each
 #: came from (see ``detector.resources.ItemPairing``).
 ITEM_FACTS = frozenset({WROTE_ITEM, ITEM_TRIGGERED})
@@ -54,6 +61,9 @@ class Evidence:
     the item that triggered it, ``via`` the data source, ``chain`` the
     invocation's chain in its trace partition and ``cost_usd`` its own cost;
     ``time`` is when the invocation started.
+
+    A ``SPAN_WINDOW`` fact carries the bits of its sketches in ``triggers``
+    and ``callers`` (each under 2**64, so JSON keeps them exact).
     """
 
     kind: str
@@ -73,6 +83,12 @@ class Evidence:
     guessed: bool = False
     item: str = ""
     cause_item: str = ""
+    triggers: int = 0
+    callers: int = 0
+
+
+#: Sketch bits are those of a 64-bit mask.
+_SKETCH_LIMIT = 1 << 64
 
 
 def encode_evidence(ev: Evidence) -> bytes:
@@ -87,6 +103,15 @@ def decode_evidence(raw: bytes, source: str) -> Evidence:
         data["context"] = Context(*data["context"])
         data["path"] = tuple(data.get("path", ()))
         data["resources"] = tuple(data.get("resources", ()))
-        return Evidence(**data)
+        evidence = Evidence(**data)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ParseError(source, "offset 0", f"bad evidence message: {exc}") from exc
+    for name in ("triggers", "callers"):
+        bits = getattr(evidence, name)
+        if type(bits) is not int or not 0 <= bits < _SKETCH_LIMIT:
+            raise ParseError(
+                source,
+                "offset 0",
+                f"bad evidence message: {name} {bits!r} is no 64-bit sketch",
+            )
+    return evidence

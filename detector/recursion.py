@@ -8,6 +8,9 @@ trace header becomes a link). Each invocation carries how many times each
 function occurs on its causal path; a function that occurs ``hops + 1``
 times has been re-entered ``hops`` times, directly or through others
 (A -> B -> A), and that is sent on as evidence keyed by its context.
+Each linked invocation is also counted in its context's window sketch of
+distinct triggers and callers (``detector.spanwindows``), sent on once the
+window has settled.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from detector.resources import (
     resource_name,
     written_resource,
 )
+from detector.spanwindows import SpanWindows
 from ingest.events import SPAN_KIND_CONSUMER, SPAN_KIND_SERVER, Context, Span
 
 logger = logging.getLogger(__name__)
@@ -132,6 +136,9 @@ class TraceStage:
         The write and trigger edges of resources; a default one is made.
         Where the trace breaks at a resource, an invocation it triggered is
         paired with a pending write into it and the chain goes on.
+    window_s
+        The detector's window: invocations are sketched per context and
+        window of this length.
     """
 
     def __init__(
@@ -141,6 +148,7 @@ class TraceStage:
         pending_s: float = 5.0,
         span_cost: Callable[[Span], float] | None = None,
         resources: ResourceGraph | None = None,
+        window_s: float = 10.0,
     ) -> None:
         self.hops = hops
         self.trace_ttl_s = trace_ttl_s
@@ -162,6 +170,8 @@ class TraceStage:
         # the context side: item facts of every trace partition paired
         self.items = ItemPairing(hops=hops)
         self.dropped_spans = 0
+        # Bounded by spanwindows.MAX_OPEN (context, window) pairs.
+        self.windows = SpanWindows(window_s, pending_s)
 
     # Parameters only; the callable is re-attached after a restore.
     def __getstate__(self) -> dict[str, object]:
@@ -175,6 +185,9 @@ class TraceStage:
         self._held = set()
         self._looping = {}
         self.items = ItemPairing(hops=int(state.get("hops", 3)))  # type: ignore[call-overload]
+        # From before windows were sketched: the engine sets the window length.
+        pending = state.get("pending_s", 5.0)
+        self.windows = SpanWindows(10.0, float(pending))  # type: ignore[arg-type]
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -367,6 +380,7 @@ class TraceStage:
             self._emit(node, chain, name, hops, resource, out)
         if span.trigger == TRIGGER_DATASOURCE and span.resource_key:
             self._item_triggered(node, own_cost, out)
+        self.windows.add(span, cause.span.context if cause is not None else None)
         self._ready.append((span.trace_id, span.span_id))
 
     # Item facts
@@ -592,6 +606,7 @@ class TraceStage:
                 continue  # the trace went on after this entry was made
             self._close(trace_id, trace, out)
         self.resources.expire(horizon)
+        self.windows.advance(horizon, out)
 
     def _close(self, trace_id: str, trace: _Trace, out: list[Evidence]) -> None:
         for node in list(trace.nodes.values()):
@@ -634,4 +649,5 @@ _STATE_FIELDS = (
     "_looping",
     "items",
     "dropped_spans",
+    "windows",
 )

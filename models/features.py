@@ -5,8 +5,9 @@ or a share of the window's own invocations, so one pooled model serves
 functions of any size. To add a feature, give it a :class:`Feature` in
 ``FEATURES``, computed from a :class:`Window`; raw values the detector does
 not count yet come in :attr:`Window.extra` and are simply missing until it
-does. A model trained offline records ``FEATURE_NAMES`` and is refused once
-they change.
+does. A model trained offline records the names it was trained on and
+reads its rows by them: a feature added since is left out of its rows, one
+it names that is gone refuses it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Window:
     and ``billed_s``, ``peak_billed_ms`` of its longest call, the mean
     ``concurrency`` its billed time implies), the context's usual call
     (``usual_billed_ms``, ``usual_error_share``) once it is known, and
-    ``distinct_triggers`` and ``distinct_callers`` where a source names them.
+    ``distinct_triggers`` and ``distinct_callers``, counted in the spans of
+    the window before where the context's traces are read.
     """
 
     window_s: float

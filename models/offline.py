@@ -5,8 +5,10 @@ A trained model is a directory ``models/NAME/vN/`` holding ``model.joblib``
 feature names in order, a hash of the training data, the date, the
 scikit-learn version, its scores and its alert threshold). Each training
 into the same ``models/NAME`` adds the next version; loading ``models/NAME``
-takes the newest. A model whose feature list is not the detector's is
-refused, since its columns would mean something else.
+takes the newest. A model reads its columns by the names its metadata
+lists, so one trained before a feature existed still scores, without it; a
+model that names a feature the detector does not compute is refused, since
+that column would mean nothing.
 """
 
 from __future__ import annotations
@@ -211,12 +213,14 @@ def test_scores(model: OfflineModel, test: TrainingSet) -> dict[str, float]:
         )
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    if list(test.features) != list(model.metadata["features"]):
+    known = list(model.metadata["features"])
+    if not set(known) <= set(test.features):
         raise ConfigError(
             f"train: test windows have features {list(test.features)}, the model"
-            f" {model.metadata['features']}"
+            f" {known}"
         )
-    scores = model.score_rows(test.rows)
+    columns = [list(test.features).index(name) for name in known]
+    scores = model.score_rows([[row[i] for i in columns] for row in test.rows])
     flagged = [s >= model.threshold for s in scores]
     hits = sum(1 for f, y in zip(flagged, labels, strict=True) if f and y)
     return {
@@ -270,7 +274,11 @@ def resolve(path: str | Path) -> Path:
 
 
 def load(path: str | Path, features: Sequence[str] = FEATURE_NAMES) -> OfflineModel:
-    """Load a saved model, refusing one trained on other features."""
+    """Load a saved model, refusing one that reads a feature not in ``features``.
+
+    One trained on fewer of them (before some existed) loads and scores on
+    those it knows; the others are left out of its rows.
+    """
     folder = resolve(path)
     meta_path = folder / META_FILE
     try:
@@ -283,13 +291,17 @@ def load(path: str | Path, features: Sequence[str] = FEATURE_NAMES) -> OfflineMo
             f" this dowguard reads {FORMAT_VERSION}"
         )
     trained = list(metadata.get("features", []))
-    if trained != list(features):
-        missing = [f for f in features if f not in trained]
-        extra = [f for f in trained if f not in features]
+    missing = [f for f in features if f not in trained]
+    extra = [f for f in trained if f not in features]
+    if extra or not trained or len(set(trained)) != len(trained):
         raise ConfigError(
             f"model {meta_path}: trained on features {trained}, but the detector"
             f" computes {list(features)} (missing from the model: {missing},"
             f" unknown to the detector: {extra}); retrain it with `dowguard train`"
+        )
+    if missing:
+        logger.info(
+            "model reads fewer features path=%s unread=%s", folder, ",".join(missing)
         )
     threshold = metadata.get("threshold")
     if not isinstance(threshold, int | float) or not math.isfinite(threshold):
@@ -309,6 +321,12 @@ def load(path: str | Path, features: Sequence[str] = FEATURE_NAMES) -> OfflineMo
         estimator = joblib.load(folder / MODEL_FILE)
     except (OSError, ValueError, EOFError, ImportError) as exc:
         raise ConfigError(f"model {folder / MODEL_FILE}: unreadable: {exc}") from exc
+    fitted = getattr(estimator, "n_features_in_", len(trained))
+    if fitted != len(trained):
+        raise ConfigError(
+            f"model {folder / MODEL_FILE}: fitted on {fitted} features, but its"
+            f" metadata lists {len(trained)}; retrain it with `dowguard train`"
+        )
     single_threaded()
     logger.info("model loaded path=%s kind=%s", folder, metadata["kind"])
     return OfflineModel(estimator, metadata, folder)
