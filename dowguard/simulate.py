@@ -2159,6 +2159,17 @@ def _jsonl(lines: Sequence[bytes]) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+def parse_start(text: str, command: str = "simulate") -> datetime:
+    """The instant of a ``--start`` flag; a time with no zone is UTC."""
+    try:
+        begin = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"{command}: --start {text!r} is not ISO 8601") from exc
+    if begin.tzinfo is None:
+        begin = begin.replace(tzinfo=UTC)
+    return begin
+
+
 def config_for(
     seed: int = DEFAULT_SEED,
     minutes: float = DEFAULT_MINUTES,
@@ -2166,12 +2177,7 @@ def config_for(
     start: str = DEFAULT_START,
 ) -> SimConfig:
     """A configuration from the command line's terms."""
-    try:
-        begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigError(f"simulate: --start {start!r} is not ISO 8601") from exc
-    if begin.tzinfo is None:
-        begin = begin.replace(tzinfo=UTC)
+    begin = parse_start(start)
     chosen = set(scenarios)
     unknown = chosen - {"loop", "spike", "none"}
     if unknown:
@@ -2218,7 +2224,11 @@ def register(subparsers: Any) -> None:
         choices=("loop", "spike", "none"),
         help="scenario to include (repeatable; default: loop and spike)",
     )
-    p.add_argument("--start", default=DEFAULT_START, help="start time (ISO 8601)")
+    p.add_argument(
+        "--start",
+        help=f"start time, ISO 8601, UTC unless it names a zone (default"
+        f" {DEFAULT_START}; for a --suite, the suite's own start)",
+    )
     p.add_argument(
         "--suite",
         choices=("default", "quick", "background", "attacks"),
@@ -2246,7 +2256,12 @@ def run_cli(args: argparse.Namespace) -> int:
         from dowguard.suite import suite
 
         recordings = suite(
-            args.suite, args.seed, args.functions, args.minutes, args.victims
+            args.suite,
+            args.seed,
+            args.functions,
+            args.minutes,
+            args.victims,
+            start=args.start,
         )
         for item in recordings:
             labels = generate(args.outdir / item.name, item.config)
@@ -2258,7 +2273,10 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     minutes = DEFAULT_MINUTES if args.minutes is None else args.minutes
     config = config_for(
-        args.seed, minutes, args.scenario or ("loop", "spike"), args.start
+        args.seed,
+        minutes,
+        args.scenario or ("loop", "spike"),
+        args.start or DEFAULT_START,
     )
     labels = generate(args.outdir, config)
     # The command's user-facing output, as the rest of the CLI prints it.

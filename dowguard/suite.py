@@ -30,6 +30,7 @@ from dowguard.simulate import (
     FunctionSpec,
     LoopScenario,
     SimConfig,
+    parse_start,
 )
 
 logger = logging.getLogger(__name__)
@@ -325,8 +326,13 @@ def suite(
     functions: int | None = None,
     minutes: float | None = None,
     victims: int | None = None,
+    start: str | None = None,
 ) -> list[Recording]:
     """The recordings of a named suite: default, quick, background or attacks.
+
+    Every recording begins at ``start`` (ISO 8601, UTC unless it names a
+    zone; default :data:`SUITE_START`). The functions of a seed stay the
+    same at any start; what changes is where their day and week stand.
 
     ``functions`` replaces the number of background functions of the
     attacks recording (the ramps recording has a fifth as many; quick: half).
@@ -349,15 +355,18 @@ def suite(
         raise ConfigError(
             f"evaluate: --victims is for the attacks suite only, not {name!r}"
         )
+    if name not in SUITES:
+        known = ", ".join(SUITES)
+        raise ConfigError(f"evaluate: unknown suite {name!r}; known: {known}")
+    at = parse_start(start, "evaluate").timestamp() if start is not None else None
     if name == "background":
-        config = background_config(seed, functions or 300, minutes or 50.0, name)
+        config = background_config(
+            seed, functions or 300, minutes or 50.0, name, start=at
+        )
         return [Recording("background", config)]
     if name == "attacks":
-        return _heavy(seed, functions or HEAVY_BACKGROUND, victims or HEAVY_VICTIMS)
-    if name in SUITES:
-        return _suite(seed, quick=name == "quick", functions=functions)
-    known = ", ".join(SUITES)
-    raise ConfigError(f"evaluate: unknown suite {name!r}; known: {known}")
+        return _heavy(seed, functions or HEAVY_BACKGROUND, victims or HEAVY_VICTIMS, at)
+    return _suite(seed, quick=name == "quick", functions=functions, start=at)
 
 
 SUITES = ("default", "quick", "background", "attacks")
@@ -370,6 +379,13 @@ HEAVY_BACKGROUND = 30
 SUITE_START = "2026-03-04T01:40:00+00:00"
 
 
+def _begin(start: float | None) -> float:
+    """A recording's first instant: ``start``, or else :data:`SUITE_START`."""
+    if start is None:
+        return datetime.fromisoformat(SUITE_START).timestamp()
+    return start
+
+
 def attacks_config(
     seed: int = 1,
     background: int = 300,
@@ -378,20 +394,21 @@ def attacks_config(
     end_s: float = 35 * 60.0,
     instances: int = 2,
     suite: str = "",
+    start: float | None = None,
 ) -> SimConfig:
     """Every attack but the slow ramp, and every look-alike, on one background.
 
     Each scenario has functions of its own, so scenarios that overlap in
-    time do not mix in any context.
+    time do not mix in any context. ``start`` is a Unix time (default
+    :data:`SUITE_START`), as for every configuration here.
     """
-    start = datetime.fromisoformat(SUITE_START).timestamp()
     back = background_functions(Background(background, seed=seed))
     rate_fns, rate_attacks = _rate_attacks(onset_s, end_s, instances)
     loop_fns, loops = _loops(onset_s, end_s, instances)
     look_fns, benign_loops, benign = _lookalikes(onset_s, end_s, minutes * 60.0)
     return SimConfig(
         seed=seed,
-        start=start,
+        start=_begin(start),
         minutes=minutes,
         functions=(*back, *rate_fns, *loop_fns, *look_fns),
         loop=None,
@@ -403,7 +420,11 @@ def attacks_config(
 
 
 def background_config(
-    seed: int = 1, functions: int = 300, minutes: float = 50.0, suite: str = ""
+    seed: int = 1,
+    functions: int = 300,
+    minutes: float = 50.0,
+    suite: str = "",
+    start: float | None = None,
 ) -> SimConfig:
     """The attacks recording's background traffic with no scenario in it.
 
@@ -411,10 +432,9 @@ def background_config(
     and count, so every one of them is background to ``evaluate``: its
     function-hours measure the false-alert rate and nothing else.
     """
-    # Limitation: all start at SUITE_START; other hours and weekdays go unsampled.
     return SimConfig(
         seed=seed,
-        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        start=_begin(start),
         minutes=minutes,
         functions=background_functions(Background(functions, seed=seed)),
         loop=None,
@@ -429,6 +449,7 @@ def loops_config(
     onset_s: float = 20 * 60.0,
     end_s: float = 35 * 60.0,
     instances: int = 2,
+    start: float | None = None,
 ) -> SimConfig:
     """The attacks recording's loop scenarios alone, with nothing around them.
 
@@ -439,7 +460,7 @@ def loops_config(
     fns, loops = _loops(onset_s, end_s, instances)
     return SimConfig(
         seed=seed,
-        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        start=_begin(start),
         minutes=minutes,
         functions=tuple(fns),
         loop=None,
@@ -455,6 +476,7 @@ def ramps_config(
     onset_s: float = 1800.0,
     instances: int = 2,
     suite: str = "",
+    start: float | None = None,
 ) -> SimConfig:
     """Slow ramps to 3, 10 and 30 times the cost, over hours, on a background."""
     ramp_fns: list[FunctionSpec] = []
@@ -475,7 +497,7 @@ def ramps_config(
     quiet = background_functions(Background(background, rate_cap=0.5, seed=seed + 1000))
     return SimConfig(
         seed=seed,
-        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        start=_begin(start),
         minutes=hours * 60.0,
         functions=(*quiet, *ramp_fns),
         loop=None,
@@ -485,23 +507,31 @@ def ramps_config(
     )
 
 
-def _heavy(seed: int, background: int, victims: int) -> list[Recording]:
+def _heavy(
+    seed: int, background: int, victims: int, start: float | None
+) -> list[Recording]:
     # Limitation: the attacks suite's background is too small to measure false alerts.
-    attacks = attacks_config(seed, background, instances=victims, suite="attacks")
+    attacks = attacks_config(
+        seed, background, instances=victims, suite="attacks", start=start
+    )
     quiet = max(1, background // 5)
-    ramps = ramps_config(seed, quiet, instances=victims, suite="attacks")
+    ramps = ramps_config(seed, quiet, instances=victims, suite="attacks", start=start)
     return [Recording("attacks", attacks), Recording("ramps", ramps)]
 
 
-def _suite(seed: int, quick: bool, functions: int | None) -> list[Recording]:
+def _suite(
+    seed: int, quick: bool, functions: int | None, start: float | None
+) -> list[Recording]:
     name = "quick" if quick else "default"
     count = functions or (60 if quick else 300)
     quiet = max(1, count // (2 if quick else 5))
     if quick:
-        attacks = attacks_config(seed, count, 40.0, 20 * 60.0, 30 * 60.0, 1, name)
+        attacks = attacks_config(
+            seed, count, 40.0, 20 * 60.0, 30 * 60.0, 1, name, start
+        )
         # Slow ramps need hours: their own, longer recording with less around.
-        ramps = ramps_config(seed, quiet, 1.0, 1800.0, 1, name)
+        ramps = ramps_config(seed, quiet, 1.0, 1800.0, 1, name, start)
     else:
-        attacks = attacks_config(seed, count, suite=name)
-        ramps = ramps_config(seed, quiet, suite=name)
+        attacks = attacks_config(seed, count, suite=name, start=start)
+        ramps = ramps_config(seed, quiet, suite=name, start=start)
     return [Recording("attacks", attacks), Recording("ramps", ramps)]
