@@ -12,22 +12,18 @@ import uuid
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from detector.alerts import CRITICAL
-from detector.daemon import Daemon
 from detector.enforcement import Enforcer, MemoryActionLog, Policy
 from detector.enforcement.audit import SUCCEEDED
 from detector.enforcement.handoff import AfterStore
 from detector.engine import DetectorConfig, Engine
 from detector.memory_sink import MemorySink
-from detector.metrics import DowMetrics
-from dowguard.config import Settings
 from ingest.events import Context, Invocation
 from tests.conftest import TopicFactory
 from tests.detector.streams import T0, sqs_loop
 from tests.integration.cli_daemon import ROLES, caught_up, publish, wait_for
-from tests.integration.daemon_child import FAST_GROUP
+from tests.integration.daemon_thread import DaemonThread, daemon_settings, fast_daemon
 
 pytestmark = pytest.mark.kafka
 
@@ -64,10 +60,10 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
 ) -> None:
     topics = unique_topics(*ROLES, partitions=PARTITIONS)
     group = f"handoff-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        group_id=group,
-        **{f"topic_{role}": topics[role] for role in ROLES},
+    settings = daemon_settings(
+        kafka_bootstrap,
+        topics,
+        group,
         partitions=PARTITIONS,
         commit_interval_s=0.3,
         checkpoint_interval_s=0.3,
@@ -79,16 +75,11 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
     log = MemoryActionLog()
     inner = MemorySink()
     sink = AfterStore(inner, enforcer=Enforcer(hook, Policy(), log))
-    daemon = Daemon(
-        settings,
-        Engine(DetectorConfig(partitions=PARTITIONS)),
-        sink,
-        metrics=DowMetrics(CollectorRegistry()),
-        consumer_options=FAST_GROUP,
-    )
     sink.start()
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
+    runner = DaemonThread(
+        fast_daemon(settings, Engine(DetectorConfig(partitions=PARTITIONS)), sink)
+    )
+    daemon = runner.daemon
     inputs = [topics[r] for r in ("invocations", "billing", "traces", "evidence")]
     try:
         publish(kafka_bootstrap, topics, sqs_loop(loop, hops=8, start=T0))
@@ -112,8 +103,8 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
         assert sink.handoffs["enforcement"].backlog >= 1
     finally:
         hook.go.set()
-        daemon.stop()
-        thread.join(timeout=60)
-        sink.close()
-    assert not thread.is_alive()
+        try:
+            runner.stop()
+        finally:
+            sink.close()
     assert [r.state for r in log.find()] == [SUCCEEDED]
