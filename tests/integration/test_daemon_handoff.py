@@ -7,9 +7,7 @@ blocks until the test lets it go.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from typing import Any
 
 import pytest
 
@@ -22,6 +20,7 @@ from detector.memory_sink import MemorySink
 from ingest.events import Context, Invocation
 from tests.conftest import TopicFactory
 from tests.detector.streams import T0, sqs_loop
+from tests.enforcement.held_hook import HeldHook
 from tests.integration.cli_daemon import ROLES, caught_up, publish, wait_for
 from tests.integration.daemon_thread import DaemonThread, daemon_settings, fast_daemon
 
@@ -29,29 +28,6 @@ pytestmark = pytest.mark.kafka
 
 PARTITIONS = 3
 HELD_S = 120.0
-
-
-class HangingHook:
-    """Throttles only once the test sets ``go``; notes that it was called."""
-
-    name = "hanging"
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-
-    def throttle(
-        self, context: Context, reason: str, *, loop: bool = False
-    ) -> dict[str, Any]:
-        self.entered.set()
-        assert self.go.wait(HELD_S), "the test never let the hook go"
-        return {"reserved": None}
-
-    def release(self, context: Context, previous: dict[str, Any]) -> None:
-        return None
-
-    def read(self, context: Context) -> dict[str, Any]:
-        return {}
 
 
 @pytest.mark.timeout(300)
@@ -71,7 +47,7 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
     loop = Context("aws", "111122223333", "us-east-1", "order-loop")
     busy = Context("aws", "111122223333", "us-east-1", "resize")
 
-    hook = HangingHook()
+    hook = HeldHook(HELD_S)
     log = MemoryActionLog()
     inner = MemorySink()
     sink = AfterStore(inner, enforcer=Enforcer(hook, Policy(), log))
