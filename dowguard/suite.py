@@ -81,6 +81,19 @@ def _pick(rng: random.Random, table: Sequence[tuple[T, float]]) -> T:
     return table[-1][0]
 
 
+def _source(
+    trigger: str, name: str, queue: str, topic: str, bucket: str
+) -> dict[str, object]:
+    """The field that names what triggers ``name``, its name ending as given."""
+    if trigger == "sqs":
+        return {"queue": f"{name}-{queue}"}
+    if trigger == "sns":
+        return {"topic": f"{name}-{topic}"}
+    if trigger == "s3":
+        return {"bucket": f"{name}-{bucket}"}
+    return {}
+
+
 def background_functions(spec: Background) -> tuple[FunctionSpec, ...]:
     """Functions whose rates, triggers, durations and memory follow production.
 
@@ -121,13 +134,8 @@ def background_functions(spec: Background) -> tuple[FunctionSpec, ...]:
             # Traffic peaks in the local afternoon of the account's region.
             fields["peak_hour"] = peak
             fields["weekend"] = round(rng.uniform(0.6, 0.95), 2)
-        if trigger == "sqs":
-            fields["queue"] = f"{name}-jobs"
-        elif trigger == "sns":
-            fields["topic"] = f"{name}-events"
-        elif trigger == "s3":
-            fields["bucket"] = f"{name}-uploads"
-        elif trigger == "http":
+        fields.update(_source(trigger, name, "jobs", "events", "uploads"))
+        if trigger == "http":
             fields["route"] = f"POST /{name}"
             if rng.random() < 0.1:
                 fields["burst"] = Burst(
@@ -157,12 +165,7 @@ def _victim(
         "team": "victims",
         "error_rate": 0.001,
     }
-    if trigger == "sqs":
-        fields["queue"] = f"{name}-q"
-    elif trigger == "s3":
-        fields["bucket"] = f"{name}-bucket"
-    elif trigger == "sns":
-        fields["topic"] = f"{name}-topic"
+    fields.update(_source(trigger, name, "q", "topic", "bucket"))
     fields.update(kw)
     return FunctionSpec(**fields)  # type: ignore[arg-type]
 
