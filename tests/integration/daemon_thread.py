@@ -10,15 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from detector.alerts import AlertSink
 from detector.daemon import Daemon
-from detector.engine import Engine
-from detector.metrics import DowMetrics
 from dowguard.config import Settings
 from tests.integration.cli_daemon import ROLES
-from tests.integration.daemon_child import FAST_GROUP
 
 #: How long a stopped daemon may take to leave its loop.
 STOP_S = 60.0
@@ -33,17 +28,6 @@ def daemon_settings(
         group_id=group,
         **{f"topic_{role}": topics[role] for role in ROLES},
         **fields,
-    )
-
-
-def fast_daemon(settings: Settings, engine: Engine, sink: AlertSink) -> Daemon:
-    """A daemon with metrics of its own that leaves its group within seconds."""
-    return Daemon(
-        settings,
-        engine,
-        sink,
-        metrics=DowMetrics(CollectorRegistry()),
-        consumer_options=FAST_GROUP,
     )
 
 

@@ -30,7 +30,8 @@ from ingest.events import Context, Event, Invocation, kafka_key
 from ingest.partitioning import partition_for
 from tests.conftest import TopicFactory
 from tests.integration.cli_daemon import ROLES, publish, wait_for
-from tests.integration.daemon_thread import DaemonThread, daemon_settings, fast_daemon
+from tests.integration.daemon_child import fast_daemon
+from tests.integration.daemon_thread import DaemonThread, daemon_settings
 
 pytestmark = pytest.mark.kafka
 

@@ -22,7 +22,8 @@ from tests.conftest import TopicFactory
 from tests.detector.streams import T0, sqs_loop
 from tests.enforcement.held_hook import HeldHook
 from tests.integration.cli_daemon import ROLES, caught_up, publish, wait_for
-from tests.integration.daemon_thread import DaemonThread, daemon_settings, fast_daemon
+from tests.integration.daemon_child import fast_daemon
+from tests.integration.daemon_thread import DaemonThread, daemon_settings
 
 pytestmark = pytest.mark.kafka
 

@@ -43,14 +43,11 @@ from tests.integration.daemon_child import (
     ALERT_PREFIX,
     BOOM_PREFIX,
     CountingEngine,
+    fast_daemon,
     mark_of,
     seen_in,
 )
-from tests.integration.daemon_thread import (
-    DaemonThread,
-    daemon_settings,
-    fast_daemon,
-)
+from tests.integration.daemon_thread import DaemonThread, daemon_settings
 
 pytestmark = pytest.mark.kafka
 
