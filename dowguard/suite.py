@@ -361,6 +361,7 @@ def suite(
     if name not in SUITES:
         known = ", ".join(SUITES)
         raise ConfigError(f"evaluate: unknown suite {name!r}; known: {known}")
+    # Limitation: a seed's recordings at two starts share their draws (same clumps).
     at = parse_start(start, "evaluate").timestamp() if start is not None else None
     if name == "background":
         config = background_config(
