@@ -922,7 +922,7 @@ def format_tables(
 
 def register(subparsers: Any) -> None:
     """Add ``dowguard evaluate [RECORDING_DIR ...] [--suite NAME] [--json]``."""
-    from dowguard.suite import SUITES
+    from dowguard.suite import SUITE_START, SUITES
 
     p = subparsers.add_parser(
         "evaluate",
@@ -952,7 +952,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--start",
         help="when the suite's recordings begin, ISO 8601, UTC unless it names"
-        " a zone (default 2026-03-04T01:40:00Z, a Wednesday night)",
+        f" a zone (default {SUITE_START}, a Wednesday night)",
     )
     p.add_argument("--keep", type=Path, help="write the suite here and keep it")
     p.add_argument("--window", type=float, help="window length in seconds")
