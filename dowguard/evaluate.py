@@ -819,13 +819,14 @@ def generate_suite(
     seed: int = 1,
     functions: int | None = None,
     minutes: float | None = None,
+    start: str | None = None,
 ) -> list[Path]:
     """Write the recordings of a suite under ``outdir``; their directories."""
     from dowguard.simulate import simulate, write_recording
     from dowguard.suite import suite
 
     paths = []
-    for recording in suite(name, seed, functions, minutes):
+    for recording in suite(name, seed, functions, minutes, start=start):
         path = outdir / recording.name
         write_recording(simulate(recording.config), path)
         paths.append(path)
@@ -921,7 +922,7 @@ def format_tables(
 
 def register(subparsers: Any) -> None:
     """Add ``dowguard evaluate [RECORDING_DIR ...] [--suite NAME] [--json]``."""
-    from dowguard.suite import SUITES
+    from dowguard.suite import SUITE_START, SUITES
 
     p = subparsers.add_parser(
         "evaluate",
@@ -948,6 +949,11 @@ def register(subparsers: Any) -> None:
         type=float,
         help="length of the background suite's recording (default 50)",
     )
+    p.add_argument(
+        "--start",
+        help="when the suite's recordings begin, ISO 8601, UTC unless it names"
+        f" a zone (default {SUITE_START}, a Wednesday night)",
+    )
     p.add_argument("--keep", type=Path, help="write the suite here and keep it")
     p.add_argument("--window", type=float, help="window length in seconds")
     p.add_argument("--json", action="store_true", help="one JSON document")
@@ -961,6 +967,10 @@ def run_cli(args: argparse.Namespace) -> int:
     began = time.monotonic()
     if args.recordings and (args.suite or args.quick):
         raise ConfigError("evaluate: give recording directories or a suite, not both")
+    if args.recordings and args.start is not None:
+        raise ConfigError(
+            "evaluate: --start is for a generated suite; a recording has its own"
+        )
     if args.recordings:
         missing = [str(p) for p in args.recordings if not p.is_dir()]
         if missing:
@@ -970,7 +980,9 @@ def run_cli(args: argparse.Namespace) -> int:
         name = "quick" if args.quick else args.suite or "default"
         with tempfile.TemporaryDirectory(prefix="dowguard-suite-") as tmp:
             root = args.keep or Path(tmp)
-            paths = generate_suite(name, root, args.seed, args.functions, args.minutes)
+            paths = generate_suite(
+                name, root, args.seed, args.functions, args.minutes, args.start
+            )
             scores = evaluate_dirs(paths, config)
     table = rows(scores)
     kinds = kind_rows(scores)

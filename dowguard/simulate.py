@@ -896,7 +896,9 @@ class _Sim:
             sent = call.handler_at + run_s * rng.uniform(0.5, 0.9)
             span_id = _hex(self.ids, 16) if fn.traced else ""
             if call.spanned:
-                spans.append((_SCOPE_BOTOCORE, _send_span(call, queue, span_id, sent)))
+                spans.append(
+                    (_SCOPE_BOTOCORE, _send_span(call, "sqs", queue, span_id, sent))
+                )
             self._sqs(fn, queue, sent)
             consumer = self.consumers.get(queue)
             if consumer is None:
@@ -944,7 +946,8 @@ class _Sim:
         sent = call.handler_at + call.duration_ms / 1000.0 * rng.uniform(0.5, 0.9)
         span_id = _hex(self.ids, 16) if fn.traced else ""
         if call.spanned:
-            spans.append((_SCOPE_BOTOCORE, _publish_span(call, topic, span_id, sent)))
+            span = _send_span(call, "sns", topic, span_id, sent)
+            spans.append((_SCOPE_BOTOCORE, span))
         loop = self.loops.get(fn.name)
         for consumer in self.subscribers.get(topic, ()):
             chain = call.chain if self.loops.get(consumer) is loop else 0
@@ -1255,28 +1258,28 @@ def _rpc(service: str, method: str) -> list[dict[str, Any]]:
     ]
 
 
-def _send_span(call: _Call, queue: str, span_id: str, at: float) -> dict[str, Any]:
-    """A PRODUCER span for one SQS SendMessage, child of the invocation span."""
-    attributes = [
-        _attr("messaging.system", "aws_sqs"),
-        _attr("messaging.operation.type", "send"),
-        _attr("messaging.destination.name", queue),
-        *_rpc("SQS", "SendMessage"),
-    ]
-    name = f"{queue} send"
-    return _sdk_span(call, span_id, name, SPAN_PRODUCER, at, 0.012, attributes)
+#: What a message send looks like in a span, by service: the messaging
+#: system and operation, the API call, and how long the call takes (s).
+_SENDS = {
+    "sqs": ("aws_sqs", "send", "SQS", "SendMessage", 0.012),
+    "sns": ("aws_sns", "publish", "SNS", "Publish", 0.02),
+}
 
 
-def _publish_span(call: _Call, topic: str, span_id: str, at: float) -> dict[str, Any]:
-    """A PRODUCER span for one SNS Publish, child of the invocation span."""
+def _send_span(
+    call: _Call, via: str, destination: str, span_id: str, at: float
+) -> dict[str, Any]:
+    """A PRODUCER span for one SQS SendMessage or SNS Publish (``via``), child
+    of the invocation span."""
+    system, operation, service, method, took_s = _SENDS[via]
     attributes = [
-        _attr("messaging.system", "aws_sns"),
-        _attr("messaging.operation.type", "publish"),
-        _attr("messaging.destination.name", topic),
-        *_rpc("SNS", "Publish"),
+        _attr("messaging.system", system),
+        _attr("messaging.operation.type", operation),
+        _attr("messaging.destination.name", destination),
+        *_rpc(service, method),
     ]
-    name = f"{topic} publish"
-    return _sdk_span(call, span_id, name, SPAN_PRODUCER, at, 0.02, attributes)
+    name = f"{destination} {operation}"
+    return _sdk_span(call, span_id, name, SPAN_PRODUCER, at, took_s, attributes)
 
 
 def _put_span(
@@ -2159,6 +2162,17 @@ def _jsonl(lines: Sequence[bytes]) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+def parse_start(text: str, command: str = "simulate") -> datetime:
+    """The instant of a ``--start`` flag; a time with no zone is UTC."""
+    try:
+        begin = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"{command}: --start {text!r} is not ISO 8601") from exc
+    if begin.tzinfo is None:
+        begin = begin.replace(tzinfo=UTC)
+    return begin
+
+
 def config_for(
     seed: int = DEFAULT_SEED,
     minutes: float = DEFAULT_MINUTES,
@@ -2166,12 +2180,7 @@ def config_for(
     start: str = DEFAULT_START,
 ) -> SimConfig:
     """A configuration from the command line's terms."""
-    try:
-        begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigError(f"simulate: --start {start!r} is not ISO 8601") from exc
-    if begin.tzinfo is None:
-        begin = begin.replace(tzinfo=UTC)
+    begin = parse_start(start)
     chosen = set(scenarios)
     unknown = chosen - {"loop", "spike", "none"}
     if unknown:
@@ -2218,7 +2227,11 @@ def register(subparsers: Any) -> None:
         choices=("loop", "spike", "none"),
         help="scenario to include (repeatable; default: loop and spike)",
     )
-    p.add_argument("--start", default=DEFAULT_START, help="start time (ISO 8601)")
+    p.add_argument(
+        "--start",
+        help=f"start time, ISO 8601, UTC unless it names a zone (default"
+        f" {DEFAULT_START}; for a --suite, the suite's own start)",
+    )
     p.add_argument(
         "--suite",
         choices=("default", "quick", "background", "attacks"),
@@ -2246,7 +2259,12 @@ def run_cli(args: argparse.Namespace) -> int:
         from dowguard.suite import suite
 
         recordings = suite(
-            args.suite, args.seed, args.functions, args.minutes, args.victims
+            args.suite,
+            args.seed,
+            args.functions,
+            args.minutes,
+            args.victims,
+            start=args.start,
         )
         for item in recordings:
             labels = generate(args.outdir / item.name, item.config)
@@ -2258,7 +2276,10 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     minutes = DEFAULT_MINUTES if args.minutes is None else args.minutes
     config = config_for(
-        args.seed, minutes, args.scenario or ("loop", "spike"), args.start
+        args.seed,
+        minutes,
+        args.scenario or ("loop", "spike"),
+        args.start or DEFAULT_START,
     )
     labels = generate(args.outdir, config)
     # The command's user-facing output, as the rest of the CLI prints it.

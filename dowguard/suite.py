@@ -30,6 +30,7 @@ from dowguard.simulate import (
     FunctionSpec,
     LoopScenario,
     SimConfig,
+    parse_start,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,19 @@ def _pick(rng: random.Random, table: Sequence[tuple[T, float]]) -> T:
     return table[-1][0]
 
 
+def _source(
+    trigger: str, name: str, queue: str, topic: str, bucket: str
+) -> dict[str, object]:
+    """The field that names what triggers ``name``, its name ending as given."""
+    if trigger == "sqs":
+        return {"queue": f"{name}-{queue}"}
+    if trigger == "sns":
+        return {"topic": f"{name}-{topic}"}
+    if trigger == "s3":
+        return {"bucket": f"{name}-{bucket}"}
+    return {}
+
+
 def background_functions(spec: Background) -> tuple[FunctionSpec, ...]:
     """Functions whose rates, triggers, durations and memory follow production.
 
@@ -120,13 +134,8 @@ def background_functions(spec: Background) -> tuple[FunctionSpec, ...]:
             # Traffic peaks in the local afternoon of the account's region.
             fields["peak_hour"] = peak
             fields["weekend"] = round(rng.uniform(0.6, 0.95), 2)
-        if trigger == "sqs":
-            fields["queue"] = f"{name}-jobs"
-        elif trigger == "sns":
-            fields["topic"] = f"{name}-events"
-        elif trigger == "s3":
-            fields["bucket"] = f"{name}-uploads"
-        elif trigger == "http":
+        fields.update(_source(trigger, name, "jobs", "events", "uploads"))
+        if trigger == "http":
             fields["route"] = f"POST /{name}"
             if rng.random() < 0.1:
                 fields["burst"] = Burst(
@@ -156,12 +165,7 @@ def _victim(
         "team": "victims",
         "error_rate": 0.001,
     }
-    if trigger == "sqs":
-        fields["queue"] = f"{name}-q"
-    elif trigger == "s3":
-        fields["bucket"] = f"{name}-bucket"
-    elif trigger == "sns":
-        fields["topic"] = f"{name}-topic"
+    fields.update(_source(trigger, name, "q", "topic", "bucket"))
     fields.update(kw)
     return FunctionSpec(**fields)  # type: ignore[arg-type]
 
@@ -325,8 +329,13 @@ def suite(
     functions: int | None = None,
     minutes: float | None = None,
     victims: int | None = None,
+    start: str | None = None,
 ) -> list[Recording]:
     """The recordings of a named suite: default, quick, background or attacks.
+
+    Every recording begins at ``start`` (ISO 8601, UTC unless it names a
+    zone; default :data:`SUITE_START`). The functions of a seed stay the
+    same at any start; what changes is where their day and week stand.
 
     ``functions`` replaces the number of background functions of the
     attacks recording (the ramps recording has a fifth as many; quick: half).
@@ -349,15 +358,19 @@ def suite(
         raise ConfigError(
             f"evaluate: --victims is for the attacks suite only, not {name!r}"
         )
+    if name not in SUITES:
+        known = ", ".join(SUITES)
+        raise ConfigError(f"evaluate: unknown suite {name!r}; known: {known}")
+    # Limitation: a seed's recordings at two starts share their draws (same clumps).
+    at = parse_start(start, "evaluate").timestamp() if start is not None else None
     if name == "background":
-        config = background_config(seed, functions or 300, minutes or 50.0, name)
+        config = background_config(
+            seed, functions or 300, minutes or 50.0, name, start=at
+        )
         return [Recording("background", config)]
     if name == "attacks":
-        return _heavy(seed, functions or HEAVY_BACKGROUND, victims or HEAVY_VICTIMS)
-    if name in SUITES:
-        return _suite(seed, quick=name == "quick", functions=functions)
-    known = ", ".join(SUITES)
-    raise ConfigError(f"evaluate: unknown suite {name!r}; known: {known}")
+        return _heavy(seed, functions or HEAVY_BACKGROUND, victims or HEAVY_VICTIMS, at)
+    return _suite(seed, quick=name == "quick", functions=functions, start=at)
 
 
 SUITES = ("default", "quick", "background", "attacks")
@@ -370,6 +383,13 @@ HEAVY_BACKGROUND = 30
 SUITE_START = "2026-03-04T01:40:00+00:00"
 
 
+def _begin(start: float | None) -> float:
+    """A recording's first instant: ``start``, or else :data:`SUITE_START`."""
+    if start is None:
+        return datetime.fromisoformat(SUITE_START).timestamp()
+    return start
+
+
 def attacks_config(
     seed: int = 1,
     background: int = 300,
@@ -378,20 +398,21 @@ def attacks_config(
     end_s: float = 35 * 60.0,
     instances: int = 2,
     suite: str = "",
+    start: float | None = None,
 ) -> SimConfig:
     """Every attack but the slow ramp, and every look-alike, on one background.
 
     Each scenario has functions of its own, so scenarios that overlap in
-    time do not mix in any context.
+    time do not mix in any context. ``start`` is a Unix time (default
+    :data:`SUITE_START`), as for every configuration here.
     """
-    start = datetime.fromisoformat(SUITE_START).timestamp()
     back = background_functions(Background(background, seed=seed))
     rate_fns, rate_attacks = _rate_attacks(onset_s, end_s, instances)
     loop_fns, loops = _loops(onset_s, end_s, instances)
     look_fns, benign_loops, benign = _lookalikes(onset_s, end_s, minutes * 60.0)
     return SimConfig(
         seed=seed,
-        start=start,
+        start=_begin(start),
         minutes=minutes,
         functions=(*back, *rate_fns, *loop_fns, *look_fns),
         loop=None,
@@ -403,7 +424,11 @@ def attacks_config(
 
 
 def background_config(
-    seed: int = 1, functions: int = 300, minutes: float = 50.0, suite: str = ""
+    seed: int = 1,
+    functions: int = 300,
+    minutes: float = 50.0,
+    suite: str = "",
+    start: float | None = None,
 ) -> SimConfig:
     """The attacks recording's background traffic with no scenario in it.
 
@@ -411,10 +436,9 @@ def background_config(
     and count, so every one of them is background to ``evaluate``: its
     function-hours measure the false-alert rate and nothing else.
     """
-    # Limitation: all start at SUITE_START; other hours and weekdays go unsampled.
     return SimConfig(
         seed=seed,
-        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        start=_begin(start),
         minutes=minutes,
         functions=background_functions(Background(functions, seed=seed)),
         loop=None,
@@ -429,6 +453,7 @@ def loops_config(
     onset_s: float = 20 * 60.0,
     end_s: float = 35 * 60.0,
     instances: int = 2,
+    start: float | None = None,
 ) -> SimConfig:
     """The attacks recording's loop scenarios alone, with nothing around them.
 
@@ -439,7 +464,7 @@ def loops_config(
     fns, loops = _loops(onset_s, end_s, instances)
     return SimConfig(
         seed=seed,
-        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        start=_begin(start),
         minutes=minutes,
         functions=tuple(fns),
         loop=None,
@@ -455,6 +480,7 @@ def ramps_config(
     onset_s: float = 1800.0,
     instances: int = 2,
     suite: str = "",
+    start: float | None = None,
 ) -> SimConfig:
     """Slow ramps to 3, 10 and 30 times the cost, over hours, on a background."""
     ramp_fns: list[FunctionSpec] = []
@@ -475,7 +501,7 @@ def ramps_config(
     quiet = background_functions(Background(background, rate_cap=0.5, seed=seed + 1000))
     return SimConfig(
         seed=seed,
-        start=datetime.fromisoformat(SUITE_START).timestamp(),
+        start=_begin(start),
         minutes=hours * 60.0,
         functions=(*quiet, *ramp_fns),
         loop=None,
@@ -485,23 +511,31 @@ def ramps_config(
     )
 
 
-def _heavy(seed: int, background: int, victims: int) -> list[Recording]:
+def _heavy(
+    seed: int, background: int, victims: int, start: float | None
+) -> list[Recording]:
     # Limitation: the attacks suite's background is too small to measure false alerts.
-    attacks = attacks_config(seed, background, instances=victims, suite="attacks")
+    attacks = attacks_config(
+        seed, background, instances=victims, suite="attacks", start=start
+    )
     quiet = max(1, background // 5)
-    ramps = ramps_config(seed, quiet, instances=victims, suite="attacks")
+    ramps = ramps_config(seed, quiet, instances=victims, suite="attacks", start=start)
     return [Recording("attacks", attacks), Recording("ramps", ramps)]
 
 
-def _suite(seed: int, quick: bool, functions: int | None) -> list[Recording]:
+def _suite(
+    seed: int, quick: bool, functions: int | None, start: float | None
+) -> list[Recording]:
     name = "quick" if quick else "default"
     count = functions or (60 if quick else 300)
     quiet = max(1, count // (2 if quick else 5))
     if quick:
-        attacks = attacks_config(seed, count, 40.0, 20 * 60.0, 30 * 60.0, 1, name)
+        attacks = attacks_config(
+            seed, count, 40.0, 20 * 60.0, 30 * 60.0, 1, name, start
+        )
         # Slow ramps need hours: their own, longer recording with less around.
-        ramps = ramps_config(seed, quiet, 1.0, 1800.0, 1, name)
+        ramps = ramps_config(seed, quiet, 1.0, 1800.0, 1, name, start)
     else:
-        attacks = attacks_config(seed, count, suite=name)
-        ramps = ramps_config(seed, quiet, suite=name)
+        attacks = attacks_config(seed, count, suite=name, start=start)
+        ramps = ramps_config(seed, quiet, suite=name, start=start)
     return [Recording("attacks", attacks), Recording("ramps", ramps)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,36 +18,11 @@ from detector.enforcement import Enforcer, MemoryActionLog, Policy
 from detector.enforcement.audit import RELEASE, SUCCEEDED, THROTTLE
 from detector.enforcement.handoff import AfterStore, HandOff
 from detector.memory_sink import MemorySink
-from ingest.events import Context
 
 from .conftest import context, transition
+from .held_hook import HeldHook
 
 WAIT_S = 30.0
-
-
-class HeldHook:
-    """A dry hook whose throttle waits until the test lets it go."""
-
-    name = "held"
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-        self.calls: list[tuple[str, str]] = []
-
-    def throttle(
-        self, context: Context, reason: str, *, loop: bool = False
-    ) -> dict[str, Any]:
-        self.entered.set()
-        assert self.go.wait(WAIT_S), "the test never let the hook go"
-        self.calls.append(("throttle", context.function))
-        return {"reserved": None}
-
-    def release(self, context: Context, previous: dict[str, Any]) -> None:
-        self.calls.append(("release", context.function))
-
-    def read(self, context: Context) -> dict[str, Any]:
-        return {}
 
 
 class Recorder:
@@ -71,7 +45,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 def test_a_held_hook_does_not_hold_up_commits_and_a_full_queue_drops() -> None:
-    hook = HeldHook()
+    hook = HeldHook(WAIT_S)
     log = MemoryActionLog()
     enforcer = Enforcer(hook, Policy(), log)
     inner = MemorySink()
@@ -99,7 +73,7 @@ def test_a_held_hook_does_not_hold_up_commits_and_a_full_queue_drops() -> None:
 
 
 def test_transitions_reach_the_forwarder_and_status_the_enforcer() -> None:
-    hook = HeldHook()
+    hook = HeldHook(WAIT_S)
     hook.go.set()
     log = MemoryActionLog()
     enforcer = Enforcer(hook, Policy(release_after_s=None), log)
@@ -123,7 +97,7 @@ def test_transitions_reach_the_forwarder_and_status_the_enforcer() -> None:
 
 def test_redelivered_transitions_cause_no_second_action() -> None:
     log = MemoryActionLog()
-    hook = HeldHook()
+    hook = HeldHook(WAIT_S)
     hook.go.set()
     sink = AfterStore(MemorySink(), enforcer=Enforcer(hook, Policy(), log))
     sink.start()
@@ -139,7 +113,7 @@ def test_redelivered_transitions_cause_no_second_action() -> None:
 
 
 def test_the_tick_thread_releases_after_the_ttl_and_stops_on_close() -> None:
-    hook = HeldHook()
+    hook = HeldHook(WAIT_S)
     hook.go.set()
     log = MemoryActionLog()
     # A TTL of zero is due at once: the release waits only for a tick.
@@ -176,7 +150,7 @@ def test_a_failing_consumer_is_counted_and_the_worker_goes_on() -> None:
 
 def test_backlog_and_drops_are_exported_while_running() -> None:
     registry = CollectorRegistry()
-    hook = HeldHook()
+    hook = HeldHook(WAIT_S)
     sink = AfterStore(
         MemorySink(),
         enforcer=Enforcer(hook, Policy(), MemoryActionLog()),
@@ -207,7 +181,7 @@ def test_backlog_and_drops_are_exported_while_running() -> None:
 
 
 def test_silenced_alerts_are_forwarded_but_not_enforced() -> None:
-    hook = HeldHook()
+    hook = HeldHook(WAIT_S)
     hook.go.set()
     log = MemoryActionLog()
     quiet, loud = transition(context("quiet")), transition(context("loud"))
@@ -236,7 +210,7 @@ def test_silenced_alerts_are_forwarded_but_not_enforced() -> None:
 
 
 def test_resume_hands_stored_alerts_to_the_enforcer_only() -> None:
-    hook = HeldHook()
+    hook = HeldHook(WAIT_S)
     hook.go.set()
     log = MemoryActionLog()
     recorder = Recorder()

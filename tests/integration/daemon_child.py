@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from detector.alerts import OPENED, WARNING, Transition, fingerprint
+from detector.alerts import OPENED, WARNING, AlertSink, Transition, fingerprint
 from detector.daemon import Daemon
 from detector.engine import DetectorConfig, Engine
 from detector.memory_sink import MemorySink
 from detector.metrics import DowMetrics
-from dowguard.config import load_settings
+from dowguard.config import Settings, load_settings
 from ingest.events import Event, Invocation, Span
 
 #: Invocations whose request id starts so make the engine emit a transition.
@@ -108,6 +108,17 @@ def seen_in(sink: MemorySink, group: str) -> list[str]:
     return sorted(marks)
 
 
+def fast_daemon(settings: Settings, engine: Engine, sink: AlertSink) -> Daemon:
+    """A daemon with metrics of its own that leaves its group within seconds."""
+    return Daemon(
+        settings,
+        engine,
+        sink,
+        metrics=DowMetrics(CollectorRegistry()),
+        consumer_options=FAST_GROUP,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sink", required=True, help="memory sink file")
@@ -118,13 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     settings = load_settings()
-    daemon = Daemon(
-        settings,
-        CountingEngine(),
-        MemorySink(args.sink),
-        metrics=DowMetrics(CollectorRegistry()),
-        consumer_options=FAST_GROUP,
-    )
+    daemon = fast_daemon(settings, CountingEngine(), MemorySink(args.sink))
     daemon.install_signal_handlers()
     daemon.run()
     return 0

@@ -10,7 +10,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from api.store import SqlStore
@@ -24,8 +23,6 @@ from detector.alerts import (
     fingerprint,
 )
 from detector.cost import invocation_cost
-from detector.daemon import Daemon
-from detector.metrics import DowMetrics
 from detector.rules import SLOW_RAMP
 from dowguard.cli import make_engine
 from dowguard.config import Settings
@@ -33,7 +30,8 @@ from ingest.events import Context, Event, Invocation, kafka_key
 from ingest.partitioning import partition_for
 from tests.conftest import TopicFactory
 from tests.integration.cli_daemon import ROLES, publish, wait_for
-from tests.integration.daemon_child import FAST_GROUP
+from tests.integration.daemon_child import fast_daemon
+from tests.integration.daemon_thread import DaemonThread, daemon_settings
 
 pytestmark = pytest.mark.kafka
 
@@ -118,34 +116,12 @@ class Reading:
             return sum(s.day_cost for s in self.last if s.partition not in held)
 
 
-class Member:
+class Member(DaemonThread):
     """One daemon of a group in a thread, on its own view of the store."""
 
     def __init__(self, settings: Settings, store: SqlStore) -> None:
         self.sink = Reading(store)
-        self.daemon = Daemon(
-            settings,
-            make_engine(settings),
-            self.sink,
-            metrics=DowMetrics(CollectorRegistry()),
-            consumer_options=FAST_GROUP,
-        )
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.daemon.run()
-        except BaseException as exc:
-            self.error = exc
-            raise
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), "daemon did not stop within 60 s"
-        assert self.error is None, f"daemon failed: {self.error!r}"
+        super().__init__(fast_daemon(settings, make_engine(settings), self.sink))
 
     def has_read_the_other(self, spent: float) -> bool:
         """Whether its last read of the shares holds ``spent`` of the partition
@@ -157,15 +133,11 @@ class Member:
 def settings_for(
     bootstrap: str, topics: dict[str, str], group: str, url: str, read_s: float
 ) -> Settings:
-    return Settings(
-        kafka_bootstrap=bootstrap,
+    return daemon_settings(
+        bootstrap,
+        topics,
+        group,
         database_url=url,
-        group_id=group,
-        topic_invocations=topics["invocations"],
-        topic_billing=topics["billing"],
-        topic_traces=topics["traces"],
-        topic_evidence=topics["evidence"],
-        topic_deadletter=topics["deadletter"],
         partitions=PARTITIONS,
         commit_interval_s=0.3,
         account_shares_read_s=read_s,

@@ -7,55 +7,28 @@ blocks until the test lets it go.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from detector.alerts import CRITICAL
-from detector.daemon import Daemon
 from detector.enforcement import Enforcer, MemoryActionLog, Policy
 from detector.enforcement.audit import SUCCEEDED
 from detector.enforcement.handoff import AfterStore
 from detector.engine import DetectorConfig, Engine
 from detector.memory_sink import MemorySink
-from detector.metrics import DowMetrics
-from dowguard.config import Settings
 from ingest.events import Context, Invocation
 from tests.conftest import TopicFactory
 from tests.detector.streams import T0, sqs_loop
+from tests.enforcement.held_hook import HeldHook
 from tests.integration.cli_daemon import ROLES, caught_up, publish, wait_for
-from tests.integration.daemon_child import FAST_GROUP
+from tests.integration.daemon_child import fast_daemon
+from tests.integration.daemon_thread import DaemonThread, daemon_settings
 
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 3
 HELD_S = 120.0
-
-
-class HangingHook:
-    """Throttles only once the test sets ``go``; notes that it was called."""
-
-    name = "hanging"
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-
-    def throttle(
-        self, context: Context, reason: str, *, loop: bool = False
-    ) -> dict[str, Any]:
-        self.entered.set()
-        assert self.go.wait(HELD_S), "the test never let the hook go"
-        return {"reserved": None}
-
-    def release(self, context: Context, previous: dict[str, Any]) -> None:
-        return None
-
-    def read(self, context: Context) -> dict[str, Any]:
-        return {}
 
 
 @pytest.mark.timeout(300)
@@ -64,10 +37,10 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
 ) -> None:
     topics = unique_topics(*ROLES, partitions=PARTITIONS)
     group = f"handoff-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        group_id=group,
-        **{f"topic_{role}": topics[role] for role in ROLES},
+    settings = daemon_settings(
+        kafka_bootstrap,
+        topics,
+        group,
         partitions=PARTITIONS,
         commit_interval_s=0.3,
         checkpoint_interval_s=0.3,
@@ -75,20 +48,15 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
     loop = Context("aws", "111122223333", "us-east-1", "order-loop")
     busy = Context("aws", "111122223333", "us-east-1", "resize")
 
-    hook = HangingHook()
+    hook = HeldHook(HELD_S)
     log = MemoryActionLog()
     inner = MemorySink()
     sink = AfterStore(inner, enforcer=Enforcer(hook, Policy(), log))
-    daemon = Daemon(
-        settings,
-        Engine(DetectorConfig(partitions=PARTITIONS)),
-        sink,
-        metrics=DowMetrics(CollectorRegistry()),
-        consumer_options=FAST_GROUP,
-    )
     sink.start()
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
+    runner = DaemonThread(
+        fast_daemon(settings, Engine(DetectorConfig(partitions=PARTITIONS)), sink)
+    )
+    daemon = runner.daemon
     inputs = [topics[r] for r in ("invocations", "billing", "traces", "evidence")]
     try:
         publish(kafka_bootstrap, topics, sqs_loop(loop, hops=8, start=T0))
@@ -112,8 +80,8 @@ def test_a_hanging_hook_holds_up_neither_detection_nor_offset_commits(
         assert sink.handoffs["enforcement"].backlog >= 1
     finally:
         hook.go.set()
-        daemon.stop()
-        thread.join(timeout=60)
-        sink.close()
-    assert not thread.is_alive()
+        try:
+            runner.stop()
+        finally:
+            sink.close()
     assert [r.state for r in log.find()] == [SUCCEEDED]

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +20,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from prometheus_client import CollectorRegistry
 
-from detector.daemon import Daemon
 from detector.memory_sink import MemorySink
-from detector.metrics import DowMetrics
 from dowguard.config import Settings
 from ingest.events import Billing, Context, Event, Invocation, Span, kafka_key
 from ingest.kafka_io import (
@@ -42,19 +38,19 @@ from ingest.kafka_io import (
 )
 from ingest.partitioning import partition_for
 from tests.conftest import ROOT, TopicFactory, run_script, unavailable
-from tests.integration.cli_daemon import publish, wait_for
+from tests.integration.cli_daemon import ROLES, publish, wait_for
 from tests.integration.daemon_child import (
     ALERT_PREFIX,
     BOOM_PREFIX,
-    FAST_GROUP,
     CountingEngine,
+    fast_daemon,
     mark_of,
     seen_in,
 )
+from tests.integration.daemon_thread import DaemonThread, daemon_settings
 
 pytestmark = pytest.mark.kafka
 
-ROLES = ("invocations", "billing", "traces", "evidence", "deadletter")
 PARTITIONS = 3
 T0 = 1_772_400_000.0
 FUNCTIONS = [f"fn{i}" for i in range(12)]
@@ -100,14 +96,10 @@ def mixed(prefix: str) -> list[Event]:
 
 
 def settings_for(bootstrap: str, topics: dict[str, str], group: str) -> Settings:
-    return Settings(
-        kafka_bootstrap=bootstrap,
-        group_id=group,
-        topic_invocations=topics["invocations"],
-        topic_billing=topics["billing"],
-        topic_traces=topics["traces"],
-        topic_evidence=topics["evidence"],
-        topic_deadletter=topics["deadletter"],
+    return daemon_settings(
+        bootstrap,
+        topics,
+        group,
         partitions=PARTITIONS,
         commit_interval_s=0.3,
         checkpoint_interval_s=0.3,
@@ -177,8 +169,8 @@ def marks(events: list[Event]) -> list[str]:
 # Running daemons
 
 
-class DaemonThread:
-    """A daemon running in a thread of the test process."""
+class CountingThread(DaemonThread):
+    """A daemon of the counting engine in a thread, listing what it announced."""
 
     def __init__(
         self,
@@ -187,36 +179,13 @@ class DaemonThread:
         engine: CountingEngine | None = None,
     ) -> None:
         self.engine = engine or CountingEngine()
-        self.daemon = Daemon(
-            settings,
-            self.engine,
-            sink,
-            metrics=DowMetrics(CollectorRegistry()),
-            consumer_options=FAST_GROUP,
-        )
+        daemon = fast_daemon(settings, self.engine, sink)
         self.announced: list[str] = []
-        self.daemon.on_transitions = lambda batch: self.announced.extend(
+        # Set before the thread starts, so no batch goes unlisted.
+        daemon.on_transitions = lambda batch: self.announced.extend(
             t.summary for t in batch
         )
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.daemon.run()
-        except BaseException as exc:
-            self.error = exc
-            raise
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.thread.join(timeout=60)
-        if self.thread.is_alive():
-            frame = sys._current_frames().get(self.thread.ident or 0)
-            stack = "".join(traceback.format_stack(frame)) if frame else "?"
-            pytest.fail(f"daemon did not stop within 60 s; it is at:\n{stack}")
-        assert self.error is None, f"daemon failed: {self.error!r}"
+        super().__init__(daemon)
 
 
 @pytest.fixture
@@ -239,7 +208,7 @@ def test_daemon_counts_every_message_and_dead_letters_the_bad_ones(
     bad = publish_bad(kafka_bootstrap, topics)
 
     sink = MemorySink()
-    runner = DaemonThread(settings, sink)
+    runner = CountingThread(settings, sink)
     d = runner.daemon
     expected_dead = len(bad) + len(boom)
     wait_for(
@@ -450,7 +419,7 @@ def test_daemon_reconnects_after_broker_restart_and_loses_nothing(
     bad = publish_bad(bootstrap, topics)
 
     sink = MemorySink()
-    runner = DaemonThread(settings, sink, GatedEngine(hold_at=1000))
+    runner = CountingThread(settings, sink, GatedEngine(hold_at=1000))
     engine = runner.engine
     assert isinstance(engine, GatedEngine)
     d = runner.daemon
@@ -510,11 +479,11 @@ def test_two_daemons_share_partitions_and_hand_over_state(
         assert {partition_for(kafka_key(e), PARTITIONS) for e in batch} == {0, 1, 2}
 
     publish(kafka_bootstrap, topics, first)
-    one = DaemonThread(settings, sink)
-    two: DaemonThread | None = None
+    one = CountingThread(settings, sink)
+    two: CountingThread | None = None
     try:
         wait_for(lambda: seen_in(sink, group) == marks(first), "the first batch")
-        two = DaemonThread(settings, sink)
+        two = CountingThread(settings, sink)
         a, b = one.daemon, two.daemon
         wait_for(
             lambda: (
