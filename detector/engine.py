@@ -32,6 +32,7 @@ from detector.alerts import (
     transition_of,
 )
 from detector.baseline import (
+    BURST_MIN_WINDOWS,
     Bursts,
     BurstState,
     PeerPool,
@@ -251,6 +252,18 @@ class DetectorConfig:
     that never burst. Nothing is learnt of a longer excursion, nor of one
     that began under an alert already open.
 
+    The cold-start rule of bursts: a context that has learnt fewer than
+    ``burst_cold_windows`` windows of its own (and at least the few its level
+    needs, :data:`detector.baseline.BURST_MIN_WINDOWS`) has had no time to
+    show its bursts, so a warning on an excursion far above its own level
+    waits while the excursion is no longer than ``burst_windows`` windows,
+    as a learnt burst's would; longer, it opens as of the excursion's first
+    window with the cost of all of it. A critical window never waits, nor
+    does a window at the context's own level (a new function whose traffic
+    is high from its first call meets its peers at once). From
+    ``burst_cold_windows`` on, only the bursts it has shown hold a window
+    (``burst_cold_windows`` at most BURST_MIN_WINDOWS: no such rule).
+
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
     USD/h above what was expected, in more invocations than chance (as a
@@ -331,6 +344,7 @@ class DetectorConfig:
     burst_margin: float = 3.0
     burst_windows: int = 4
     burst_half_life_s: float = 86_400.0
+    burst_cold_windows: int = 120
     rise_cusum_ratios: tuple[float, ...] = (1.5, 3.0)
     rise_false_alert_hours: float = 2000.0
 
@@ -1176,6 +1190,61 @@ class Engine:
             return envelope, None
         return 0.0, baseline.bursts
 
+    def _young_for_bursts(self, state: _Context) -> bool:
+        """Whether ``state`` is too young to have shown its bursts, while its
+        own level is known (the cold-start rule of bursts)."""
+        if self._bursts is None:
+            return False
+        n = state.baseline.n
+        return BURST_MIN_WINDOWS <= n < self.config.burst_cold_windows
+
+    def _young_hold(
+        self, state: _Context, start: float, rate: float, observed: bool
+    ) -> tuple[bool, BurstState | None]:
+        """What the cold-start rule of bursts makes of a warning on the window
+        from ``start`` at ``rate``: whether it waits; and once its excursion
+        has outlasted a burst, that excursion, so that its alert starts at
+        its first window.
+
+        ``observed`` as for :meth:`_burst_hold`: at its close the window has
+        been shown to the bursts, so it waits only as part of an excursion in
+        progress; before, when it goes on with one, or when its rate so far
+        is an excursion's above the context's own level. A window at that
+        level, however far above the peers it is judged against, never
+        waits: that is the context's traffic, not a burst of it.
+        """
+        if not self._young_for_bursts(state):
+            return False, None
+        bursts = self._bursts
+        assert bursts is not None
+        baseline = state.baseline
+        if observed:
+            if not bursts.running(baseline):
+                return False, None
+            if bursts.outlasted(baseline):
+                return False, baseline.bursts
+            return True, None
+        length = bursts.run_length(baseline, start)
+        if length == 1 and self._run_goes_on_open(state, start):
+            # The excursion goes on in windows not closed yet: their closes
+            # tell whether it has outlasted a burst.
+            return True, None
+        if length == 1 and rate < self._excursion_rate(self._own_level(state, start)):
+            return False, None
+        if length > bursts.max_windows:
+            return False, baseline.bursts
+        return True, None
+
+    def _run_goes_on_open(self, state: _Context, start: float) -> bool:
+        """Whether the excursion in progress of ``state`` reaches the window
+        from ``start`` through windows that are still open."""
+        known = state.baseline.bursts
+        if known is None or known.run_windows == 0:
+            return False
+        between = sum(1 for s in state.windows if known.run_last < s < start)
+        reach = (between + 1.5) * self._window
+        return between > 0 and start - known.run_last <= reach
+
     def _beyond_bursts(self, envelope: float, cost: float, base: float) -> bool:
         """Whether ``cost``, spent in part of a window, is already beyond
         bursts of excess ``envelope`` for a whole window (at a ``base``
@@ -1339,6 +1408,11 @@ class Engine:
         # span already, and the next start of a flood may come seconds later.
         if not strong and (escalate or (elapsed < span and each == 0.0)):
             return
+        if not strong and not escalate:
+            held, young_run = self._young_hold(state, start, rate, observed=False)
+            if held:
+                return
+            run = young_run if run is None else run
         # Agreement from other topics (traces, billing) is left to the window
         # close: a daemon may read them ahead of or behind the logs.
         severity = CRITICAL if strong else WARNING
@@ -1405,6 +1479,12 @@ class Engine:
         if rate >= warn and self._significant(state, cost, count):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
+            opening = state.spike is None or not state.spike.open
+            if severity != CRITICAL and opening:
+                held, young_run = self._young_hold(state, at, rate, observed=True)
+                if held:
+                    return
+                run = young_run if run is None else run
             self._raise_spike(state, rate, cost, end, severity, early=False, run=run)
             return
         spike = state.spike
@@ -1530,6 +1610,9 @@ class Engine:
         bursts = self._bursts
         if bursts is None or finding.horizon_s > bursts.max_windows * self._window:
             return False
+        if self._young_for_bursts(state):
+            # The cold-start rule of bursts: too young to know its bursts.
+            return True
         envelope, _ = self._burst_hold(state, start, observed)
         excess = finding.rate - finding.expected
         return envelope > 0.0 and excess < self.config.burst_margin * envelope
