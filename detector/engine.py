@@ -1117,6 +1117,7 @@ class Engine:
     def _early_count(self, state: _Context, span: float) -> float:
         """Calls (or starts) in ``span`` seconds of a window that are more
         than chance."""
+        # Limitation: not a Poisson tail; a few calls pass it by chance 100x too often.
         cfg = self.config
         usual = state.counts.mean * span / self._window
         return usual + max(cfg.early_min_count, cfg.early_count_z * math.sqrt(usual))
