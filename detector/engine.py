@@ -258,11 +258,16 @@ class DetectorConfig:
     show its bursts, so a warning on an excursion far above its own level
     waits while the excursion is no longer than ``burst_windows`` windows,
     as a learnt burst's would; longer, it opens as of the excursion's first
-    window with the cost of all of it. A critical window never waits, nor
-    does a window at the context's own level (a new function whose traffic
-    is high from its first call meets its peers at once). From
-    ``burst_cold_windows`` on, only the bursts it has shown hold a window
-    (``burst_cold_windows`` at most BURST_MIN_WINDOWS: no such rule).
+    window with the cost of all of it. Until the context is warm, its
+    bursts are taken to reach up to the critical rate; from
+    ``baseline_warmup`` windows on, less each window, down to the warning
+    rate at ``burst_cold_windows``, so that its own history takes over
+    gradually. A critical window never waits, nor does a window beyond what
+    the young context's bursts are taken to reach, nor one at the context's
+    own level (a new function whose traffic is high from its first call
+    meets its peers at once). From ``burst_cold_windows`` on only the bursts
+    it has shown hold a window (``burst_cold_windows`` at most
+    BURST_MIN_WINDOWS: no such rule).
 
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
@@ -1191,30 +1196,48 @@ class Engine:
             return envelope, None
         return 0.0, baseline.bursts
 
-    def _young_for_bursts(self, state: _Context) -> bool:
-        """Whether ``state`` is too young to have shown its bursts, while its
-        own level is known (the cold-start rule of bursts)."""
+    def _young_share(self, state: _Context) -> float:
+        """How young ``state`` is for the cold-start rule of bursts: 1 until
+        its baseline is warm, falling to 0 at ``burst_cold_windows`` windows
+        (0 too before its own level is known)."""
         if self._bursts is None:
-            return False
+            return 0.0
         n = state.baseline.n
-        return BURST_MIN_WINDOWS <= n < self.config.burst_cold_windows
+        cold = self.config.burst_cold_windows
+        if n < BURST_MIN_WINDOWS or n >= cold:
+            return 0.0
+        warm = self.config.baseline_warmup
+        if n <= warm:
+            return 1.0
+        return (cold - n) / (cold - warm)
 
     def _young_hold(
-        self, state: _Context, start: float, rate: float, observed: bool
+        self,
+        state: _Context,
+        start: float,
+        rate: float,
+        thresholds: tuple[float, float],
+        observed: bool,
     ) -> tuple[bool, BurstState | None]:
         """What the cold-start rule of bursts makes of a warning on the window
-        from ``start`` at ``rate``: whether it waits; and once its excursion
-        has outlasted a burst, that excursion, so that its alert starts at
-        its first window.
+        from ``start`` at ``rate`` (against the warning and critical rates
+        ``thresholds``): whether it waits; and once its excursion has
+        outlasted a burst, that excursion, so that its alert starts at its
+        first window.
 
-        ``observed`` as for :meth:`_burst_hold`: at its close the window has
-        been shown to the bursts, so it waits only as part of an excursion in
-        progress; before, when it goes on with one, or when its rate so far
-        is an excursion's above the context's own level. A window at that
-        level, however far above the peers it is judged against, never
-        waits: that is the context's traffic, not a burst of it.
+        A young context's bursts are taken to reach up to the critical rate
+        until it is warm, and less as it ages (:meth:`_young_share` of the way
+        from the warning rate to the critical one). ``observed`` as for
+        :meth:`_burst_hold`: at its close the window has been shown to the
+        bursts, so it waits only as part of an excursion in progress; before,
+        when it goes on with one, or when its rate so far is an excursion's
+        above the context's own level. A window at that level, however far
+        above the peers it is judged against, never waits: that is the
+        context's traffic, not a burst of it.
         """
-        if not self._young_for_bursts(state):
+        share = self._young_share(state)
+        warn, crit = thresholds
+        if share <= 0.0 or rate >= warn + share * (crit - warn):
             return False, None
         bursts = self._bursts
         assert bursts is not None
@@ -1410,7 +1433,8 @@ class Engine:
         if not strong and (escalate or (elapsed < span and each == 0.0)):
             return
         if not strong and not escalate:
-            held, young_run = self._young_hold(state, start, rate, observed=False)
+            limits = (warn, crit)
+            held, young_run = self._young_hold(state, start, rate, limits, False)
             if held:
                 return
             run = young_run if run is None else run
@@ -1482,7 +1506,8 @@ class Engine:
             severity = fused_severity(rate >= crit, agreeing)
             opening = state.spike is None or not state.spike.open
             if severity != CRITICAL and opening:
-                held, young_run = self._young_hold(state, at, rate, observed=True)
+                limits = (warn, crit)
+                held, young_run = self._young_hold(state, at, rate, limits, True)
                 if held:
                     return
                 run = young_run if run is None else run
@@ -1611,7 +1636,7 @@ class Engine:
         bursts = self._bursts
         if bursts is None or finding.horizon_s > bursts.max_windows * self._window:
             return False
-        if self._young_for_bursts(state):
+        if self._young_share(state) > 0.0:
             # The cold-start rule of bursts: too young to know its bursts.
             return True
         envelope, _ = self._burst_hold(state, start, observed)

@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     # windows (0: bursts are not learnt); a burst has at most burst_windows
     # windows and fades with burst_half_life_s. Until a context has learnt
     # burst_cold_windows windows, a warning on a short excursion of it waits
-    # as a learnt burst's would (the cold-start rule of bursts).
+    # as a learnt burst's would, less far above the warning rate as it ages
+    # (the cold-start rule of bursts; 0: off).
     burst_margin: NonNegativeFloat = 3.0
     burst_windows: PositiveInt = 4
     burst_half_life_s: PositiveFloat = 86_400.0
