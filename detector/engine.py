@@ -1915,6 +1915,7 @@ class Engine:
             rate >= cfg.anomaly_ratio * mean
             and rate - mean >= cfg.anomaly_min_excess
             # A burst like those the context has shown is not notable either.
+            # Limitation: the cold-start rule of bursts does not reach the model.
             and rate - mean > cfg.burst_margin * self._envelope(state, start)
             and self._significant(state, cost, count)
         )
