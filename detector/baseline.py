@@ -7,7 +7,9 @@ same power-of-two memory size; when that pool has not seen ``warmup``
 windows itself, the pool of the whole account; when neither is warm, the
 context is not judged. Pools learn only from warm contexts not under alert,
 so a brand-new function that floods at once meets the usual cost of a
-function like it, not its own flood.
+function like it, not its own flood. Bursts (:class:`Bursts`) are learnt
+from a context's own windows only; until it has seen enough of them the
+engine holds its short excursions back (``DetectorConfig.burst_cold_windows``).
 """
 
 from __future__ import annotations

@@ -170,6 +170,7 @@ def detector_config(settings: Settings) -> Any:
         burst_margin=settings.burst_margin,
         burst_windows=settings.burst_windows,
         burst_half_life_s=settings.burst_half_life_s,
+        burst_cold_windows=settings.burst_cold_windows,
     )
 
 

@@ -126,10 +126,14 @@ class Settings(BaseSettings):
     # A window of a context alerts only past burst_margin times the excess of
     # the short bursts it has shown until its run outlasts burst_windows
     # windows (0: bursts are not learnt); a burst has at most burst_windows
-    # windows and fades with burst_half_life_s.
+    # windows and fades with burst_half_life_s. Until a context has learnt
+    # burst_cold_windows windows, a warning on a short excursion of it waits
+    # as a learnt burst's would, less far above the warning rate as it ages
+    # (the cold-start rule of bursts; 0: off).
     burst_margin: NonNegativeFloat = 3.0
     burst_windows: PositiveInt = 4
     burst_half_life_s: PositiveFloat = 86_400.0
+    burst_cold_windows: NonNegativeInt = 120
 
     @model_validator(mode="after")
     def _rise_trim_below_windows(self) -> Settings:

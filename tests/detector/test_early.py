@@ -54,9 +54,15 @@ def burst(start: float, calls: int, within_s: float, ms: float = 100.0) -> list[
     return [call(start + 0.05 + i * step, 10_000 + i, ms) for i in range(calls)]
 
 
+#: The context is 90 windows old when its flood comes: young enough for the
+#: cold-start rule of bursts to hold a warning back, which is left out here.
+AGED = {"burst_cold_windows": 0}
+
+
 def run(events: list[Event], **overrides: float) -> list[Transition]:
-    """``events`` in time order, priced by duration, without the online model."""
-    engine = make_engine(by_duration, online_model=False, **overrides)
+    """``events`` in time order, priced by duration, without the online model
+    and without the cold-start rule of bursts."""
+    engine = make_engine(by_duration, online_model=False, **{**AGED, **overrides})
     return streams.run(engine, events)
 
 

@@ -26,6 +26,7 @@ from tests.detector.streams import (
     steady,
 )
 from tests.detector.test_early import (
+    AGED,
     LEAST_CALLS,
     ONSET,
     SPAN_S,
@@ -160,7 +161,7 @@ def test_the_cost_of_an_alert_fired_on_starts_is_counted_once() -> None:
 
 
 def test_the_window_close_does_not_count_starts_as_invocations() -> None:
-    engine = make_engine(by_duration, online_model=False)
+    engine = make_engine(by_duration, online_model=False, **AGED)
     # Calls that begin and are still running when their window closes.
     running = [e for e in started(ONSET, LEAST_CALLS, 1.5) if type(e) is not Invocation]
     assert opened(feed(engine, warm(running, quiet_after=False), False), COST_SPIKE)

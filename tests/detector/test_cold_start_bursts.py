@@ -1,0 +1,208 @@
+"""The cold-start rule of bursts: a context too young to have shown its
+bursts holds a warning on a short excursion back as a learnt burst would,
+while floods on new functions are still found, on hand-made streams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from detector.alerts import CRITICAL, OPENED, UPDATED, WARNING
+from detector.engine import COST_SPIKE, Engine
+from dowguard.cli import detector_config
+from dowguard.config import load_settings
+from ingest.events import Context, Event, Invocation
+from tests.detector.streams import (
+    CHEAP,
+    CTX,
+    T0,
+    cheap,
+    feed,
+    make_engine,
+    opened,
+    regular,
+    run,
+    steady,
+)
+
+#: Half a call a second at a hundred-thousandth of a dollar: 0.018 USD/h.
+BASE_PER_S = 0.5
+#: Thirty calls a second: about 1 USD/h over a whole window, a warning's
+#: worth above the base rate and under a critical one.
+BURST_PER_S = 30.0
+BURST_S = 15.0
+#: 80 windows in: warm (60), and younger than burst_cold_windows (120).
+YOUNG_S = 802.0
+
+
+def stream(
+    bursts: Sequence[float] = (),
+    until: float = 2400.0,
+    extra: Sequence[Invocation] = (),
+) -> list[Event]:
+    """The base rate from T0 to ``until`` seconds, bursts of BURST_S seconds
+    at BURST_PER_S starting at the offsets given, and ``extra`` calls."""
+    events: list[Invocation] = regular(T0, until, BASE_PER_S, "base")
+    for n, at in enumerate(bursts):
+        events.extend(regular(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
+    events.extend(extra)
+    return sorted(events, key=lambda e: e.time)
+
+
+def spikes(engine: Engine, events: Sequence[Event]) -> list[tuple[str, float]]:
+    """The cost alerts opened, as (severity, when)."""
+    return [(t.severity, t.at) for t in opened(feed(engine, events), COST_SPIKE)]
+
+
+# A young context's bursts
+
+
+def test_a_young_context_s_first_burst_waits_and_is_learnt() -> None:
+    engine = make_engine(cheap)
+    # Its first burst while young, then a like one once it is no longer.
+    assert spikes(engine, stream([YOUNG_S, 1502.0])) == []
+    state = engine._find(CTX)
+    assert state is not None and state.baseline.bursts is not None
+    # What it learnt of the young burst is what holds the later one back.
+    assert state.baseline.bursts.level > 0.5
+
+
+def test_without_the_rule_the_young_context_s_first_burst_warns() -> None:
+    found = spikes(make_engine(cheap, burst_cold_windows=0), stream([YOUNG_S]))
+    assert [severity for severity, _ in found] == [WARNING]
+    assert T0 + YOUNG_S <= found[0][1] <= T0 + YOUNG_S + 18.0
+
+
+def test_the_rule_ends_at_burst_cold_windows() -> None:
+    # 130 windows in: past the default, so the first burst warns...
+    late = 1302.0
+    assert len(spikes(make_engine(cheap), stream([late]))) == 1
+    # ...and a longer cold start holds it back too.
+    assert spikes(make_engine(cheap, burst_cold_windows=200), stream([late])) == []
+
+
+def test_a_context_whose_level_is_unknown_is_not_held() -> None:
+    # Fewer windows than a level needs (BURST_MIN_WINDOWS): nothing waits,
+    # even with a cold start far longer than the context's life.
+    engine = make_engine(cheap, burst_cold_windows=10_000, baseline_warmup=3)
+    found = spikes(engine, stream([32.0], until=300.0))
+    assert [severity for severity, _ in found] == [WARNING]
+
+
+# Floods on young contexts are found
+
+
+def test_a_warning_flood_on_a_young_context_opens_as_of_its_first_window() -> None:
+    flood = regular(T0 + YOUNG_S, 300.0, BURST_PER_S, "flood")
+    found = opened(feed(make_engine(cheap), stream(extra=flood)), COST_SPIKE)
+    assert [t.severity for t in found] == [WARNING]
+    alert = found[0]
+    # Held for burst_windows (4) windows, opened in the fifth, as of the
+    # flood's first window and with the cost of all of it so far.
+    assert T0 + YOUNG_S + 38.0 <= alert.at <= T0 + YOUNG_S + 55.0
+    assert alert.starts_at == T0 + 800.0
+    assert alert.evidence["held_as_burst"]["windows"] == 5
+    assert alert.cost_usd > 4 * 10 * BURST_PER_S * CHEAP
+
+
+def test_a_critical_flood_on_a_young_context_is_critical_at_once() -> None:
+    flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
+    found = [
+        (t.event, t.severity, t.at - (T0 + YOUNG_S))
+        for t in feed(make_engine(cheap), stream(extra=flood))
+        if t.kind == COST_SPIKE
+    ]
+    # Beyond what the young context's bursts are taken to reach: it opens
+    # in the flood's first second and is critical in the next.
+    assert found[0][0] == OPENED and found[0][2] <= 1.0
+    assert found[1][:2] == (UPDATED, CRITICAL) and found[1][2] <= 2.0
+
+
+def test_a_young_context_s_bursts_are_taken_to_reach_less_as_it_ages() -> None:
+    # One and a half times the burst rate: 1.6 USD/h while it lasts.
+    burst = regular(T0 + 902.0, BURST_S, 1.5 * BURST_PER_S, "burst")
+    events = stream(extra=burst)
+    # 90 windows in, half-way from warm to burst_cold_windows: its bursts are
+    # taken to reach half-way from the warning rate (0.5 USD/h) to the
+    # critical one (2 USD/h), so this one warns as on an older context...
+    found = spikes(make_engine(cheap), events)
+    assert [severity for severity, _ in found] == [WARNING]
+    # ...and with a longer cold start, younger, it waits.
+    assert spikes(make_engine(cheap, burst_cold_windows=600), events) == []
+
+
+def test_a_short_rise_of_a_young_context_waits_as_its_spikes_do() -> None:
+    # Six times the base rate for 25 s: under the spike thresholds, over the
+    # rise path's sequential test, which an older context's warns on within
+    # three windows.
+    rise = regular(T0 + YOUNG_S, 25.0, 3.0, "rise")
+    assert spikes(make_engine(cheap), stream(extra=rise)) == []
+    later = regular(T0 + 1302.0, 25.0, 3.0, "rise")
+    found = opened(feed(make_engine(cheap), stream(extra=later)), COST_SPIKE)
+    assert [t.evidence["test"] for t in found] == ["sequential"]
+    assert found[0].evidence["horizon_s"] <= 40.0
+
+
+# Floods on cold functions, judged against their peers
+
+ACCOUNT = "111122223333"
+PEERS_WARM_S = 900.0
+
+
+def fn(name: str) -> Context:
+    return Context("aws", ACCOUNT, "us-east-1", name, "$LATEST")
+
+
+def peers() -> list[Invocation]:
+    """Warm neighbours: four 128 MB functions at five calls a second."""
+    out: list[Invocation] = []
+    for i in range(4):
+        out += steady(5.0, T0, PEERS_WARM_S + 900.0, context=fn(f"peer-{i}"), seed=i)
+    return out
+
+
+def cold_spikes(events: list[Event], name: str) -> list[tuple[str, float, float]]:
+    """The cost alerts opened on function ``name``: (severity, when, since)."""
+    engine = make_engine(online_model=False)
+    return [
+        (t.severity, t.at, t.starts_at)
+        for t in opened(run(engine, events), COST_SPIKE)
+        if t.context.function == name
+    ]
+
+
+def test_a_new_function_at_four_times_its_peers_from_its_first_call_warns() -> None:
+    # Its own level is its traffic, not an excursion: nothing waits.
+    start = T0 + PEERS_WARM_S
+    newcomer = list(steady(20.0, start, 300.0, context=fn("busy-new"), seed=7))
+    found = cold_spikes([*peers(), *newcomer], "busy-new")
+    assert [severity for severity, _, _ in found] == [WARNING]
+    assert found[0][1] < start + 10.0
+
+
+def test_a_flood_on_a_cold_function_is_found() -> None:
+    # Ordinary traffic for two minutes, then four times as much (a warning
+    # against its peers) and, on another function, forty times (critical).
+    start = T0 + PEERS_WARM_S
+    flood_at = start + 120.0
+    events: list[Event] = [*peers()]
+    for name, factor in (("warned", 4.0), ("critical", 40.0)):
+        events += steady(5.0, start, 600.0, context=fn(name), seed=3)
+        events += steady(5.0 * factor, flood_at, 300.0, context=fn(name), seed=4)
+    warned = cold_spikes(events, "warned")
+    assert [severity for severity, _, _ in warned] == [WARNING]
+    # Held as a young context's burst for four windows, then open as of the
+    # flood's first window.
+    assert flood_at + 38.0 <= warned[0][1] <= flood_at + 55.0
+    assert warned[0][2] == flood_at
+    critical = cold_spikes(events, "critical")
+    assert [severity for severity, _, _ in critical] == [CRITICAL]
+    assert critical[0][1] < flood_at + 10.0
+
+
+# Settings
+
+
+def test_burst_cold_windows_reaches_the_detector() -> None:
+    config = detector_config(load_settings(burst_cold_windows=30))
+    assert config.burst_cold_windows == 30
+    assert detector_config(load_settings()).burst_cold_windows == 120
