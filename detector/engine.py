@@ -249,7 +249,10 @@ class DetectorConfig:
     attacker is ``burst_windows`` windows at no more than ``burst_margin``
     times their excess. An excursion beyond that alerts as on a context
     that never burst. Nothing is learnt of a longer excursion, nor of one
-    that began under an alert already open.
+    that began under an alert already open. A window to learn from needs
+    more invocations than chance with a floor of ``burst_min_count``, below
+    the spike's, so that a rare function's bursts of a few calls are known
+    before one of them is big enough to alert.
 
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
@@ -333,6 +336,8 @@ class DetectorConfig:
     burst_half_life_s: float = 86_400.0
     rise_cusum_ratios: tuple[float, ...] = (1.5, 3.0)
     rise_false_alert_hours: float = 2000.0
+    burst_min_count: float = 2.0
+    rise_trim_z: float = 2.0
 
 
 @dataclass(slots=True)
@@ -1227,7 +1232,7 @@ class Engine:
         if bursts is None:
             return
         level = self._own_level(state, at)
-        excursion = rate >= self._excursion_rate(level) and self._significant(
+        excursion = rate >= self._excursion_rate(level) and self._burst_significant(
             state, cost, count
         )
         spike = state.spike
@@ -1241,6 +1246,25 @@ class Engine:
             )
         excess = rate - level[0]
         bursts.observe(baseline, at, excess, excursion, learnable, held, cost)
+
+    def _burst_significant(self, state: _Context, cost: float, count: float) -> bool:
+        """Whether a window holds more invocations than chance, as a burst to
+        learn: the spike's test with the floor of ``burst_min_count`` calls.
+
+        The spike's floor of ``spike_min_count`` is a bar for alerting. A
+        rare function's bursts of a few calls a window stay under it, and
+        were they not learnt, its first burst above the floor would alert
+        as if it had never burst.
+        """
+        cfg = self.config
+        usual = state.counts.mean
+        least = cfg.burst_min_count
+        if count >= usual + max(least, cfg.spike_count_z * math.sqrt(usual)):
+            return True
+        if count < least or usual <= 0:
+            return False
+        usual_each = state.baseline.mean * cfg.window_s / 3600 / usual
+        return cost / count >= cfg.spike_ratio * usual_each
 
     def _count_threshold(self, state: _Context) -> float:
         """Invocations in a window that are more than chance."""
