@@ -225,13 +225,16 @@ class DetectorConfig:
     when it holds (:class:`detector.rise.Rise`): over the last
     ``rise_windows`` windows of a warm context (0: off) the cost rate is
     ``rise_ratio`` times what its baseline expected, ``rise_z`` deviations
-    and ``rise_min_excess`` USD/h above it, still half-way there without the
-    ``rise_trim`` costliest windows, in more invocations than chance; or,
+    and ``rise_min_excess`` USD/h above it, still half-way there and
+    ``rise_trim_z`` deviations above it without the ``rise_trim``
+    costliest windows, in more invocations than chance; or,
     sooner, a sequential test of its window counts against their usual
     (one CUSUM per ratio of ``rise_cusum_ratios``) reaches the threshold
     that keeps to one false alert per context in ``rise_false_alert_hours``
     (0: no such test); that test reads an open window call by call, as its
-    close would, so it may warn at the call that crosses. It is never
+    close would, so it may warn at the call that crosses; for a context
+    that has shown bursts, a window ``spike_ratio`` times its usual count
+    starts that test afresh, as one six times it does for any. It is never
     critical by itself; a later window over the spike thresholds escalates
     it as it would a spike.
 
@@ -1518,8 +1521,18 @@ class Engine:
         # The counts have no season of their own: the hour's profile scales them.
         season = mean / level if level > 0 else 1.0
         usual = counts.mean * season
+        bursty = self._envelope(state, start) > 0.0
         rise.push(
-            run, start, rate, mean, spread, count, usual, counts.deviation, season
+            run,
+            start,
+            rate,
+            mean,
+            spread,
+            count,
+            usual,
+            counts.deviation,
+            season,
+            bursty,
         )
         if run.alerting and spike is not None:
             if not rise.calm(run):
@@ -1592,14 +1605,21 @@ class Engine:
             state.rise_gate = math.inf
             return
         windows = self._open_windows(state, run)
-        state.rise_gate = self._gate_of(rise, run, windows) if windows else math.inf
+        if not windows:
+            state.rise_gate = math.inf
+            return
+        bursty = self._envelope(state, windows[0][0]) > 0.0
+        state.rise_gate = self._gate_of(rise, run, windows, bursty)
 
     @staticmethod
-    def _gate_of(rise: Rise, run: RiseRun, windows: list[RiseWindow]) -> float:
+    def _gate_of(
+        rise: Rise, run: RiseRun, windows: list[RiseWindow], bursty: bool
+    ) -> float:
         """The count from which the newest of ``windows`` may make ``run``'s
-        sequential test fire, the older ones as they stand."""
+        sequential test fire, the older ones as they stand (``bursty``: the
+        context has shown bursts)."""
         start, _, mean, spread, _, _, _, season = windows[-1]
-        return rise.gate(run, windows[:-1], start, mean, spread, season)
+        return rise.gate(run, windows[:-1], start, mean, spread, season, bursty)
 
     def _rise_early(self, state: _Context) -> None:
         """Judge a rise run's sequential test on the open windows as they
@@ -1624,11 +1644,12 @@ class Engine:
             # An older window that the spike path judges at its close: its
             # alert (at that window's end) comes first; leave it to the closes.
             return
-        found = rise.peek(run, windows)
+        bursty = self._envelope(state, windows[0][0]) > 0.0
+        found = rise.peek(run, windows, bursty)
         if found is None:
             # Not yet, or not on the cost: judged again once the gate as it
             # stands now is reached; one past the calls so far at least.
-            gate = self._gate_of(rise, run, windows)
+            gate = self._gate_of(rise, run, windows, bursty)
             state.rise_gate = gate if gate > windows[-1][4] else math.inf
             return
         start = windows[-1][0]
