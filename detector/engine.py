@@ -52,6 +52,7 @@ from detector.rules import (
     AccountShares,
     Rules,
     RuleState,
+    began_in_burst,
 )
 from detector.sources import (
     AGREE,
@@ -850,11 +851,16 @@ class Engine:
                 acc[FAILED_COST] += cost
                 if status == "timeout":
                     acc[TIMEOUTS] += n
-            # Their sequential tests judge each call as it comes.
+            # Their sequential tests judge each call as it comes, save the
+            # durations of a burst's calls (reported longest last).
             rules = state.rules
             if rules is None:
                 rules = state.rules = RuleState()
-            self._on_call(rules, context, inv, self._transitions)
+            known = state.baseline.bursts
+            if known is not None and began_in_burst(inv, known, self._window):
+                self._on_call(rules, context, inv, self._transitions, False)
+            else:
+                self._on_call(rules, context, inv, self._transitions)
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
