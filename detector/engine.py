@@ -1527,7 +1527,7 @@ class Engine:
         # The counts have no season of their own: the hour's profile scales them.
         season = mean / level if level > 0 else 1.0
         usual = counts.mean * season
-        bursty = self._envelope(state, start) > 0.0
+        bursty = self._bursting(state, start, observed=True)
         rise.push(
             run,
             start,
@@ -1560,6 +1560,19 @@ class Engine:
             return under_alert
         self._open_rise(state, run, finding, end)
         return True
+
+    def _bursting(self, state: _Context, start: float, observed: bool) -> bool:
+        """Whether the window from ``start`` may be one of the bursts that
+        ``state`` has shown: some are known and its excursion, if it is
+        one, is no longer than a burst (``observed``: see :meth:`_burst_hold`).
+
+        The rise path's sequential test starts afresh on such a window when
+        it is as steep as a burst's (see ``Rise._steep_of``); once the
+        excursion has outlasted a burst its windows count as any level's.
+        """
+        if state.baseline.bursts is None:
+            return False
+        return self._burst_hold(state, start, observed)[0] > 0.0
 
     def _rise_held_by_bursts(
         self, state: _Context, start: float, finding: RiseFinding, observed: bool
@@ -1614,7 +1627,7 @@ class Engine:
         if not windows:
             state.rise_gate = math.inf
             return
-        bursty = self._envelope(state, windows[0][0]) > 0.0
+        bursty = self._bursting(state, windows[-1][0], observed=False)
         state.rise_gate = self._gate_of(rise, run, windows, bursty)
 
     @staticmethod
@@ -1650,7 +1663,7 @@ class Engine:
             # An older window that the spike path judges at its close: its
             # alert (at that window's end) comes first; leave it to the closes.
             return
-        bursty = self._envelope(state, windows[0][0]) > 0.0
+        bursty = self._bursting(state, windows[-1][0], observed=False)
         found = rise.peek(run, windows, bursty)
         if found is None:
             # Not yet, or not on the cost: judged again once the gate as it
