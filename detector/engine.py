@@ -1258,22 +1258,20 @@ class Engine:
 
     def _burst_significant(self, state: _Context, cost: float, count: float) -> bool:
         """Whether a window holds more invocations than chance, as a burst to
-        learn: the spike's test with the floor of ``burst_min_count`` calls.
+        learn: the spike's test, its count with a floor of ``burst_min_count``
+        calls rather than ``spike_min_count``.
 
-        The spike's floor of ``spike_min_count`` is a bar for alerting. A
-        rare function's bursts of a few calls a window stay under it, and
-        were they not learnt, its first burst above the floor would alert
-        as if it had never burst.
+        The spike's floor is a bar for alerting. A rare function's bursts of
+        a few calls a window stay under it, and were they not learnt, its
+        first burst above the floor would alert as if it had never burst.
+        A few dear calls are no burst: that branch keeps the spike's floor.
         """
         cfg = self.config
         usual = state.counts.mean
         least = cfg.burst_min_count
         if count >= usual + max(least, cfg.spike_count_z * math.sqrt(usual)):
             return True
-        if count < least or usual <= 0:
-            return False
-        usual_each = state.baseline.mean * cfg.window_s / 3600 / usual
-        return cost / count >= cfg.spike_ratio * usual_each
+        return self._significant(state, cost, count)
 
     def _count_threshold(self, state: _Context) -> float:
         """Invocations in a window that are more than chance."""
