@@ -1269,6 +1269,7 @@ class Engine:
         cfg = self.config
         usual = state.counts.mean
         least = cfg.burst_min_count
+        # Limitation: a rare function's chance windows of 2-3 calls count as bursts.
         if count >= usual + max(least, cfg.spike_count_z * math.sqrt(usual)):
             return True
         return self._significant(state, cost, count)

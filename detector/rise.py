@@ -355,7 +355,7 @@ class Rise:
         if before:
             run = run.copy()
             for window in before:
-                self.push(run, *window, bursty=bursty)
+                self.push(run, *window, bursty)
         hourly = _hourly(run, mean, spread, season)
         if hourly > self._steep:
             return math.inf
@@ -389,7 +389,7 @@ class Rise:
             return None
         twin = run.copy()
         for window in windows:
-            self.push(twin, *window, bursty=bursty)
+            self.push(twin, *window, bursty)
         return self._sequence_fires(twin)
 
     # Limitation: counts only; dearer calls at the usual count wait for the horizon.
@@ -449,6 +449,7 @@ class Rise:
         like those shown for a burst's length and no longer, and the fixed
         horizon's; the test judges the level between them.
         """
+        # Limitation: a steep rise on such a context counts only from its fifth window.
         return self._steep_bursty if bursty else self._steep
 
     def _put(

@@ -801,6 +801,7 @@ class Rules:
                 evidence = self._duration_evidence(s, billed / max(count, 1.0))
                 self._resolve(s, alert, context, end, evidence, out)
             return
+        # Limitation: a window just after a burst holds its late long calls (judged).
         mean = billed / count
         ratio = mean / s.dur
         # The spread of window means was learnt at the usual count; a window
