@@ -1264,11 +1264,14 @@ class Engine:
         The spike's floor is a bar for alerting. A rare function's bursts of
         a few calls a window stay under it, and were they not learnt, its
         first burst above the floor would alert as if it had never burst.
-        A few dear calls are no burst: that branch keeps the spike's floor.
+        A few dear calls are no burst: that branch keeps the spike's floor,
+        and so does the count until its baseline is warm (a young one's
+        usual count is no measure of chance yet).
         """
         cfg = self.config
-        usual = state.counts.mean
-        least = cfg.burst_min_count
+        counts = state.counts
+        usual = counts.mean
+        least = cfg.burst_min_count if counts.is_warm else cfg.spike_min_count
         # Limitation: a rare function's chance windows of 2-3 calls count as bursts.
         if count >= usual + max(least, cfg.spike_count_z * math.sqrt(usual)):
             return True
