@@ -82,6 +82,15 @@ def test_bursts_under_the_spike_count_floor_were_not_learnt_before() -> None:
     assert T0 + BIG[0] <= found[0].at <= T0 + BIG[0] + 20.0
 
 
+def test_small_bursts_before_the_usual_count_is_learnt_teach_nothing() -> None:
+    # The same bursts in the first 600 s, while the count baseline is young:
+    # its usual count is no measure of chance, so the spike's floor holds.
+    young = [(101.0, 3), (251.0, 3), (401.0, 3)]
+    engine = make_engine(lambda inv: DEAR * inv.count, online_model=False)
+    found = opened(feed(engine, rare([*young, BIG])), COST_SPIKE)
+    assert [t.severity for t in found] == [WARNING]
+
+
 def test_a_rare_function_still_warns_on_its_first_burst() -> None:
     engine = make_engine(lambda inv: DEAR * inv.count, online_model=False)
     found = opened(feed(engine, rare([BIG])), COST_SPIKE)
