@@ -857,7 +857,9 @@ class Engine:
             if rules is None:
                 rules = state.rules = RuleState()
             known = state.baseline.bursts
-            if known is not None and began_in_burst(inv, known, self._window):
+            if known is not None and began_in_burst(
+                inv, known, self._window, self.config.burst_windows
+            ):
                 self._on_call(rules, context, inv, self._transitions, False)
             else:
                 self._on_call(rules, context, inv, self._transitions)

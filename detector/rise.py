@@ -414,10 +414,11 @@ class Rise:
         seq = run.seq
         dispersion = max(seq[_REF_DISPERSION], hourly)
         mu = seq[_REF_COUNT] * season
+        # Under its own alert a run judges the level's end: a burst-steep
+        # window then is the level's, not a burst's.
+        steep = self._steep_of(bursty and not run.alerting)
         # Limitation: until bursts are learnt, ones under 6x over 30 s warn as floods.
-        if count > self._steep_of(bursty) * mu + self.config.spike_count_z * math.sqrt(
-            dispersion * mu
-        ):
+        if count > steep * mu + self.config.spike_count_z * math.sqrt(dispersion * mu):
             # A peak this steep is a burst's or the spike detector's: what
             # the test gathered so far is no level, and it starts again.
             for i in range(_REF_COUNT):
