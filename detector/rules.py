@@ -305,23 +305,24 @@ ACCOUNT_BUCKETS = 6
 def began_in_burst(
     inv: Invocation, bursts: BurstState, window_s: float, max_windows: int
 ) -> bool:
-    """Whether ``inv`` began before the end of the latest window of a burst
-    (``bursts``: what its context's baseline has seen of them; an excursion
-    in progress counts while it has no more than ``max_windows`` windows).
+    """Whether ``inv`` began before the end of the latest window of an
+    excursion above its context's level (``bursts``: what its baseline has
+    seen of them) that is over or still no longer than ``max_windows``.
 
     Calls are reported as they end, and durations are judged in that order.
     While calls come at a steady rate that order draws durations as they
     come; after a burst it does not: the burst's short calls have ended and
     been judged within it, and those reported after it are its long ones,
     which would look like a run of inflated calls. Leaving out the calls that
-    began in it, whatever they lasted, keeps the rest a fair draw. A longer
-    excursion is no burst (a flood, a rise): its calls are judged, as the
-    duration test must go on seeing what an attack does to them.
+    began in it, whatever they lasted, keeps the rest a fair draw. While a
+    longer excursion goes on (a flood, a rise, a sale) its calls are judged,
+    as the duration test must go on seeing what an attack does to them;
+    once it is over, those still to end are its longest, as after a burst.
     """
-    windows = bursts.run_windows
-    if windows > max_windows:
+    if bursts.run_windows > max_windows:
         return False
-    last = bursts.run_last if windows > 0 else bursts.at
+    # The latest window of the excursion in progress, or of the last one.
+    last = bursts.run_last
     if last <= 0.0:
         return False
     ms = inv.duration_ms if inv.duration_ms > 0.0 else inv.billed_ms
