@@ -235,7 +235,8 @@ class DetectorConfig:
     (0: no such test); that test reads an open window call by call, as its
     close would, so it may warn at the call that crosses; for a context
     that has shown bursts, a window ``spike_ratio`` times its usual count
-    starts that test afresh, as one six times it does for any. It is never
+    starts that test afresh while its excursion is no longer than a burst,
+    as one six times it does for any. It is never
     critical by itself; a later window over the spike thresholds escalates
     it as it would a spike.
 
@@ -254,9 +255,10 @@ class DetectorConfig:
     times their excess. An excursion beyond that alerts as on a context
     that never burst. Nothing is learnt of a longer excursion, nor of one
     that began under an alert already open. A window to learn from needs
-    more invocations than chance with a floor of ``burst_min_count``, below
-    the spike's, so that a rare function's bursts of a few calls are known
-    before one of them is big enough to alert.
+    more invocations than chance with a floor of ``burst_min_count`` once
+    the usual count is learnt, below the spike's, so that a rare function's
+    bursts of a few calls are known before one of them is big enough to
+    alert.
 
     With ``online_model`` a pooled river model scores every window of a warm
     context that is at least ``anomaly_ratio`` times and ``anomaly_min_excess``
@@ -1639,8 +1641,8 @@ class Engine:
         rise: Rise, run: RiseRun, windows: list[RiseWindow], bursty: bool
     ) -> float:
         """The count from which the newest of ``windows`` may make ``run``'s
-        sequential test fire, the older ones as they stand (``bursty``: the
-        context has shown bursts)."""
+        sequential test fire, the older ones as they stand (``bursty``: see
+        :meth:`_bursting`)."""
         start, _, mean, spread, _, _, _, season = windows[-1]
         return rise.gate(run, windows[:-1], start, mean, spread, season, bursty)
 

@@ -448,7 +448,9 @@ class Rise:
         burst is learnt from (``spike_ratio`` times the usual count) starts
         afresh too: such windows are the spike path's, which holds bursts
         like those shown for a burst's length and no longer, and the fixed
-        horizon's; the test judges the level between them.
+        horizon's; the test judges the level between them. The caller says
+        ``bursty`` only while the window's excursion is no longer than a
+        burst, and never under the run's own alert, whose end is the level's.
         """
         # Limitation: a steep rise on such a context counts only from its fifth window.
         return self._steep_bursty if bursty else self._steep
