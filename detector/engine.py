@@ -53,6 +53,7 @@ from detector.rules import (
     AccountShares,
     Rules,
     RuleState,
+    began_in_burst,
 )
 from detector.sources import (
     AGREE,
@@ -229,13 +230,17 @@ class DetectorConfig:
     when it holds (:class:`detector.rise.Rise`): over the last
     ``rise_windows`` windows of a warm context (0: off) the cost rate is
     ``rise_ratio`` times what its baseline expected, ``rise_z`` deviations
-    and ``rise_min_excess`` USD/h above it, still half-way there without the
-    ``rise_trim`` costliest windows, in more invocations than chance; or,
+    and ``rise_min_excess`` USD/h above it, still half-way there and
+    ``rise_trim_z`` deviations above it without the ``rise_trim``
+    costliest windows, in more invocations than chance; or,
     sooner, a sequential test of its window counts against their usual
     (one CUSUM per ratio of ``rise_cusum_ratios``) reaches the threshold
     that keeps to one false alert per context in ``rise_false_alert_hours``
     (0: no such test); that test reads an open window call by call, as its
-    close would, so it may warn at the call that crosses. It is never
+    close would, so it may warn at the call that crosses; for a context
+    that has shown bursts, a window ``spike_ratio`` times its usual count
+    starts that test afresh while its excursion is no longer than a burst,
+    as one six times it does for any. It is never
     critical by itself; a later window over the spike thresholds escalates
     it as it would a spike.
 
@@ -253,7 +258,11 @@ class DetectorConfig:
     attacker is ``burst_windows`` windows at no more than ``burst_margin``
     times their excess. An excursion beyond that alerts as on a context
     that never burst. Nothing is learnt of a longer excursion, nor of one
-    that began under an alert already open.
+    that began under an alert already open. A window to learn from needs
+    more invocations than chance with a floor of ``burst_min_count`` once
+    the usual count is learnt, below the spike's, so that a rare function's
+    bursts of a few calls are known before one of them is big enough to
+    alert.
 
     The cold-start rule of bursts: a context that has learnt fewer than
     ``burst_cold_windows`` windows of its own (and at least the few its level
@@ -355,6 +364,8 @@ class DetectorConfig:
     burst_cold_windows: int = 120
     rise_cusum_ratios: tuple[float, ...] = (1.5, 3.0)
     rise_false_alert_hours: float = 2000.0
+    burst_min_count: float = 2.0
+    rise_trim_z: float = 2.0
 
 
 @dataclass(slots=True)
@@ -885,11 +896,18 @@ class Engine:
                 acc[FAILED_COST] += cost
                 if status == "timeout":
                     acc[TIMEOUTS] += n
-            # Their sequential tests judge each call as it comes.
+            # Their sequential tests judge each call as it comes, save the
+            # durations of a burst's calls (reported longest last).
             rules = state.rules
             if rules is None:
                 rules = state.rules = RuleState()
-            self._on_call(rules, context, inv, self._transitions)
+            known = state.baseline.bursts
+            if known is not None and began_in_burst(
+                inv, known, self._window, self.config.burst_windows
+            ):
+                self._on_call(rules, context, inv, self._transitions, False)
+            else:
+                self._on_call(rules, context, inv, self._transitions)
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
@@ -1344,7 +1362,7 @@ class Engine:
         if bursts is None:
             return
         level = self._own_level(state, at)
-        excursion = rate >= self._excursion_rate(level) and self._significant(
+        excursion = rate >= self._excursion_rate(level) and self._burst_significant(
             state, cost, count
         )
         spike = state.spike
@@ -1358,6 +1376,27 @@ class Engine:
             )
         excess = rate - level[0]
         bursts.observe(baseline, at, excess, excursion, learnable, held, cost)
+
+    def _burst_significant(self, state: _Context, cost: float, count: float) -> bool:
+        """Whether a window holds more invocations than chance, as a burst to
+        learn: the spike's test, its count with a floor of ``burst_min_count``
+        calls rather than ``spike_min_count``.
+
+        The spike's floor is a bar for alerting. A rare function's bursts of
+        a few calls a window stay under it, and were they not learnt, its
+        first burst above the floor would alert as if it had never burst.
+        A few dear calls are no burst: that branch keeps the spike's floor,
+        and so does the count until its baseline is warm (a young one's
+        usual count is no measure of chance yet).
+        """
+        cfg = self.config
+        counts = state.counts
+        usual = counts.mean
+        least = cfg.burst_min_count if counts.is_warm else cfg.spike_min_count
+        # Limitation: a rare function's chance windows of 2-3 calls count as bursts.
+        if count >= usual + max(least, cfg.spike_count_z * math.sqrt(usual)):
+            return True
+        return self._significant(state, cost, count)
 
     def _count_threshold(self, state: _Context) -> float:
         """Invocations in a window that are more than chance."""
@@ -1624,8 +1663,18 @@ class Engine:
         # The counts have no season of their own: the hour's profile scales them.
         season = mean / level if level > 0 else 1.0
         usual = counts.mean * season
+        bursty = self._bursting(state, start, observed=True)
         rise.push(
-            run, start, rate, mean, spread, count, usual, counts.deviation, season
+            run,
+            start,
+            rate,
+            mean,
+            spread,
+            count,
+            usual,
+            counts.deviation,
+            season,
+            bursty,
         )
         if run.alerting and spike is not None:
             if not rise.calm(run):
@@ -1647,6 +1696,19 @@ class Engine:
             return under_alert
         self._open_rise(state, run, finding, end)
         return True
+
+    def _bursting(self, state: _Context, start: float, observed: bool) -> bool:
+        """Whether the window from ``start`` may be one of the bursts that
+        ``state`` has shown: some are known and its excursion, if it is
+        one, is no longer than a burst (``observed``: see :meth:`_burst_hold`).
+
+        The rise path's sequential test starts afresh on such a window when
+        it is as steep as a burst's (see ``Rise._steep_of``); once the
+        excursion has outlasted a burst its windows count as any level's.
+        """
+        if state.baseline.bursts is None:
+            return False
+        return self._burst_hold(state, start, observed)[0] > 0.0
 
     def _rise_held_by_bursts(
         self, state: _Context, start: float, finding: RiseFinding, observed: bool
@@ -1701,14 +1763,21 @@ class Engine:
             state.rise_gate = math.inf
             return
         windows = self._open_windows(state, run)
-        state.rise_gate = self._gate_of(rise, run, windows) if windows else math.inf
+        if not windows:
+            state.rise_gate = math.inf
+            return
+        bursty = self._bursting(state, windows[-1][0], observed=False)
+        state.rise_gate = self._gate_of(rise, run, windows, bursty)
 
     @staticmethod
-    def _gate_of(rise: Rise, run: RiseRun, windows: list[RiseWindow]) -> float:
+    def _gate_of(
+        rise: Rise, run: RiseRun, windows: list[RiseWindow], bursty: bool
+    ) -> float:
         """The count from which the newest of ``windows`` may make ``run``'s
-        sequential test fire, the older ones as they stand."""
+        sequential test fire, the older ones as they stand (``bursty``: see
+        :meth:`_bursting`)."""
         start, _, mean, spread, _, _, _, season = windows[-1]
-        return rise.gate(run, windows[:-1], start, mean, spread, season)
+        return rise.gate(run, windows[:-1], start, mean, spread, season, bursty)
 
     def _rise_early(self, state: _Context) -> None:
         """Judge a rise run's sequential test on the open windows as they
@@ -1733,11 +1802,12 @@ class Engine:
             # An older window that the spike path judges at its close: its
             # alert (at that window's end) comes first; leave it to the closes.
             return
-        found = rise.peek(run, windows)
+        bursty = self._bursting(state, windows[-1][0], observed=False)
+        found = rise.peek(run, windows, bursty)
         if found is None:
             # Not yet, or not on the cost: judged again once the gate as it
             # stands now is reached; one past the calls so far at least.
-            gate = self._gate_of(rise, run, windows)
+            gate = self._gate_of(rise, run, windows, bursty)
             state.rise_gate = gate if gate > windows[-1][4] else math.inf
             return
         start = windows[-1][0]

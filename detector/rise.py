@@ -118,6 +118,9 @@ class RiseFinding:
     cost_usd: float
     horizon_s: float
     trimmed_ratio: float
+    #: Deviations of the horizon without its costliest windows above what
+    #: was expected of those windows.
+    trimmed_z: float = 0.0
     #: The sequential test's largest statistic and its threshold, when it
     #: is what fired (0 and 0 for the fixed horizon).
     score: float = 0.0
@@ -136,6 +139,7 @@ class RiseFinding:
             "usual_invocations": round(self.usual_invocations, 1),
             "invocations_z": round(self.count_z, 2),
             "ratio_without_costliest": _rounded(self.trimmed_ratio),
+            "z_without_costliest": round(self.trimmed_z, 2),
             "horizon_cost_usd": round(self.cost_usd, 6),
         }
         if self.threshold > 0.0:
@@ -172,9 +176,11 @@ class Rise:
       ``rise_min_excess`` USD/h above it, ``rise_z`` deviations of the sum
       above (the windows' deviations added as independent);
     - without its ``rise_trim`` costliest windows the horizon is still
-      half-way there (``(1 + rise_ratio) / 2`` times expected), so that a
-      burst of up to ``rise_trim`` windows, however steep, does not fire:
-      a rise is a level that holds, not a peak;
+      half-way there (``(1 + rise_ratio) / 2`` times expected) and
+      ``rise_trim_z`` deviations above it, so that a burst of up to
+      ``rise_trim`` windows, however steep, does not fire: a rise is a
+      level that holds, not a peak, and the few calls of a slow function
+      left around a burst (its edges, a dear call) make no level;
     - the invocations are more than chance: at least
       ``rise_min_count`` of them and ``rise_z`` deviations above the usual
       count (Poisson, or the learned spread when larger), unless each
@@ -194,7 +200,9 @@ class Rise:
     - a window beyond twice the largest design ratio times the usual
       count (plus ``spike_count_z`` deviations) starts the test afresh: a
       peak that steep is a burst's, or the spike detector's with its
-      dollar floor, not a level's (the fixed horizon still sees it);
+      dollar floor, not a level's (the fixed horizon still sees it); for a
+      context that has shown bursts, one beyond ``spike_ratio`` times it
+      does (see :meth:`_steep_of`);
     - a window adds at most a third of the threshold, so three windows at
       least are needed: a burst that fills three windows holds a whole one,
       steep, and the two edges of a shorter one are not enough;
@@ -242,6 +250,8 @@ class Rise:
         self._cap = self.threshold / 3.0
         # Twice the largest design ratio: the test is for levels up to it.
         self._steep = 2.0 * max((r for r, _ in self._ratios), default=0.0)
+        # A context that has shown bursts: a window as steep as a burst's.
+        self._steep_bursty = min(self._steep, config.spike_ratio)
         # Above this multiple of the usual count a window adds to a
         # statistic; a cost rate this far up is what the test needs.
         self._breakeven = min(((r - 1.0) / lr for r, lr in self._ratios), default=0)
@@ -292,6 +302,7 @@ class Rise:
         usual: float,
         count_spread: float,
         season: float = 1.0,
+        bursty: bool = False,
     ) -> None:
         """Add one closed window; the oldest one leaves a full ring.
 
@@ -300,6 +311,7 @@ class Rise:
         the last window added come in here, as empty windows expected to
         be what this one is. ``season`` is what the hour's profile makes
         of the level (expected over level), applied to the run's reference.
+        ``bursty`` when the context has shown bursts (see :meth:`_steep_of`).
         """
         window = self.config.window_s
         idle = max(0, round((start - run.last_end) / window))
@@ -309,7 +321,7 @@ class Rise:
         self._put(run, rate, mean, spread, count, usual, count_spread)
         if self.sequential:
             hourly = _hourly(run, mean, spread, season)
-            self._step(run, idle, rate, count, season, hourly)
+            self._step(run, idle, rate, count, season, hourly, bursty)
 
     def may_cross(self, run: RiseRun, windows: int) -> bool:
         """Whether ``windows`` more windows could bring the run's sequential
@@ -326,6 +338,7 @@ class Rise:
         mean: float,
         spread: float,
         season: float = 1.0,
+        bursty: bool = False,
     ) -> float:
         """The fewest invocations of the window from ``start`` with which the
         sequential test may fire when that window closes (infinite: none).
@@ -342,7 +355,7 @@ class Rise:
         if before:
             run = run.copy()
             for window in before:
-                self.push(run, *window)
+                self.push(run, *window, bursty)
         hourly = _hourly(run, mean, spread, season)
         if hourly > self._steep:
             return math.inf
@@ -357,7 +370,7 @@ class Rise:
             if base + self._cap < self.threshold:
                 continue  # the cap keeps this statistic short of it
             least = min(least, (self.threshold - base + drift) * dispersion / log_ratio)
-        steep = self._steep * mu + self.config.spike_count_z * math.sqrt(
+        steep = self._steep_of(bursty) * mu + self.config.spike_count_z * math.sqrt(
             dispersion * mu
         )
         if least > steep:
@@ -367,14 +380,16 @@ class Rise:
         # the test it stands for; peek judges exactly.
         return least - 1e-9 * (1.0 + abs(least))
 
-    def peek(self, run: RiseRun, windows: Sequence[RiseWindow]) -> RiseFinding | None:
+    def peek(
+        self, run: RiseRun, windows: Sequence[RiseWindow], bursty: bool = False
+    ) -> RiseFinding | None:
         """What the sequential test finds if ``windows`` (still open, in order)
         closed as they stand; the run itself is left as it is."""
         if not self.sequential or run.alerting:
             return None
         twin = run.copy()
         for window in windows:
-            self.push(twin, *window)
+            self.push(twin, *window, bursty)
         return self._sequence_fires(twin)
 
     # Limitation: counts only; dearer calls at the usual count wait for the horizon.
@@ -387,6 +402,7 @@ class Rise:
         count: float,
         season: float,
         hourly: float = 1.0,
+        bursty: bool = False,
     ) -> None:
         """The sequential test's update for ``idle`` empty windows and one more
         (``hourly``: the dispersion the hour's expected spread gives)."""
@@ -398,10 +414,11 @@ class Rise:
         seq = run.seq
         dispersion = max(seq[_REF_DISPERSION], hourly)
         mu = seq[_REF_COUNT] * season
+        # Under its own alert a run judges the level's end: a burst-steep
+        # window then is the level's, not a burst's.
+        steep = self._steep_of(bursty and not run.alerting)
         # Limitation: until bursts are learnt, ones under 6x over 30 s warn as floods.
-        if count > self._steep * mu + self.config.spike_count_z * math.sqrt(
-            dispersion * mu
-        ):
+        if count > steep * mu + self.config.spike_count_z * math.sqrt(dispersion * mu):
             # A peak this steep is a burst's or the spike detector's: what
             # the test gathered so far is no level, and it starts again.
             for i in range(_REF_COUNT):
@@ -419,6 +436,24 @@ class Rise:
             # Held at the threshold under alert: the end is judged on how
             # far it falls, not on how long the rise went on.
             seq[i] = min(score, self.threshold) if run.alerting else score
+
+    def _steep_of(self, bursty: bool) -> float:
+        """The multiple of the usual count beyond which a window starts the
+        test afresh.
+
+        Twice the largest design ratio for every context. One that has shown
+        bursts is known to fill a few windows at a time far above its level
+        (a burst lasts up to ``burst_windows``, more than the three windows
+        the cap per window asks for), so for it a window as steep as one a
+        burst is learnt from (``spike_ratio`` times the usual count) starts
+        afresh too: such windows are the spike path's, which holds bursts
+        like those shown for a burst's length and no longer, and the fixed
+        horizon's; the test judges the level between them. The caller says
+        ``bursty`` only while the window's excursion is no longer than a
+        burst, and never under the run's own alert, whose end is the level's.
+        """
+        # Limitation: a steep rise on such a context counts only from its fifth window.
+        return self._steep_bursty if bursty else self._steep
 
     def _put(
         self,
@@ -450,15 +485,21 @@ class Rise:
             sums[i % _SLOTS] += ring[i]
         return sums
 
-    def _trimmed(self, run: RiseRun) -> float:
-        """The horizon's ratio without its ``rise_trim`` costliest windows."""
+    def _trimmed(self, run: RiseRun) -> tuple[float, float]:
+        """The horizon's ratio without its ``rise_trim`` costliest windows, and
+        how many deviations (added as independent) those left are above what
+        was expected of them."""
         ring = run.ring
-        pairs = sorted(
-            (ring[at + _RATE], ring[at + _MEAN])
+        rows = sorted(
+            (ring[at + _RATE], ring[at + _MEAN], ring[at + _VAR])
             for at in range(0, run.filled * _SLOTS, _SLOTS)
         )
-        kept = pairs[: max(1, len(pairs) - self.config.rise_trim)]
-        return _ratio(sum(p[0] for p in kept), sum(p[1] for p in kept))
+        kept = rows[: max(1, len(rows) - self.config.rise_trim)]
+        rate = sum(p[0] for p in kept)
+        mean = sum(p[1] for p in kept)
+        var = sum(p[2] for p in kept)
+        z = (rate - mean) / math.sqrt(var) if var > 0 else 0.0
+        return _ratio(rate, mean), z
 
     def measure(self, run: RiseRun) -> RiseFinding:
         """The figures of the run's horizon as it stands."""
@@ -495,6 +536,7 @@ class Rise:
     ) -> RiseFinding:
         """The figures of ``windows`` windows of the run from their sums."""
         window = self.config.window_s
+        trimmed_ratio, trimmed_z = self._trimmed(run)
         return RiseFinding(
             rate=rate / windows,
             expected=mean / windows,
@@ -505,7 +547,8 @@ class Rise:
             usual_invocations=usual,
             cost_usd=rate * window / 3600.0,
             horizon_s=windows * window,
-            trimmed_ratio=self._trimmed(run),
+            trimmed_ratio=trimmed_ratio,
+            trimmed_z=trimmed_z,
         )
 
     def fires(self, run: RiseRun, usual_each: float) -> RiseFinding | None:
@@ -526,6 +569,7 @@ class Rise:
             and found.rate - found.expected >= cfg.rise_min_excess
             and found.z >= cfg.rise_z
             and found.trimmed_ratio >= self._half_way
+            and found.trimmed_z >= cfg.rise_trim_z
             and found.invocations >= cfg.rise_min_count
         ):
             return None

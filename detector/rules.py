@@ -22,7 +22,7 @@ from detector.alerts import (
     transition_of,
 )
 from detector.alerts import fingerprint as alert_fingerprint
-from detector.baseline import MAD_TO_STD
+from detector.baseline import MAD_TO_STD, BurstState
 from detector.cost import month_bounds
 from detector.interning import Shared
 from ingest.events import Context, Invocation
@@ -302,6 +302,33 @@ _RAMP_EVERY_S = 60.0
 ACCOUNT_BUCKETS = 6
 
 
+def began_in_burst(
+    inv: Invocation, bursts: BurstState, window_s: float, max_windows: int
+) -> bool:
+    """Whether ``inv`` began before the end of the latest window of an
+    excursion above its context's level (``bursts``: what its baseline has
+    seen of them) that is over or still no longer than ``max_windows``.
+
+    Calls are reported as they end, and durations are judged in that order.
+    While calls come at a steady rate that order draws durations as they
+    come; after a burst it does not: the burst's short calls have ended and
+    been judged within it, and those reported after it are its long ones,
+    which would look like a run of inflated calls. Leaving out the calls that
+    began in it, whatever they lasted, keeps the rest a fair draw. While a
+    longer excursion goes on (a flood, a rise, a sale) its calls are judged,
+    as the duration test must go on seeing what an attack does to them;
+    once it is over, those still to end are its longest, as after a burst.
+    """
+    if bursts.run_windows > max_windows:
+        return False
+    # The latest window of the excursion in progress, or of the last one.
+    last = bursts.run_last
+    if last <= 0.0:
+        return False
+    ms = inv.duration_ms if inv.duration_ms > 0.0 else inv.billed_ms
+    return inv.time - ms * 0.001 < last + window_s
+
+
 def _alpha(half_life: float) -> float:
     """The EWMA weight of one observation for a half-life in observations."""
     return 1.0 - math.pow(0.5, 1.0 / max(half_life, 1.0))
@@ -474,9 +501,18 @@ class Rules:
     # Sequential tests, one call at a time
 
     def on_call(
-        self, s: RuleState, context: Context, inv: Invocation, out: list[Transition]
+        self,
+        s: RuleState,
+        context: Context,
+        inv: Invocation,
+        out: list[Transition],
+        judged: bool = True,
     ) -> None:
         """Learn from one call and judge it in both sequential tests.
+
+        ``judged`` False learns the call's duration without judging it: the
+        caller knows it began in a burst that has ended or is ending (see
+        :func:`began_in_burst`).
 
         Each test is a CUSUM of log-likelihood ratios, one term per call:
         the statistic ``S`` becomes ``max(0, S + llr)`` and alerts at
@@ -532,7 +568,7 @@ class Rules:
                 # Limitation: a lasting benign slowdown keeps its warning open.
                 frozen = alert is not None and alert.open
                 sigma = -1.0
-                if calls >= self._seq_warm:
+                if calls >= self._seq_warm and judged:
                     # The duration test, inline: it runs on most calls.
                     sd = _sqrt(var)
                     sigma = _MIN_LOG_SPREAD if sd < _MIN_LOG_SPREAD else sd
@@ -774,6 +810,7 @@ class Rules:
                 evidence = self._duration_evidence(s, billed / max(count, 1.0))
                 self._resolve(s, alert, context, end, evidence, out)
             return
+        # Limitation: a window just after a burst holds its late long calls (judged).
         mean = billed / count
         ratio = mean / s.dur
         # The spread of window means was learnt at the usual count; a window
