@@ -41,6 +41,7 @@ from detector.baseline import (
     memory_bucket,
 )
 from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_FACTS, SPAN_WINDOW, Evidence
+from detector.poisson import cached_quantile, normal_tail, upper_quantile
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
 from detector.rise import Rise, RiseFinding, RiseRun, RiseWindow
@@ -138,10 +139,11 @@ class DetectorConfig:
     Early firing judges a window before it closes, on the part of it that
     has elapsed (at least ``early_min_elapsed_s``): its cost rate against
     the warning and critical rates, and its count against the count usual
-    for that much time, at least ``early_min_count`` and ``early_count_z``
-    Poisson deviations above it. Both bars are higher than a closed
-    window's, since every invocation is a new look at a shorter, noisier
-    span. An early alert is critical when the count is also more than
+    for that much time: at least ``early_min_count`` above it, and a count
+    that a Poisson count reaches no more often than a normal one exceeds
+    ``early_count_z`` deviations (its upper quantile). Both bars are higher
+    than a closed window's, since every invocation is a new look at a
+    shorter, noisier span. An early alert is critical when the count is also more than
     ``early_critical_z`` deviations above what the critical rate would
     bring, or the cost so far already exceeds a whole window at that rate.
     The calls started in the window are judged by the same test, priced at
@@ -557,6 +559,9 @@ class Engine:
         self._per_hour = 3600.0 / self.config.window_s
         # The span a window's first seconds are judged over by early firing.
         self._first_span = self._early_span(0.0)
+        # The chance of a look at a span passing early firing's count bar:
+        # what early_count_z deviations of a normal count would leave.
+        self._early_tail = normal_tail(self.config.early_count_z)
         self._rules = Rules(self.config)
         self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
@@ -1135,7 +1140,7 @@ class Engine:
         # The lowest count bar of _early_fire: at its shortest span, or the
         # whole-window bar when the cost so far is a window's at the critical
         # rate.
-        shortest = self._early_count(state, self._first_span)
+        shortest = self._early_count(state, self._first_span, exact=True)
         state.early_count = min(shortest, self._count_threshold(state))
 
     def _early_span(self, elapsed: float) -> float:
@@ -1143,13 +1148,22 @@ class Engine:
         least = min(self.config.early_min_elapsed_s, self._window)
         return min(max(elapsed, least), self._window)
 
-    def _early_count(self, state: _Context, span: float) -> float:
+    def _early_count(self, state: _Context, span: float, exact: bool = False) -> float:
         """Calls (or starts) in ``span`` seconds of a window that are more
-        than chance."""
-        # Limitation: not a Poisson tail; a few calls pass it by chance 100x too often.
-        cfg = self.config
+        than chance: at least ``early_min_count`` above the usual count, and
+        its Poisson upper quantile at the tail ``early_count_z`` deviations
+        of a normal count leave (``sqrt`` deviations would let a span of a
+        few usual calls pass some 100 times as often).
+
+        ``exact`` for the cached gate; the per-call judgement takes the
+        quantile of a mean rounded up within 1/128, never below the gate.
+        """
         usual = state.counts.mean * span / self._window
-        return usual + max(cfg.early_min_count, cfg.early_count_z * math.sqrt(usual))
+        # Limitation: the tail is per look; a window holds many looks of early firing.
+        quantile = upper_quantile if exact else cached_quantile
+        bar = float(quantile(usual, self._early_tail))
+        least = usual + self.config.early_min_count
+        return bar if bar > least else least
 
     def _thresholds(
         self, reference: tuple[float, float], envelope: float = 0.0
