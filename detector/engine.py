@@ -267,10 +267,15 @@ class DetectorConfig:
     bursts are taken to reach up to the critical rate; from
     ``baseline_warmup`` windows on, less each window, down to the warning
     rate at ``burst_cold_windows``, so that its own history takes over
-    gradually. A critical window never waits, nor does a window beyond what
-    the young context's bursts are taken to reach, nor one at the context's
-    own level (a new function whose traffic is high from its first call
-    meets its peers at once). From ``burst_cold_windows`` on only the bursts
+    gradually. A window beyond what the young context's bursts are taken to
+    reach never waits, nor does one at the context's own level (a new
+    function whose traffic is high from its first call meets its peers at
+    once). A critical window on an excursion no longer than ``burst_windows``
+    windows opens at once too, but as a warning, and turns critical in the
+    window that outlasts a burst: the first burst of a young context looks
+    like a flood, and a critical alert throttles the function. At the
+    context's own level a critical window is critical at once. From
+    ``burst_cold_windows`` on only the bursts
     it has shown hold a window (``burst_cold_windows`` at most
     BURST_MIN_WINDOWS: no such rule).
 
@@ -1297,6 +1302,33 @@ class Engine:
             return False, baseline.bursts
         return True, None
 
+    def _young_burst(
+        self, state: _Context, start: float, rate: float, observed: bool
+    ) -> bool:
+        """Whether a critical finding on the window from ``start`` at ``rate``
+        is on an excursion of a young context (:meth:`_young_share`) that is
+        no longer than a burst yet: it opens (or stays) a warning then.
+
+        Its first burst looks like a flood to a context that has shown none,
+        and a critical alert throttles the function; a flood goes on past
+        ``burst_windows`` windows and turns critical then. ``observed`` as
+        for :meth:`_young_hold`. A window at the context's own level is not
+        an excursion of it: critical against its peers, it is critical.
+        """
+        if self._young_share(state) <= 0.0:
+            return False
+        bursts = self._bursts
+        assert bursts is not None
+        baseline = state.baseline
+        if observed:
+            return bursts.running(baseline) and not bursts.outlasted(baseline)
+        length = bursts.run_length(baseline, start)
+        if length > bursts.max_windows:
+            return False
+        if length == 1 and not self._run_goes_on_open(state, start):
+            return rate >= self._excursion_rate(self._own_level(state, start))
+        return True
+
     def _run_goes_on_open(self, state: _Context, start: float) -> bool:
         """Whether the excursion in progress of ``state`` reaches the window
         from ``start`` through windows that are still open."""
@@ -1464,13 +1496,21 @@ class Engine:
             # Like the bursts the context has shown, at either severity,
             # while its excursion is no longer than one.
             return
+        young = strong and self._young_burst(state, start, rate, False)
+        if young:
+            if escalate:
+                # The open warning is all a young context's burst may raise.
+                return
+            # Raised at once, as a warning: it is critical once it outlasts
+            # a burst.
+            strong = False
         # Before the shortest span has passed the rate is understated: only
         # a critical finding is sure enough, a warning from reports waits
         # for the span. Starts need not wait: they are judged over the whole
         # span already, and the next start of a flood may come seconds later.
-        if not strong and (escalate or (elapsed < span and each == 0.0)):
+        if not (strong or young) and (escalate or (elapsed < span and each == 0.0)):
             return
-        if not strong and not escalate:
+        if not (strong or young or escalate):
             limits = (warn, crit)
             held, young_run = self._young_hold(state, start, rate, limits, False)
             if held:
@@ -1543,7 +1583,10 @@ class Engine:
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
             opening = state.spike is None or not state.spike.open
-            if severity != CRITICAL and opening:
+            if severity == CRITICAL and self._young_burst(state, at, rate, True):
+                # At once, but no more than a warning while it may be a burst.
+                severity = WARNING
+            elif severity != CRITICAL and opening:
                 limits = (warn, crit)
                 held, young_run = self._young_hold(state, at, rate, limits, True)
                 if held:

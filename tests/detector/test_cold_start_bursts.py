@@ -1,6 +1,7 @@
 """The cold-start rule of bursts: a context too young to have shown its
 bursts holds a warning on a short excursion back as a learnt burst would,
-while floods on new functions are still found, on hand-made streams."""
+and raises a critical one as a warning until it outlasts a burst, while
+floods on new functions are still found at once, on hand-made streams."""
 
 from __future__ import annotations
 
@@ -104,17 +105,45 @@ def test_a_warning_flood_on_a_young_context_opens_as_of_its_first_window() -> No
     assert alert.cost_usd > 4 * 10 * BURST_PER_S * CHEAP
 
 
-def test_a_critical_flood_on_a_young_context_is_critical_at_once() -> None:
-    flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
-    found = [
-        (t.event, t.severity, t.at - (T0 + YOUNG_S))
-        for t in feed(make_engine(cheap), stream(extra=flood))
-        if t.kind == COST_SPIKE
+def severities(engine: Engine, events: Sequence[Event]) -> list[tuple[str, float]]:
+    """The cost alert's openings and escalations, as (severity, seconds
+    after the young context's excursion began)."""
+    return [
+        (t.severity, t.at - (T0 + YOUNG_S))
+        for t in feed(engine, events)
+        if t.kind == COST_SPIKE and t.event in (OPENED, UPDATED)
     ]
-    # Beyond what the young context's bursts are taken to reach: it opens
-    # in the flood's first second and is critical in the next.
-    assert found[0][0] == OPENED and found[0][2] <= 1.0
-    assert found[1][:2] == (UPDATED, CRITICAL) and found[1][2] <= 2.0
+
+
+def first_critical(found: list[tuple[str, float]]) -> float:
+    return min(after for severity, after in found if severity == CRITICAL)
+
+
+def test_a_critical_flood_on_a_young_context_warns_at_once() -> None:
+    flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
+    found = severities(make_engine(cheap), stream(extra=flood))
+    # Beyond what the young context's bursts are taken to reach: it opens in
+    # the flood's first second, a warning while it may be a burst...
+    assert found[0][0] == WARNING and found[0][1] <= 1.0
+    # ...and critical in the fifth window of the excursion, once it has
+    # outlasted burst_windows (4).
+    assert 38.0 <= first_critical(found) <= 50.0
+    # On an older context it is critical in the flood's first seconds.
+    old = severities(make_engine(cheap, burst_cold_windows=0), stream(extra=flood))
+    assert first_critical(old) <= 2.0
+
+
+def test_a_young_context_s_first_burst_at_a_critical_rate_only_warns() -> None:
+    # Fifteen seconds at ten times the burst rate: a critical rate, on the
+    # first burst the context shows, which no enforcement should throttle.
+    burst = regular(T0 + YOUNG_S, BURST_S, 10 * BURST_PER_S, "burst")
+    found = severities(make_engine(cheap), stream(extra=burst))
+    assert found and {severity for severity, _ in found} == {WARNING}
+    assert found[0][1] <= 1.0
+    without = make_engine(cheap, burst_cold_windows=0)
+    assert CRITICAL in {
+        severity for severity, _ in severities(without, stream(extra=burst))
+    }
 
 
 def test_a_young_context_s_bursts_are_taken_to_reach_less_as_it_ages() -> None:
@@ -160,13 +189,17 @@ def peers() -> list[Invocation]:
     return out
 
 
-def cold_spikes(events: list[Event], name: str) -> list[tuple[str, float, float]]:
-    """The cost alerts opened on function ``name``: (severity, when, since)."""
+def cold_spikes(
+    events: list[Event], name: str, escalated: bool = False
+) -> list[tuple[str, float, float]]:
+    """The cost alerts opened on function ``name`` (with ``escalated``, and
+    updated): (severity, when, since)."""
     engine = make_engine(online_model=False)
+    wanted = (OPENED, UPDATED) if escalated else (OPENED,)
     return [
         (t.severity, t.at, t.starts_at)
-        for t in opened(run(engine, events), COST_SPIKE)
-        if t.context.function == name
+        for t in run(engine, events)
+        if t.kind == COST_SPIKE and t.event in wanted and t.context.function == name
     ]
 
 
@@ -194,9 +227,22 @@ def test_a_flood_on_a_cold_function_is_found() -> None:
     # flood's first window.
     assert flood_at + 38.0 <= warned[0][1] <= flood_at + 55.0
     assert warned[0][2] == flood_at
-    critical = cold_spikes(events, "critical")
-    assert [severity for severity, _, _ in critical] == [CRITICAL]
-    assert critical[0][1] < flood_at + 10.0
+    # Forty times: at once, a warning while it may be a young context's
+    # burst, and critical once it has outlasted one.
+    critical = cold_spikes(events, "critical", escalated=True)
+    assert critical[0][0] == WARNING and critical[0][1] < flood_at + 10.0
+    escalation = [at for severity, at, _ in critical if severity == CRITICAL]
+    assert escalation and flood_at + 38.0 <= escalation[0] <= flood_at + 55.0
+
+
+def test_a_new_function_flooding_from_its_first_call_is_critical_at_once() -> None:
+    # Forty times its peers from the first call: no level of its own to be
+    # an excursion of, so nothing makes it a warning.
+    start = T0 + PEERS_WARM_S
+    newcomer = list(steady(200.0, start, 120.0, context=fn("flood-new"), seed=7))
+    found = cold_spikes([*peers(), *newcomer], "flood-new", escalated=True)
+    escalation = [at for severity, at, _ in found if severity == CRITICAL]
+    assert escalation and escalation[0] < start + 10.0
 
 
 # Settings
