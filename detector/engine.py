@@ -1303,29 +1303,51 @@ class Engine:
         return True, None
 
     def _young_burst(
-        self, state: _Context, start: float, rate: float, observed: bool
+        self,
+        state: _Context,
+        start: float,
+        rate: float,
+        crit: float,
+        spent: float | None = None,
     ) -> bool:
         """Whether a critical finding on the window from ``start`` at ``rate``
-        is on an excursion of a young context (:meth:`_young_share`) that is
-        no longer than a burst yet: it opens (or stays) a warning then.
+        (against the critical rate ``crit``) may be a burst of a young context
+        (:meth:`_young_share`): it opens (or stays) a warning then.
 
-        Its first burst looks like a flood to a context that has shown none,
-        and a critical alert throttles the function; a flood goes on past
-        ``burst_windows`` windows and turns critical then. ``observed`` as
-        for :meth:`_young_hold`. A window at the context's own level is not
-        an excursion of it: critical against its peers, it is critical.
+        A young context's bursts are taken to reach up to the critical rate
+        for up to ``burst_windows`` windows; its first one looks like a flood
+        to it, and a critical alert throttles the function. So the finding
+        is a warning while its excursion is no longer than a burst and has
+        cost less than a burst's most, ``burst_windows`` windows at the
+        critical rate: a flood goes past either, the stronger the sooner.
+        ``spent``: the cost so far of the window, not closed yet (None at
+        its close, once it has been shown to the bursts). A window at the
+        context's own level is not an excursion of it: critical against its
+        peers, it is critical.
         """
         if self._young_share(state) <= 0.0:
             return False
         bursts = self._bursts
         assert bursts is not None
         baseline = state.baseline
-        if observed:
-            return bursts.running(baseline) and not bursts.outlasted(baseline)
+        known = baseline.bursts
+        most = crit * bursts.max_windows * self._window / 3600.0
+        if spent is None:
+            running = bursts.running(baseline) and not bursts.outlasted(baseline)
+            return running and known is not None and known.run_cost < most
         length = bursts.run_length(baseline, start)
         if length > bursts.max_windows:
             return False
-        if length == 1 and not self._run_goes_on_open(state, start):
+        goes_on = length == 1 and self._run_goes_on_open(state, start)
+        if known is not None and (length > 1 or goes_on):
+            # The excursion's closed windows, and those still open before this.
+            after = known.run_last
+            spent += known.run_cost + sum(
+                acc[_COST] for at, acc in state.windows.items() if after < at < start
+            )
+        if spent >= most:
+            return False
+        if length == 1 and not goes_on:
             return rate >= self._excursion_rate(self._own_level(state, start))
         return True
 
@@ -1496,7 +1518,7 @@ class Engine:
             # Like the bursts the context has shown, at either severity,
             # while its excursion is no longer than one.
             return
-        young = strong and self._young_burst(state, start, rate, False)
+        young = strong and self._young_burst(state, start, rate, crit, acc[_COST])
         if young:
             if escalate:
                 # The open warning is all a young context's burst may raise.
@@ -1583,7 +1605,7 @@ class Engine:
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
             opening = state.spike is None or not state.spike.open
-            if severity == CRITICAL and self._young_burst(state, at, rate, True):
+            if severity == CRITICAL and self._young_burst(state, at, rate, crit):
                 # At once, but no more than a warning while it may be a burst.
                 severity = WARNING
             elif severity != CRITICAL and opening:

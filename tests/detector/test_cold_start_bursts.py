@@ -119,27 +119,57 @@ def first_critical(found: list[tuple[str, float]]) -> float:
     return min(after for severity, after in found if severity == CRITICAL)
 
 
+#: The critical rate of the young context: its base and 2 USD/h more.
+CRIT_USD_H = BASE_PER_S * 3600 * CHEAP + 2.0
+#: The most a young context's burst is taken to cost: burst_windows (4)
+#: windows at the critical rate.
+BURST_MOST_USD = CRIT_USD_H * 40.0 / 3600.0
+
+
 def test_a_critical_flood_on_a_young_context_warns_at_once() -> None:
-    flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
+    # Four times the burst rate: 4.3 USD/h, twice the critical rate.
+    per_s = 4 * BURST_PER_S
+    flood = regular(T0 + YOUNG_S, 120.0, per_s, "flood")
     found = severities(make_engine(cheap), stream(extra=flood))
     # Beyond what the young context's bursts are taken to reach: it opens in
-    # the flood's first second, a warning while it may be a burst...
-    assert found[0][0] == WARNING and found[0][1] <= 1.0
-    # ...and critical in the fifth window of the excursion, once it has
-    # outlasted burst_windows (4).
-    assert 38.0 <= first_critical(found) <= 50.0
+    # the flood's first seconds, a warning while it may be a burst...
+    assert found[0][0] == WARNING and found[0][1] <= 2.0
+    # ...and critical once it has cost more than a burst may (the base's
+    # calls are a few per cent of the flood's).
+    spent_s = BURST_MOST_USD / (per_s * CHEAP)
+    assert spent_s - 2.0 <= first_critical(found) <= spent_s + 1.0
     # On an older context it is critical in the flood's first seconds.
     old = severities(make_engine(cheap, burst_cold_windows=0), stream(extra=flood))
-    assert first_critical(old) <= 2.0
+    assert first_critical(old) <= 3.0
+
+
+def test_the_stronger_a_flood_on_a_young_context_the_sooner_it_is_critical() -> None:
+    # Ten times the burst rate: its cost is past a burst's in 7.5 s.
+    flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
+    found = severities(make_engine(cheap), stream(extra=flood))
+    assert found[0][0] == WARNING and found[0][1] <= 1.0
+    assert first_critical(found) <= BURST_MOST_USD / (10 * BURST_PER_S * CHEAP) + 1
+
+
+def test_a_flood_just_over_the_critical_rate_is_critical_at_a_burst_s_cost() -> None:
+    # 1.1 times the critical rate: it has cost four windows at the critical
+    # rate after 36 s, in its fourth window, and turns critical then.
+    per_s = 1.1 * CRIT_USD_H / 3600.0 / CHEAP
+    flood = regular(T0 + YOUNG_S, 120.0, per_s, "flood")
+    found = severities(make_engine(cheap), stream(extra=flood))
+    assert found and found[0][0] == WARNING and found[0][1] < 10.0
+    spent_s = BURST_MOST_USD / (per_s * CHEAP)
+    assert spent_s - 2.0 <= first_critical(found) <= spent_s + 1.0
 
 
 def test_a_young_context_s_first_burst_at_a_critical_rate_only_warns() -> None:
-    # Fifteen seconds at ten times the burst rate: a critical rate, on the
-    # first burst the context shows, which no enforcement should throttle.
-    burst = regular(T0 + YOUNG_S, BURST_S, 10 * BURST_PER_S, "burst")
+    # Fifteen seconds at four times the burst rate: a critical rate, on the
+    # first burst the context shows, costing less than a burst may; no
+    # enforcement should throttle it.
+    burst = regular(T0 + YOUNG_S, BURST_S, 4 * BURST_PER_S, "burst")
     found = severities(make_engine(cheap), stream(extra=burst))
     assert found and {severity for severity, _ in found} == {WARNING}
-    assert found[0][1] <= 1.0
+    assert found[0][1] <= 2.0
     without = make_engine(cheap, burst_cold_windows=0)
     assert CRITICAL in {
         severity for severity, _ in severities(without, stream(extra=burst))
@@ -228,11 +258,11 @@ def test_a_flood_on_a_cold_function_is_found() -> None:
     assert flood_at + 38.0 <= warned[0][1] <= flood_at + 55.0
     assert warned[0][2] == flood_at
     # Forty times: at once, a warning while it may be a young context's
-    # burst, and critical once it has outlasted one.
+    # burst, and critical once it has cost more than one may.
     critical = cold_spikes(events, "critical", escalated=True)
     assert critical[0][0] == WARNING and critical[0][1] < flood_at + 10.0
     escalation = [at for severity, at, _ in critical if severity == CRITICAL]
-    assert escalation and flood_at + 38.0 <= escalation[0] <= flood_at + 55.0
+    assert escalation and critical[0][1] < escalation[0] <= flood_at + 40.0
 
 
 def test_a_new_function_flooding_from_its_first_call_is_critical_at_once() -> None:
