@@ -270,11 +270,14 @@ class DetectorConfig:
     gradually. A window beyond what the young context's bursts are taken to
     reach never waits, nor does one at the context's own level (a new
     function whose traffic is high from its first call meets its peers at
-    once). A critical window on an excursion no longer than ``burst_windows``
-    windows opens at once too, but as a warning, and turns critical in the
-    window that outlasts a burst: the first burst of a young context looks
-    like a flood, and a critical alert throttles the function. At the
-    context's own level a critical window is critical at once. From
+    once). A critical finding on an excursion opens at once too, but as a
+    warning while the excursion is no longer than ``burst_windows`` windows
+    and has cost less than that many windows at the critical rate (the most
+    a young context's burst is taken to reach); past either it is critical.
+    The first burst of a young context looks like a flood to it, and a
+    critical alert throttles the function; a flood at ten times the critical
+    rate is critical 4 s in. At the context's own level a critical window
+    is critical at once. From
     ``burst_cold_windows`` on only the bursts
     it has shown hold a window (``burst_cold_windows`` at most
     BURST_MIN_WINDOWS: no such rule).
