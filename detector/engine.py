@@ -273,7 +273,8 @@ class DetectorConfig:
     once). A critical finding on an excursion opens at once too, but as a
     warning while the excursion is no longer than ``burst_windows`` windows
     and has cost less than that many windows at the critical rate (the most
-    a young context's burst is taken to reach); past either it is critical.
+    a young context's burst is taken to reach, less as it ages by the same
+    share); past either it is critical.
     The first burst of a young context looks like a flood to it, and a
     critical alert throttles the function; a flood at ten times the critical
     rate is critical 4 s in. At the context's own level a critical window
@@ -1321,20 +1322,23 @@ class Engine:
         for up to ``burst_windows`` windows; its first one looks like a flood
         to it, and a critical alert throttles the function. So the finding
         is a warning while its excursion is no longer than a burst and has
-        cost less than a burst's most, ``burst_windows`` windows at the
-        critical rate: a flood goes past either, the stronger the sooner.
+        cost less than a burst's most: ``burst_windows`` windows at the
+        critical rate until the context is warm, less as it ages (by the
+        same share as the warnings' rule), so that a flood goes past it the
+        sooner the stronger it is and the older the context.
         ``spent``: the cost so far of the window, not closed yet (None at
         its close, once it has been shown to the bursts). A window at the
         context's own level is not an excursion of it: critical against its
         peers, it is critical.
         """
-        if self._young_share(state) <= 0.0:
+        share = self._young_share(state)
+        if share <= 0.0:
             return False
         bursts = self._bursts
         assert bursts is not None
         baseline = state.baseline
         known = baseline.bursts
-        most = crit * bursts.max_windows * self._window / 3600.0
+        most = share * crit * bursts.max_windows * self._window / 3600.0
         if spent is None:
             running = bursts.running(baseline) and not bursts.outlasted(baseline)
             return running and known is not None and known.run_cost < most

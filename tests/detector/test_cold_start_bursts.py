@@ -121,9 +121,12 @@ def first_critical(found: list[tuple[str, float]]) -> float:
 
 #: The critical rate of the young context: its base and 2 USD/h more.
 CRIT_USD_H = BASE_PER_S * 3600 * CHEAP + 2.0
+#: How young the context is at YOUNG_S: two thirds of the way from
+#: burst_cold_windows (120) back to warm (60).
+SHARE = (120 - 80) / (120 - 60)
 #: The most a young context's burst is taken to cost: burst_windows (4)
-#: windows at the critical rate.
-BURST_MOST_USD = CRIT_USD_H * 40.0 / 3600.0
+#: windows at the critical rate, times how young it is.
+BURST_MOST_USD = SHARE * CRIT_USD_H * 40.0 / 3600.0
 
 
 def test_a_critical_flood_on_a_young_context_warns_at_once() -> None:
@@ -144,7 +147,7 @@ def test_a_critical_flood_on_a_young_context_warns_at_once() -> None:
 
 
 def test_the_stronger_a_flood_on_a_young_context_the_sooner_it_is_critical() -> None:
-    # Ten times the burst rate: its cost is past a burst's in 7.5 s.
+    # Ten times the burst rate: its cost is past a burst's in 5 s.
     flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
     found = severities(make_engine(cheap), stream(extra=flood))
     assert found[0][0] == WARNING and found[0][1] <= 1.0
@@ -152,8 +155,8 @@ def test_the_stronger_a_flood_on_a_young_context_the_sooner_it_is_critical() -> 
 
 
 def test_a_flood_just_over_the_critical_rate_is_critical_at_a_burst_s_cost() -> None:
-    # 1.1 times the critical rate: it has cost four windows at the critical
-    # rate after 36 s, in its fourth window, and turns critical then.
+    # 1.1 times the critical rate: it has cost what a burst of the young
+    # context may after 24 s, in its third window, and turns critical then.
     per_s = 1.1 * CRIT_USD_H / 3600.0 / CHEAP
     flood = regular(T0 + YOUNG_S, 120.0, per_s, "flood")
     found = severities(make_engine(cheap), stream(extra=flood))
@@ -163,10 +166,10 @@ def test_a_flood_just_over_the_critical_rate_is_critical_at_a_burst_s_cost() -> 
 
 
 def test_a_young_context_s_first_burst_at_a_critical_rate_only_warns() -> None:
-    # Fifteen seconds at four times the burst rate: a critical rate, on the
+    # Ten seconds at three times the burst rate: a critical rate, on the
     # first burst the context shows, costing less than a burst may; no
     # enforcement should throttle it.
-    burst = regular(T0 + YOUNG_S, BURST_S, 4 * BURST_PER_S, "burst")
+    burst = regular(T0 + YOUNG_S, 10.0, 3 * BURST_PER_S, "burst")
     found = severities(make_engine(cheap), stream(extra=burst))
     assert found and {severity for severity, _ in found} == {WARNING}
     assert found[0][1] <= 2.0
@@ -174,6 +177,19 @@ def test_a_young_context_s_first_burst_at_a_critical_rate_only_warns() -> None:
     assert CRITICAL in {
         severity for severity, _ in severities(without, stream(extra=burst))
     }
+
+
+def test_what_a_young_context_s_burst_may_cost_shrinks_as_it_ages() -> None:
+    # The same burst at 110 windows: a sixth of the way back to warm, its
+    # bursts may cost a sixth of four windows at the critical rate, and this
+    # one costs more: critical in its first window.
+    burst = regular(T0 + 1102.0, 10.0, 3 * BURST_PER_S, "burst")
+    found = [
+        (severity, after - 300.0)
+        for severity, after in severities(make_engine(cheap), stream(extra=burst))
+    ]
+    assert found[0][0] == WARNING
+    assert first_critical(found) <= 10.0
 
 
 def test_a_young_context_s_bursts_are_taken_to_reach_less_as_it_ages() -> None:
