@@ -1162,7 +1162,7 @@ class Engine:
         than chance: at least ``early_min_count`` above the usual count, and
         its Poisson upper quantile at the tail ``early_count_z`` deviations
         of a normal count leave (``sqrt`` deviations would let a span of a
-        few usual calls pass some 100 times as often).
+        few usual calls pass 25 to 60 times as often).
 
         ``exact`` for the cached gate; the per-call judgement takes the
         quantile of a mean rounded up within 1/128, never below the gate.
