@@ -41,6 +41,7 @@ from detector.baseline import (
     memory_bucket,
 )
 from detector.evidence import CHAIN, CHAIN_ENDED, ITEM_FACTS, SPAN_WINDOW, Evidence
+from detector.poisson import cached_quantile, normal_tail, upper_quantile
 from detector.reconcile import Reconciler
 from detector.recursion import TraceStage
 from detector.rise import Rise, RiseFinding, RiseRun, RiseWindow
@@ -139,10 +140,11 @@ class DetectorConfig:
     Early firing judges a window before it closes, on the part of it that
     has elapsed (at least ``early_min_elapsed_s``): its cost rate against
     the warning and critical rates, and its count against the count usual
-    for that much time, at least ``early_min_count`` and ``early_count_z``
-    Poisson deviations above it. Both bars are higher than a closed
-    window's, since every invocation is a new look at a shorter, noisier
-    span. An early alert is critical when the count is also more than
+    for that much time: at least ``early_min_count`` above it, and a count
+    that a Poisson count reaches no more often than a normal one exceeds
+    ``early_count_z`` deviations (its upper quantile). Both bars are higher
+    than a closed window's, since every invocation is a new look at a
+    shorter, noisier span. An early alert is critical when the count is also more than
     ``early_critical_z`` deviations above what the critical rate would
     bring, or the cost so far already exceeds a whole window at that rate.
     The calls started in the window are judged by the same test, priced at
@@ -274,10 +276,19 @@ class DetectorConfig:
     bursts are taken to reach up to the critical rate; from
     ``baseline_warmup`` windows on, less each window, down to the warning
     rate at ``burst_cold_windows``, so that its own history takes over
-    gradually. A critical window never waits, nor does a window beyond what
-    the young context's bursts are taken to reach, nor one at the context's
-    own level (a new function whose traffic is high from its first call
-    meets its peers at once). From ``burst_cold_windows`` on only the bursts
+    gradually. A window beyond what the young context's bursts are taken to
+    reach never waits, nor does one at the context's own level (a new
+    function whose traffic is high from its first call meets its peers at
+    once). A critical finding on an excursion opens at once too, but as a
+    warning while the excursion is no longer than ``burst_windows`` windows
+    and has cost less than that many windows at the critical rate (the most
+    a young context's burst is taken to reach, less as it ages by the same
+    share); past either it is critical.
+    The first burst of a young context looks like a flood to it, and a
+    critical alert throttles the function; a flood at ten times the critical
+    rate is critical 4 s in. At the context's own level a critical window
+    is critical at once. From
+    ``burst_cold_windows`` on only the bursts
     it has shown hold a window (``burst_cold_windows`` at most
     BURST_MIN_WINDOWS: no such rule).
 
@@ -568,6 +579,9 @@ class Engine:
         self._per_hour = 3600.0 / self.config.window_s
         # The span a window's first seconds are judged over by early firing.
         self._first_span = self._early_span(0.0)
+        # The chance of a look at a span passing early firing's count bar:
+        # what early_count_z deviations of a normal count would leave.
+        self._early_tail = normal_tail(self.config.early_count_z)
         self._rules = Rules(self.config)
         self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
@@ -1153,7 +1167,7 @@ class Engine:
         # The lowest count bar of _early_fire: at its shortest span, or the
         # whole-window bar when the cost so far is a window's at the critical
         # rate.
-        shortest = self._early_count(state, self._first_span)
+        shortest = self._early_count(state, self._first_span, exact=True)
         state.early_count = min(shortest, self._count_threshold(state))
 
     def _early_span(self, elapsed: float) -> float:
@@ -1161,13 +1175,22 @@ class Engine:
         least = min(self.config.early_min_elapsed_s, self._window)
         return min(max(elapsed, least), self._window)
 
-    def _early_count(self, state: _Context, span: float) -> float:
+    def _early_count(self, state: _Context, span: float, exact: bool = False) -> float:
         """Calls (or starts) in ``span`` seconds of a window that are more
-        than chance."""
-        # Limitation: not a Poisson tail; a few calls pass it by chance 100x too often.
-        cfg = self.config
+        than chance: at least ``early_min_count`` above the usual count, and
+        its Poisson upper quantile at the tail ``early_count_z`` deviations
+        of a normal count leave (``sqrt`` deviations would let a span of a
+        few usual calls pass 25 to 60 times as often).
+
+        ``exact`` for the cached gate; the per-call judgement takes the
+        quantile of a mean rounded up within 1/128, never below the gate.
+        """
         usual = state.counts.mean * span / self._window
-        return usual + max(cfg.early_min_count, cfg.early_count_z * math.sqrt(usual))
+        # Limitation: the tail is per look; a window holds many looks of early firing.
+        quantile = upper_quantile if exact else cached_quantile
+        bar = float(quantile(usual, self._early_tail))
+        least = usual + self.config.early_min_count
+        return bar if bar > least else least
 
     def _thresholds(
         self, reference: tuple[float, float], envelope: float = 0.0
@@ -1300,6 +1323,58 @@ class Engine:
         if length > bursts.max_windows:
             return False, baseline.bursts
         return True, None
+
+    def _young_burst(
+        self,
+        state: _Context,
+        start: float,
+        rate: float,
+        crit: float,
+        spent: float | None = None,
+    ) -> bool:
+        """Whether a critical finding on the window from ``start`` at ``rate``
+        (against the critical rate ``crit``) may be a burst of a young context
+        (:meth:`_young_share`): it opens (or stays) a warning then.
+
+        A young context's bursts are taken to reach up to the critical rate
+        for up to ``burst_windows`` windows; its first one looks like a flood
+        to it, and a critical alert throttles the function. So the finding
+        is a warning while its excursion is no longer than a burst and has
+        cost less than a burst's most: ``burst_windows`` windows at the
+        critical rate until the context is warm, less as it ages (by the
+        same share as the warnings' rule), so that a flood goes past it the
+        sooner the stronger it is and the older the context.
+        ``spent``: the cost so far of the window, not closed yet (None at
+        its close, once it has been shown to the bursts). A window at the
+        context's own level is not an excursion of it: critical against its
+        peers, it is critical.
+        """
+        share = self._young_share(state)
+        if share <= 0.0:
+            return False
+        bursts = self._bursts
+        assert bursts is not None
+        baseline = state.baseline
+        known = baseline.bursts
+        most = share * crit * bursts.max_windows * self._window / 3600.0
+        if spent is None:
+            running = bursts.running(baseline) and not bursts.outlasted(baseline)
+            return running and known is not None and known.run_cost < most
+        length = bursts.run_length(baseline, start)
+        if length > bursts.max_windows:
+            return False
+        goes_on = length == 1 and self._run_goes_on_open(state, start)
+        if known is not None and (length > 1 or goes_on):
+            # The excursion's closed windows, and those still open before this.
+            after = known.run_last
+            spent += known.run_cost + sum(
+                acc[_COST] for at, acc in state.windows.items() if after < at < start
+            )
+        if spent >= most:
+            return False
+        if length == 1 and not goes_on:
+            return rate >= self._excursion_rate(self._own_level(state, start))
+        return True
 
     def _run_goes_on_open(self, state: _Context, start: float) -> bool:
         """Whether the excursion in progress of ``state`` reaches the window
@@ -1489,13 +1564,21 @@ class Engine:
             # Like the bursts the context has shown, at either severity,
             # while its excursion is no longer than one.
             return
+        young = strong and self._young_burst(state, start, rate, crit, acc[_COST])
+        if young:
+            if escalate:
+                # The open warning is all a young context's burst may raise.
+                return
+            # Raised at once, as a warning: it is critical once it outlasts
+            # a burst.
+            strong = False
         # Before the shortest span has passed the rate is understated: only
         # a critical finding is sure enough, a warning from reports waits
         # for the span. Starts need not wait: they are judged over the whole
         # span already, and the next start of a flood may come seconds later.
-        if not strong and (escalate or (elapsed < span and each == 0.0)):
+        if not (strong or young) and (escalate or (elapsed < span and each == 0.0)):
             return
-        if not strong and not escalate:
+        if not (strong or young or escalate):
             limits = (warn, crit)
             held, young_run = self._young_hold(state, start, rate, limits, False)
             if held:
@@ -1568,7 +1651,10 @@ class Engine:
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
             opening = state.spike is None or not state.spike.open
-            if severity != CRITICAL and opening:
+            if severity == CRITICAL and self._young_burst(state, at, rate, crit):
+                # At once, but no more than a warning while it may be a burst.
+                severity = WARNING
+            elif severity != CRITICAL and opening:
                 limits = (warn, crit)
                 held, young_run = self._young_hold(state, at, rate, limits, True)
                 if held:

@@ -1,6 +1,7 @@
 """The cold-start rule of bursts: a context too young to have shown its
 bursts holds a warning on a short excursion back as a learnt burst would,
-while floods on new functions are still found, on hand-made streams."""
+and raises a critical one as a warning until it outlasts a burst, while
+floods on new functions are still found at once, on hand-made streams."""
 
 from __future__ import annotations
 
@@ -104,17 +105,91 @@ def test_a_warning_flood_on_a_young_context_opens_as_of_its_first_window() -> No
     assert alert.cost_usd > 4 * 10 * BURST_PER_S * CHEAP
 
 
-def test_a_critical_flood_on_a_young_context_is_critical_at_once() -> None:
-    flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
-    found = [
-        (t.event, t.severity, t.at - (T0 + YOUNG_S))
-        for t in feed(make_engine(cheap), stream(extra=flood))
-        if t.kind == COST_SPIKE
+def severities(engine: Engine, events: Sequence[Event]) -> list[tuple[str, float]]:
+    """The cost alert's openings and escalations, as (severity, seconds
+    after the young context's excursion began)."""
+    return [
+        (t.severity, t.at - (T0 + YOUNG_S))
+        for t in feed(engine, events)
+        if t.kind == COST_SPIKE and t.event in (OPENED, UPDATED)
     ]
-    # Beyond what the young context's bursts are taken to reach: it opens
-    # in the flood's first second and is critical in the next.
-    assert found[0][0] == OPENED and found[0][2] <= 1.0
-    assert found[1][:2] == (UPDATED, CRITICAL) and found[1][2] <= 2.0
+
+
+def first_critical(found: list[tuple[str, float]]) -> float:
+    return min(after for severity, after in found if severity == CRITICAL)
+
+
+#: The critical rate of the young context: its base and 2 USD/h more.
+CRIT_USD_H = BASE_PER_S * 3600 * CHEAP + 2.0
+#: How young the context is at YOUNG_S: two thirds of the way from
+#: burst_cold_windows (120) back to warm (60).
+SHARE = (120 - 80) / (120 - 60)
+#: The most a young context's burst is taken to cost: burst_windows (4)
+#: windows at the critical rate, times how young it is.
+BURST_MOST_USD = SHARE * CRIT_USD_H * 40.0 / 3600.0
+
+
+def test_a_critical_flood_on_a_young_context_warns_at_once() -> None:
+    # Four times the burst rate: 4.3 USD/h, twice the critical rate.
+    per_s = 4 * BURST_PER_S
+    flood = regular(T0 + YOUNG_S, 120.0, per_s, "flood")
+    found = severities(make_engine(cheap), stream(extra=flood))
+    # Beyond what the young context's bursts are taken to reach: it opens in
+    # the flood's first seconds, a warning while it may be a burst...
+    assert found[0][0] == WARNING and found[0][1] <= 2.0
+    # ...and critical once it has cost more than a burst may (the base's
+    # calls are a few per cent of the flood's).
+    spent_s = BURST_MOST_USD / (per_s * CHEAP)
+    assert spent_s - 2.0 <= first_critical(found) <= spent_s + 1.0
+    # On an older context it is critical in the flood's first seconds.
+    old = severities(make_engine(cheap, burst_cold_windows=0), stream(extra=flood))
+    assert first_critical(old) <= 3.0
+
+
+def test_the_stronger_a_flood_on_a_young_context_the_sooner_it_is_critical() -> None:
+    # Ten times the burst rate: its cost is past a burst's in 5 s.
+    flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
+    found = severities(make_engine(cheap), stream(extra=flood))
+    assert found[0][0] == WARNING and found[0][1] <= 1.0
+    assert first_critical(found) <= BURST_MOST_USD / (10 * BURST_PER_S * CHEAP) + 1
+
+
+def test_a_flood_just_over_the_critical_rate_is_critical_at_a_burst_s_cost() -> None:
+    # 1.1 times the critical rate: it has cost what a burst of the young
+    # context may after 24 s, in its third window, and turns critical then.
+    per_s = 1.1 * CRIT_USD_H / 3600.0 / CHEAP
+    flood = regular(T0 + YOUNG_S, 120.0, per_s, "flood")
+    found = severities(make_engine(cheap), stream(extra=flood))
+    assert found and found[0][0] == WARNING and found[0][1] < 10.0
+    spent_s = BURST_MOST_USD / (per_s * CHEAP)
+    assert spent_s - 2.0 <= first_critical(found) <= spent_s + 1.0
+
+
+def test_a_young_context_s_first_burst_at_a_critical_rate_only_warns() -> None:
+    # Ten seconds at three times the burst rate: a critical rate, on the
+    # first burst the context shows, costing less than a burst may; no
+    # enforcement should throttle it.
+    burst = regular(T0 + YOUNG_S, 10.0, 3 * BURST_PER_S, "burst")
+    found = severities(make_engine(cheap), stream(extra=burst))
+    assert found and {severity for severity, _ in found} == {WARNING}
+    assert found[0][1] <= 2.0
+    without = make_engine(cheap, burst_cold_windows=0)
+    assert CRITICAL in {
+        severity for severity, _ in severities(without, stream(extra=burst))
+    }
+
+
+def test_what_a_young_context_s_burst_may_cost_shrinks_as_it_ages() -> None:
+    # The same burst at 110 windows: a sixth of the way back to warm, its
+    # bursts may cost a sixth of four windows at the critical rate, and this
+    # one costs more: critical in its first window.
+    burst = regular(T0 + 1102.0, 10.0, 3 * BURST_PER_S, "burst")
+    found = [
+        (severity, after - 300.0)
+        for severity, after in severities(make_engine(cheap), stream(extra=burst))
+    ]
+    assert found[0][0] == WARNING
+    assert first_critical(found) <= 10.0
 
 
 def test_a_young_context_s_bursts_are_taken_to_reach_less_as_it_ages() -> None:
@@ -160,13 +235,17 @@ def peers() -> list[Invocation]:
     return out
 
 
-def cold_spikes(events: list[Event], name: str) -> list[tuple[str, float, float]]:
-    """The cost alerts opened on function ``name``: (severity, when, since)."""
+def cold_spikes(
+    events: list[Event], name: str, escalated: bool = False
+) -> list[tuple[str, float, float]]:
+    """The cost alerts opened on function ``name`` (with ``escalated``, and
+    updated): (severity, when, since)."""
     engine = make_engine(online_model=False)
+    wanted = (OPENED, UPDATED) if escalated else (OPENED,)
     return [
         (t.severity, t.at, t.starts_at)
-        for t in opened(run(engine, events), COST_SPIKE)
-        if t.context.function == name
+        for t in run(engine, events)
+        if t.kind == COST_SPIKE and t.event in wanted and t.context.function == name
     ]
 
 
@@ -194,9 +273,22 @@ def test_a_flood_on_a_cold_function_is_found() -> None:
     # flood's first window.
     assert flood_at + 38.0 <= warned[0][1] <= flood_at + 55.0
     assert warned[0][2] == flood_at
-    critical = cold_spikes(events, "critical")
-    assert [severity for severity, _, _ in critical] == [CRITICAL]
-    assert critical[0][1] < flood_at + 10.0
+    # Forty times: at once, a warning while it may be a young context's
+    # burst, and critical once it has cost more than one may.
+    critical = cold_spikes(events, "critical", escalated=True)
+    assert critical[0][0] == WARNING and critical[0][1] < flood_at + 10.0
+    escalation = [at for severity, at, _ in critical if severity == CRITICAL]
+    assert escalation and critical[0][1] < escalation[0] <= flood_at + 40.0
+
+
+def test_a_new_function_flooding_from_its_first_call_is_critical_at_once() -> None:
+    # Forty times its peers from the first call: no level of its own to be
+    # an excursion of, so nothing makes it a warning.
+    start = T0 + PEERS_WARM_S
+    newcomer = list(steady(200.0, start, 120.0, context=fn("flood-new"), seed=7))
+    found = cold_spikes([*peers(), *newcomer], "flood-new", escalated=True)
+    escalation = [at for severity, at, _ in found if severity == CRITICAL]
+    assert escalation and escalation[0] < start + 10.0
 
 
 # Settings

@@ -4,7 +4,8 @@ The baseline here is exact: ten calls in every window, evenly spaced, at
 1e-4 USD each unless a call's duration says otherwise (0.36 USD/h). Its
 warning rate is 2.5 times that (0.9 USD/h), its critical rate 3.6 USD/h,
 and the shortest span judged is two seconds, in which two calls are usual
-and twelve are the fewest that are more than chance.
+and thirteen are the fewest that are more than chance (a Poisson count of
+mean two reaches thirteen about as rarely as a normal one five deviations).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ BASE_USD_H = 0.36
 WARN_USD_H = 2.5 * BASE_USD_H
 CRIT_USD_H = 10.0 * BASE_USD_H
 SPAN_S = 2.0
-LEAST_CALLS = 12  # two usual + max(10, 5 * sqrt(2)) in the shortest span
+LEAST_CALLS = 13  # the upper quantile of two usual calls in the shortest span
 
 
 def by_duration(inv: Invocation) -> float:
@@ -76,7 +77,7 @@ def test_the_exact_baseline_raises_nothing() -> None:
 
 
 def test_the_fewest_calls_over_the_shortest_span_fire_a_warning() -> None:
-    # Eleven calls in the first second, one more when two seconds have passed.
+    # Twelve calls in the first second, one more when two seconds have passed.
     events = [*burst(ONSET, LEAST_CALLS - 1, 1.0), call(ONSET + SPAN_S, 1)]
     alerts = opened(run(after_quiet(events)), COST_SPIKE)
     assert len(alerts) == 1
@@ -90,8 +91,8 @@ def test_the_fewest_calls_over_the_shortest_span_fire_a_warning() -> None:
     assert early["invocations_so_far"] == LEAST_CALLS
     assert early["elapsed_s"] == SPAN_S
     assert early["threshold_usd_per_hour"] == pytest.approx(WARN_USD_H)
-    # Twelve calls of 1e-4 USD over two seconds.
-    assert alert.evidence["rate_usd_per_hour"] == pytest.approx(2.16)
+    # Thirteen calls of 1e-4 USD over two seconds.
+    assert alert.evidence["rate_usd_per_hour"] == pytest.approx(2.34)
 
 
 def test_one_call_fewer_does_not_fire_and_the_close_sees_too_little() -> None:

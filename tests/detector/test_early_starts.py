@@ -2,9 +2,9 @@
 
 The baseline is the one of the early-firing tests (ten calls of 1e-4 USD
 in every window), each call now logged with its start a tenth of a second
-before its REPORT. Twelve starts over the shortest span of two seconds are
-the fewest that are more than chance; priced at the usual 1e-4 USD each,
-they are 2.16 USD/h, over the warning rate.
+before its REPORT. Thirteen starts over the shortest span of two seconds
+are the fewest that are more than chance; priced at the usual 1e-4 USD
+each, they are 2.34 USD/h, over the warning rate.
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def test_a_flood_of_long_calls_fires_from_its_starts_before_any_report() -> None
     alerts = [a for a in opened(run(warm(flood)), COST_SPIKE) if a.at < first_report]
     assert len(alerts) == 1
     alert = alerts[0]
-    twelfth = [e.time for e in flood if isinstance(e, InvocationStart)][-1]
-    # At the twelfth start, a minute before the first of their REPORTs.
-    assert alert.at == twelfth < first_report
+    last = [e.time for e in flood if isinstance(e, InvocationStart)][-1]
+    # At the last start of the bar, a minute before the first of their REPORTs.
+    assert alert.at == last < first_report
     assert alert.severity == WARNING and alert.evidence["early"] is True
     detail = early_on(alert)
     assert detail["on"] == "starts, elapsed rate"
@@ -101,8 +101,8 @@ def test_a_flood_of_long_calls_fires_from_its_starts_before_any_report() -> None
     assert detail["usual_cost_per_call_usd"] == pytest.approx(1e-4)
     assert detail["estimated_cost_usd"] == pytest.approx(LEAST_CALLS * 1e-4)
     assert detail["threshold_usd_per_hour"] == pytest.approx(WARN_USD_H)
-    # Twelve starts of 1e-4 USD over two seconds.
-    assert alert.evidence["rate_usd_per_hour"] == pytest.approx(2.16)
+    # Thirteen starts of 1e-4 USD over two seconds.
+    assert alert.evidence["rate_usd_per_hour"] == pytest.approx(2.34)
 
 
 def test_one_start_fewer_than_the_bar_does_not_fire_early() -> None:
@@ -125,7 +125,7 @@ def test_the_bar_counts_the_usual_starts_of_the_span() -> None:
 
 
 def test_starts_of_calls_at_a_usual_cost_rate_do_not_fire() -> None:
-    # Twelve starts spread over the whole window: over the count of a
+    # Thirteen starts spread over the whole window: over the count of a
     # window (ten) but not over the bar of any span judged.
     flood = started(ONSET, LEAST_CALLS, 9.5)
     assert [
@@ -182,11 +182,11 @@ def test_starts_of_a_context_never_reported_are_not_judged() -> None:
 
 
 def test_an_alert_fired_on_starts_is_the_one_the_close_would_open() -> None:
-    # A steady 6x flood of calls of one second: the starts open the alert,
+    # A steady 8x flood of calls of one second: the starts open the alert,
     # the REPORTs and window closes update that same alert.
     flood: list[Event] = []
-    for i in range(360):
-        at = ONSET + i / 6.0
+    for i in range(480):
+        at = ONSET + i / 8.0
         flood.append(InvocationStart(CTX, at, f"f{i}"))
         flood.append(Invocation(CTX, at + 1.0, f"f{i}", 100.0, 100.0, 128))
     events = [*with_starts(regular(T0, WARM_S)), *flood]
