@@ -1557,6 +1557,7 @@ class Engine:
             return
         # Critical on the critical rate with a margin for chance: the count
         # against what that rate would bring at the same cost per call.
+        # Limitation: a batch job's first run (60x for minutes) can turn critical.
         at_crit = count * crit / rate
         z = self.config.early_critical_z
         strong = whole or count >= at_crit + z * math.sqrt(at_crit)
