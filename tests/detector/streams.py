@@ -4,7 +4,7 @@ engine, feed it and pick its alerts."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from detector.alerts import OPENED, Transition
@@ -180,6 +180,29 @@ def regular(
             )
         )
     return out
+
+
+#: The bursty context of the burst tests: half a call a second at CHEAP
+#: (0.018 USD/h), with bursts of BURST_S seconds at BURST_PER_S (about 1
+#: USD/h over a whole window, a warning's worth above the base rate and
+#: under a critical one).
+BASE_PER_S = 0.5
+BURST_PER_S = 30.0
+BURST_S = 15.0
+
+
+def bursty_stream(
+    bursts: Sequence[float] = (),
+    until: float = 2400.0,
+    extra: Sequence[Invocation] = (),
+) -> list[Event]:
+    """The base rate from T0 to ``until`` seconds, bursts of BURST_S seconds
+    at BURST_PER_S starting at the offsets given, and ``extra`` calls."""
+    events: list[Invocation] = regular(T0, until, BASE_PER_S, "base")
+    for n, at in enumerate(bursts):
+        events.extend(regular(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
+    events.extend(extra)
+    return sorted(events, key=lambda e: e.time)
 
 
 def sqs_loop(

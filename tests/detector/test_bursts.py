@@ -18,9 +18,12 @@ from dowguard.config import load_settings
 from dowguard.evaluate import episodes
 from ingest.events import Event, Invocation
 from tests.detector.streams import (
+    BURST_PER_S,
+    BURST_S,
     CHEAP,
     CTX,
     T0,
+    bursty_stream,
     cheap,
     feed,
     make_engine,
@@ -30,33 +33,13 @@ from tests.detector.streams import (
 )
 
 WARM_S = 1200.0  # 120 windows: the cost baseline is warm
-#: Half a call a second at a hundred-thousandth of a dollar: 0.018 USD/h.
-BASE_PER_S = 0.5
-#: Thirty calls a second: about 1 USD/h over a whole window, a warning's
-#: worth above the baseline (0.5 USD/h) and under a critical one (2 USD/h).
-BURST_PER_S = 30.0
-BURST_S = 15.0
-
-
-def stream(
-    bursts: Sequence[float] = (),
-    until: float = 2400.0,
-    extra: Sequence[Invocation] = (),
-) -> list[Event]:
-    """The base rate from T0 to ``until`` seconds, bursts of BURST_S seconds
-    at BURST_PER_S starting at the offsets given, and ``extra`` calls."""
-    events: list[Invocation] = regular(T0, until, BASE_PER_S, "base")
-    for n, at in enumerate(bursts):
-        events.extend(regular(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
-    events.extend(extra)
-    return sorted(events, key=lambda e: e.time)
 
 
 # Bursts are learnt
 
 
 def test_a_steady_context_still_warns_on_its_first_burst() -> None:
-    found = opened(feed(make_engine(cheap), stream([1202.0])), COST_SPIKE)
+    found = opened(feed(make_engine(cheap), bursty_stream([1202.0])), COST_SPIKE)
     assert [t.severity for t in found] == [WARNING]
     assert T0 + 1202.0 <= found[0].at <= T0 + 1220.0
     assert found[0].evidence["rate_usd_per_hour"] > 0.5
@@ -66,14 +49,17 @@ def test_bursts_seen_before_it_was_warm_are_not_flagged_later() -> None:
     # Two bursts while the context is too young to be judged at all.
     shown = [202.0, 402.0]
     later = [1502.0, 1802.0, 2102.0]
-    assert opened(feed(make_engine(cheap), stream(shown + later)), COST_SPIKE) == []
+    assert (
+        opened(feed(make_engine(cheap), bursty_stream(shown + later)), COST_SPIKE) == []
+    )
     # The same later bursts on a context that has not shown any do warn.
-    assert len(opened(feed(make_engine(cheap), stream(later)), COST_SPIKE)) >= 1
+    assert len(opened(feed(make_engine(cheap), bursty_stream(later)), COST_SPIKE)) >= 1
 
 
 def test_a_bursty_context_warns_once_then_knows_its_bursts() -> None:
     found = opened(
-        feed(make_engine(cheap), stream([1202.0, 1502.0, 1802.0, 2102.0])), COST_SPIKE
+        feed(make_engine(cheap), bursty_stream([1202.0, 1502.0, 1802.0, 2102.0])),
+        COST_SPIKE,
     )
     assert len(found) == 1
     assert found[0].at < T0 + 1502.0
@@ -82,7 +68,7 @@ def test_a_bursty_context_warns_once_then_knows_its_bursts() -> None:
 def test_bursts_are_not_learnt_when_learning_is_off() -> None:
     engine = make_engine(cheap, burst_margin=0.0)
     found = opened(
-        feed(engine, stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])), COST_SPIKE
+        feed(engine, bursty_stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])), COST_SPIKE
     )
     assert len(found) == 3
 
@@ -94,7 +80,7 @@ def test_a_burst_far_beyond_the_known_ones_still_warns() -> None:
         *regular(T0 + 402.0, 10.0, 5.0, "s2"),
     ]
     engine = make_engine(cheap)
-    found = opened(feed(engine, stream([1802.0], extra=small)), COST_SPIKE)
+    found = opened(feed(engine, bursty_stream([1802.0], extra=small)), COST_SPIKE)
     # ...and a burst six times their size warns all the same.
     assert [t.severity for t in found] == [WARNING]
     assert T0 + 1802.0 <= found[0].at <= T0 + 1820.0
@@ -109,7 +95,8 @@ def test_a_sustained_attack_at_burst_level_on_a_bursty_context_is_caught() -> No
     # back as a burst for four windows, it warns in the fifth, as of its start.
     attack = regular(T0 + 1502.0, 300.0, BURST_PER_S, "attack")
     found = opened(
-        feed(make_engine(cheap), stream([202.0, 402.0], extra=attack)), COST_SPIKE
+        feed(make_engine(cheap), bursty_stream([202.0, 402.0], extra=attack)),
+        COST_SPIKE,
     )
     assert [t.severity for t in found] == [WARNING]
     assert T0 + 1540.0 < found[0].at <= T0 + 1555.0
@@ -122,7 +109,7 @@ def test_a_sustained_attack_at_burst_level_on_a_bursty_context_is_caught() -> No
 def test_a_flood_at_the_critical_rate_is_critical_at_once_after_bursts() -> None:
     flood = regular(T0 + 1802.0, 120.0, 10 * BURST_PER_S, "flood")
     found = opened(
-        feed(make_engine(cheap), stream([202.0, 402.0], extra=flood)), COST_SPIKE
+        feed(make_engine(cheap), bursty_stream([202.0, 402.0], extra=flood)), COST_SPIKE
     )
     assert [t.severity for t in found] == [CRITICAL]
     assert found[0].at - (T0 + 1802.0) <= 3.0
@@ -133,7 +120,9 @@ def test_a_sustained_rise_teaches_nothing() -> None:
     # Five minutes at the burst rate (a warning), then a burst like one
     # window of it: it is still news.
     rise = regular(T0 + 1202.0, 300.0, BURST_PER_S, "rise")
-    found = opened(feed(make_engine(cheap), stream([2102.0], extra=rise)), COST_SPIKE)
+    found = opened(
+        feed(make_engine(cheap), bursty_stream([2102.0], extra=rise)), COST_SPIKE
+    )
     assert len(found) == 2
     assert found[1].at >= T0 + 2102.0
 
@@ -145,7 +134,7 @@ def test_a_long_critical_flood_teaches_nothing() -> None:
     found = episodes(
         feed(
             make_engine(cheap),
-            stream(
+            bursty_stream(
                 until=2400.0,
                 extra=[*flood, *regular(T0 + 1802.0, BURST_S, CRIT_PER_S, "like")],
             ),
@@ -197,7 +186,7 @@ def critical_bursts(
 def test_a_first_burst_past_the_critical_rate_is_critical() -> None:
     # 130 windows old: a younger context's first burst only warns.
     shown = critical_bursts([1302.0])
-    found = episodes(feed(make_engine(cheap), stream(extra=shown)))
+    found = episodes(feed(make_engine(cheap), bursty_stream(extra=shown)))
     assert [t.severity for t in found] == [CRITICAL]
     assert T0 + 1302.0 <= found[0].opened_at <= T0 + 1320.0
 
@@ -205,7 +194,7 @@ def test_a_first_burst_past_the_critical_rate_is_critical() -> None:
 def test_bursts_past_the_critical_rate_are_learnt_and_not_alerted_again() -> None:
     engine = make_engine(cheap)
     shown = critical_bursts([1302.0, 1502.0, 1802.0, 2102.0])
-    found = episodes(feed(engine, stream(extra=shown)))
+    found = episodes(feed(engine, bursty_stream(extra=shown)))
     # The first one, nothing yet being known, is critical; like ones are not.
     assert [t.severity for t in found] == [CRITICAL]
     assert found[0].opened_at < T0 + 1502.0
@@ -217,16 +206,16 @@ def test_bursts_learnt_while_cold_hold_back_a_like_critical_burst() -> None:
     # Shown while the context is too young to be judged at all.
     shown = critical_bursts([202.0, 402.0])
     later = critical_bursts([1502.0, 2102.0])
-    assert opened(feed(make_engine(cheap), stream(extra=shown + later))) == []
+    assert opened(feed(make_engine(cheap), bursty_stream(extra=shown + later))) == []
     # Without them, the same later bursts are critical.
-    found = episodes(feed(make_engine(cheap), stream(extra=later)))
+    found = episodes(feed(make_engine(cheap), bursty_stream(extra=later)))
     assert CRITICAL in [t.severity for t in found]
 
 
 def test_a_flood_at_the_height_of_the_bursts_that_lasts_is_critical() -> None:
     flood = regular(T0 + 1802.0, 120.0, CRIT_PER_S, "flood")
     engine = make_engine(cheap)
-    found = opened(feed(engine, stream(extra=critical_bursts([202.0]) + flood)))
+    found = opened(feed(engine, bursty_stream(extra=critical_bursts([202.0]) + flood)))
     assert [t.severity for t in found] == [CRITICAL]
     alert = found[0]
     # Held back for burst_windows (4) windows, critical in the fifth, as of
@@ -244,7 +233,7 @@ def test_a_flood_beyond_the_bursts_is_critical_early_as_before() -> None:
     # times their excess in a fraction of a window.
     flood = regular(T0 + 1802.0, 20.0, 20 * CRIT_PER_S, "flood")
     shown = critical_bursts([202.0, 402.0])
-    found = opened(feed(make_engine(cheap), stream(extra=shown + flood)))
+    found = opened(feed(make_engine(cheap), bursty_stream(extra=shown + flood)))
     assert [t.severity for t in found] == [CRITICAL]
     assert found[0].evidence["early"] is True
     assert found[0].at - (T0 + 1802.0) <= 2.0
@@ -256,7 +245,7 @@ def test_bursts_of_a_history_hold_back_nothing_beyond_their_margin() -> None:
     # their excess over a whole window, so it is critical in its first one.
     burst = regular(T0 + 1802.0, BURST_S, 4 * CRIT_PER_S, "burst")
     shown = critical_bursts([202.0, 402.0])
-    found = opened(feed(make_engine(cheap), stream(extra=shown + burst)))
+    found = opened(feed(make_engine(cheap), bursty_stream(extra=shown + burst)))
     assert [t.severity for t in found] == [CRITICAL]
     assert T0 + 1802.0 < found[0].at <= T0 + 1815.0
 
@@ -266,7 +255,7 @@ def test_bursts_of_a_history_hold_back_nothing_beyond_their_margin() -> None:
 
 @pytest.mark.parametrize("cut", [0.2, 0.4, 0.55, 0.8])
 def test_snapshot_and_restore_keep_what_was_learnt_of_bursts(cut: float) -> None:
-    events = stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])
+    events = bursty_stream([202.0, 402.0, 1502.0, 1802.0, 2102.0])
     whole_engine = make_engine(cheap)
     whole = feed(whole_engine, events)
     split = int(len(events) * cut)
@@ -295,7 +284,7 @@ def test_snapshot_and_restore_keep_bursts_past_the_critical_rate(cut: float) -> 
     # Cuts before the bursts are learnt, between them, and inside the flood
     # that outlasts them (with its run of windows in progress).
     flood = regular(T0 + 1802.0, 120.0, CRIT_PER_S, "flood")
-    events = stream(extra=critical_bursts([202.0, 1202.0, 1502.0]) + flood)
+    events = bursty_stream(extra=critical_bursts([202.0, 1202.0, 1502.0]) + flood)
     whole_engine = make_engine(cheap)
     whole = feed(whole_engine, events)
     split = int(len(events) * cut)
@@ -313,7 +302,7 @@ def test_snapshot_and_restore_keep_bursts_past_the_critical_rate(cut: float) -> 
 
 def test_a_version_5_checkpoint_inside_a_run_resumes_from_its_latest_window() -> None:
     flood = regular(T0 + 1802.0, 120.0, CRIT_PER_S, "flood")
-    events = stream(extra=critical_bursts([202.0]) + flood)
+    events = bursty_stream(extra=critical_bursts([202.0]) + flood)
     split = next(i for i, e in enumerate(events) if e.time >= T0 + 1828.0)
     first = make_engine(cheap)
     head = feed(first, events[:split], flush=False)
@@ -335,7 +324,7 @@ def test_a_version_5_checkpoint_inside_a_run_resumes_from_its_latest_window() ->
 
 
 def test_a_checkpoint_from_before_bursts_were_learnt_resumes() -> None:
-    events = stream([1502.0, 1802.0])
+    events = bursty_stream([1502.0, 1802.0])
     whole = feed(make_engine(cheap), events)
     split = int(len(events) * 0.3)
     first = make_engine(cheap)

@@ -13,9 +13,13 @@ from dowguard.cli import detector_config
 from dowguard.config import load_settings
 from ingest.events import Context, Event, Invocation
 from tests.detector.streams import (
+    BASE_PER_S,
+    BURST_PER_S,
+    BURST_S,
     CHEAP,
     CTX,
     T0,
+    bursty_stream,
     cheap,
     feed,
     make_engine,
@@ -25,28 +29,8 @@ from tests.detector.streams import (
     steady,
 )
 
-#: Half a call a second at a hundred-thousandth of a dollar: 0.018 USD/h.
-BASE_PER_S = 0.5
-#: Thirty calls a second: about 1 USD/h over a whole window, a warning's
-#: worth above the base rate and under a critical one.
-BURST_PER_S = 30.0
-BURST_S = 15.0
 #: 80 windows in: warm (60), and younger than burst_cold_windows (120).
 YOUNG_S = 802.0
-
-
-def stream(
-    bursts: Sequence[float] = (),
-    until: float = 2400.0,
-    extra: Sequence[Invocation] = (),
-) -> list[Event]:
-    """The base rate from T0 to ``until`` seconds, bursts of BURST_S seconds
-    at BURST_PER_S starting at the offsets given, and ``extra`` calls."""
-    events: list[Invocation] = regular(T0, until, BASE_PER_S, "base")
-    for n, at in enumerate(bursts):
-        events.extend(regular(T0 + at, BURST_S, BURST_PER_S, f"burst{n}"))
-    events.extend(extra)
-    return sorted(events, key=lambda e: e.time)
 
 
 def spikes(engine: Engine, events: Sequence[Event]) -> list[tuple[str, float]]:
@@ -60,7 +44,7 @@ def spikes(engine: Engine, events: Sequence[Event]) -> list[tuple[str, float]]:
 def test_a_young_context_s_first_burst_waits_and_is_learnt() -> None:
     engine = make_engine(cheap)
     # Its first burst while young, then a like one once it is no longer.
-    assert spikes(engine, stream([YOUNG_S, 1502.0])) == []
+    assert spikes(engine, bursty_stream([YOUNG_S, 1502.0])) == []
     state = engine._find(CTX)
     assert state is not None and state.baseline.bursts is not None
     # What it learnt of the young burst is what holds the later one back.
@@ -68,7 +52,7 @@ def test_a_young_context_s_first_burst_waits_and_is_learnt() -> None:
 
 
 def test_without_the_rule_the_young_context_s_first_burst_warns() -> None:
-    found = spikes(make_engine(cheap, burst_cold_windows=0), stream([YOUNG_S]))
+    found = spikes(make_engine(cheap, burst_cold_windows=0), bursty_stream([YOUNG_S]))
     assert [severity for severity, _ in found] == [WARNING]
     assert T0 + YOUNG_S <= found[0][1] <= T0 + YOUNG_S + 18.0
 
@@ -76,16 +60,18 @@ def test_without_the_rule_the_young_context_s_first_burst_warns() -> None:
 def test_the_rule_ends_at_burst_cold_windows() -> None:
     # 130 windows in: past the default, so the first burst warns...
     late = 1302.0
-    assert len(spikes(make_engine(cheap), stream([late]))) == 1
+    assert len(spikes(make_engine(cheap), bursty_stream([late]))) == 1
     # ...and a longer cold start holds it back too.
-    assert spikes(make_engine(cheap, burst_cold_windows=200), stream([late])) == []
+    assert (
+        spikes(make_engine(cheap, burst_cold_windows=200), bursty_stream([late])) == []
+    )
 
 
 def test_a_context_whose_level_is_unknown_is_not_held() -> None:
     # Fewer windows than a level needs (BURST_MIN_WINDOWS): nothing waits,
     # even with a cold start far longer than the context's life.
     engine = make_engine(cheap, burst_cold_windows=10_000, baseline_warmup=3)
-    found = spikes(engine, stream([32.0], until=300.0))
+    found = spikes(engine, bursty_stream([32.0], until=300.0))
     assert [severity for severity, _ in found] == [WARNING]
 
 
@@ -94,7 +80,7 @@ def test_a_context_whose_level_is_unknown_is_not_held() -> None:
 
 def test_a_warning_flood_on_a_young_context_opens_as_of_its_first_window() -> None:
     flood = regular(T0 + YOUNG_S, 300.0, BURST_PER_S, "flood")
-    found = opened(feed(make_engine(cheap), stream(extra=flood)), COST_SPIKE)
+    found = opened(feed(make_engine(cheap), bursty_stream(extra=flood)), COST_SPIKE)
     assert [t.severity for t in found] == [WARNING]
     alert = found[0]
     # Held for burst_windows (4) windows, opened in the fifth, as of the
@@ -133,7 +119,7 @@ def test_a_critical_flood_on_a_young_context_warns_at_once() -> None:
     # Four times the burst rate: 4.3 USD/h, twice the critical rate.
     per_s = 4 * BURST_PER_S
     flood = regular(T0 + YOUNG_S, 120.0, per_s, "flood")
-    found = severities(make_engine(cheap), stream(extra=flood))
+    found = severities(make_engine(cheap), bursty_stream(extra=flood))
     # Beyond what the young context's bursts are taken to reach: it opens in
     # the flood's first seconds, a warning while it may be a burst...
     assert found[0][0] == WARNING and found[0][1] <= 2.0
@@ -142,14 +128,16 @@ def test_a_critical_flood_on_a_young_context_warns_at_once() -> None:
     spent_s = BURST_MOST_USD / (per_s * CHEAP)
     assert spent_s - 2.0 <= first_critical(found) <= spent_s + 1.0
     # On an older context it is critical in the flood's first seconds.
-    old = severities(make_engine(cheap, burst_cold_windows=0), stream(extra=flood))
+    old = severities(
+        make_engine(cheap, burst_cold_windows=0), bursty_stream(extra=flood)
+    )
     assert first_critical(old) <= 3.0
 
 
 def test_the_stronger_a_flood_on_a_young_context_the_sooner_it_is_critical() -> None:
     # Ten times the burst rate: its cost is past a burst's in 5 s.
     flood = regular(T0 + YOUNG_S, 120.0, 10 * BURST_PER_S, "flood")
-    found = severities(make_engine(cheap), stream(extra=flood))
+    found = severities(make_engine(cheap), bursty_stream(extra=flood))
     assert found[0][0] == WARNING and found[0][1] <= 1.0
     assert first_critical(found) <= BURST_MOST_USD / (10 * BURST_PER_S * CHEAP) + 1
 
@@ -159,7 +147,7 @@ def test_a_flood_just_over_the_critical_rate_is_critical_at_a_burst_s_cost() -> 
     # context may after 24 s, in its third window, and turns critical then.
     per_s = 1.1 * CRIT_USD_H / 3600.0 / CHEAP
     flood = regular(T0 + YOUNG_S, 120.0, per_s, "flood")
-    found = severities(make_engine(cheap), stream(extra=flood))
+    found = severities(make_engine(cheap), bursty_stream(extra=flood))
     assert found and found[0][0] == WARNING and found[0][1] < 10.0
     spent_s = BURST_MOST_USD / (per_s * CHEAP)
     assert spent_s - 2.0 <= first_critical(found) <= spent_s + 1.0
@@ -170,12 +158,12 @@ def test_a_young_context_s_first_burst_at_a_critical_rate_only_warns() -> None:
     # first burst the context shows, costing less than a burst may; no
     # enforcement should throttle it.
     burst = regular(T0 + YOUNG_S, 10.0, 3 * BURST_PER_S, "burst")
-    found = severities(make_engine(cheap), stream(extra=burst))
+    found = severities(make_engine(cheap), bursty_stream(extra=burst))
     assert found and {severity for severity, _ in found} == {WARNING}
     assert found[0][1] <= 2.0
     without = make_engine(cheap, burst_cold_windows=0)
     assert CRITICAL in {
-        severity for severity, _ in severities(without, stream(extra=burst))
+        severity for severity, _ in severities(without, bursty_stream(extra=burst))
     }
 
 
@@ -186,7 +174,9 @@ def test_what_a_young_context_s_burst_may_cost_shrinks_as_it_ages() -> None:
     burst = regular(T0 + 1102.0, 10.0, 3 * BURST_PER_S, "burst")
     found = [
         (severity, after - 300.0)
-        for severity, after in severities(make_engine(cheap), stream(extra=burst))
+        for severity, after in severities(
+            make_engine(cheap), bursty_stream(extra=burst)
+        )
     ]
     assert found[0][0] == WARNING
     assert first_critical(found) <= 10.0
@@ -195,7 +185,7 @@ def test_what_a_young_context_s_burst_may_cost_shrinks_as_it_ages() -> None:
 def test_a_young_context_s_bursts_are_taken_to_reach_less_as_it_ages() -> None:
     # One and a half times the burst rate: 1.6 USD/h while it lasts.
     burst = regular(T0 + 902.0, BURST_S, 1.5 * BURST_PER_S, "burst")
-    events = stream(extra=burst)
+    events = bursty_stream(extra=burst)
     # 90 windows in, half-way from warm to burst_cold_windows: its bursts are
     # taken to reach half-way from the warning rate (0.5 USD/h) to the
     # critical one (2 USD/h), so this one warns as on an older context...
@@ -210,9 +200,9 @@ def test_a_short_rise_of_a_young_context_waits_as_its_spikes_do() -> None:
     # rise path's sequential test, which an older context's warns on within
     # three windows.
     rise = regular(T0 + YOUNG_S, 25.0, 3.0, "rise")
-    assert spikes(make_engine(cheap), stream(extra=rise)) == []
+    assert spikes(make_engine(cheap), bursty_stream(extra=rise)) == []
     later = regular(T0 + 1302.0, 25.0, 3.0, "rise")
-    found = opened(feed(make_engine(cheap), stream(extra=later)), COST_SPIKE)
+    found = opened(feed(make_engine(cheap), bursty_stream(extra=later)), COST_SPIKE)
     assert [t.evidence["test"] for t in found] == ["sequential"]
     assert found[0].evidence["horizon_s"] <= 40.0
 
