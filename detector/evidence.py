@@ -30,6 +30,7 @@ ITEM_TRIGGERED = "item_triggered"
 #: and ``callers`` the bits of its distinct triggers and calling functions
 #: (see ``detector.spanwindows``). The context side merges those of every
 #: partition.
+# Limitation: during a rolling upgrade, an older daemon dead-letters this kind.
 SPAN_WINDOW = "span_window"
 #: Facts the context stage pairs by item key, whatever trace partition each
 #: came from (see ``detector.resources.ItemPairing``).
