@@ -216,6 +216,7 @@ def ablation(
     in scores is what those features add; on ``test`` too, held neutral
     there as well.
     """
+    logger.info("train ablation neutral=%s", ",".join(names))
     held = offline.fit(offline.neutralised(training, names), kind, seed)
     scores = dict(held.metadata["scores"])
     if test is not None:

@@ -1,5 +1,5 @@
 """A model trained through ``dowguard train``'s path learns every feature it
-is given variation in."""
+is given variation in, and the bundled model was trained on the span counts."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ingest.events import (
     encode_event,
 )
 from models import offline
+from models.features import FEATURE_NAMES
 
 T0 = 1_772_400_000.0  # a window boundary
 MINUTES = 30
@@ -152,3 +153,28 @@ def test_train_command_writes_importances_and_the_ablation(
     assert main([*args, "--ablate", "distinct_calers"]) == 1
     assert "distinct_calers: no such feature" in capsys.readouterr().err
     assert not (out / "v2").exists()
+
+
+def test_evaluate_scores_with_the_model_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The model setting is read, not left aside: one that is not there fails.
+    folder = _recording(tmp_path / "rec")
+    absent = tmp_path / "absent"
+    assert main(["evaluate", str(folder), "--model", str(absent)]) == 1
+    assert str(absent) in capsys.readouterr().err
+
+
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "bundled"
+
+
+def test_the_newest_bundled_model_was_trained_on_the_span_counts() -> None:
+    meta = offline.load(BUNDLED).metadata
+    assert meta["version"] >= 3
+    assert meta["features"] == list(FEATURE_NAMES)
+    for name in ("distinct_triggers", "distinct_callers"):
+        # Its training windows read spans: the counts were not all neutral.
+        assert meta["non_neutral_rows"][name] > 0
+        assert name in meta["importances"]
+    assert meta["importances"]["distinct_callers"] > 0
+    assert meta["ablation"]["neutral"] == ["distinct_triggers", "distinct_callers"]
