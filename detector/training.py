@@ -80,6 +80,8 @@ class _Tap:
     def __call__(self, context: Context, start: float, x: dict[str, float]) -> None:
         self.rows.append(vector(x))
         # A window that overlaps the scenario at all is one of its windows.
+        # Limitation: span counts come SKETCH_WAIT_S late, so a scenario's first
+        # windows train without its callers and those just after it with them.
         early = start + self.window_s
         spans = self.spans.get(context, ())
         self.labels.append(int(any(on < early and start < end for on, end in spans)))
