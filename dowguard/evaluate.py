@@ -741,8 +741,14 @@ def overall(scores: Sequence[RecordingScore]) -> dict[str, Any]:
 # --- running the detector ----------------------------------------------------
 
 
-def replay_recording(directory: Path, config: Any = None) -> tuple[list[Any], int]:
-    """Transitions of the real replay path over a recording, and skipped records."""
+def replay_recording(
+    directory: Path, config: Any = None, model: Any = None
+) -> tuple[list[Any], int]:
+    """Transitions of the real replay path over a recording, and skipped records.
+
+    ``model`` is an offline model (``models.offline.OfflineModel``) the
+    detector scores its notable windows with, as a replay's ``--model``.
+    """
     from detector.engine import DetectorConfig, Engine
     from detector.replay import Replay
     from ingest.parse import read_paths
@@ -753,7 +759,7 @@ def replay_recording(directory: Path, config: Any = None) -> tuple[list[Any], in
         skipped.append(error)
         logger.warning("evaluate skipped record error=%s", error)
 
-    engine = Engine(config or DetectorConfig())
+    engine = Engine(config or DetectorConfig(), offline_model=model)
     result = Replay(engine).run(read_paths([directory], report))
     return result.transitions, len(skipped)
 
@@ -792,7 +798,7 @@ def recording_names(directories: Sequence[Path]) -> list[str]:
 
 
 def evaluate_dirs(
-    directories: Sequence[Path], config: Any = None
+    directories: Sequence[Path], config: Any = None, model: Any = None
 ) -> list[RecordingScore]:
     """Replay and score each recording; the bound at the detector's budget."""
     budget = getattr(config, "rise_false_alert_hours", 0.0) or FALSE_ALERT_HOURS
@@ -800,7 +806,7 @@ def evaluate_dirs(
     scores = []
     for directory, name in zip(directories, recording_names(directories), strict=True):
         labels = load_labels(directory)
-        transitions, skipped = replay_recording(directory, config)
+        transitions, skipped = replay_recording(directory, config, model)
         score = score_recording(labels, episodes(transitions), name, budget, window)
         score.skipped = skipped
         scores.append(score)
@@ -956,6 +962,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--keep", type=Path, help="write the suite here and keep it")
     p.add_argument("--window", type=float, help="window length in seconds")
+    p.add_argument(
+        "--model", help="offline model from `dowguard train` (DOWGUARD_MODEL_PATH)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.set_defaults(func=run_cli)
 
@@ -963,7 +972,13 @@ def register(subparsers: Any) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from dowguard.cli import detector_config, settings_from
 
-    config = detector_config(settings_from(args))
+    settings = settings_from(args)
+    config = detector_config(settings)
+    model = None
+    if settings.model_path:
+        from models.offline import load
+
+        model = load(settings.model_path)
     began = time.monotonic()
     if args.recordings and (args.suite or args.quick):
         raise ConfigError("evaluate: give recording directories or a suite, not both")
@@ -975,7 +990,7 @@ def run_cli(args: argparse.Namespace) -> int:
         missing = [str(p) for p in args.recordings if not p.is_dir()]
         if missing:
             raise DowError(f"evaluate: no such directory: {', '.join(missing)}")
-        scores = evaluate_dirs(args.recordings, config)
+        scores = evaluate_dirs(args.recordings, config, model)
     else:
         name = "quick" if args.quick else args.suite or "default"
         with tempfile.TemporaryDirectory(prefix="dowguard-suite-") as tmp:
@@ -983,7 +998,7 @@ def run_cli(args: argparse.Namespace) -> int:
             paths = generate_suite(
                 name, root, args.seed, args.functions, args.minutes, args.start
             )
-            scores = evaluate_dirs(paths, config)
+            scores = evaluate_dirs(paths, config, model)
     table = rows(scores)
     kinds = kind_rows(scores)
     summary = overall(scores)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dowguard.errors import ConfigError
-from models.features import FEATURE_NAMES, vector
+from models.features import BY_NAME, FEATURE_NAMES, vector
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ GRADIENT_BOOSTING = "gradient_boosting"
 UNSUPERVISED_QUANTILE = 0.999
 #: Probability of the attack class from which a classifier flags a window.
 CLASSIFIER_THRESHOLD = 0.9
+#: Shuffles of each column when its importance is measured.
+IMPORTANCE_REPEATS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,92 @@ def fit(training: TrainingSet, kind: str = "auto", seed: int = 0) -> OfflineMode
         "scores": scores,
         "seed": seed,
     }
+    varied = non_neutral_rows(training)
+    constant = [name for name, n in varied.items() if n == 0]
+    if constant:
+        # A feature that never leaves its neutral value is one the model
+        # cannot learn: it reads it and nothing it does changes a score.
+        logger.warning(
+            "train features at their neutral value in every window features=%s",
+            ",".join(constant),
+        )
+    metadata["non_neutral_rows"] = varied
     return OfflineModel(estimator, metadata, Path())
+
+
+def _neutral(name: str) -> float:
+    feature = BY_NAME.get(name)
+    return feature.neutral if feature is not None else 0.0
+
+
+def non_neutral_rows(training: TrainingSet) -> dict[str, int]:
+    """Per feature, the rows in which it is not at its neutral value."""
+    counts = dict.fromkeys(training.features, 0)
+    neutral = [_neutral(name) for name in training.features]
+    for row in training.rows:
+        for name, value, usual in zip(training.features, row, neutral, strict=True):
+            if value != usual:
+                counts[name] += 1
+    return counts
+
+
+def neutralised(training: TrainingSet, names: Sequence[str]) -> TrainingSet:
+    """The same windows with the features ``names`` at their neutral value.
+
+    Fitted with the same seed, a model of these rows is the one the data
+    would give had the detector not counted those features: an ablation.
+    """
+    unknown = [name for name in names if name not in training.features]
+    if unknown:
+        raise ConfigError(
+            f"train: cannot hold {unknown} neutral: the windows have features"
+            f" {list(training.features)}"
+        )
+    columns = [(training.features.index(name), _neutral(name)) for name in names]
+    rows = []
+    for row in training.rows:
+        copy = list(row)
+        for i, value in columns:
+            copy[i] = value
+        rows.append(copy)
+    return TrainingSet(
+        rows, training.labels, training.features, training.data_hash, training.sources
+    )
+
+
+def importances(
+    model: OfflineModel, test: TrainingSet, seed: int = 0
+) -> dict[str, float]:
+    """How much the ROC AUC on ``test`` falls when one feature is shuffled.
+
+    Per feature of the model, the mean fall over ``IMPORTANCE_REPEATS``
+    shuffles of its column; 0 for a feature the model does not use (or
+    that does not vary in ``test``).
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels = test.labels
+    if not labels or not 0 < test.positives < len(labels):
+        raise ConfigError(
+            "train: importances need labelled windows of both kinds;"
+            f" got {test.positives} attack windows of {len(test.rows)}"
+        )
+    known = list(model.metadata["features"])
+    columns = [list(test.features).index(name) for name in known]
+    x = np.asarray(test.rows, dtype=float)[:, columns]
+    base = float(roc_auc_score(labels, model.score_rows(x.tolist())))
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {}
+    for i, name in enumerate(known):
+        falls = []
+        for _ in range(IMPORTANCE_REPEATS):
+            shuffled = x.copy()
+            shuffled[:, i] = rng.permutation(shuffled[:, i])
+            fell = roc_auc_score(labels, model.score_rows(shuffled.tolist()))
+            falls.append(base - float(fell))
+        out[name] = round(sum(falls) / len(falls), 4)
+    return out
 
 
 def _fit_classifier(
