@@ -2245,14 +2245,23 @@ class Engine:
         if alert.open:
             alert.cost += cost
             return
-        others = (state.spike, state.recursion)
-        if alert.streak >= self.config.anomaly_windows and not any(
-            a is not None and a.open for a in others
-        ):
+        if alert.streak >= self.config.anomaly_windows and not self._others_open(state):
             alert.open = True
             alert.starts_at = at
             alert.cost = cost
             self._emit(state, alert, OPENED, at, self._anomaly_evidence())
+
+    @staticmethod
+    def _others_open(state: _Context) -> bool:
+        """Whether an alert of the context other than the model's is open.
+
+        The rules' alerts (error storms, duration inflation) count as much
+        as a spike or a loop: the model only speaks where nothing else has.
+        """
+        gap = state.sources.gap_alert if state.sources is not None else None
+        if any(a is not None and a.open for a in (state.spike, state.recursion, gap)):
+            return True
+        return state.rules is not None and state.rules.open_alerts() > 0
 
     def _anomaly_evidence(self) -> dict[str, object]:
         return {"source": "model", "model_scores": dict(self._scores or {})}

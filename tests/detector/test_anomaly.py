@@ -93,3 +93,21 @@ def test_checkpoint_keeps_the_model_pools_and_seasons() -> None:
         outputs.append([(t.kind, t.event, t.at, t.evidence) for t in seen])
     assert outputs[0] == outputs[1]
     assert any(kind == ANOMALY for kind, *_ in outputs[0])
+
+
+def test_no_model_alert_while_a_rule_alert_of_the_context_is_open() -> None:
+    """A rise whose calls all fail is an error storm; the model adds no alert."""
+    usual = [400.0] * 10
+    events = traffic(T0, WARM_S, usual, seed=1)
+    rise = traffic(T0 + WARM_S, 120.0, [880.0, *usual[1:]], seed=2)
+    events += [
+        Invocation(e.context, e.time, e.request_id, 100.0, 100.0, 128,
+                   count=e.count, status="error")
+        if isinstance(e, Invocation) and e.context == fn(0) else e
+        for e in rise
+    ]  # fmt: skip
+    events += traffic(T0 + WARM_S + 120.0, 120.0, usual, seed=3)
+    transitions = feed(make_engine(config=CONFIG), events)
+    storms = [t for t in transitions if t.kind == "error_storm"]
+    assert storms and storms[0].event == OPENED
+    assert [t for t in transitions if t.kind == ANOMALY] == []
