@@ -17,7 +17,7 @@ import math
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from detector.alerts import (
     CRITICAL,
@@ -462,6 +462,19 @@ class _Partition:
     # What this partition's contexts spent of each account with a budget;
     # stored beside the checkpoint too, for the daemons holding the others.
     accounts: AccountShares = field(default_factory=dict)
+
+
+class _Excursion(NamedTuple):
+    """An excursion above a context's own level as far as it has gone: its
+    windows not calm (with the one judged), whether it reaches that window
+    through windows still open, the start of its first window, what it has
+    cost, and the most windows a burst has."""
+
+    windows: int
+    goes_on: bool
+    first: float
+    spent: float
+    burst_windows: int
 
 
 # Accumulator slots of an open window (the hot path spells them 0 and 1),
@@ -1304,24 +1317,20 @@ class Engine:
         warn, crit = thresholds
         if share <= 0.0 or rate >= warn + share * (crit - warn):
             return False, None
-        bursts = self._bursts
-        assert bursts is not None
-        baseline = state.baseline
-        if observed:
-            if not bursts.running(baseline):
-                return False, None
-            if bursts.outlasted(baseline):
-                return False, baseline.bursts
-            return True, None
-        length = bursts.run_length(baseline, start)
-        if length == 1 and self._run_goes_on_open(state, start):
-            # The excursion goes on in windows not closed yet: their closes
-            # tell whether it has outlasted a burst.
-            return True, None
-        if length == 1 and rate < self._excursion_rate(self._own_level(state, start)):
+        run = self._excursion_so_far(state, start, None if observed else 0.0)
+        if run.windows == 0:
             return False, None
-        if length > bursts.max_windows:
-            return False, baseline.bursts
+        if run.windows > run.burst_windows:
+            return False, state.baseline.bursts
+        if observed or run.goes_on:
+            # At its close the window is part of an excursion in progress;
+            # before, one that goes on in windows not closed yet, whose
+            # closes tell whether it has outlasted a burst.
+            return True, None
+        if run.windows == 1 and rate < self._excursion_rate(
+            self._own_level(state, start)
+        ):
+            return False, None
         return True, None
 
     def _young_burst(
@@ -1352,29 +1361,48 @@ class Engine:
         share = self._young_share(state)
         if share <= 0.0:
             return False
+        run = self._excursion_so_far(state, start, spent)
+        if run.windows == 0 or run.windows > run.burst_windows:
+            return False
+        most = share * crit * run.burst_windows * self._window / 3600.0
+        if run.spent >= most:
+            return False
+        if spent is not None and run.windows == 1 and not run.goes_on:
+            return rate >= self._excursion_rate(self._own_level(state, start))
+        return True
+
+    def _excursion_so_far(
+        self, state: _Context, start: float, spent: float | None
+    ) -> _Excursion:
+        """The excursion of ``state`` that the window from ``start`` is part
+        of, so far (the bursts must be learnt).
+
+        ``spent``: the cost so far of the window, not closed yet, which
+        would go on with the excursion in progress or begin one; None at its
+        close, once it has been shown to the bursts, when only an excursion
+        still running holds it (none: no windows).
+        """
         bursts = self._bursts
         assert bursts is not None
         baseline = state.baseline
         known = baseline.bursts
-        most = share * crit * bursts.max_windows * self._window / 3600.0
+        most = bursts.max_windows
         if spent is None:
-            running = bursts.running(baseline) and not bursts.outlasted(baseline)
-            return running and known is not None and known.run_cost < most
-        length = bursts.run_length(baseline, start)
-        if length > bursts.max_windows:
-            return False
-        goes_on = length == 1 and self._run_goes_on_open(state, start)
-        if known is not None and (length > 1 or goes_on):
-            # The excursion's closed windows, and those still open before this.
-            after = known.run_last
-            spent += known.run_cost + sum(
-                acc[_COST] for at, acc in state.windows.items() if after < at < start
+            if known is None or known.run_windows == 0:
+                return _Excursion(0, False, start, 0.0, most)
+            return _Excursion(
+                known.run_windows, False, known.run_first, known.run_cost, most
             )
-        if spent >= most:
-            return False
-        if length == 1 and not goes_on:
-            return rate >= self._excursion_rate(self._own_level(state, start))
-        return True
+        length = bursts.run_length(baseline, start)
+        goes_on = length == 1 and self._run_goes_on_open(state, start)
+        if known is None or not (length > 1 or goes_on):
+            return _Excursion(length, goes_on, start, spent, most)
+        # The excursion's closed windows, and those still open before this.
+        after = known.run_last
+        spent += known.run_cost + sum(
+            acc[_COST] for at, acc in state.windows.items() if after < at < start
+        )
+        return _Excursion(length, goes_on, known.run_first, spent, most)
 
     def _run_goes_on_open(self, state: _Context, start: float) -> bool:
         """Whether the excursion in progress of ``state`` reaches the window
