@@ -1413,11 +1413,11 @@ class Engine:
         the function; the excursion as a whole is. The finding is critical
         once what the excursion has cost since its first window (or since
         its alert, when that began earlier, as it does where bursts are not
-        learnt) averages the critical rate ``crit``. A flood at
-        the critical rate holds it from its first window, a batch whose
-        spans only now and then reach it does not. ``observed`` at the
-        window's close, as for :meth:`_burst_hold`; ``pending``: the cost
-        judged that no report has brought yet (the calls still running).
+        learnt) averages the critical rate ``crit``. A flood at the critical
+        rate holds it from its first window, a batch whose spans only now
+        and then reach it does not. ``observed`` at the window's close, as
+        for :meth:`_burst_hold`; ``pending``: what the cost judged adds to
+        the window's reports (the calls still running, priced).
         """
         least = self.config.established_calls
         if least <= 0 or self._calls_learnt(state) >= least:
