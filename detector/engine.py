@@ -17,7 +17,7 @@ import math
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from detector.alerts import (
     CRITICAL,
@@ -150,6 +150,18 @@ class DetectorConfig:
     The calls started in the window are judged by the same test, priced at
     the context's usual cost per call, without waiting for the shortest
     span and without the whole-window rule (their cost is not spent yet).
+
+    A context whose usual count was learnt from fewer than
+    ``established_calls`` calls (its usual count of a window times the
+    windows learnt; 0: no such rule) has no established usual: a batch
+    job's first run is as far above it as a flood. On it, a cost spike
+    whose rate alone is critical (early or at a window's close, with no
+    independent source agreeing) opens or stays a warning until the
+    excursion so far, from its first window (or its alert's start, if
+    earlier) to now, has cost at least the critical rate over that time.
+    A flood at the critical rate holds it from its first window and is
+    critical as on any context; a run whose spans now and then reach the
+    critical rate while it averages less only warns.
 
     A chain turns critical at ``recursion_critical_hops`` re-entries, or
     earlier, from ``recursion_hops`` on, when its generations grow by
@@ -322,6 +334,7 @@ class DetectorConfig:
     early_min_count: float = 10.0
     early_count_z: float = 5.0
     early_critical_z: float = 2.0
+    established_calls: int = 50
     resolve_ratio: float = 1.5
     resolve_windows: int = 3
     lineage_quiet_s: float = 60.0
@@ -462,6 +475,19 @@ class _Partition:
     # What this partition's contexts spent of each account with a budget;
     # stored beside the checkpoint too, for the daemons holding the others.
     accounts: AccountShares = field(default_factory=dict)
+
+
+class _Excursion(NamedTuple):
+    """An excursion above a context's own level as far as it has gone: its
+    windows not calm (with the one judged), whether it reaches that window
+    through windows still open, the start of its first window, what it has
+    cost, and the most windows a burst has."""
+
+    windows: int
+    goes_on: bool
+    first: float
+    spent: float
+    burst_windows: int
 
 
 # Accumulator slots of an open window (the hot path spells them 0 and 1),
@@ -1304,24 +1330,20 @@ class Engine:
         warn, crit = thresholds
         if share <= 0.0 or rate >= warn + share * (crit - warn):
             return False, None
-        bursts = self._bursts
-        assert bursts is not None
-        baseline = state.baseline
-        if observed:
-            if not bursts.running(baseline):
-                return False, None
-            if bursts.outlasted(baseline):
-                return False, baseline.bursts
-            return True, None
-        length = bursts.run_length(baseline, start)
-        if length == 1 and self._run_goes_on_open(state, start):
-            # The excursion goes on in windows not closed yet: their closes
-            # tell whether it has outlasted a burst.
-            return True, None
-        if length == 1 and rate < self._excursion_rate(self._own_level(state, start)):
+        run = self._excursion_so_far(state, start, None if observed else 0.0)
+        if run.windows == 0:
             return False, None
-        if length > bursts.max_windows:
-            return False, baseline.bursts
+        if run.windows > run.burst_windows:
+            return False, state.baseline.bursts
+        if observed or run.goes_on:
+            # At its close the window is part of an excursion in progress;
+            # before, one that goes on in windows not closed yet, whose
+            # closes tell whether it has outlasted a burst.
+            return True, None
+        if run.windows == 1 and rate < self._excursion_rate(
+            self._own_level(state, start)
+        ):
+            return False, None
         return True, None
 
     def _young_burst(
@@ -1352,29 +1374,99 @@ class Engine:
         share = self._young_share(state)
         if share <= 0.0:
             return False
+        run = self._excursion_so_far(state, start, spent)
+        if run.windows == 0 or run.windows > run.burst_windows:
+            return False
+        most = share * crit * run.burst_windows * self._window / 3600.0
+        if run.spent >= most:
+            return False
+        if spent is not None and run.windows == 1 and not run.goes_on:
+            return rate >= self._excursion_rate(self._own_level(state, start))
+        return True
+
+    def _calls_learnt(self, state: _Context) -> float:
+        """The calls the usual count of ``state`` was learnt from: its usual
+        count of a window times the windows it has learnt (exactly that
+        while they are fewer than its half-life spans, save clipped ones)."""
+        counts = state.counts
+        # Limitation: an excursion's windows before its alert add to it (clipped).
+        return counts.mean * counts.n
+
+    def _few_calls_hold(
+        self,
+        state: _Context,
+        start: float,
+        now: float,
+        span: float,
+        cost: float,
+        crit: float,
+        observed: bool,
+        pending: float = 0.0,
+    ) -> bool:
+        """Whether a finding critical on its rate alone, on the window from
+        ``start`` judged at ``now`` over ``span`` seconds at ``cost``, stays
+        a warning because ``state`` has learnt its usual from too few calls.
+
+        Fewer than ``established_calls``: its usual is a guess from a
+        handful of calls, and a batch job's first run is as far above it as
+        a flood. A span of such an excursion is then no ground to throttle
+        the function; the excursion as a whole is. The finding is critical
+        once what the excursion has cost since its first window (or since
+        its alert, when that began earlier, as it does where bursts are not
+        learnt) averages the critical rate ``crit``. A flood at the critical
+        rate holds it from its first window, a batch whose spans only now
+        and then reach it does not. ``observed`` at the window's close, as
+        for :meth:`_burst_hold`; ``pending``: what the cost judged adds to
+        the window's reports (the calls still running, priced).
+        """
+        least = self.config.established_calls
+        if least <= 0 or self._calls_learnt(state) >= least:
+            return False
+        # Limitation: a metric minute's strong finding (logs not read) is not held.
+        first, spent = start, cost
+        if self._bursts is not None:
+            run = self._excursion_so_far(state, start, None if observed else cost)
+            if run.windows > 0:
+                first, spent = run.first, run.spent
+        spike = state.spike
+        if spike is not None and spike.open and spike.starts_at < first:
+            first, spent = spike.starts_at, spike.cost + pending
+        # Limitation: a flood after a long, weaker excursion waits for its mean.
+        lasted = now - first
+        return spent * 3600.0 < crit * (lasted if lasted > span else span)
+
+    def _excursion_so_far(
+        self, state: _Context, start: float, spent: float | None
+    ) -> _Excursion:
+        """The excursion of ``state`` that the window from ``start`` is part
+        of, so far (the bursts must be learnt).
+
+        ``spent``: the cost so far of the window, not closed yet, which
+        would go on with the excursion in progress or begin one; None at its
+        close, once it has been shown to the bursts, when only an excursion
+        still running holds it (none: no windows).
+        """
         bursts = self._bursts
         assert bursts is not None
         baseline = state.baseline
         known = baseline.bursts
-        most = share * crit * bursts.max_windows * self._window / 3600.0
+        most = bursts.max_windows
         if spent is None:
-            running = bursts.running(baseline) and not bursts.outlasted(baseline)
-            return running and known is not None and known.run_cost < most
-        length = bursts.run_length(baseline, start)
-        if length > bursts.max_windows:
-            return False
-        goes_on = length == 1 and self._run_goes_on_open(state, start)
-        if known is not None and (length > 1 or goes_on):
-            # The excursion's closed windows, and those still open before this.
-            after = known.run_last
-            spent += known.run_cost + sum(
-                acc[_COST] for at, acc in state.windows.items() if after < at < start
+            if known is None or known.run_windows == 0:
+                return _Excursion(0, False, start, 0.0, most)
+            return _Excursion(
+                known.run_windows, False, known.run_first, known.run_cost, most
             )
-        if spent >= most:
-            return False
-        if length == 1 and not goes_on:
-            return rate >= self._excursion_rate(self._own_level(state, start))
-        return True
+        length = bursts.run_length(baseline, start)
+        goes_on = length == 1 and self._run_goes_on_open(state, start)
+        if known is None or not (length > 1 or goes_on):
+            return _Excursion(length, goes_on, start, spent, most)
+        # The excursion's closed windows, and those still open before this.
+        after = known.run_last
+        spent += known.run_cost + sum(
+            acc[_COST] for at, acc in state.windows.items() if after < at < start
+        )
+        return _Excursion(length, goes_on, known.run_first, spent, most)
 
     def _run_goes_on_open(self, state: _Context, start: float) -> bool:
         """Whether the excursion in progress of ``state`` reaches the window
@@ -1557,7 +1649,6 @@ class Engine:
             return
         # Critical on the critical rate with a margin for chance: the count
         # against what that rate would bring at the same cost per call.
-        # Limitation: a batch job's first run (60x for minutes) can turn critical.
         at_crit = count * crit / rate
         z = self.config.early_critical_z
         strong = whole or count >= at_crit + z * math.sqrt(at_crit)
@@ -1565,13 +1656,26 @@ class Engine:
             # Like the bursts the context has shown, at either severity,
             # while its excursion is no longer than one.
             return
-        young = strong and self._young_burst(state, start, rate, crit, acc[_COST])
+        young = strong and (
+            self._young_burst(state, start, rate, crit, acc[_COST])
+            or self._few_calls_hold(
+                state,
+                start,
+                state.last_time,
+                span,
+                cost,
+                crit,
+                False,
+                cost - acc[_COST],
+            )
+        )
         if young:
             if escalate:
-                # The open warning is all a young context's burst may raise.
+                # The open warning is all a young context's burst, or an
+                # excursion of a context with few calls learnt, may raise.
                 return
             # Raised at once, as a warning: it is critical once it outlasts
-            # a burst.
+            # a burst, or once its excursion has held the critical rate.
             strong = False
         # Before the shortest span has passed the rate is understated: only
         # a critical finding is sure enough, a warning from reports waits
@@ -1652,7 +1756,17 @@ class Engine:
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
             opening = state.spike is None or not state.spike.open
-            if severity == CRITICAL and self._young_burst(state, at, rate, crit):
+            # Only a finding critical on its rate alone may wait for the
+            # excursion of a context with few calls learnt to hold it.
+            if severity == CRITICAL and (
+                self._young_burst(state, at, rate, crit)
+                or (
+                    fused_severity(False, agreeing) != CRITICAL
+                    and self._few_calls_hold(
+                        state, at, end, self._window, cost, crit, True
+                    )
+                )
+            ):
                 # At once, but no more than a warning while it may be a burst.
                 severity = WARNING
             elif severity != CRITICAL and opening:

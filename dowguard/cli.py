@@ -166,6 +166,7 @@ def detector_config(settings: Settings) -> Any:
         ramp_warn_factor=settings.ramp_warn_factor,
         ramp_warn_z=settings.ramp_warn_z,
         ramp_warn_min_excess=settings.ramp_warn_min_excess,
+        established_calls=settings.established_calls,
         rule_warmup=settings.rule_warmup,
         burst_margin=settings.burst_margin,
         burst_windows=settings.burst_windows,

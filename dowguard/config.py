@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     ramp_warn_factor: PositiveFloat = 1.5
     ramp_warn_z: PositiveFloat = 5.0
     ramp_warn_min_excess: NonNegativeFloat = 0.05
+    # A context whose usual count was learnt from fewer calls than this has
+    # no established usual: a cost spike on its rate alone turns critical
+    # only once its excursion so far averages the critical rate (0: off).
+    established_calls: NonNegativeInt = 50
     rule_warmup: PositiveInt = 20
     # A window of a context alerts only past burst_margin times the excess of
     # the short bursts it has shown until its run outlasts burst_windows
