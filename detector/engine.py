@@ -377,6 +377,7 @@ class DetectorConfig:
     rise_false_alert_hours: float = 2000.0
     burst_min_count: float = 2.0
     rise_trim_z: float = 2.0
+    burst_longest_windows: int = 12
 
 
 @dataclass(slots=True)
@@ -586,10 +587,15 @@ class Engine:
         self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
         cfg = self.config
+        # A window this many times the level is still raised (a burst's tail).
+        self._raised_ratio = (1.0 + cfg.rise_ratio) / 2.0
         self._bursts: Bursts | None = None
         if cfg.burst_margin > 0:
             self._bursts = Bursts(
-                cfg.burst_windows, cfg.burst_half_life_s, cfg.window_s
+                cfg.burst_windows,
+                cfg.burst_half_life_s,
+                cfg.window_s,
+                max(cfg.burst_longest_windows, cfg.burst_windows),
             )
         self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
@@ -1141,8 +1147,8 @@ class Engine:
         # they cannot warn: they may be bursts to learn.
         if bursts is None:
             state.burst_rate = math.inf
-        elif known is not None and known.run_windows > 0:
-            # Every window, until the excursion is over.
+        elif known is not None and (known.run_windows > 0 or known.tail_open):
+            # Every window, until the excursion and a learnt burst's tail are over.
             state.burst_rate = 0.0
         elif reference is not None and baseline.is_warm:
             state.burst_rate = self._excursion_rate(reference)
@@ -1256,7 +1262,9 @@ class Engine:
             outlasted = bursts.outlasted(baseline)
         else:
             # Limitation: a window still open before this one is not counted yet.
-            outlasted = bursts.run_length(baseline, start) > bursts.max_windows
+            outlasted = bursts.run_length(baseline, start) > bursts.hold_windows(
+                baseline
+            )
         if not outlasted:
             return envelope, None
         return 0.0, baseline.bursts
@@ -1450,7 +1458,9 @@ class Engine:
                 rising is not None and rising.alerting
             )
         excess = rate - level[0]
-        bursts.observe(baseline, at, excess, excursion, learnable, held, cost)
+        # Raised as the fixed horizon of the rise path would find a level.
+        raised = excess > 0.0 and rate >= self._raised_ratio * level[0]
+        bursts.observe(baseline, at, excess, excursion, learnable, held, cost, raised)
 
     def _burst_significant(self, state: _Context, cost: float, count: float) -> bool:
         """Whether a window holds more invocations than chance, as a burst to
@@ -1779,7 +1789,7 @@ class Engine:
             if rise.fading(run):
                 state.rise = None
             return under_alert
-        if self._rise_held_by_bursts(state, start, finding, observed=True):
+        if self._rise_held_by_bursts(state, start, finding, True, run):
             return under_alert
         self._open_rise(state, run, finding, end)
         return True
@@ -1798,23 +1808,54 @@ class Engine:
         return self._burst_hold(state, start, observed)[0] > 0.0
 
     def _rise_held_by_bursts(
-        self, state: _Context, start: float, finding: RiseFinding, observed: bool
+        self,
+        state: _Context,
+        start: float,
+        finding: RiseFinding,
+        observed: bool,
+        run: RiseRun,
     ) -> bool:
         """Whether a rise no longer than the bursts ``state`` has shown, and
-        within their excess, waits as the spike path's like windows do.
+        within their excess, waits as the spike path's like windows do; or,
+        on a longer horizon, whether it is a burst's (:meth:`_burst_rise`).
 
         A bursty function's bursts fill a short horizon at many times its
         usual count; once the excursion outlasts a burst nothing holds it.
         """
         bursts = self._bursts
-        if bursts is None or finding.horizon_s > bursts.max_windows * self._window:
+        if bursts is None:
             return False
+        if finding.horizon_s > bursts.max_windows * self._window:
+            return self._burst_rise(state, start, run)
         if self._young_share(state) > 0.0:
             # The cold-start rule of bursts: too young to know its bursts.
             return True
         envelope, _ = self._burst_hold(state, start, observed)
         excess = finding.rate - finding.expected
         return envelope > 0.0 and excess < self.config.burst_margin * envelope
+
+    def _burst_rise(self, state: _Context, start: float, run: RiseRun) -> bool:
+        """Whether the horizon of ``run`` rose only through a burst like those
+        ``state`` has shown: without the windows that burst fills (its tail
+        of calls that end after it included, as far as the context's own
+        burst length reaches, and the window before it, where its first
+        calls fall), the rest is no level.
+
+        The calls of a burst end after it, the later the longer they run: a
+        slow function's burst of three windows leaves several more raised,
+        which the fixed horizon's trim of the costliest few does not take
+        out. An excursion longer than the context's own bursts is no burst
+        and is judged whole, as is any rise where no burst is known.
+        """
+        bursts = self._bursts
+        rise = self._rise
+        if bursts is None or rise is None or self._envelope(state, start) <= 0.0:
+            return False
+        extent = bursts.burst_extent(state.baseline)
+        if extent is None:
+            return False
+        first, end = extent
+        return not rise.level_outside(run, first - self._window, end)
 
     def _open_windows(self, state: _Context, run: RiseRun) -> list[RiseWindow]:
         """The windows of ``state`` still open after ``run``'s latest, in order,
@@ -1898,7 +1939,10 @@ class Engine:
             state.rise_gate = gate if gate > windows[-1][4] else math.inf
             return
         start = windows[-1][0]
-        if self._rise_held_by_bursts(state, start, found, observed=False):
+        twin = run.copy()
+        for window in windows:
+            rise.push(twin, *window, bursty)
+        if self._rise_held_by_bursts(state, start, found, False, twin):
             return  # left to the close, which holds it or not
         detail: dict[str, object] = {
             "on": "invocations so far",

@@ -598,6 +598,34 @@ class Rise:
             return found
         return None
 
+    def level_outside(self, run: RiseRun, first: float, end: float) -> bool:
+        """Whether the run's horizon makes a level without its windows from
+        ``first`` to ``end`` (exclusive, event time): the rest alone is
+        ``rise_ratio`` times what was expected of it, ``rise_min_excess``
+        USD/h and ``rise_z`` deviations above. None left: no level."""
+        window = self.config.window_s
+        ring = run.ring
+        rate = mean = var = 0.0
+        kept = 0
+        for back in range(run.filled):
+            # The latest window ends at last_end; the ring runs back from head.
+            begins = run.last_end - (back + 1) * window
+            if first - 1e-6 <= begins < end - 1e-6:
+                continue
+            at = ((run.head - 1 - back) % self._size) * _SLOTS
+            rate += ring[at + _RATE]
+            mean += ring[at + _MEAN]
+            var += ring[at + _VAR]
+            kept += 1
+        if kept == 0 or var <= 0.0:
+            return False
+        cfg = self.config
+        return (
+            rate >= cfg.rise_ratio * mean
+            and (rate - mean) / kept >= cfg.rise_min_excess
+            and (rate - mean) / math.sqrt(var) >= cfg.rise_z
+        )
+
     def fading(self, run: RiseRun) -> bool:
         """Whether a run that has not fired no longer rises (drop it)."""
         if _top(run) > 0.0:
