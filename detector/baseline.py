@@ -585,6 +585,8 @@ class BurstState:
     it began end later the longer they run. ``tail_last`` is the latest
     raised window of the latest excursion, if that was learnt as a burst
     (0: it was not), and ``tail_open`` whether its tail may go on.
+    ``run_known`` is whether a burst had been learnt when that excursion
+    began: whether it may be like those shown before.
     """
 
     __slots__ = (
@@ -592,6 +594,7 @@ class BurstState:
         "level",
         "run_cost",
         "run_first",
+        "run_known",
         "run_last",
         "run_learnable",
         "run_peak",
@@ -606,6 +609,7 @@ class BurstState:
         self.level = 0.0
         self.at = 0.0
         self.span = 0
+        self.run_known = False
         self.tail_last = 0.0
         self.tail_open = False
         self.run_first = 0.0
@@ -742,10 +746,11 @@ class Bursts:
         """The first window and the end (exclusive) of the windows that the
         latest burst of ``baseline`` fills, its tail included, as far as its
         own length reaches: of the excursion in progress while it is no
-        longer than that, or of the latest learnt one. ``None``: neither.
-        The end is infinite while the burst or its tail may go on."""
+        longer than that, or of the latest learnt one, if a burst was known
+        before it began. ``None``: none such. The end is as far as its
+        length reaches while the burst or its tail may go on."""
         state = baseline._bursts
-        if state is None:
+        if state is None or not state.run_known:
             return None
         first = state.run_first
         reach = first + self.hold_windows(baseline) * self.window_s
@@ -839,7 +844,7 @@ class Bursts:
                     state.run_windows += 1
                     if excess > state.run_peak:
                         state.run_peak = excess
-                    if state.run_windows > self.max_windows:
+                    if state.run_windows > self.hold_windows(baseline):
                         state.run_learnable = False
                 return
             if state.run_young and not gap:
@@ -854,6 +859,7 @@ class Bursts:
         if excursion:
             if state is None:
                 state = baseline._bursts = BurstState()
+            state.run_known = state.level > 0.0
             state.run_first = state.run_last = start
             state.run_peak = excess
             state.run_cost = cost

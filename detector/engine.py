@@ -111,9 +111,11 @@ ANOMALY = "anomaly"
 # call by call; an older one restores with none, until a window sets it.
 # 9: a context holds the span sketches of its latest windows and the trace
 # stage those it has not sent on; an older one restores with none.
-SNAPSHOT_VERSION = 9
+# 10: a burst state keeps the context's burst length, the latest burst's tail
+# and whether a burst was known before it; an older one restores with none.
+SNAPSHOT_VERSION = 10
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, 9, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1826,7 +1828,7 @@ class Engine:
         if bursts is None:
             return False
         if finding.horizon_s > bursts.max_windows * self._window:
-            return self._burst_rise(state, start, run)
+            return self._burst_rise(state, start, finding, run)
         if self._young_share(state) > 0.0:
             # The cold-start rule of bursts: too young to know its bursts.
             return True
@@ -1834,7 +1836,9 @@ class Engine:
         excess = finding.rate - finding.expected
         return envelope > 0.0 and excess < self.config.burst_margin * envelope
 
-    def _burst_rise(self, state: _Context, start: float, run: RiseRun) -> bool:
+    def _burst_rise(
+        self, state: _Context, start: float, finding: RiseFinding, run: RiseRun
+    ) -> bool:
         """Whether the horizon of ``run`` rose only through a burst like those
         ``state`` has shown: without the windows that burst fills (its tail
         of calls that end after it included, as far as the context's own
@@ -1855,7 +1859,7 @@ class Engine:
         if extent is None:
             return False
         first, end = extent
-        return not rise.level_outside(run, first - self._window, end)
+        return not rise.level_outside(run, first - self._window, end, finding)
 
     def _open_windows(self, state: _Context, run: RiseRun) -> list[RiseWindow]:
         """The windows of ``state`` still open after ``run``'s latest, in order,

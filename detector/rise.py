@@ -598,11 +598,16 @@ class Rise:
             return found
         return None
 
-    def level_outside(self, run: RiseRun, first: float, end: float) -> bool:
-        """Whether the run's horizon makes a level without its windows from
-        ``first`` to ``end`` (exclusive, event time): the rest alone is
-        ``rise_ratio`` times what was expected of it, ``rise_min_excess``
-        USD/h and ``rise_z`` deviations above. None left: no level."""
+    def level_outside(
+        self, run: RiseRun, first: float, end: float, found: RiseFinding
+    ) -> bool:
+        """Whether the run's horizon, which made ``found``, still makes a
+        level without its windows from ``first`` to ``end`` (exclusive,
+        event time): the rest alone is as far above what was expected of it
+        as ``found``'s test needs (the fixed horizon's ``rise_ratio``, at
+        ``rise_z`` deviations; the sequential test's least ratio) and
+        ``rise_min_excess`` USD/h above. With no window left out, it does;
+        with none left, it does not."""
         window = self.config.window_s
         ring = run.ring
         rate = mean = var = 0.0
@@ -617,14 +622,17 @@ class Rise:
             mean += ring[at + _MEAN]
             var += ring[at + _VAR]
             kept += 1
-        if kept == 0 or var <= 0.0:
+        if kept == run.filled:
+            return True
+        if kept == 0:
             return False
         cfg = self.config
-        return (
-            rate >= cfg.rise_ratio * mean
-            and (rate - mean) / kept >= cfg.rise_min_excess
-            and (rate - mean) / math.sqrt(var) >= cfg.rise_z
-        )
+        if (rate - mean) / kept < cfg.rise_min_excess:
+            return False
+        if found.threshold > 0.0:
+            return rate >= self._breakeven * mean
+        z = (rate - mean) / math.sqrt(var) if var > 0.0 else 0.0
+        return rate >= cfg.rise_ratio * mean and z >= cfg.rise_z
 
     def fading(self, run: RiseRun) -> bool:
         """Whether a run that has not fired no longer rises (drop it)."""
