@@ -925,7 +925,7 @@ class Engine:
                 rules = state.rules = RuleState()
             known = state.baseline.bursts
             if known is not None and began_in_burst(
-                inv, known, self._window, self.config.burst_windows
+                inv, known, self._window, self._burst_windows(state)
             ):
                 self._on_call(rules, context, inv, self._transitions, False)
             else:
@@ -1235,6 +1235,13 @@ class Engine:
             if other > crit:
                 crit = other
         return warn, crit
+
+    def _burst_windows(self, state: _Context) -> int:
+        """The most windows above calm that a burst of ``state`` has."""
+        bursts = self._bursts
+        if bursts is None:
+            return self.config.burst_windows
+        return bursts.hold_windows(state.baseline)
 
     def _envelope(self, state: _Context, at: float) -> float:
         """The excess of the bursts known of ``state`` at ``at`` (0: none)."""

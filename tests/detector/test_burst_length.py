@@ -9,10 +9,10 @@ import pickle
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, WARNING, Transition
-from detector.baseline import Bursts, RobustBaseline
+from detector.baseline import Bursts, BurstState, RobustBaseline
 from detector.engine import COST_SPIKE, SNAPSHOT_VERSION, Engine
 from detector.replay import Drain, Replay
-from detector.rules import DURATION_INFLATION
+from detector.rules import DURATION_INFLATION, began_in_burst
 from ingest.events import Event, Invocation, InvocationStart
 from tests.detector.streams import CTX, T0, feed, make_engine, opened, regular
 from tests.detector.test_false_alerts_warm import by_time, lognormal_calls
@@ -294,3 +294,34 @@ def test_the_latest_start_is_read_from_reports_and_starts() -> None:
     ]
     assert latest_start(events, -1.0) == T0 + 7.0
     assert latest_start(events[:1], -1.0) == T0 + 6.0
+
+
+# Durations of a burst in progress
+
+
+def running(windows: int, last: float) -> BurstState:
+    state = BurstState()
+    state.run_first = T0
+    state.run_last = last
+    state.run_windows = windows
+    return state
+
+
+def test_a_call_that_began_in_a_window_still_open_of_a_burst_is_its_own() -> None:
+    # The burst's latest closed window is its first, from T0; the call began
+    # in the next one, still open, and ends late in the one after.
+    call = Invocation(CTX, T0 + 22.0, "long", 7000.0, 7000.0, 128)
+    assert began_in_burst(call, running(1, T0), 10.0, 4)
+    # Once the burst is over, only calls that began in it are.
+    over = running(0, T0)
+    assert not began_in_burst(call, over, 10.0, 4)
+    assert began_in_burst(
+        Invocation(CTX, T0 + 22.0, "x", 13000.0, 13000.0, 128), over, 10.0, 4
+    )
+
+
+def test_the_calls_of_an_excursion_longer_than_a_burst_are_judged() -> None:
+    call = Invocation(CTX, T0 + 52.0, "long", 7000.0, 7000.0, 128)
+    assert not began_in_burst(call, running(5, T0 + 40.0), 10.0, 4)
+    # A context whose bursts last longer holds them for its own length.
+    assert began_in_burst(call, running(5, T0 + 40.0), 10.0, 8)
