@@ -871,6 +871,7 @@ class Bursts:
     def _gap(self, state: BurstState, start: float) -> bool:
         return start - state.run_last > 1.5 * self.window_s
 
+    # Limitation: the burst length never shrinks; slower calls once make it long.
     def _tail(self, state: BurstState, start: float, raised: bool) -> None:
         """Go on with the open tail of the latest burst at the window from
         ``start``, or end it there and learn its length."""

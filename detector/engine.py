@@ -1459,7 +1459,7 @@ class Engine:
         )
         spike = state.spike
         held = spike is not None and spike.open
-        # Limitation: an attack throttled within burst_windows is learnt as a burst.
+        # Limitation: an attack throttled within the burst length is learnt as a burst.
         learnable = True
         if held and spike is not None:
             rising = getattr(state, "rise", None)
@@ -1666,7 +1666,7 @@ class Engine:
         envelope, run = self._burst_hold(state, at, observed=True)
         warn, crit = self._thresholds(reference, envelope)
         base = reference[0]
-        # Limitation: an attack like learnt bursts goes unflagged burst_windows windows.
+        # Limitation: an attack like learnt bursts goes unflagged for the burst length.
         if rate >= warn and self._significant(state, cost, count):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
