@@ -1447,7 +1447,8 @@ class Engine:
         while it was judged against its peers (or not at all) are known once
         it is warm. A burst is learnt at any height, even one that raised an
         alert of its own; nothing is learnt of an excursion that began while
-        an alert of something before it was open (a flood, a sustained rise).
+        an alert of something before it was open (a flood, a sustained rise),
+        nor of one in which a recursive-trigger alert of the context is open.
         """
         bursts = self._bursts
         baseline = state.baseline
@@ -1466,6 +1467,11 @@ class Engine:
             learnable = spike.starts_at >= bursts.run_start(baseline, at) and not (
                 rising is not None and rising.alerting
             )
+        loop = state.recursion
+        if loop is not None and loop.open:
+            # The excursions of a context whose own loop is alerting are the
+            # loop's waves: learnt as bursts, they would hold its cost alerts.
+            learnable = False
         excess = rate - level[0]
         # Raised as the fixed horizon of the rise path would find a level.
         raised = excess > 0.0 and rate >= self._raised_ratio * level[0]
