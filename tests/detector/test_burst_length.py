@@ -1,6 +1,7 @@
 """A context's own burst length, on hand-made streams: the bursts of a slow
 function whose calls end after them, the hold that length makes on the spike
-and rise paths, its bound, and what a replay makes of a recording's end."""
+and rise paths, its bound, the durations of a burst in progress, a loop's
+waves, and what a replay makes of a recording's end."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ from detector.engine import COST_SPIKE, SNAPSHOT_VERSION, Engine
 from detector.replay import Drain, Replay
 from detector.rules import DURATION_INFLATION, began_in_burst
 from ingest.events import Event, Invocation, InvocationStart
-from tests.detector.streams import CTX, T0, feed, make_engine, opened, regular
+from tests.detector.streams import (
+    CTX,
+    T0,
+    bursty_stream,
+    cheap,
+    feed,
+    make_engine,
+    opened,
+    regular,
+    sqs_loop,
+)
 from tests.detector.test_false_alerts_warm import by_time, lognormal_calls
 
 #: USD per billed millisecond: the base of one 2 s call a second is 0.33 USD/h.
@@ -325,3 +336,23 @@ def test_the_calls_of_an_excursion_longer_than_a_burst_are_judged() -> None:
     assert not began_in_burst(call, running(5, T0 + 40.0), 10.0, 4)
     # A context whose bursts last longer holds them for its own length.
     assert began_in_burst(call, running(5, T0 + 40.0), 10.0, 8)
+
+
+# A loop's waves
+
+
+@pytest.mark.parametrize("looping", [False, True])
+def test_no_burst_is_learnt_while_the_context_loops(looping: bool) -> None:
+    # Two bursts 300 s apart; with a loop of the function through its own
+    # queue alerting from the first on, the first teaches nothing and the
+    # second warns again.
+    events = bursty_stream([1502.0, 1802.0], until=2400.0)
+    if looping:
+        loop = sqs_loop(CTX, 8, T0 + 1490.0, gap_s=5.0)
+        events = sorted([*events, *loop], key=lambda e: e.time)
+    detector = make_engine(cheap, online_model=False)
+    found = opened(feed(detector, events, flush=False), COST_SPIKE)
+    state = detector._parts[0].contexts[CTX]
+    assert (state.recursion is not None and state.recursion.open) is looping
+    assert (state.baseline.bursts is None) is looping
+    assert [round(t.at - T0, -1) for t in found] == [1500.0, 1800.0][: 1 + looping]
