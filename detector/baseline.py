@@ -577,7 +577,16 @@ class BurstState:
     of its latest window, its highest excess, how many of its windows were
     not calm (0: there is none), what its windows cost in all, whether it
     can still be learnt, and whether it began before the baseline's level
-    was known (see :data:`BURST_MIN_WINDOWS`).
+    was known (see :data:`BURST_MIN_WINDOWS`). ``run_first`` outlives the
+    run until the next one starts.
+
+    ``span`` is the most windows a learnt burst lasted, its tail included:
+    the windows after it that stayed raised above the level, as the calls
+    it began end later the longer they run. ``tail_last`` is the latest
+    raised window of the latest excursion, if that was learnt as a burst
+    (0: it was not), and ``tail_open`` whether its tail may go on.
+    ``run_known`` is whether a burst had been learnt when that excursion
+    began: whether it may be like those shown before.
     """
 
     __slots__ = (
@@ -585,16 +594,24 @@ class BurstState:
         "level",
         "run_cost",
         "run_first",
+        "run_known",
         "run_last",
         "run_learnable",
         "run_peak",
         "run_windows",
         "run_young",
+        "span",
+        "tail_last",
+        "tail_open",
     )
 
     def __init__(self) -> None:
         self.level = 0.0
         self.at = 0.0
+        self.span = 0
+        self.run_known = False
+        self.tail_last = 0.0
+        self.tail_open = False
         self.run_first = 0.0
         self.run_last = 0.0
         self.run_peak = 0.0
@@ -617,7 +634,8 @@ class BurstState:
     def __repr__(self) -> str:
         return (
             f"BurstState(level={self.level!r}, at={self.at!r},"
-            f" run_windows={self.run_windows!r}, run_peak={self.run_peak!r})"
+            f" run_windows={self.run_windows!r}, run_peak={self.run_peak!r},"
+            f" span={self.span!r})"
         )
 
 
@@ -637,15 +655,28 @@ class Bursts:
     never makes itself expected; nor does a run the caller finds not
     learnable (one that began under an alert of something before it).
 
+    A burst's calls end after it, the later the longer they run, so the
+    windows after a learnt burst that the caller finds still raised above
+    the level are its tail, up to the first one that is not (or an idle
+    gap). The most windows a learnt burst lasted with its tail, if no more
+    than ``longest_windows``, is the context's own burst length: an
+    excursion of that context may have as many windows above calm as that
+    length and still be a burst (:meth:`hold_windows`), never fewer than
+    ``max_windows`` nor more than ``longest_windows``.
+
     Parameters
     ----------
     max_windows
-        The most windows above calm that a burst has.
+        The most windows above calm that a burst has, before a context has
+        shown longer ones.
     half_life_s
         Event-time seconds after which a burst weighs half.
     window_s
         Length of a window in seconds, to see idle gaps between the windows
         observed.
+    longest_windows
+        The most windows a burst with its tail may last to be learnt as the
+        context's own length (``None``: ``max_windows``, no longer bursts).
 
     Examples
     --------
@@ -666,18 +697,72 @@ class Bursts:
     >>> bursts.observe(b, 130.0, 0.0, excursion=False, learnable=True)
     >>> round(bursts.envelope(b, 130.0), 2)  # three windows: not a burst
     4.88
+
+    With a longer bound, a burst's raised tail makes its length:
+
+    >>> longer = Bursts(max_windows=2, half_life_s=3600.0, window_s=10.0,
+    ...                 longest_windows=6)
+    >>> longer.observe(b, 200.0, 5.0, excursion=True, learnable=True)
+    >>> for i in range(1, 5):  # calm against its peak, raised above the level
+    ...     longer.observe(b, 200.0 + 10 * i, 1.0, False, True, raised=True)
+    >>> longer.observe(b, 250.0, 0.0, excursion=False, learnable=True)
+    >>> longer.hold_windows(b)  # one window of burst and four of its tail
+    5
     """
 
-    def __init__(self, max_windows: int, half_life_s: float, window_s: float):
+    def __init__(
+        self,
+        max_windows: int,
+        half_life_s: float,
+        window_s: float,
+        longest_windows: int | None = None,
+    ):
         if max_windows < 1:
             raise ValueError(f"max_windows must be at least 1, got {max_windows!r}")
         if half_life_s <= 0:
             raise ValueError(f"half_life_s must be positive, got {half_life_s!r}")
         if window_s <= 0:
             raise ValueError(f"window_s must be positive, got {window_s!r}")
+        longest = max_windows if longest_windows is None else longest_windows
+        if longest < max_windows:
+            raise ValueError(
+                f"longest_windows must be at least max_windows ({max_windows}),"
+                f" got {longest_windows!r}"
+            )
         self.max_windows = max_windows
         self.half_life_s = half_life_s
         self.window_s = window_s
+        self.longest_windows = longest
+
+    def hold_windows(self, baseline: RobustBaseline) -> int:
+        """The most windows above calm an excursion of ``baseline`` may have
+        and still be a burst: its own burst length, bounded."""
+        state = baseline._bursts
+        if state is None or state.span <= self.max_windows:
+            return self.max_windows
+        return min(state.span, self.longest_windows)
+
+    def burst_extent(self, baseline: RobustBaseline) -> tuple[float, float] | None:
+        """The first window and the end (exclusive) of the windows that the
+        latest burst of ``baseline`` fills, its tail included, as far as its
+        own length reaches: of the excursion in progress while it is no
+        longer than that, or of the latest learnt one, if a burst was known
+        before it began. ``None``: none such. The end is as far as its
+        length reaches while the burst or its tail may go on."""
+        state = baseline._bursts
+        if state is None or not state.run_known:
+            return None
+        first = state.run_first
+        reach = first + self.hold_windows(baseline) * self.window_s
+        if state.run_windows > 0:
+            if state.run_windows > self.hold_windows(baseline):
+                return None
+            return first, reach
+        if state.tail_last <= 0.0:
+            return None
+        if state.tail_open:
+            return first, reach
+        return first, min(reach, state.tail_last + self.window_s)
 
     def envelope(self, baseline: RobustBaseline, t: float) -> float:
         """The burst level of ``baseline`` at event time ``t`` (0: none known)."""
@@ -714,9 +799,9 @@ class Bursts:
 
     def outlasted(self, baseline: RobustBaseline) -> bool:
         """Whether the excursion in progress has more windows not calm than
-        a burst has (so it can no longer be one)."""
+        a burst of it has (so it can no longer be one)."""
         state = baseline._bursts
-        return state is not None and state.run_windows > self.max_windows
+        return state is not None and state.run_windows > self.hold_windows(baseline)
 
     def observe(
         self,
@@ -727,19 +812,26 @@ class Bursts:
         learnable: bool,
         held: bool = False,
         cost: float = 0.0,
+        raised: bool = False,
     ) -> None:
         """Take the window from ``start``, ``excess`` above what ``baseline``
         expected of it and costing ``cost``: ``excursion`` when the caller
         finds it far above, ``learnable`` unless the caller rules out the
         excursion it belongs to, ``held`` while an alert of the context is
-        open. Until the baseline has learnt :data:`BURST_MIN_WINDOWS`
-        windows what it expects is not its level yet, and an excursion then
-        is learnt only when silence follows it.
+        open, ``raised`` when it is still clearly above the level (a tail).
+        Until the baseline has learnt :data:`BURST_MIN_WINDOWS` windows what
+        it expects is not its level yet, and an excursion then is learnt
+        only when silence follows it.
 
-        Every window from an excursion's first to the one that ends it must
-        be observed, save empty ones: a gap ends the excursion.
+        Every window from an excursion's first to the one that ends it, and
+        of a learnt burst's tail, must be observed, save empty ones: a gap
+        ends the excursion and the tail.
         """
         state = baseline._bursts
+        if state is not None and state.tail_open:
+            self._tail(state, start, raised and not excursion)
+            if state.tail_open:
+                return
         if state is not None and state.run_windows > 0:
             gap = self._gap(state, start)
             calm = not excursion and excess <= BURST_CALM * state.run_peak
@@ -752,31 +844,59 @@ class Bursts:
                     state.run_windows += 1
                     if excess > state.run_peak:
                         state.run_peak = excess
-                    if state.run_windows > self.max_windows:
+                    if state.run_windows > self.hold_windows(baseline):
                         state.run_learnable = False
                 return
             if state.run_young and not gap:
                 state.run_learnable = False
             self._end(baseline, state)
             state = baseline._bursts
+            if state is not None and state.tail_open:
+                # The window that ends a burst may be the first of its tail.
+                self._tail(state, start, raised and not excursion and not gap)
+                if state.tail_open:
+                    return
         if excursion:
             if state is None:
                 state = baseline._bursts = BurstState()
+            state.run_known = state.level > 0.0
             state.run_first = state.run_last = start
             state.run_peak = excess
             state.run_cost = cost
             state.run_windows = 1
             state.run_learnable = learnable
             state.run_young = baseline.n < BURST_MIN_WINDOWS
+            state.tail_last = 0.0
 
     def _gap(self, state: BurstState, start: float) -> bool:
         return start - state.run_last > 1.5 * self.window_s
 
+    # Limitation: the burst length never shrinks; slower calls once make it long.
+    def _tail(self, state: BurstState, start: float, raised: bool) -> None:
+        """Go on with the open tail of the latest burst at the window from
+        ``start``, or end it there and learn its length."""
+        if raised and start - state.tail_last <= 1.5 * self.window_s:
+            state.tail_last = start
+            if start - state.run_first < self.longest_windows * self.window_s:
+                return
+            # Longer than any burst may be: it teaches nothing of the length.
+            state.tail_open = False
+            return
+        state.tail_open = False
+        length = round((state.tail_last - state.run_first) / self.window_s) + 1
+        if state.span < length <= self.longest_windows:
+            state.span = length
+
     def _end(self, baseline: RobustBaseline, state: BurstState) -> None:
-        if state.run_learnable and state.run_peak > 0.0:
+        learnt = state.run_learnable and state.run_peak > 0.0
+        if learnt:
             known = self.envelope(baseline, state.run_last)
             state.level = max(known, state.run_peak)
             state.at = state.run_last
+        # Only a learnt burst has a tail to measure, and only when a longer
+        # one could be learnt at all.
+        state.tail_last = state.run_last if learnt else 0.0
+        state.tail_open = learnt and self.longest_windows > self.max_windows
         state.run_peak = state.run_cost = 0.0
         state.run_windows = 0
         state.run_learnable = False

@@ -111,9 +111,11 @@ ANOMALY = "anomaly"
 # call by call; an older one restores with none, until a window sets it.
 # 9: a context holds the span sketches of its latest windows and the trace
 # stage those it has not sent on; an older one restores with none.
-SNAPSHOT_VERSION = 9
+# 10: a burst state keeps the context's burst length, the latest burst's tail
+# and whether a burst was known before it; an older one restores with none.
+SNAPSHOT_VERSION = 10
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, 9, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +392,7 @@ class DetectorConfig:
     rise_false_alert_hours: float = 2000.0
     burst_min_count: float = 2.0
     rise_trim_z: float = 2.0
+    burst_longest_windows: int = 12
 
 
 @dataclass(slots=True)
@@ -612,10 +615,15 @@ class Engine:
         self._on_call = self._rules.on_call
         self._rise = Rise(self.config) if self.config.rise_windows > 0 else None
         cfg = self.config
+        # A window this many times the level is still raised (a burst's tail).
+        self._raised_ratio = (1.0 + cfg.rise_ratio) / 2.0
         self._bursts: Bursts | None = None
         if cfg.burst_margin > 0:
             self._bursts = Bursts(
-                cfg.burst_windows, cfg.burst_half_life_s, cfg.window_s
+                cfg.burst_windows,
+                cfg.burst_half_life_s,
+                cfg.window_s,
+                max(cfg.burst_longest_windows, cfg.burst_windows),
             )
         self._parts: dict[int, _Partition] = {}
         self._transitions: list[Transition] = []
@@ -943,7 +951,7 @@ class Engine:
                 rules = state.rules = RuleState()
             known = state.baseline.bursts
             if known is not None and began_in_burst(
-                inv, known, self._window, self.config.burst_windows
+                inv, known, self._window, self._burst_windows(state)
             ):
                 self._on_call(rules, context, inv, self._transitions, False)
             else:
@@ -1167,8 +1175,8 @@ class Engine:
         # they cannot warn: they may be bursts to learn.
         if bursts is None:
             state.burst_rate = math.inf
-        elif known is not None and known.run_windows > 0:
-            # Every window, until the excursion is over.
+        elif known is not None and (known.run_windows > 0 or known.tail_open):
+            # Every window, until the excursion and a learnt burst's tail are over.
             state.burst_rate = 0.0
         elif reference is not None and baseline.is_warm:
             state.burst_rate = self._excursion_rate(reference)
@@ -1254,6 +1262,13 @@ class Engine:
                 crit = other
         return warn, crit
 
+    def _burst_windows(self, state: _Context) -> int:
+        """The most windows above calm that a burst of ``state`` has."""
+        bursts = self._bursts
+        if bursts is None:
+            return self.config.burst_windows
+        return bursts.hold_windows(state.baseline)
+
     def _envelope(self, state: _Context, at: float) -> float:
         """The excess of the bursts known of ``state`` at ``at`` (0: none)."""
         bursts = self._bursts
@@ -1282,7 +1297,9 @@ class Engine:
             outlasted = bursts.outlasted(baseline)
         else:
             # Limitation: a window still open before this one is not counted yet.
-            outlasted = bursts.run_length(baseline, start) > bursts.max_windows
+            outlasted = bursts.run_length(baseline, start) > bursts.hold_windows(
+                baseline
+            )
         if not outlasted:
             return envelope, None
         return 0.0, baseline.bursts
@@ -1522,7 +1539,8 @@ class Engine:
         while it was judged against its peers (or not at all) are known once
         it is warm. A burst is learnt at any height, even one that raised an
         alert of its own; nothing is learnt of an excursion that began while
-        an alert of something before it was open (a flood, a sustained rise).
+        an alert of something before it was open (a flood, a sustained rise),
+        nor of one in which a recursive-trigger alert of the context is open.
         """
         bursts = self._bursts
         baseline = state.baseline
@@ -1534,15 +1552,22 @@ class Engine:
         )
         spike = state.spike
         held = spike is not None and spike.open
-        # Limitation: an attack throttled within burst_windows is learnt as a burst.
+        # Limitation: an attack throttled within the burst length is learnt as a burst.
         learnable = True
         if held and spike is not None:
             rising = getattr(state, "rise", None)
             learnable = spike.starts_at >= bursts.run_start(baseline, at) and not (
                 rising is not None and rising.alerting
             )
+        loop = state.recursion
+        if loop is not None and loop.open:
+            # The excursions of a context whose own loop is alerting are the
+            # loop's waves: learnt as bursts, they would hold its cost alerts.
+            learnable = False
         excess = rate - level[0]
-        bursts.observe(baseline, at, excess, excursion, learnable, held, cost)
+        # Raised as the fixed horizon of the rise path would find a level.
+        raised = excess > 0.0 and rate >= self._raised_ratio * level[0]
+        bursts.observe(baseline, at, excess, excursion, learnable, held, cost, raised)
 
     def _burst_significant(self, state: _Context, cost: float, count: float) -> bool:
         """Whether a window holds more invocations than chance, as a burst to
@@ -1751,7 +1776,7 @@ class Engine:
         envelope, run = self._burst_hold(state, at, observed=True)
         warn, crit = self._thresholds(reference, envelope)
         base = reference[0]
-        # Limitation: an attack like learnt bursts goes unflagged burst_windows windows.
+        # Limitation: an attack like learnt bursts goes unflagged for the burst length.
         if rate >= warn and self._significant(state, cost, count):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
@@ -1893,7 +1918,7 @@ class Engine:
             if rise.fading(run):
                 state.rise = None
             return under_alert
-        if self._rise_held_by_bursts(state, start, finding, observed=True):
+        if self._rise_held_by_bursts(state, start, finding, True, run):
             return under_alert
         self._open_rise(state, run, finding, end)
         return True
@@ -1912,23 +1937,56 @@ class Engine:
         return self._burst_hold(state, start, observed)[0] > 0.0
 
     def _rise_held_by_bursts(
-        self, state: _Context, start: float, finding: RiseFinding, observed: bool
+        self,
+        state: _Context,
+        start: float,
+        finding: RiseFinding,
+        observed: bool,
+        run: RiseRun,
     ) -> bool:
         """Whether a rise no longer than the bursts ``state`` has shown, and
-        within their excess, waits as the spike path's like windows do.
+        within their excess, waits as the spike path's like windows do; or,
+        on a longer horizon, whether it is a burst's (:meth:`_burst_rise`).
 
         A bursty function's bursts fill a short horizon at many times its
         usual count; once the excursion outlasts a burst nothing holds it.
         """
         bursts = self._bursts
-        if bursts is None or finding.horizon_s > bursts.max_windows * self._window:
+        if bursts is None:
             return False
+        if finding.horizon_s > bursts.max_windows * self._window:
+            return self._burst_rise(state, start, finding, run)
         if self._young_share(state) > 0.0:
             # The cold-start rule of bursts: too young to know its bursts.
             return True
         envelope, _ = self._burst_hold(state, start, observed)
         excess = finding.rate - finding.expected
         return envelope > 0.0 and excess < self.config.burst_margin * envelope
+
+    def _burst_rise(
+        self, state: _Context, start: float, finding: RiseFinding, run: RiseRun
+    ) -> bool:
+        """Whether the horizon of ``run`` rose only through a burst like those
+        ``state`` has shown: without the windows that burst fills (its tail
+        of calls that end after it included, as far as the context's own
+        burst length reaches, and the window before it, where its first
+        calls fall), the rest is no level.
+
+        The calls of a burst end after it, the later the longer they run: a
+        slow function's burst of three windows leaves several more raised,
+        which the fixed horizon's trim of the costliest few does not take
+        out. An excursion longer than the context's own bursts is no burst
+        and is judged whole, as is any rise where no burst is known.
+        """
+        bursts = self._bursts
+        rise = self._rise
+        if bursts is None or rise is None or self._envelope(state, start) <= 0.0:
+            return False
+        extent = bursts.burst_extent(state.baseline)
+        if extent is None:
+            return False
+        first, end = extent
+        return not rise.level_outside(run, first - self._window, end, finding)
 
     def _open_windows(self, state: _Context, run: RiseRun) -> list[RiseWindow]:
         """The windows of ``state`` still open after ``run``'s latest, in order,
@@ -2012,7 +2070,10 @@ class Engine:
             state.rise_gate = gate if gate > windows[-1][4] else math.inf
             return
         start = windows[-1][0]
-        if self._rise_held_by_bursts(state, start, found, observed=False):
+        twin = run.copy()
+        for window in windows:
+            rise.push(twin, *window, bursty)
+        if self._rise_held_by_bursts(state, start, found, False, twin):
             return  # left to the close, which holds it or not
         detail: dict[str, object] = {
             "on": "invocations so far",

@@ -4,13 +4,15 @@ Each event is given the partition number the broker would give it, and the
 evidence of the trace stage is routed back by its context's partition, so a
 replay keeps exactly the per-partition state and watermarks of a daemon.
 ``speed`` paces by event time; it only sleeps, so results are the same at
-any speed.
+any speed. A recording's end is no end of traffic: what it reports after its
+last call began is held back from the alerts (:class:`Drain`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import cast
 from detector.alerts import AlertSink, Transition
 from detector.engine import Engine
 from detector.gcpolicy import streaming_gc
-from ingest.events import Event, Span, kafka_key
+from ingest.events import Event, Invocation, InvocationStart, Span, kafka_key
 from ingest.partitioning import partition_for, partitions_for
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,84 @@ CHUNK = 4096
 class ReplayResult:
     events: int = 0
     transitions: list[Transition] = field(default_factory=list)
+    #: Transitions left out as judged on the drain after the last call began.
+    drained: int = 0
+
+
+def latest_start(events: Iterable[Event], latest: float) -> float:
+    """The latest time a call of ``events`` began, or ``latest`` if later."""
+    for event in events:
+        kind = type(event)
+        if kind is Invocation:
+            inv = cast("Invocation", event)
+            ms = inv.duration_ms if inv.duration_ms > 0.0 else inv.billed_ms
+            began = inv.time - ms * 0.001
+        elif kind is InvocationStart:
+            began = event.time
+        else:
+            continue
+        if began > latest:
+            latest = began
+    return latest
+
+
+class Drain:
+    """Holds back the transitions of a replay that may come from its drain.
+
+    A recording stops while calls are still running; the reports that come
+    after its last call began are of the calls that were running then, the
+    longer the likelier, and of no new call. A daemon never reads such a
+    stretch, as traffic goes on and new calls mix with them, and judged on
+    it a context's durations look inflated and its windows thin. So a
+    transition later than a window after the latest start seen so far is
+    held, with every later one of its alert; it is passed on once a later
+    start shows the stream went on, and left out if the stream ends first.
+    Resolutions of alerts opened before are passed on: an end is no alarm.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.latest = -math.inf
+        self.dropped = 0
+        self._held: list[Transition] = []
+        self._held_alerts: set[str] = set()
+
+    def admit(self, fresh: list[Transition]) -> list[Transition]:
+        """The transitions to pass on now, in order, of those held and ``fresh``."""
+        if not self._held and not fresh:
+            return []
+        queue = self._held + fresh
+        self._held = []
+        self._held_alerts = set()
+        out: list[Transition] = []
+        bar = self.latest + self.window_s
+        for transition in queue:
+            # Limitation: a stream with no call records at all is never held back.
+            late = self.latest > -math.inf and transition.at > bar
+            if transition.fingerprint in self._held_alerts or (
+                late and transition.event != "resolved"
+            ):
+                self._held.append(transition)
+                self._held_alerts.add(transition.fingerprint)
+            else:
+                out.append(transition)
+        return out
+
+    def end(self) -> None:
+        """The stream is over: what is still held was judged on its drain."""
+        for transition in self._held:
+            logger.info(
+                "replay drain left out event=%s kind=%s context=%s at=%.3f"
+                " latest_start=%.3f",
+                transition.event,
+                transition.kind,
+                transition.context.function,
+                transition.at,
+                self.latest,
+            )
+        self.dropped += len(self._held)
+        self._held = []
+        self._held_alerts = set()
 
 
 class Partitioner:
@@ -72,7 +152,8 @@ class Replay:
         Event-time seconds per wall-clock second; ``None`` is as fast as
         possible.
     on_transition
-        Called with each transition as soon as it is emitted.
+        Called with each transition as soon as it is passed on (see
+        :class:`Drain`).
     """
 
     def __init__(
@@ -94,6 +175,7 @@ class Replay:
         self._clock = clock
         self._partition = Partitioner(engine.config.partitions)
         self._pending: list[Transition] = []
+        self._drain = Drain(engine.config.window_s)
 
     def run(self, events: Iterable[Event]) -> ReplayResult:
         # The collector runs less often: see detector.gcpolicy.
@@ -119,7 +201,11 @@ class Replay:
             self._collect(result)
 
         source = iter(events)
+        drain = self._drain
         while chunk := list(itertools.islice(source, CHUNK)):
+            # The chunk's starts count before its transitions: it is read
+            # ahead of them by no more than a chunk.
+            drain.latest = latest_start(chunk, drain.latest)
             if batched:
                 handles = [e.trace_id if type(e) is Span else e.context for e in chunk]
                 numbers = [lookup(h) for h in handles]
@@ -144,6 +230,8 @@ class Replay:
         engine.flush()
         self._route_evidence()
         self._collect(result)
+        drain.end()
+        result.drained = drain.dropped
         self._store(force=True)
         if self.sink is not None:
             self.sink.update_functions(engine.take_status())
@@ -181,7 +269,7 @@ class Replay:
             engine.process_evidence(evidence, self._partition(evidence.context.key()))
 
     def _collect(self, result: ReplayResult) -> None:
-        fresh = self.engine.take_transitions()
+        fresh = self._drain.admit(self.engine.take_transitions())
         result.transitions.extend(fresh)
         if self.on_transition is not None:
             for transition in fresh:

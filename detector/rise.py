@@ -598,6 +598,42 @@ class Rise:
             return found
         return None
 
+    def level_outside(
+        self, run: RiseRun, first: float, end: float, found: RiseFinding
+    ) -> bool:
+        """Whether the run's horizon, which made ``found``, still makes a
+        level without its windows from ``first`` to ``end`` (exclusive,
+        event time): the rest alone is as far above what was expected of it
+        as ``found``'s test needs (the fixed horizon's ``rise_ratio``, at
+        ``rise_z`` deviations; the sequential test's least ratio) and
+        ``rise_min_excess`` USD/h above. With no window left out, it does;
+        with none left, it does not."""
+        window = self.config.window_s
+        ring = run.ring
+        rate = mean = var = 0.0
+        kept = 0
+        for back in range(run.filled):
+            # The latest window ends at last_end; the ring runs back from head.
+            begins = run.last_end - (back + 1) * window
+            if first - 1e-6 <= begins < end - 1e-6:
+                continue
+            at = ((run.head - 1 - back) % self._size) * _SLOTS
+            rate += ring[at + _RATE]
+            mean += ring[at + _MEAN]
+            var += ring[at + _VAR]
+            kept += 1
+        if kept == run.filled:
+            return True
+        if kept == 0:
+            return False
+        cfg = self.config
+        if (rate - mean) / kept < cfg.rise_min_excess:
+            return False
+        if found.threshold > 0.0:
+            return rate >= self._breakeven * mean
+        z = (rate - mean) / math.sqrt(var) if var > 0.0 else 0.0
+        return rate >= cfg.rise_ratio * mean and z >= cfg.rise_z
+
     def fading(self, run: RiseRun) -> bool:
         """Whether a run that has not fired no longer rises (drop it)."""
         if _top(run) > 0.0:

@@ -307,7 +307,8 @@ def began_in_burst(
 ) -> bool:
     """Whether ``inv`` began before the end of the latest window of an
     excursion above its context's level (``bursts``: what its baseline has
-    seen of them) that is over or still no longer than ``max_windows``.
+    seen of them) that is over or still no longer than ``max_windows``, or
+    while such an excursion is in progress.
 
     Calls are reported as they end, and durations are judged in that order.
     While calls come at a steady rate that order draws durations as they
@@ -318,9 +319,13 @@ def began_in_burst(
     longer excursion goes on (a flood, a rise, a sale) its calls are judged,
     as the duration test must go on seeing what an attack does to them;
     once it is over, those still to end are its longest, as after a burst.
+    The windows still open after the latest one closed may be the burst's
+    too, so while it is in progress every call is taken as its own.
     """
     if bursts.run_windows > max_windows:
         return False
+    if bursts.run_windows > 0:
+        return True
     # The latest window of the excursion in progress, or of the last one.
     last = bursts.run_last
     if last <= 0.0:
