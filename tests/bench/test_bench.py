@@ -146,3 +146,12 @@ class _Record:
     ) -> None:
         self.topic, self.partition, self.offset = topic, partition, offset
         self.key, self.value = key, value
+
+
+def test_instruction_workloads_take_every_event(tmp_path: Path) -> None:
+    from bench.instructions import daemon_run, measure, replay_run
+
+    events = workload.workload(2000, 40)
+    assert measure(replay_run(2000, 40, tmp_path)) == len(events)
+    # Every published event is one message, and the daemon takes each.
+    assert measure(daemon_run(2000, 40)) == len(events)
