@@ -3,7 +3,9 @@
 A count of instructions hardly moves with load from elsewhere, unlike a
 rate: it compares two trees on a shared machine. Each workload runs once
 to warm up (imports, pricing plans), then once inside ``math.fsum``, so
-that ``--toggle-collect=math_fsum`` counts only the measured run::
+that ``--toggle-collect=math_fsum`` counts only the measured run (the
+engine and the daemon are built before it, as ``dowguard bench`` builds
+them before its clock starts)::
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind --collect-atstart=no \\
         --toggle-collect=math_fsum python -m bench.instructions replay
@@ -38,7 +40,11 @@ class _Record(NamedTuple):
     value: bytes
 
 
-def replay_run(events: int, contexts: int, folder: Path) -> Callable[[], int]:
+#: Builds what a run needs and returns the run, which returns its events.
+Setup = Callable[[], Callable[[], int]]
+
+
+def replay_run(events: int, contexts: int, folder: Path) -> Setup:
     """A replay of the bench workload from its own format; events replayed."""
     from detector.engine import Engine
     from detector.replay import Replay
@@ -51,15 +57,14 @@ def replay_run(events: int, contexts: int, folder: Path) -> Callable[[], int]:
     def fail(error: Exception) -> None:
         raise error
 
-    def run() -> int:
-        engine = Engine()
-        with streaming_gc():
-            return Replay(engine).run(read_paths([path], fail)).events
+    def setup() -> Callable[[], int]:
+        replay = Replay(Engine())
+        return lambda: replay.run(read_paths([path], fail)).events
 
-    return run
+    return setup
 
 
-def daemon_run(events: int, contexts: int) -> Callable[[], int]:
+def daemon_run(events: int, contexts: int) -> Setup:
     """The daemon's handling of the bench workload's records, as published
     to Kafka, without a broker: parse, engine, bookkeeping; messages taken."""
     from kafka.structs import TopicPartition
@@ -97,20 +102,29 @@ def daemon_run(events: int, contexts: int) -> Callable[[], int]:
         key=lambda batch: batch[0],
     )
 
-    def run() -> int:
+    def setup() -> Callable[[], int]:
         daemon = Daemon(settings, Engine(), MemorySink())
-        with streaming_gc():
+
+        def run() -> int:
             for _, tp, batch in batches:
                 daemon._handle_batch(tp, batch)
-        return daemon.events_processed
+            return daemon.events_processed
 
-    return run
+        return run
+
+    return setup
 
 
-def measure(run: Callable[[], int]) -> int:
-    """Warm up, then run once inside ``math.fsum``; the events of that run."""
-    run()
-    return int(math.fsum(map(lambda _: float(run()), [0])))
+def measure(setup: Setup) -> int:
+    """Warm up, then run once inside ``math.fsum``; the events of that run.
+
+    Both under the collector policy of replay and the daemon.
+    """
+    with streaming_gc():
+        setup()()
+    run = setup()
+    with streaming_gc():
+        return int(math.fsum(map(lambda _: float(run()), [0])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,12 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contexts", type=int, default=2_000)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dowguard-instructions-") as tmp:
-        run: Callable[[], int]
         if args.workload == "replay":
-            run = replay_run(args.events, args.contexts, Path(tmp))
+            setup = replay_run(args.events, args.contexts, Path(tmp))
         else:
-            run = daemon_run(args.events, args.contexts)
-        seen = measure(run)
+            setup = daemon_run(args.events, args.contexts)
+        seen = measure(setup)
     print(f"{args.workload} events={seen}")
     return 0
 
