@@ -288,6 +288,21 @@ class RobustBaseline(Detector):
         return max(0.0, (x - mean) / spread)
 
 
+def _read_through_slots(cls: type, names: dict[str, str]) -> None:
+    """Serve each read-only property that only returns a slot by the slot's
+    own descriptor: on CPython 3.11 a property is a Python call per read,
+    and the hot paths read these per event and per window close.
+
+    The type checker still sees the read-only properties of the source,
+    and their docstrings there.
+    """
+    for public, slot in names.items():
+        setattr(cls, public, cls.__dict__[slot])
+
+
+_read_through_slots(RobustBaseline, {"mean": "_mean", "n": "_n", "bursts": "_bursts"})
+
+
 class SeasonalBaseline(RobustBaseline):
     """A robust level plus hour-of-day and day-of-week profiles, in UTC.
 

@@ -333,7 +333,7 @@ class Daemon:
         per record is bound once per batch.
         """
         parse = self.parse
-        process = self.engine.process
+        process = self.engine.intake(partition)
         taken = processed = 0
         for record in batch:
             value = record.value
@@ -343,7 +343,7 @@ class Daemon:
                     raise ParseError(source, "offset 0", "message has no value")
                 events = parse(value, source, record.key)
                 for event in events:
-                    process(event, partition)
+                    process(event)
             except ParseError as exc:
                 self.metrics.record_parse_error()
                 self._dead_letter(record, stream, exc, KIND_PARSE)

@@ -648,6 +648,29 @@ class Engine:
         self.events += 1
         self._take(self._parts.get(partition) or self._part(partition), event)
 
+    def intake(self, partition: int) -> Callable[[Event], None]:
+        """:meth:`process` at one partition, for the events of one batch.
+
+        The partition is found once, not per event. What it returns holds
+        until the partition is dropped or restored. An engine whose
+        :meth:`process` does more gets that, bound to the partition.
+        """
+        if type(self).process is not Engine.process:
+            process = self.process
+            return lambda event: process(event, partition)
+        part = self._parts.get(partition) or self._part(partition)
+        on_invocation = self._on_invocation
+        take = self._take
+
+        def one(event: Event) -> None:
+            self.events += 1
+            if type(event) is Invocation:
+                on_invocation(part, event)
+            else:
+                take(part, event)
+
+        return one
+
     def _take(self, part: _Partition, event: Event) -> None:
         """Hand one event of a partition to the stage that owns its type."""
         if type(event) is Invocation:

@@ -478,6 +478,16 @@ class SourceState:
         """Add ``value`` to the hour of ``time``; False if it is too old."""
         bucket = int(time // HOUR_S)
         size = self.size
+        if lane == COMPUTED:
+            # Every window close adds to the computed lane, nearly always in
+            # its latest hour: that case reads the lane's bounds inline.
+            first = self.computed_first
+            if first >= 0 and bucket == self.computed_latest:
+                if bucket - first + 1 < size:
+                    self.values[bucket - first] += value
+                else:
+                    self.values[bucket % size] += value
+                return True
         lo, n, first, latest = self._lane(lane)
         values = self.values
         if first < 0:
@@ -763,7 +773,9 @@ class SourceFusion:
             psrc.since = watermark if watermark > -math.inf else start
         if cost <= 0.0 and count <= 0.0:
             return
-        src = self.state(holder)
+        src = holder.sources
+        if src is None:
+            src = self.state(holder)
         src.add(start, cost)
         self.account_ring(psrc, holder.context).add(start, cost)
         if src.metric is not None:

@@ -37,6 +37,10 @@ def test_replay_and_its_floor_read_the_same_events(tmp_path: Path) -> None:
     assert result["parse_events_per_s"] > 0 and result["replay_events_per_s"] > 0
     ratio = result["replay_events_per_s"] / result["parse_events_per_s"]
     assert result["ratio"] == pytest.approx(ratio, abs=1e-3)
+    assert result["parse_cpu_us_per_event"] > 0
+    assert result["replay_cpu_us_per_event"] > 0
+    cpu = result["parse_cpu_us_per_event"] / result["replay_cpu_us_per_event"]
+    assert result["cpu_ratio"] == pytest.approx(cpu, abs=0.02)
 
 
 def test_memory_counts_every_context() -> None:
@@ -142,3 +146,12 @@ class _Record:
     ) -> None:
         self.topic, self.partition, self.offset = topic, partition, offset
         self.key, self.value = key, value
+
+
+def test_instruction_workloads_take_every_event(tmp_path: Path) -> None:
+    from bench.instructions import daemon_run, measure, replay_run
+
+    events = workload.workload(2000, 40)
+    assert measure(replay_run(2000, 40, tmp_path)) == len(events)
+    # Every published event is one message, and the daemon takes each.
+    assert measure(daemon_run(2000, 40)) == len(events)

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from detector.alerts import CRITICAL, OPENED, RESOLVED, UPDATED, WARNING, Transition
-from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER
+from detector.engine import COST_SPIKE, RECURSIVE_TRIGGER, Engine
 from ingest.events import (
     SPAN_KIND_CONSUMER,
     SPAN_KIND_PRODUCER,
@@ -20,7 +20,9 @@ from ingest.events import (
 from tests.detector.streams import (
     CTX,
     T0,
+    flat_cost,
     make_engine,
+    opened,
     run,
     sqs_loop,
     steady,
@@ -333,3 +335,53 @@ def test_evidence_round_trips_through_its_wire_format() -> None:
 
     evidence = Evidence(CHAIN, CTX, T0, "t:s", 4, 0.5, "orders", ("a", "b"))
     assert decode_evidence(encode_evidence(evidence), "test") == evidence
+
+
+def _intake_stream() -> list[Event]:
+    loop = CTX._replace(function="order-processor")
+    events = [
+        *spike_stream(30.0),
+        *sqs_loop(loop, hops=8, start=T0 + WARM_S + 30.0, gap_s=2.0),
+    ]
+    return sorted(events, key=lambda e: e.time)
+
+
+def test_intake_takes_a_batch_as_process_takes_each_event() -> None:
+    events = _intake_stream()
+    by_process = run(make_engine(), events)
+    engine = make_engine()
+    take = engine.intake(0)
+    by_intake: list[Transition] = []
+
+    def settle() -> None:
+        for evidence in engine.take_evidence():
+            engine.process_evidence(evidence, 0)
+        by_intake.extend(engine.take_transitions())
+
+    for event in events:
+        take(event)
+        settle()
+    engine.flush()
+    settle()
+    assert opened(by_process, COST_SPIKE) and opened(by_process, RECURSIVE_TRIGGER)
+    assert [t.to_json() for t in by_intake] == [t.to_json() for t in by_process]
+    assert engine.events == len(events)
+
+
+def test_intake_of_an_engine_that_overrides_process_calls_it() -> None:
+    class Marking(Engine):
+        def __init__(self) -> None:
+            super().__init__(make_engine().config, invocation_cost=flat_cost)
+            self.seen: list[tuple[float, int]] = []
+
+        def process(self, event: Event, partition: int) -> None:
+            self.seen.append((event.time, partition))
+            super().process(event, partition)
+
+    engine = Marking()
+    events = list(steady(10.0, T0, 60.0))
+    take = engine.intake(2)
+    for event in events:
+        take(event)
+    assert engine.seen == [(e.time, 2) for e in events]
+    assert engine.events == len(events)

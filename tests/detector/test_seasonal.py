@@ -215,3 +215,17 @@ def test_a_baseline_pickled_before_it_had_slots_loads_and_goes_on() -> None:
         old.learn_one(x, i * 600.0)
     assert pickle.dumps(old) == pickle.dumps(baseline)
     assert old.expected(at_two + DAY_S) == baseline.expected(at_two + DAY_S)
+
+
+def test_baseline_figures_read_what_was_learnt_and_what_was_restored() -> None:
+    # mean, n and bursts are read through the slots' own descriptors.
+    baseline = SeasonalBaseline(half_life=10, warmup=3, window_s=10.0)
+    for i, x in enumerate([1.0, 2.0, 3.0]):
+        baseline.learn_one(x, i * 10.0)
+    # A plain running mean over the warm-up.
+    assert (baseline.n, baseline.mean, baseline.bursts) == (3, 2.0, None)
+    restored = pickle.loads(pickle.dumps(baseline))
+    assert (restored.n, restored.mean, restored.bursts) == (3, 2.0, None)
+    restored.learn_many_zeros(2, 30.0)
+    assert restored.n == 5 and restored.mean < baseline.mean
+    assert baseline.n == 3

@@ -380,3 +380,26 @@ def test_metric_track_restores_from_its_own_pickle() -> None:
     back = pickle.loads(pickle.dumps(track))
     assert back.nums == track.nums
     assert back.count_mean == 3.5 and back.log_total(60.0, 120.0) == 7.0
+
+
+def test_hourly_lanes_sum_as_rings_of_their_size_in_every_hour() -> None:
+    # The computed lane's latest hour is added to on a path of its own; both
+    # lanes, grown or circular, must sum as independent rings of hours do.
+    from detector.sources import BILLED, COMPUTED, SourceState
+
+    rng = random.Random(9)
+    state = SourceState(6)
+    rings = {COMPUTED: Ring(3600.0, 6, "f"), BILLED: Ring(3600.0, 6, "f")}
+    t = 0.0
+    for _ in range(400):
+        # Mostly the latest hour, sometimes the next few, now and then older.
+        t += rng.choice((0.0, 0.0, 0.0, 600.0, 3600.0, 9000.0))
+        at = max(0.0, t - rng.choice((0.0, 0.0, 0.0, 3600.0, 30000.0)))
+        lane = rng.choice((COMPUTED, COMPUTED, COMPUTED, BILLED))
+        value = rng.uniform(0.0, 2.0)
+        assert state.add(at, value, lane) == rings[lane].add(at, value)
+        start = rng.uniform(max(0.0, t - 30000.0), t)
+        for which, ring in rings.items():
+            assert state.total(start, t + 3600.0, which) == ring.total(
+                start, t + 3600.0
+            )
