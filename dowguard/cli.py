@@ -172,6 +172,7 @@ def detector_config(settings: Settings) -> Any:
         burst_windows=settings.burst_windows,
         burst_half_life_s=settings.burst_half_life_s,
         burst_cold_windows=settings.burst_cold_windows,
+        burst_longest_windows=settings.burst_longest_windows,
     )
 
 

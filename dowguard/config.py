@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     burst_windows: PositiveInt = 4
     burst_half_life_s: PositiveFloat = 86_400.0
     burst_cold_windows: NonNegativeInt = 120
+    # A context learns how long its bursts last, the tail of long calls that
+    # end after the starts included, and holds a like excursion for that
+    # many windows rather than burst_windows, up to this bound.
+    burst_longest_windows: PositiveInt = 12
 
     @model_validator(mode="after")
     def _rise_trim_below_windows(self) -> Settings:

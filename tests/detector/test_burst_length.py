@@ -356,3 +356,17 @@ def test_no_burst_is_learnt_while_the_context_loops(looping: bool) -> None:
     assert (state.recursion is not None and state.recursion.open) is looping
     assert (state.baseline.bursts is None) is looping
     assert [round(t.at - T0, -1) for t in found] == [1500.0, 1800.0][: 1 + looping]
+
+
+def test_burst_longest_windows_reaches_the_detector() -> None:
+    from dowguard.cli import detector_config
+    from dowguard.config import load_settings
+    from dowguard.errors import ConfigError
+
+    assert (
+        detector_config(load_settings(burst_longest_windows=7)).burst_longest_windows
+        == 7
+    )
+    assert detector_config(load_settings()).burst_longest_windows == 12
+    with pytest.raises(ConfigError, match="burst_longest_windows"):
+        load_settings(burst_longest_windows=0)
