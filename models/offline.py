@@ -197,6 +197,17 @@ def neutralised(training: TrainingSet, names: Sequence[str]) -> TrainingSet:
     )
 
 
+def _both_kinds(test: TrainingSet, need: str) -> list[int]:
+    """The labels of ``test``, refused if they lack attacks or ordinary windows."""
+    labels = test.labels
+    if not labels or not 0 < test.positives < len(labels):
+        raise ConfigError(
+            f"train: {need} labelled windows of both kinds;"
+            f" got {test.positives} attack windows of {len(test.rows)}"
+        )
+    return labels
+
+
 def importances(
     model: OfflineModel, test: TrainingSet, seed: int = 0
 ) -> dict[str, float]:
@@ -209,12 +220,7 @@ def importances(
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    labels = test.labels
-    if not labels or not 0 < test.positives < len(labels):
-        raise ConfigError(
-            "train: importances need labelled windows of both kinds;"
-            f" got {test.positives} attack windows of {len(test.rows)}"
-        )
+    labels = _both_kinds(test, "importances need")
     known = list(model.metadata["features"])
     columns = [list(test.features).index(name) for name in known]
     x = np.asarray(test.rows, dtype=float)[:, columns]
@@ -292,12 +298,7 @@ def test_scores(model: OfflineModel, test: TrainingSet) -> dict[str, float]:
     ROC AUC and average precision over every window, and precision and
     recall of the windows at or above the model's threshold.
     """
-    labels = test.labels
-    if not labels or not 0 < test.positives < len(labels):
-        raise ConfigError(
-            "train: test recordings need labelled windows of both kinds;"
-            f" got {test.positives} attack windows of {len(test.rows)}"
-        )
+    labels = _both_kinds(test, "test recordings need")
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     known = list(model.metadata["features"])
