@@ -48,9 +48,7 @@ def latest_start(events: Iterable[Event], latest: float) -> float:
     for event in events:
         kind = type(event)
         if kind is Invocation:
-            inv = cast("Invocation", event)
-            ms = inv.duration_ms if inv.duration_ms > 0.0 else inv.billed_ms
-            began = inv.time - ms * 0.001
+            began = cast("Invocation", event).began
         elif kind is InvocationStart:
             began = event.time
         else:

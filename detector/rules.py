@@ -330,8 +330,7 @@ def began_in_burst(
     last = bursts.run_last
     if last <= 0.0:
         return False
-    ms = inv.duration_ms if inv.duration_ms > 0.0 else inv.billed_ms
-    return inv.time - ms * 0.001 < last + window_s
+    return inv.began < last + window_s
 
 
 def _alpha(half_life: float) -> float:

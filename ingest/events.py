@@ -70,6 +70,13 @@ class Invocation:
     lineage: int = 0
     count: int = 1
 
+    @property
+    def began(self) -> float:
+        """When the call began: its report's time less its duration (the
+        billed one when no duration was reported)."""
+        ms = self.duration_ms if self.duration_ms > 0.0 else self.billed_ms
+        return self.time - ms * 0.001
+
 
 @dataclass(slots=True)
 class InvocationStart:
