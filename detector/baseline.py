@@ -800,7 +800,7 @@ class Bursts:
         than the excursion in progress, or 1 if there is none or an idle gap
         ends it first."""
         state = baseline._bursts
-        if state is None or state.run_windows == 0 or self._gap(state, start):
+        if state is None or state.run_windows == 0 or self._gap(state.run_last, start):
             return 1
         return state.run_windows + 1
 
@@ -808,7 +808,7 @@ class Bursts:
         """The first window of the excursion in progress, if a window from
         ``start`` would go on with it; else ``start``."""
         state = baseline._bursts
-        if state is None or state.run_windows == 0 or self._gap(state, start):
+        if state is None or state.run_windows == 0 or self._gap(state.run_last, start):
             return start
         return state.run_first
 
@@ -848,7 +848,7 @@ class Bursts:
             if state.tail_open:
                 return
         if state is not None and state.run_windows > 0:
-            gap = self._gap(state, start)
+            gap = self._gap(state.run_last, start)
             calm = not excursion and excess <= BURST_CALM * state.run_peak
             if not gap and not learnable:
                 state.run_learnable = False
@@ -883,14 +883,16 @@ class Bursts:
             state.run_young = baseline.n < BURST_MIN_WINDOWS
             state.tail_last = 0.0
 
-    def _gap(self, state: BurstState, start: float) -> bool:
-        return start - state.run_last > 1.5 * self.window_s
+    def _gap(self, last: float, start: float) -> bool:
+        """Whether the window from ``start`` comes after an idle gap since
+        the window from ``last``."""
+        return start - last > 1.5 * self.window_s
 
     # Limitation: the burst length never shrinks; slower calls once make it long.
     def _tail(self, state: BurstState, start: float, raised: bool) -> None:
         """Go on with the open tail of the latest burst at the window from
         ``start``, or end it there and learn its length."""
-        if raised and start - state.tail_last <= 1.5 * self.window_s:
+        if raised and not self._gap(state.tail_last, start):
             state.tail_last = start
             if start - state.run_first < self.longest_windows * self.window_s:
                 return
