@@ -775,15 +775,7 @@ class Engine:
             state = self._find(context)
             if state is None:
                 continue
-            gap = state.sources.gap_alert if state.sources is not None else None
-            open_alerts = sum(
-                1
-                for a in (state.spike, state.recursion, state.anomaly, gap)
-                if a is not None and a.open
-            )
-            rules = getattr(state, "rules", None)
-            if rules is not None:
-                open_alerts += rules.open_alerts()
+            open_alerts = self._open_alerts(state)
             rows.append(
                 FunctionStatus(
                     context,
@@ -973,12 +965,10 @@ class Engine:
             if rules is None:
                 rules = state.rules = RuleState()
             known = state.baseline.bursts
-            if known is not None and began_in_burst(
+            judged = known is None or not began_in_burst(
                 inv, known, self._window, self._burst_windows(state)
-            ):
-                self._on_call(rules, context, inv, self._transitions, False)
-            else:
-                self._on_call(rules, context, inv, self._transitions)
+            )
+            self._on_call(rules, context, inv, self._transitions, judged)
             spike = state.spike
             if spike is not None and spike.open:
                 spike.cost += cost
@@ -2443,23 +2433,25 @@ class Engine:
         if alert.open:
             alert.cost += cost
             return
-        if alert.streak >= self.config.anomaly_windows and not self._others_open(state):
+        if alert.streak >= self.config.anomaly_windows and not self._open_alerts(
+            state, model=False
+        ):
             alert.open = True
             alert.starts_at = at
             alert.cost = cost
             self._emit(state, alert, OPENED, at, self._anomaly_evidence())
 
     @staticmethod
-    def _others_open(state: _Context) -> bool:
-        """Whether an alert of the context other than the model's is open.
-
-        The rules' alerts (error storms, duration inflation) count as much
-        as a spike or a loop: the model only speaks where nothing else has.
-        """
+    def _open_alerts(state: _Context, model: bool = True) -> int:
+        """How many alerts of the context are open, the model's among them
+        unless ``model`` is False (the rules' alerts, such as error storms
+        and duration inflation, count as a spike or a loop does: the model
+        only speaks where nothing else has)."""
         gap = state.sources.gap_alert if state.sources is not None else None
-        if any(a is not None and a.open for a in (state.spike, state.recursion, gap)):
-            return True
-        return state.rules is not None and state.rules.open_alerts() > 0
+        alerts = (state.spike, state.recursion, gap, state.anomaly if model else None)
+        count = sum(1 for a in alerts if a is not None and a.open)
+        rules = state.rules
+        return count + rules.open_alerts() if rules is not None else count
 
     def _anomaly_evidence(self) -> dict[str, object]:
         return {"source": "model", "model_scores": dict(self._scores or {})}
