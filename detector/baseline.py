@@ -757,15 +757,19 @@ class Bursts:
             return self.max_windows
         return min(state.span, self.longest_windows)
 
-    def burst_extent(self, baseline: RobustBaseline) -> tuple[float, float] | None:
+    def burst_extent(
+        self, baseline: RobustBaseline, first_too: bool = False
+    ) -> tuple[float, float] | None:
         """The first window and the end (exclusive) of the windows that the
         latest burst of ``baseline`` fills, its tail included, as far as its
         own length reaches: of the excursion in progress while it is no
         longer than that, or of the latest learnt one, if a burst was known
-        before it began. ``None``: none such. The end is as far as its
-        length reaches while the burst or its tail may go on."""
+        before it began (``first_too``: or even if none was, for a context
+        taken to burst before it has shown it). ``None``: none such. The end
+        is as far as its length reaches while the burst or its tail may go
+        on."""
         state = baseline._bursts
-        if state is None or not state.run_known:
+        if state is None or not (state.run_known or first_too):
             return None
         first = state.run_first
         reach = first + self.hold_windows(baseline) * self.window_s

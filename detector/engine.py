@@ -1963,13 +1963,21 @@ class Engine:
 
         A bursty function's bursts fill a short horizon at many times its
         usual count; once the excursion outlasts a burst nothing holds it.
+        A young context (:meth:`_young_share`) is taken to burst before it
+        has shown it: a longer horizon of its waits for its latest excursion
+        as for a learnt burst, and read early (not ``observed``) it is left
+        to the window's close, where that excursion is known to have ended,
+        and been learnt, or to go on.
         """
         bursts = self._bursts
         if bursts is None:
             return False
+        young = self._young_share(state) > 0.0
         if finding.horizon_s > bursts.max_windows * self._window:
+            if young and not observed:
+                return True
             return self._burst_rise(state, start, finding, run)
-        if self._young_share(state) > 0.0:
+        if young:
             # The cold-start rule of bursts: too young to know its bursts.
             return True
         envelope, _ = self._burst_hold(state, start, observed)
@@ -1989,13 +1997,16 @@ class Engine:
         slow function's burst of three windows leaves several more raised,
         which the fixed horizon's trim of the costliest few does not take
         out. An excursion longer than the context's own bursts is no burst
-        and is judged whole, as is any rise where no burst is known.
+        and is judged whole, as is any rise where no burst is known; on a
+        young context the latest excursion is taken for a burst like those
+        shown before even if it is the first.
         """
         bursts = self._bursts
         rise = self._rise
         if bursts is None or rise is None or self._envelope(state, start) <= 0.0:
             return False
-        extent = bursts.burst_extent(state.baseline)
+        young = self._young_share(state) > 0.0
+        extent = bursts.burst_extent(state.baseline, first_too=young)
         if extent is None:
             return False
         first, end = extent

@@ -207,6 +207,38 @@ def test_a_short_rise_of_a_young_context_waits_as_its_spikes_do() -> None:
     assert found[0].evidence["horizon_s"] <= 40.0
 
 
+def _first_burst(seconds: float) -> list[Event]:
+    """A busier young context (2 calls a second) with an excursion of 8
+    calls a second more from YOUNG_S for ``seconds``: five times its level,
+    under the spike thresholds and under the cut that restarts the
+    sequential test, so each of its windows adds to the test's score."""
+    base = steady(2.0, T0, 1500.0)
+    excursion = regular(T0 + YOUNG_S, seconds, 8.0, "burst")
+    return sorted([*base, *excursion], key=lambda e: e.time)
+
+
+def test_a_young_context_s_first_burst_waits_on_a_longer_horizon_too() -> None:
+    # Three windows of burst put the sequential test over its threshold on
+    # a horizon of five windows, the burst's and a calm one after it: read
+    # early, in that calm window, it is left to the window's close, where
+    # the burst is known and the rest of the horizon is no level.
+    assert spikes(make_engine(cheap), _first_burst(30.0)) == []
+    # An older context, or one without the rule, warns on the same burst.
+    found = opened(
+        feed(make_engine(cheap, burst_cold_windows=0), _first_burst(30.0)),
+        COST_SPIKE,
+    )
+    assert [t.evidence["test"] for t in found] == ["sequential"]
+
+
+def test_a_young_context_s_longer_excursion_warns_once_past_a_burst() -> None:
+    found = opened(feed(make_engine(cheap), _first_burst(90.0)), COST_SPIKE)
+    assert [t.severity for t in found] == [WARNING]
+    # Past the burst_windows (4) windows a burst is taken to last, by the
+    # close of the fifth.
+    assert T0 + YOUNG_S + 38.0 <= found[0].at <= T0 + YOUNG_S + 50.0
+
+
 # Floods on cold functions, judged against their peers
 
 ACCOUNT = "111122223333"
