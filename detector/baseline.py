@@ -593,7 +593,10 @@ class BurstState:
     not calm (0: there is none), what its windows cost in all, whether it
     can still be learnt, and whether it began before the baseline's level
     was known (see :data:`BURST_MIN_WINDOWS`). ``run_first`` outlives the
-    run until the next one starts.
+    run until the next one starts. ``run_calm`` is the first calm window
+    after such a young run, while silence may yet follow it (0: none): a
+    window that costs at most :data:`BURST_CALM` of the run's windows on
+    average, the run's calls that end late.
 
     ``span`` is the most windows a learnt burst lasted, its tail included:
     the windows after it that stayed raised above the level, as the calls
@@ -607,6 +610,7 @@ class BurstState:
     __slots__ = (
         "at",
         "level",
+        "run_calm",
         "run_cost",
         "run_first",
         "run_known",
@@ -634,6 +638,7 @@ class BurstState:
         self.run_windows = 0
         self.run_learnable = False
         self.run_young = False
+        self.run_calm = 0.0
 
     def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
         # Pickled slots arrive as (None, {slot: value}). A state pickled
@@ -662,13 +667,15 @@ class Bursts:
     the run's highest excess while no alert holds it open (or to an idle
     gap, whose windows are empty). One with at most ``max_windows`` windows
     that were not calm is a burst (if it began while the baseline was young,
-    only when a gap ended it), however high it went and whether or not it
-    raised an alert of its own: its highest excess is the burst level if it
-    is the highest yet, and the level halves every ``half_life_s`` seconds
-    of event time after its last burst. A longer run teaches nothing, so a
-    sustained rise, however it began and however it wavers under its alert,
-    never makes itself expected; nor does a run the caller finds not
-    learnable (one that began under an alert of something before it).
+    only when a gap ended it, with at most calm windows of its late calls
+    between, ``longest_windows`` in all), however high it went and whether
+    or not it raised an alert of its own: its highest excess is the burst
+    level if it is the highest yet, and the level halves every
+    ``half_life_s`` seconds of event time after its last burst. A longer
+    run teaches nothing, so a sustained rise, however it began and however
+    it wavers under its alert, never makes itself expected; nor does a run
+    the caller finds not learnable (one that began under an alert of
+    something before it).
 
     A burst's calls end after it, the later the longer they run, so the
     windows after a learnt burst that the caller finds still raised above
@@ -856,7 +863,10 @@ class Bursts:
             calm = not excursion and excess <= BURST_CALM * state.run_peak
             if not gap and not learnable:
                 state.run_learnable = False
-            if not gap and (held or not calm):
+            if state.run_young and (gap or calm or state.run_calm > 0.0):
+                if self._young_goes_on(baseline, state, start, gap, calm, excess, cost):
+                    return
+            elif not gap and (held or not calm):
                 state.run_last = start
                 state.run_cost += cost
                 if not calm:
@@ -866,8 +876,6 @@ class Bursts:
                     if state.run_windows > self.hold_windows(baseline):
                         state.run_learnable = False
                 return
-            if state.run_young and not gap:
-                state.run_learnable = False
             self._end(baseline, state)
             state = baseline._bursts
             if state is not None and state.tail_open:
@@ -892,7 +900,60 @@ class Bursts:
         the window from ``last``."""
         return start - last > 1.5 * self.window_s
 
-    # Limitation: the burst length never shrinks; slower calls once make it long.
+    def _young_goes_on(
+        self,
+        baseline: RobustBaseline,
+        state: BurstState,
+        start: float,
+        gap: bool,
+        calm: bool,
+        excess: float,
+        cost: float,
+    ) -> bool:
+        """Take the window from ``start``, ``excess`` above what the baseline
+        expected and costing ``cost``, into the run in progress, which began
+        before the baseline's level was known: a window after an idle gap,
+        a calm one, or any after its late calls began (a window raised above
+        calm before then goes on with it as with any run). Whether the run
+        goes on with the window; else it ends there, learnt or not.
+
+        Such a run may be the level itself, learnt from its own windows, so
+        it is a burst only if silence at least as long as it follows it.
+        Until then a calm window as dear as its own goes on with it (calm
+        only against the level learnt from them), up to as many windows as
+        a burst may have; cheaper ones (at most :data:`BURST_CALM` of its
+        windows' cost on average: its calls that end late) wait with it for
+        the silence, for at most ``longest_windows`` from its start; traffic
+        raised again after them makes it no burst.
+        """
+        if gap:
+            silence = start - state.run_last - self.window_s
+            if silence < state.run_last - state.run_first + self.window_s:
+                state.run_learnable = False
+            return False
+        if state.run_calm > 0.0 and not calm:
+            # Raised again after its late calls began: no silence followed.
+            state.run_learnable = False
+            return False
+        if cost <= BURST_CALM * state.run_cost / state.run_windows:
+            reach = self.longest_windows * self.window_s
+            if not state.run_learnable or start - state.run_first >= reach:
+                state.run_learnable = False
+                return False
+            if state.run_calm == 0.0:
+                state.run_calm = start
+            state.run_last = start
+            return True
+        if state.run_calm > 0.0 or state.run_windows >= self.hold_windows(baseline):
+            state.run_learnable = False
+            return False
+        state.run_last = start
+        state.run_cost += cost
+        state.run_windows += 1
+        if excess > state.run_peak:
+            state.run_peak = excess
+        return True
+
     def _tail(self, state: BurstState, start: float, raised: bool) -> None:
         """Go on with the open tail of the latest burst at the window from
         ``start``, or end it there and learn its length."""
@@ -918,7 +979,7 @@ class Bursts:
         # one could be learnt at all.
         state.tail_last = state.run_last if learnt else 0.0
         state.tail_open = learnt and self.longest_windows > self.max_windows
-        state.run_peak = state.run_cost = 0.0
+        state.run_peak = state.run_cost = state.run_calm = 0.0
         state.run_windows = 0
         state.run_learnable = False
         if state.level <= 0.0:

@@ -463,6 +463,53 @@ def test_before_its_level_is_known_only_a_burst_followed_by_silence_is_learnt() 
     assert BURSTS.envelope(young, 20.0) == pytest.approx(0.6)
 
 
+#: Bursts whose tails may make them up to six windows long.
+LONG = Bursts(max_windows=2, half_life_s=3600.0, window_s=10.0, longest_windows=6)
+
+
+def test_a_young_burst_s_calls_that_end_late_do_not_keep_it_from_silence() -> None:
+    young = _grown(1)
+    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    # Two calm windows that still hold a few of its calls, then nothing.
+    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.2)
+    LONG.observe(young, 20.0, 0.02, excursion=False, learnable=True, cost=0.1)
+    assert LONG.running(young) and LONG.envelope(young, 20.0) == 0.0
+    LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
+    assert LONG.envelope(young, 20.0) == pytest.approx(0.6)
+    # Those windows were its tail: three windows in all.
+    assert LONG.hold_windows(young) == 3
+
+
+def test_a_young_run_followed_by_windows_like_its_own_is_its_level() -> None:
+    young = _grown(1)
+    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    # Calm against what the baseline now expects, but as dear as the run's
+    # window: the level it learnt, going on; a gap after it changes nothing.
+    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.9)
+    LONG.observe(young, 30.0, 0.0, excursion=False, learnable=True)
+    assert LONG.envelope(young, 30.0) == 0.0
+
+
+def test_traffic_back_after_a_young_run_s_calm_windows_teaches_no_burst() -> None:
+    young = _grown(1)
+    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True)
+    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True)
+    # Raised again without a gap: the busy start may have been its level.
+    LONG.observe(young, 20.0, 0.3, excursion=False, learnable=True)
+    LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
+    assert LONG.envelope(young, 300.0) == 0.0
+
+
+def test_a_young_run_s_calm_windows_past_the_longest_burst_teach_nothing() -> None:
+    young = _grown(1)
+    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True)
+    for i in range(1, 7):  # calm for six windows, reaching past six in all
+        LONG.observe(young, 10.0 * i, 0.01, excursion=False, learnable=True)
+    assert not LONG.running(young)
+    LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
+    assert LONG.envelope(young, 300.0) == 0.0
+
+
 def test_bursts_refuse_settings_that_make_no_sense() -> None:
     with pytest.raises(ValueError, match="max_windows"):
         Bursts(0, 3600.0, 10.0)
