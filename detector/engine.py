@@ -113,9 +113,11 @@ ANOMALY = "anomaly"
 # stage those it has not sent on; an older one restores with none.
 # 10: a burst state keeps the context's burst length, the latest burst's tail
 # and whether a burst was known before it; an older one restores with none.
-SNAPSHOT_VERSION = 10
+# 11: a burst state keeps the first calm window after a young excursion; an
+# older one restores with none, as if its late calls had not begun.
+SNAPSHOT_VERSION = 11
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, 9, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, 9, 10, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)

@@ -411,6 +411,22 @@ def test_a_burst_state_pickled_before_runs_kept_their_start_loads() -> None:
     assert (loaded.run_windows, loaded.run_peak) == (2, 0.6)
 
 
+def test_a_version_10_checkpoint_in_a_young_run_s_late_calls_restores() -> None:
+    young = _grown(1)
+    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.2)
+    state = young.bursts
+    assert state is not None and state.run_calm == 10.0
+    # What a version 10 checkpoint lacks: its late calls are taken not to
+    # have begun, and the silence after them still makes the run a burst.
+    del state.run_calm
+    restored = RobustBaseline(warmup=5)
+    restored._bursts = pickle.loads(pickle.dumps(state))
+    assert restored.bursts is not None and restored.bursts.run_calm == 0.0
+    LONG.observe(restored, 300.0, 0.0, excursion=False, learnable=True)
+    assert LONG.envelope(restored, 10.0) == pytest.approx(0.6)
+
+
 def test_an_excursion_that_does_not_calm_down_is_not_a_burst() -> None:
     b = _grown()
     BURSTS.observe(b, 0.0, 0.6, excursion=True, learnable=True)
