@@ -593,10 +593,9 @@ class BurstState:
     not calm (0: there is none), what its windows cost in all, whether it
     can still be learnt, and whether it began before the baseline's level
     was known (see :data:`BURST_MIN_WINDOWS`). ``run_first`` outlives the
-    run until the next one starts. ``run_calm`` is the first calm window
-    after such a young run, while silence may yet follow it (0: none): a
-    window that costs at most :data:`BURST_CALM` of the run's windows on
-    average, the run's calls that end late.
+    run until the next one starts. ``run_calm`` is where the busy part of
+    such a young run ended, once a quiet stretch follows it (0: none yet;
+    see :meth:`Bursts._young_goes_on`).
 
     ``span`` is the most windows a learnt burst lasted, its tail included:
     the windows after it that stayed raised above the level, as the calls
@@ -667,8 +666,8 @@ class Bursts:
     the run's highest excess while no alert holds it open (or to an idle
     gap, whose windows are empty). One with at most ``max_windows`` windows
     that were not calm is a burst (if it began while the baseline was young,
-    only when a gap ended it, with at most calm windows of its late calls
-    between, ``longest_windows`` in all), however high it went and whether
+    only once a quiet stretch as long as itself followed it: see
+    :meth:`_young_goes_on`), however high it went and whether
     or not it raised an alert of its own: its highest excess is the burst
     level if it is the highest yet, and the level halves every
     ``half_life_s`` seconds of event time after its last burst. A longer
@@ -863,8 +862,8 @@ class Bursts:
             calm = not excursion and excess <= BURST_CALM * state.run_peak
             if not gap and not learnable:
                 state.run_learnable = False
-            if state.run_young and (gap or calm or state.run_calm > 0.0):
-                if self._young_goes_on(baseline, state, start, gap, calm, excess, cost):
+            if state.run_young:
+                if self._young_goes_on(baseline, state, start, calm, excess, cost):
                     return
             elif not gap and (held or not calm):
                 state.run_last = start
@@ -905,53 +904,50 @@ class Bursts:
         baseline: RobustBaseline,
         state: BurstState,
         start: float,
-        gap: bool,
         calm: bool,
         excess: float,
         cost: float,
     ) -> bool:
         """Take the window from ``start``, ``excess`` above what the baseline
         expected and costing ``cost``, into the run in progress, which began
-        before the baseline's level was known: a window after an idle gap,
-        a calm one, or any after its late calls began (a window raised above
-        calm before then goes on with it as with any run). Whether the run
-        goes on with the window; else it ends there, learnt or not.
+        before the baseline's level was known. Whether the run goes on with
+        the window; else it ends there, learnt or not.
 
-        Such a run may be the level itself, learnt from its own windows, so
-        it is a burst only if silence at least as long as it follows it.
-        Until then a calm window as dear as its own goes on with it (calm
-        only against the level learnt from them), up to as many windows as
-        a burst may have; cheaper ones (at most :data:`BURST_CALM` of its
-        windows' cost on average: its calls that end late) wait with it for
-        the silence, for at most ``longest_windows`` from its start; traffic
-        raised again after them makes it no burst.
+        What the baseline expects is learnt from the run's own windows then,
+        so they are told apart by their cost instead: a window that costs at
+        most :data:`BURST_CALM` of the run's windows on average is quiet (an
+        empty one too), a dearer one busy. The run is a burst once a quiet
+        stretch as long as its busy part, and of two windows at least, has
+        followed it: the calls that end after a burst, or a level far below
+        it. Busy windows go on with its busy part until it is longer than a
+        burst (it may be the level: it ends at a calm window then, not
+        learnt); a busy one after a shorter quiet stretch makes it no burst.
         """
-        if gap:
-            silence = start - state.run_last - self.window_s
-            if silence < state.run_last - state.run_first + self.window_s:
-                state.run_learnable = False
-            return False
-        if state.run_calm > 0.0 and not calm:
-            # Raised again after its late calls began: no silence followed.
-            state.run_learnable = False
-            return False
+        window = self.window_s
+        busy_end = state.run_calm if state.run_calm > 0.0 else state.run_last + window
+        busy = busy_end - state.run_first
+        quiet = start - busy_end
         if cost <= BURST_CALM * state.run_cost / state.run_windows:
-            reach = self.longest_windows * self.window_s
-            if not state.run_learnable or start - state.run_first >= reach:
-                state.run_learnable = False
-                return False
+            quiet += window
+            if quiet >= max(busy, 2.0 * window):
+                return False  # silence as long as itself: it ends, learnable
             if state.run_calm == 0.0:
-                state.run_calm = start
+                state.run_calm = busy_end
             state.run_last = start
             return True
-        if state.run_calm > 0.0 or state.run_windows >= self.hold_windows(baseline):
-            state.run_learnable = False
+        if quiet > 0.0:
+            # Busy again: a burst before it only after silence long enough.
+            if quiet < max(busy, 2.0 * window):
+                state.run_learnable = False
             return False
         state.run_last = start
         state.run_cost += cost
         state.run_windows += 1
         if excess > state.run_peak:
             state.run_peak = excess
+        if state.run_windows > self.hold_windows(baseline):
+            state.run_learnable = False
+            return not calm
         return True
 
     def _tail(self, state: BurstState, start: float, raised: bool) -> None:

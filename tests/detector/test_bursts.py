@@ -411,22 +411,6 @@ def test_a_burst_state_pickled_before_runs_kept_their_start_loads() -> None:
     assert (loaded.run_windows, loaded.run_peak) == (2, 0.6)
 
 
-def test_a_version_10_checkpoint_in_a_young_run_s_late_calls_restores() -> None:
-    young = _grown(1)
-    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.2)
-    state = young.bursts
-    assert state is not None and state.run_calm == 10.0
-    # What a version 10 checkpoint lacks: its late calls are taken not to
-    # have begun, and the silence after them still makes the run a burst.
-    del state.run_calm
-    restored = RobustBaseline(warmup=5)
-    restored._bursts = pickle.loads(pickle.dumps(state))
-    assert restored.bursts is not None and restored.bursts.run_calm == 0.0
-    LONG.observe(restored, 300.0, 0.0, excursion=False, learnable=True)
-    assert LONG.envelope(restored, 10.0) == pytest.approx(0.6)
-
-
 def test_an_excursion_that_does_not_calm_down_is_not_a_burst() -> None:
     b = _grown()
     BURSTS.observe(b, 0.0, 0.6, excursion=True, learnable=True)
@@ -469,14 +453,18 @@ def test_an_idle_gap_ends_an_excursion() -> None:
 
 def test_before_its_level_is_known_only_a_burst_followed_by_silence_is_learnt() -> None:
     young = _grown(1)
-    # A new function's first busy windows, then its usual traffic: its level.
-    BURSTS.observe(young, 0.0, 0.6, excursion=True, learnable=True)
-    BURSTS.observe(young, 10.0, 0.0, excursion=False, learnable=True)
-    assert BURSTS.envelope(young, 10.0) == 0.0
-    # A burst and then nothing for a while: a burst.
-    BURSTS.observe(young, 20.0, 0.6, excursion=True, learnable=True)
+    # A new function's first busy windows, then its usual traffic, as dear:
+    # its level, calm only against what the baseline learnt of it.
+    BURSTS.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    BURSTS.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.9)
+    BURSTS.observe(young, 20.0, 0.0, excursion=False, learnable=True, cost=0.9)
+    assert not BURSTS.running(young)
     BURSTS.observe(young, 300.0, 0.0, excursion=False, learnable=True)
-    assert BURSTS.envelope(young, 20.0) == pytest.approx(0.6)
+    assert BURSTS.envelope(young, 300.0) == 0.0
+    # A burst and then nothing for a while: a burst.
+    BURSTS.observe(young, 400.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    BURSTS.observe(young, 700.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(young, 400.0) == pytest.approx(0.6)
 
 
 #: Bursts whose tails may make them up to six windows long.
@@ -486,44 +474,53 @@ LONG = Bursts(max_windows=2, half_life_s=3600.0, window_s=10.0, longest_windows=
 def test_a_young_burst_s_calls_that_end_late_do_not_keep_it_from_silence() -> None:
     young = _grown(1)
     LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    # Two calm windows that still hold a few of its calls, then nothing.
-    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.2)
-    LONG.observe(young, 20.0, 0.02, excursion=False, learnable=True, cost=0.1)
+    LONG.observe(young, 10.0, 0.3, excursion=True, learnable=True, cost=1.2)
+    # Quiet windows that still hold a few of its calls: a quarter of its
+    # windows' cost at most. One of them is not yet as long as the burst.
+    LONG.observe(young, 20.0, 0.05, excursion=False, learnable=True, cost=0.2)
     assert LONG.running(young) and LONG.envelope(young, 20.0) == 0.0
-    LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
+    # The second makes the quiet as long as the burst: learnt.
+    LONG.observe(young, 30.0, 0.02, excursion=False, learnable=True, cost=0.1)
     assert LONG.envelope(young, 20.0) == pytest.approx(0.6)
-    # Those windows were its tail: three windows in all.
-    assert LONG.hold_windows(young) == 3
+    assert not LONG.running(young)
 
 
-def test_a_young_run_followed_by_windows_like_its_own_is_its_level() -> None:
+def test_a_young_run_busy_again_after_a_short_quiet_teaches_no_burst() -> None:
     young = _grown(1)
     LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    # Calm against what the baseline now expects, but as dear as the run's
-    # window: the level it learnt, going on; a gap after it changes nothing.
-    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.9)
-    LONG.observe(young, 30.0, 0.0, excursion=False, learnable=True)
-    assert LONG.envelope(young, 30.0) == 0.0
-
-
-def test_traffic_back_after_a_young_run_s_calm_windows_teaches_no_burst() -> None:
-    young = _grown(1)
-    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True)
-    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True)
-    # Raised again without a gap: the busy start may have been its level.
-    LONG.observe(young, 20.0, 0.3, excursion=False, learnable=True)
+    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.1)
+    # As dear as the run again after one quiet window: no silence followed.
+    LONG.observe(young, 20.0, 0.3, excursion=False, learnable=True, cost=0.8)
     LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
     assert LONG.envelope(young, 300.0) == 0.0
 
 
-def test_a_young_run_s_calm_windows_past_the_longest_burst_teach_nothing() -> None:
+def test_one_quiet_window_after_a_young_window_is_not_yet_silence() -> None:
+    # A new function at a few calls a window has a quiet one now and then:
+    # two quiet windows at least make silence, even after a one-window run.
     young = _grown(1)
-    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True)
-    for i in range(1, 7):  # calm for six windows, reaching past six in all
-        LONG.observe(young, 10.0 * i, 0.01, excursion=False, learnable=True)
-    assert not LONG.running(young)
+    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    LONG.observe(young, 10.0, 0.0, excursion=False, learnable=True, cost=0.2)
+    LONG.observe(young, 20.0, 0.0, excursion=False, learnable=True, cost=1.0)
     LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
     assert LONG.envelope(young, 300.0) == 0.0
+
+
+def test_a_version_10_checkpoint_in_a_young_run_s_quiet_restores() -> None:
+    young = _grown(1)
+    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    LONG.observe(young, 10.0, 0.6, excursion=True, learnable=True, cost=1.0)
+    LONG.observe(young, 20.0, 0.05, excursion=False, learnable=True, cost=0.2)
+    state = young.bursts
+    assert state is not None and state.run_calm == 20.0
+    # What a version 10 checkpoint lacks: its quiet is taken to begin after
+    # its latest window, and a silence after it still makes it a burst.
+    del state.run_calm
+    restored = RobustBaseline(warmup=5)
+    restored._bursts = pickle.loads(pickle.dumps(state))
+    assert restored.bursts is not None and restored.bursts.run_calm == 0.0
+    LONG.observe(restored, 300.0, 0.0, excursion=False, learnable=True)
+    assert LONG.envelope(restored, 10.0) == pytest.approx(0.6)
 
 
 def test_bursts_refuse_settings_that_make_no_sense() -> None:
