@@ -467,50 +467,44 @@ def test_before_its_level_is_known_only_a_burst_followed_by_silence_is_learnt() 
     assert BURSTS.envelope(young, 400.0) == pytest.approx(0.6)
 
 
-#: Bursts whose tails may make them up to six windows long.
-LONG = Bursts(max_windows=2, half_life_s=3600.0, window_s=10.0, longest_windows=6)
+def _young_windows(windows: Sequence[tuple[float, float, float]]) -> RobustBaseline:
+    """A baseline too young to know its level, shown ``windows`` as (start,
+    excess, cost): an excursion when the excess is 0.3 or more."""
+    young = _grown(1)
+    for start, excess, cost in windows:
+        BURSTS.observe(young, start, excess, excess >= 0.3, True, cost=cost)
+    return young
 
 
 def test_a_young_burst_s_calls_that_end_late_do_not_keep_it_from_silence() -> None:
-    young = _grown(1)
-    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    LONG.observe(young, 10.0, 0.3, excursion=True, learnable=True, cost=1.2)
-    # Quiet windows that still hold a few of its calls: a quarter of its
-    # windows' cost at most. One of them is not yet as long as the burst.
-    LONG.observe(young, 20.0, 0.05, excursion=False, learnable=True, cost=0.2)
-    assert LONG.running(young) and LONG.envelope(young, 20.0) == 0.0
-    # The second makes the quiet as long as the burst: learnt.
-    LONG.observe(young, 30.0, 0.02, excursion=False, learnable=True, cost=0.1)
-    assert LONG.envelope(young, 20.0) == pytest.approx(0.6)
-    assert not LONG.running(young)
+    # Two windows of burst, then one quiet window that still holds a few of
+    # its calls (a quarter of its windows' cost at most): not yet as long
+    # as the burst.
+    young = _young_windows([(0.0, 0.6, 1.0), (10.0, 0.3, 1.2), (20.0, 0.05, 0.2)])
+    assert BURSTS.running(young) and BURSTS.envelope(young, 20.0) == 0.0
+    # A second makes the quiet as long as the burst: learnt.
+    BURSTS.observe(young, 30.0, 0.02, excursion=False, learnable=True, cost=0.1)
+    assert BURSTS.envelope(young, 20.0) == pytest.approx(0.6)
+    assert not BURSTS.running(young)
 
 
 def test_a_young_run_busy_again_after_a_short_quiet_teaches_no_burst() -> None:
-    young = _grown(1)
-    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    LONG.observe(young, 10.0, 0.05, excursion=False, learnable=True, cost=0.1)
     # As dear as the run again after one quiet window: no silence followed.
-    LONG.observe(young, 20.0, 0.3, excursion=False, learnable=True, cost=0.8)
-    LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
-    assert LONG.envelope(young, 300.0) == 0.0
+    young = _young_windows([(0.0, 0.6, 1.0), (10.0, 0.05, 0.1), (20.0, 0.1, 0.8)])
+    BURSTS.observe(young, 300.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(young, 300.0) == 0.0
 
 
 def test_one_quiet_window_after_a_young_window_is_not_yet_silence() -> None:
     # A new function at a few calls a window has a quiet one now and then:
     # two quiet windows at least make silence, even after a one-window run.
-    young = _grown(1)
-    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    LONG.observe(young, 10.0, 0.0, excursion=False, learnable=True, cost=0.2)
-    LONG.observe(young, 20.0, 0.0, excursion=False, learnable=True, cost=1.0)
-    LONG.observe(young, 300.0, 0.0, excursion=False, learnable=True)
-    assert LONG.envelope(young, 300.0) == 0.0
+    young = _young_windows([(0.0, 0.6, 1.0), (10.0, 0.0, 0.2), (20.0, 0.0, 1.0)])
+    BURSTS.observe(young, 300.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(young, 300.0) == 0.0
 
 
 def test_a_version_10_checkpoint_in_a_young_run_s_quiet_restores() -> None:
-    young = _grown(1)
-    LONG.observe(young, 0.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    LONG.observe(young, 10.0, 0.6, excursion=True, learnable=True, cost=1.0)
-    LONG.observe(young, 20.0, 0.05, excursion=False, learnable=True, cost=0.2)
+    young = _young_windows([(0.0, 0.6, 1.0), (10.0, 0.6, 1.0), (20.0, 0.05, 0.2)])
     state = young.bursts
     assert state is not None and state.run_calm == 20.0
     # What a version 10 checkpoint lacks: its quiet is taken to begin after
@@ -519,8 +513,8 @@ def test_a_version_10_checkpoint_in_a_young_run_s_quiet_restores() -> None:
     restored = RobustBaseline(warmup=5)
     restored._bursts = pickle.loads(pickle.dumps(state))
     assert restored.bursts is not None and restored.bursts.run_calm == 0.0
-    LONG.observe(restored, 300.0, 0.0, excursion=False, learnable=True)
-    assert LONG.envelope(restored, 10.0) == pytest.approx(0.6)
+    BURSTS.observe(restored, 300.0, 0.0, excursion=False, learnable=True)
+    assert BURSTS.envelope(restored, 10.0) == pytest.approx(0.6)
 
 
 def test_bursts_refuse_settings_that_make_no_sense() -> None:
