@@ -1197,6 +1197,8 @@ class Engine:
             state.burst_rate = self._excursion_rate(reference)
         else:
             state.burst_rate = self._excursion_rate((baseline.mean, baseline.deviation))
+            if known is not None:
+                state.burst_rate = self._held_bar(state, at, state.burst_rate)
         if reference is None:
             state.warn_rate = state.early_rate = state.early_count = math.inf
             return
@@ -1562,9 +1564,10 @@ class Engine:
         if bursts is None:
             return
         level = self._own_level(state, at)
-        excursion = rate >= self._excursion_rate(level) and self._burst_significant(
-            state, cost, count
-        )
+        bar = self._excursion_rate(level)
+        if rate < bar and baseline.bursts is not None:
+            bar = self._held_bar(state, at, bar)
+        excursion = rate >= bar and self._burst_significant(state, cost, count)
         spike = state.spike
         held = spike is not None and spike.open
         # Limitation: an attack throttled within the burst length is learnt as a burst.
@@ -1583,6 +1586,22 @@ class Engine:
         # Raised as the fixed horizon of the rise path would find a level.
         raised = excess > 0.0 and rate >= self._raised_ratio * level[0]
         bursts.observe(baseline, at, excess, excursion, learnable, held, cost, raised)
+
+    def _held_bar(self, state: _Context, at: float, bar: float) -> float:
+        """The rate from which a window of ``state``, which knows bursts, is
+        an excursion: ``bar`` (far above its own level), or lower, the rate
+        at which it would warn against its reference but for those bursts.
+
+        Such a window is held back only while its excursion is no longer
+        than a burst, so it must count in one. A young context's own level
+        may have learnt a deviation from its first burst that puts ``bar``
+        above what its peers make a warning.
+        """
+        reference = self._reference(state, at)
+        if reference is None:
+            return bar
+        warn = self._thresholds(reference)[0]
+        return warn if warn < bar else bar
 
     def _burst_significant(self, state: _Context, cost: float, count: float) -> bool:
         """Whether a window holds more invocations than chance, as a burst to

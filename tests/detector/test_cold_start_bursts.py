@@ -21,6 +21,7 @@ from tests.detector.streams import (
     T0,
     bursty_stream,
     cheap,
+    duration_cost,
     feed,
     make_engine,
     opened,
@@ -301,6 +302,41 @@ def test_a_flood_on_a_cold_function_is_found() -> None:
     assert critical[0][0] == WARNING and critical[0][1] < flood_at + 10.0
     escalation = [at for severity, at, _ in critical if severity == CRITICAL]
     assert escalation and critical[0][1] < escalation[0] <= flood_at + 40.0
+
+
+def _burst_calls(at: float, seconds: float = 30.0) -> list[Invocation]:
+    """A burst of a function called only in bursts: 0.7 calls a second of
+    2 s for ``seconds``, and one call that ends 3 s after it."""
+    rare = fn("rare")
+    calls = regular(at, seconds, 0.7, f"b{at}", billed_ms=2000.0, context=rare)
+    late = regular(at + seconds + 3.0, 1.0, 1.0, f"l{at}", 2000.0, context=rare)
+    return calls + late
+
+
+def rare_spikes(events: list[Event]) -> list[tuple[str, float]]:
+    engine = make_engine(duration_cost, online_model=False)
+    return [
+        (t.severity, t.at)
+        for t in run(engine, events)
+        if t.kind == COST_SPIKE and t.event == OPENED and t.context.function == "rare"
+    ]
+
+
+def test_a_function_called_only_in_bursts_learns_its_first_one() -> None:
+    # It shows up with a burst whose last call ends after it, before its
+    # level is known, then is silent for six minutes: the burst is learnt
+    # through that late call, and the next like it raises nothing.
+    start = T0 + PEERS_WARM_S + 3.0
+    events = [*peers(), *_burst_calls(start), *_burst_calls(start + 360.0)]
+    assert rare_spikes(events) == []
+    # The same second burst going on for five minutes is found once it has
+    # outlasted a burst (four windows), though its own level's deviation,
+    # learnt from the first, puts it under what is far above that level:
+    # above what its peers make a warning, it counts in an excursion.
+    events = [*peers(), *_burst_calls(start), *_burst_calls(start + 360.0, 300.0)]
+    found = rare_spikes(events)
+    assert [severity for severity, _ in found] == [WARNING]
+    assert start + 360.0 + 38.0 <= found[0][1] <= start + 360.0 + 60.0
 
 
 def test_a_new_function_flooding_from_its_first_call_is_critical_at_once() -> None:
