@@ -595,7 +595,9 @@ class BurstState:
     was known (see :data:`BURST_MIN_WINDOWS`). ``run_first`` outlives the
     run until the next one starts. ``run_calm`` is where the busy part of
     such a young run ended, once a quiet stretch follows it (0: none yet;
-    see :meth:`Bursts._young_goes_on`).
+    see :meth:`Bursts._young_goes_on`). ``run_starts`` is the most calls
+    that began in one of the run's windows, where the caller counts them
+    (0: none seen, and the run's late calls are not told apart).
 
     ``span`` is the most windows a learnt burst lasted, its tail included:
     the windows after it that stayed raised above the level, as the calls
@@ -616,6 +618,7 @@ class BurstState:
         "run_last",
         "run_learnable",
         "run_peak",
+        "run_starts",
         "run_windows",
         "run_young",
         "span",
@@ -638,6 +641,7 @@ class BurstState:
         self.run_learnable = False
         self.run_young = False
         self.run_calm = 0.0
+        self.run_starts = 0.0
 
     def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
         # Pickled slots arrive as (None, {slot: value}). A state pickled
@@ -838,12 +842,19 @@ class Bursts:
         held: bool = False,
         cost: float = 0.0,
         raised: bool = False,
+        starts: float | None = None,
+        late: bool = False,
     ) -> None:
         """Take the window from ``start``, ``excess`` above what ``baseline``
         expected of it and costing ``cost``: ``excursion`` when the caller
         finds it far above, ``learnable`` unless the caller rules out the
         excursion it belongs to, ``held`` while an alert of the context is
-        open, ``raised`` when it is still clearly above the level (a tail).
+        open, ``raised`` when it is still clearly above the level (a tail),
+        ``starts`` the calls that began in it if the caller counts them, and
+        ``late`` when the caller finds that the calls ending in it began
+        before it: then, once the run has shown that starts are counted, the
+        window goes on with the run (its excess may raise the run's highest)
+        without counting as one more of its windows.
         Until the baseline has learnt :data:`BURST_MIN_WINDOWS` windows what
         it expects is not its level yet, and an excursion then is learnt
         only when silence follows it.
@@ -859,6 +870,16 @@ class Bursts:
                 return
         if state is not None and state.run_windows > 0:
             gap = self._gap(state.run_last, start)
+            if late and not gap and state.run_starts > 0.0:
+                # Its calls that end late: as high as they go, but no more
+                # windows of it than its calls began in.
+                state.run_last = start
+                state.run_cost += cost
+                if excess > state.run_peak:
+                    state.run_peak = excess
+                return
+            if starts is not None and starts > state.run_starts:
+                state.run_starts = starts
             calm = not excursion and excess <= BURST_CALM * state.run_peak
             if not gap and not learnable:
                 state.run_learnable = False
@@ -892,6 +913,7 @@ class Bursts:
             state.run_windows = 1
             state.run_learnable = learnable
             state.run_young = baseline.n < BURST_MIN_WINDOWS
+            state.run_starts = 0.0 if starts is None else starts
             state.tail_last = 0.0
 
     def _gap(self, last: float, start: float) -> bool:

@@ -1093,11 +1093,12 @@ class Engine:
         warm = baseline.is_warm
         if warm and (acc is not None or state.anomaly is not None):
             self._model_window(part, state, start, acc, under_alert)
+        starts = None if acc is None else acc[_STARTS]
         if under_alert or rate >= state.warn_rate:
-            self._judge_window(state, rate, cost, count, end, start)
+            self._judge_window(state, rate, cost, count, end, start, starts)
             under_alert = state.spike is not None and state.spike.open
         elif rate >= state.burst_rate:
-            self._track_burst(state, rate, cost, count, start)
+            self._track_burst(state, rate, cost, count, start, starts)
         self._scores = None
         if self._rise is not None:
             try:
@@ -1548,9 +1549,20 @@ class Engine:
         return high if high > low else low
 
     def _track_burst(
-        self, state: _Context, rate: float, cost: float, count: float, at: float
+        self,
+        state: _Context,
+        rate: float,
+        cost: float,
+        count: float,
+        at: float,
+        starts: float | None = None,
     ) -> None:
         """Show the window from ``at`` to what learns the bursts of ``state``.
+
+        ``starts``: the calls that began in the window (None: not known). A
+        window whose ending calls make a burst's count while those that
+        began in it do not holds calls that began earlier, in the burst
+        before it: it is that burst's tail, not more of it.
 
         Against the context's own level, warm or not, so that bursts seen
         while it was judged against its peers (or not at all) are known once
@@ -1568,6 +1580,10 @@ class Engine:
         if rate < bar and baseline.bursts is not None:
             bar = self._held_bar(state, at, bar)
         excursion = rate >= bar and self._burst_significant(state, cost, count)
+        late = False
+        if starts is not None:
+            least = self._burst_count(state)
+            late = count >= least > starts
         spike = state.spike
         held = spike is not None and spike.open
         # Limitation: an attack throttled within the burst length is learnt as a burst.
@@ -1585,7 +1601,9 @@ class Engine:
         excess = rate - level[0]
         # Raised as the fixed horizon of the rise path would find a level.
         raised = excess > 0.0 and rate >= self._raised_ratio * level[0]
-        bursts.observe(baseline, at, excess, excursion, learnable, held, cost, raised)
+        bursts.observe(
+            baseline, at, excess, excursion, learnable, held, cost, raised, starts, late
+        )
 
     def _held_bar(self, state: _Context, at: float, bar: float) -> float:
         """The rate from which a window of ``state``, which knows bursts, is
@@ -1615,14 +1633,19 @@ class Engine:
         and so does the count until its baseline is warm (a young one's
         usual count is no measure of chance yet).
         """
+        # Limitation: a rare function's chance windows of 2-3 calls count as bursts.
+        if count >= self._burst_count(state):
+            return True
+        return self._significant(state, cost, count)
+
+    def _burst_count(self, state: _Context) -> float:
+        """The calls in a window that are more than chance for ``state``, as
+        a burst to learn (see :meth:`_burst_significant`)."""
         cfg = self.config
         counts = state.counts
         usual = counts.mean
         least = cfg.burst_min_count if counts.is_warm else cfg.spike_min_count
-        # Limitation: a rare function's chance windows of 2-3 calls count as bursts.
-        if count >= usual + max(least, cfg.spike_count_z * math.sqrt(usual)):
-            return True
-        return self._significant(state, cost, count)
+        return usual + max(least, cfg.spike_count_z * math.sqrt(usual))
 
     def _count_threshold(self, state: _Context) -> float:
         """Invocations in a window that are more than chance."""
@@ -1799,11 +1822,12 @@ class Engine:
         count: float,
         end: float,
         start: float | None = None,
+        starts: float | None = None,
     ) -> None:
         at = end - self._window if start is None else start
         # First what the window shows of the context's bursts: a burst that
         # it ends is known when the window itself is judged.
-        self._track_burst(state, rate, cost, count, at)
+        self._track_burst(state, rate, cost, count, at, starts)
         reference = self._reference(state, at)
         if reference is None:
             return

@@ -6,6 +6,7 @@ waves, and what a replay makes of a recording's end."""
 from __future__ import annotations
 
 import pickle
+import random
 
 import pytest
 
@@ -130,6 +131,47 @@ def test_bursts_without_a_tail_keep_the_fixed_length() -> None:
 def test_the_bound_may_not_be_below_the_fixed_length() -> None:
     with pytest.raises(ValueError, match="longest_windows"):
         Bursts(max_windows=4, half_life_s=3600.0, window_s=10.0, longest_windows=3)
+
+
+# Calls that end late, told apart by their starts
+
+
+def _slow_bursts(with_starts: bool) -> list[Event]:
+    """One call a second of 0.5 s, and two bursts 600 s apart of 6 calls a
+    second for 20 s whose calls run 5 to 35 s: two windows of starts, and
+    their reports over six; with each call's START when ``with_starts``."""
+    rng = random.Random(3)
+    began = [(T0 + i + 0.5, 500.0, f"base-{i}") for i in range(3000)]
+    for at in (1500.0, 2100.0):
+        began += [
+            (T0 + at + (i + 0.5) / 6.0, rng.uniform(5000.0, 35000.0), f"b{at}-{i}")
+            for i in range(120)
+        ]
+    out: list[Event] = []
+    for start, ms, rid in began:
+        out.append(Invocation(CTX, start + ms / 1000.0, rid, ms, ms, 128))
+        if with_starts:
+            out.append(InvocationStart(CTX, start, rid))
+    return by_time(out)
+
+
+def cost_alerts(events: list[Event]) -> list[float]:
+    """When the cost alerts opened, in seconds from T0."""
+    engine = make_engine(price, online_model=False)
+    return [t.at - T0 for t in opened(feed(engine, events), COST_SPIKE)]
+
+
+def test_a_burst_s_calls_that_end_late_are_learnt_with_it_from_its_starts() -> None:
+    # Its reports fill more windows than a burst may have, but only two
+    # windows of calls began: the rest end late. The first burst is learnt
+    # with them, and the second like it raises nothing.
+    found = cost_alerts(_slow_bursts(with_starts=True))
+    assert len(found) == 1 and 1500.0 < found[0] < 1540.0
+
+
+def test_without_starts_the_same_bursts_are_too_long_to_learn() -> None:
+    found = cost_alerts(_slow_bursts(with_starts=False))
+    assert len(found) == 2 and 2100.0 < found[1] < 2140.0
 
 
 # The spike path holds a like surge for that length
