@@ -903,6 +903,7 @@ class Bursts:
                 self._tail(state, start, raised and not excursion and not gap)
                 if state.tail_open:
                     return
+        # Limitation: a window of late calls after an excursion has ended may start one.
         if excursion:
             if state is None:
                 state = baseline._bursts = BurstState()
@@ -946,6 +947,7 @@ class Bursts:
         learnt); a busy one after a shorter quiet stretch makes it no burst.
         """
         window = self.window_s
+        # Limitation: two quiet windows after a new function's first learn its level.
         busy_end = state.run_calm if state.run_calm > 0.0 else state.run_last + window
         busy = busy_end - state.run_first
         quiet = start - busy_end
@@ -972,6 +974,7 @@ class Bursts:
             return not calm
         return True
 
+    # Limitation: the burst length never shrinks; slower calls once make it long.
     def _tail(self, state: BurstState, start: float, raised: bool) -> None:
         """Go on with the open tail of the latest burst at the window from
         ``start``, or end it there and learn its length."""

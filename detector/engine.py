@@ -113,8 +113,8 @@ ANOMALY = "anomaly"
 # stage those it has not sent on; an older one restores with none.
 # 10: a burst state keeps the context's burst length, the latest burst's tail
 # and whether a burst was known before it; an older one restores with none.
-# 11: a burst state keeps the first calm window after a young excursion; an
-# older one restores with none, as if its late calls had not begun.
+# 11: a burst state keeps where a young excursion's quiet began and the most
+# calls that began in one of its windows; an older one restores with neither.
 SNAPSHOT_VERSION = 11
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
 READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, 9, 10, SNAPSHOT_VERSION)
@@ -1581,6 +1581,7 @@ class Engine:
             bar = self._held_bar(state, at, bar)
         excursion = rate >= bar and self._burst_significant(state, cost, count)
         late = False
+        # Limitation: without START records no window is told to hold late calls.
         if starts is not None:
             least = self._burst_count(state)
             late = count >= least > starts
