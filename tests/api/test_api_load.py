@@ -71,5 +71,8 @@ def test_a_short_run_answers_every_request(tmp_path: Path, workers: int) -> None
     for passed in (run.baseline, run.listing):
         assert passed.requests == 20
         assert passed.errors == 0
-        assert passed.server_cpu_ms > 0
+        assert passed.server_cpu_ms >= 0
+    # The server's CPU is read in clock ticks (10 ms): twenty light requests
+    # of one route may take less than one, but both routes' together do not.
+    assert run.baseline.server_cpu_ms + run.listing.server_cpu_ms > 0
     assert run.listing.route == ALERTS_PATH
