@@ -49,6 +49,7 @@ from detector.rules import (
     BILLED_MS,
     FAILED,
     FAILED_COST,
+    POOL_SLOTS,
     TIMEOUTS,
     WINDOW_SLOTS,
     AccountShares,
@@ -115,9 +116,11 @@ ANOMALY = "anomaly"
 # and whether a burst was known before it; an older one restores with none.
 # 11: a burst state keeps where a young excursion's quiet began and the most
 # calls that began in one of its windows; an older one restores with neither.
-SNAPSHOT_VERSION = 11
+# 12: the rules' pool keeps the longest call of its windows; an older one
+# restores with none, judged with no call left out.
+SNAPSHOT_VERSION = 12
 #: Versions restore reads; an older one is brought to today's fields (_upgrade).
-READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, 9, 10, SNAPSHOT_VERSION)
+READABLE_SNAPSHOTS = (4, 5, 6, 7, 8, 9, 10, 11, SNAPSHOT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +137,9 @@ class DetectorConfig:
     A spike must also be more than chance in the number of invocations:
     at least ``spike_min_count`` and ``spike_count_z`` Poisson deviations
     above the usual count of a window, unless each invocation itself costs
-    ``spike_ratio`` times its usual cost (durations inflating). Without it,
-    one run of a rare, costly timer would look like a spike.
+    ``spike_ratio`` times its usual cost (durations inflating; a window that
+    is mostly one call is judged on the others). Without it, one run of a
+    rare, costly timer would look like a spike.
 
     A cost alert is critical on the critical rate (a strong margin) or when
     an independent source (traces, billing) agrees on it; ``sources`` holds
@@ -497,12 +501,18 @@ class _Excursion(NamedTuple):
 
 # Accumulator slots of an open window (the hot path spells them 0 and 1),
 # then the window-close rules' slots, then the calls started in the window,
-# then what only the models read: cold starts, the longest billed call (ms)
-# and the billed MB-milliseconds (GB-seconds times 1,024,000).
+# then cold starts, the longest billed call (ms) and the billed
+# MB-milliseconds (GB-seconds times 1,024,000).
 _COST, _COUNT = range(2)
 _STARTS = WINDOW_SLOTS
 _COLD, _PEAK_MS, _MB_MS = range(WINDOW_SLOTS + 1, WINDOW_SLOTS + 4)
 _ACC_SLOTS = WINDOW_SLOTS + 4
+
+
+def _longest_share(acc: list[float]) -> float:
+    """The share of an open window's billed time its longest call took."""
+    billed = acc[BILLED_MS]
+    return acc[_PEAK_MS] / billed if billed > 0.0 else 0.0
 
 
 def _looping_in_logs(state: _Context) -> bool:
@@ -573,6 +583,10 @@ def _upgrade(part: _Partition) -> _Partition:
         for acc in state.windows.values():
             if len(acc) < _ACC_SLOTS:
                 acc.extend([0.0] * (_ACC_SLOTS - len(acc)))
+        pool = None if state.rules is None else state.rules.pool
+        if pool is not None and len(pool) < POOL_SLOTS:
+            # A pool from before it kept its longest call: none is left out.
+            pool.extend([0.0] * (POOL_SLOTS - len(pool)))
     return part
 
 
@@ -1067,10 +1081,11 @@ class Engine:
             # Only starts: no call ended in it, so it closes as an empty one.
             acc = None
         if acc is None:
-            cost = count = 0.0
+            cost = count = longest = 0.0
         else:
             cost = acc[_COST]
             count = acc[_COUNT]
+            longest = _longest_share(acc)
         rate = cost * self._per_hour
         baseline = state.baseline
         spike = state.spike
@@ -1095,7 +1110,7 @@ class Engine:
             self._model_window(part, state, start, acc, under_alert)
         starts = None if acc is None else acc[_STARTS]
         if under_alert or rate >= state.warn_rate:
-            self._judge_window(state, rate, cost, count, end, start, starts)
+            self._judge_window(state, rate, cost, count, end, start, starts, longest)
             under_alert = state.spike is not None and state.spike.open
         elif rate >= state.burst_rate:
             self._track_burst(state, rate, cost, count, start, starts)
@@ -1143,6 +1158,7 @@ class Engine:
             self._transitions,
             part.number,
             part.accounts,
+            0.0 if acc is None else acc[_PEAK_MS],
         )
         if keep and not under_alert:
             self._schedule(part, state, end)
@@ -1654,14 +1670,29 @@ class Engine:
         cfg = self.config
         return usual + max(cfg.spike_min_count, cfg.spike_count_z * math.sqrt(usual))
 
-    def _significant(self, state: _Context, cost: float, count: float) -> bool:
+    def _significant(
+        self, state: _Context, cost: float, count: float, longest: float = 0.0
+    ) -> bool:
+        """Whether a window's calls are more than chance: more of them than
+        usual, or dearer calls than usual.
+
+        ``longest`` is the share of the window's billed time that its
+        longest call took, when known. A window that is mostly that call is
+        judged on the others, priced at their share of the billed time:
+        durations are log-normal, and one call from the far tail can cost
+        as much as a window of the usual traffic, while an attack's calls
+        are dearer all through.
+        """
         if count >= self._count_threshold(state):
             return True
         usual_count = state.counts.mean
         if count < self.config.spike_min_count or usual_count <= 0:
             return False
         usual_each = state.baseline.mean * self.config.window_s / 3600 / usual_count
-        return cost / count >= self.config.spike_ratio * usual_each
+        each = cost / count
+        if longest > 0.5:
+            each = cost * (1.0 - longest) / (count - 1)
+        return each >= self.config.spike_ratio * usual_each
 
     def _early_fire(
         self, state: _Context, acc: list[float], start: float, calls: int
@@ -1824,7 +1855,10 @@ class Engine:
         end: float,
         start: float | None = None,
         starts: float | None = None,
+        longest: float = 0.0,
     ) -> None:
+        """Judge a closed window's cost rate; ``longest`` is its longest
+        call's share of its billed time (see :meth:`_significant`)."""
         at = end - self._window if start is None else start
         # First what the window shows of the context's bursts: a burst that
         # it ends is known when the window itself is judged.
@@ -1836,7 +1870,7 @@ class Engine:
         warn, crit = self._thresholds(reference, envelope)
         base = reference[0]
         # Limitation: an attack like learnt bursts goes unflagged for the burst length.
-        if rate >= warn and self._significant(state, cost, count):
+        if rate >= warn and self._significant(state, cost, count, longest):
             agreeing = self._fusion.agreeing(state, end, LOGS)
             severity = fused_severity(rate >= crit, agreeing)
             opening = state.spike is None or not state.spike.open
@@ -2321,7 +2355,9 @@ class Engine:
     ) -> None:
         """Score a warm context's window with the models; let them learn it."""
         cfg = self.config
-        cost, count = (acc[_COST], acc[_COUNT]) if acc is not None else (0.0, 0.0)
+        cost, count, longest = (0.0, 0.0, 0.0)
+        if acc is not None:
+            cost, count, longest = acc[_COST], acc[_COUNT], _longest_share(acc)
         offline = self.offline_model
         baseline = state.baseline
         if not baseline.is_warm or (
@@ -2343,7 +2379,7 @@ class Engine:
             # A burst like those the context has shown is not notable either.
             # Limitation: the cold-start rule of bursts does not reach the model.
             and rate - mean > cfg.burst_margin * self._envelope(state, start)
-            and self._significant(state, cost, count)
+            and self._significant(state, cost, count, longest)
         )
         learn = False
         if model is not None and not under_alert and count > 0:

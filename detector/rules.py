@@ -293,9 +293,11 @@ class AccountSpend(_Spend):
 AccountShares = dict[tuple[str, str], AccountShare]
 
 
-# The pool of quiet windows: the window slots, then the windows it spans.
+# The pool of quiet windows: the window slots, then the windows it spans
+# and the longest call (billed ms) of its windows.
 _SPAN = WINDOW_SLOTS
-_POOL_SLOTS = WINDOW_SLOTS + 1
+_LONGEST = WINDOW_SLOTS + 1
+POOL_SLOTS = WINDOW_SLOTS + 2
 #: Event time between two judgements of a context's slow ramp.
 _RAMP_EVERY_S = 60.0
 #: Complete buckets an account's recent rate is averaged over.
@@ -401,16 +403,18 @@ class Rules:
         out: list[Transition],
         partition: int,
         shares: AccountShares,
+        longest_ms: float = 0.0,
     ) -> bool:
         """Judge one closed window; True while an alert of ``s`` is open.
 
         The window's cost goes to its account's share in ``shares``, the
-        account shares of ``partition``.
+        account shares of ``partition``; ``longest_ms`` is the billed time of
+        its longest call.
         """
         window_cost = 0.0
         pool = s.pool
         if pool is None:
-            pool = s.pool = [0.0] * _POOL_SLOTS
+            pool = s.pool = [0.0] * POOL_SLOTS
         if acc is not None:
             window_cost = acc[0]
             pool[0] += window_cost
@@ -419,6 +423,8 @@ class Rules:
             pool[FAILED] += acc[FAILED]
             pool[FAILED_COST] += acc[FAILED_COST]
             pool[TIMEOUTS] += acc[TIMEOUTS]
+            if longest_ms > pool[_LONGEST]:
+                pool[_LONGEST] = longest_ms
         last = s.last_end
         idle = 0
         if last > -math.inf:
@@ -452,7 +458,7 @@ class Rules:
             or pool[FAILED] >= cfg.error_min_count
         ):
             return False
-        cost, count, billed, failed, failed_cost, timeouts, span = pool
+        cost, count, billed, failed, failed_cost, timeouts, span, longest = pool
         # Made again by the next window: an idle context holds no pool.
         s.pool = None
         span_s = span * self._window
@@ -472,7 +478,7 @@ class Rules:
         # Below duration_min_count calls a minute, only the per-call test judges.
         if count >= cfg.duration_min_count or inflated:
             self._judge_duration(
-                s, context, cost, count, billed, timeouts, per_hour, end, out
+                s, context, cost, count, billed, longest, timeouts, per_hour, end, out
             )
         if failed >= cfg.error_min_count or storming:
             self._judge_errors(
@@ -798,11 +804,21 @@ class Rules:
         cost: float,
         count: float,
         billed: float,
+        longest: float,
         timeouts: float,
         per_hour: float,
         end: float,
         out: list[Transition],
     ) -> None:
+        """Judge an observation's mean billed time per call, without its
+        longest call (``longest`` ms).
+
+        Durations are log-normal, and the mean of a few dozen calls of a
+        widely spread function is mostly its longest one: a single call
+        fifty times the median doubles it. Inflation slows every call, so
+        leaving the longest out costs a real one little and takes away what
+        one call of the tail does.
+        """
         cfg = self.config
         alert = s.inflation
         # The sequential test holds an alert while its statistic stays high
@@ -816,12 +832,15 @@ class Rules:
             return
         # Limitation: a window just after a burst holds its late long calls (judged).
         mean = billed / count
-        ratio = mean / s.dur
+        judged = mean
+        if 0.0 < longest <= billed and count > 1.0:
+            judged = (billed - longest) / (count - 1.0)
+        ratio = judged / s.dur
         # The spread of window means was learnt at the usual count; a window
         # of n invocations has a mean whose chance spread scales as 1/sqrt(n).
         spread = MAD_TO_STD * s.dur_dev * math.sqrt(s.count / count)
         spread = max(spread, _MIN_SPREAD * s.dur)
-        z = (mean - s.dur) / spread
+        z = (judged - s.dur) / spread
         expected = s.timeouts * count
         timed_out = timeouts >= cfg.timeout_min_count and timeouts >= (
             expected + cfg.duration_z * math.sqrt(max(expected, 1.0))
@@ -838,6 +857,9 @@ class Rules:
             return
         evidence = self._duration_evidence(s, mean)
         evidence.update(
+            without_longest=round(judged, 3),
+            ratio_without_longest=round(ratio, 3),
+            longest_billed_ms=longest,
             z=round(z, 2),
             threshold_ratio=need,
             invocations=int(count),

@@ -257,7 +257,7 @@ def test_a_version_9_checkpoint_restores_without_a_length() -> None:
     first = engine()
     head = feed(first, events[:split], flush=False)
     version, part = pickle.loads(first.snapshot(0))
-    assert version == SNAPSHOT_VERSION == 11
+    assert version == SNAPSHOT_VERSION == 12
     known = part.contexts[CTX].baseline.bursts
     assert known is not None and known.span == LENGTH
     # What a version 9 checkpoint lacks.
