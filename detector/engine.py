@@ -1081,11 +1081,10 @@ class Engine:
             # Only starts: no call ended in it, so it closes as an empty one.
             acc = None
         if acc is None:
-            cost = count = longest = 0.0
+            cost = count = 0.0
         else:
             cost = acc[_COST]
             count = acc[_COUNT]
-            longest = _longest_share(acc)
         rate = cost * self._per_hour
         baseline = state.baseline
         spike = state.spike
@@ -1110,6 +1109,7 @@ class Engine:
             self._model_window(part, state, start, acc, under_alert)
         starts = None if acc is None else acc[_STARTS]
         if under_alert or rate >= state.warn_rate:
+            longest = 0.0 if acc is None else _longest_share(acc)
             self._judge_window(state, rate, cost, count, end, start, starts, longest)
             under_alert = state.spike is not None and state.spike.open
         elif rate >= state.burst_rate:

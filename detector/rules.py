@@ -578,6 +578,7 @@ class Rules:
                 # Limitation: a lasting benign slowdown keeps its warning open.
                 frozen = alert is not None and alert.open
                 sigma = -1.0
+                # Limitation: judged as reported; after a lull the long calls come last.
                 if calls >= self._seq_warm and judged:
                     # The duration test, inline: it runs on most calls.
                     sd = _sqrt(var)
