@@ -1595,6 +1595,7 @@ class Engine:
         bar = self._excursion_rate(level)
         if rate < bar and baseline.bursts is not None:
             bar = self._held_bar(state, at, bar)
+        # Limitation: learnt from reported cost: a slow function's starts alert first.
         excursion = rate >= bar and self._burst_significant(state, cost, count)
         late = False
         # Limitation: without START records no window is told to hold late calls.
