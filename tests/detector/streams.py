@@ -3,6 +3,7 @@ engine, feed it and pick its alerts."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -22,6 +23,9 @@ from ingest.events import (
 CTX = Context("aws", "111122223333", "us-east-1", "resize", "$LATEST")
 T0 = 1_772_400_000.0  # 2026-03-01T21:20:00Z, a window boundary
 CHEAP = 1e-5
+#: Settings of the window-close rules alone, without the per-call sequential
+#: tests.
+WINDOW_ONLY: dict[str, object] = {"sequential_h": math.inf}
 
 
 def flat_cost(inv: Invocation) -> float:

@@ -3,7 +3,6 @@ without it, while calls that are all slower or dearer still alert."""
 
 from __future__ import annotations
 
-import math
 import pickle
 
 from detector.engine import COST_SPIKE, READABLE_SNAPSHOTS, SNAPSHOT_VERSION
@@ -12,6 +11,7 @@ from ingest.events import Event
 from tests.detector.streams import (
     CTX,
     T0,
+    WINDOW_ONLY,
     duration_cost,
     make_engine,
     opened,
@@ -20,8 +20,6 @@ from tests.detector.streams import (
 )
 
 WARM_S = 1800.0  # a hundred and eighty windows: every baseline is warm
-#: The window-close rules alone, without the per-call sequential tests.
-WINDOW_ONLY: dict[str, object] = {"sequential_h": math.inf}
 
 
 def with_tail(factor: float, others: float = 100.0, every: int = 20) -> list[Event]:

@@ -18,6 +18,7 @@ from ingest.events import Context, Event, Invocation
 from tests.detector.streams import (
     CTX,
     T0,
+    WINDOW_ONLY,
     duration_cost,
     make_engine,
     opened,
@@ -27,8 +28,6 @@ from tests.detector.streams import (
 )
 
 WARM_S = 900.0  # ninety windows: the per-invocation baselines are warm
-#: The window-close rules alone, without the per-call sequential tests.
-WINDOW_ONLY: dict[str, object] = {"sequential_h": math.inf}
 HOUR = 3600.0
 #: A UTC midnight, for streams whose daily projection must be exact.
 MIDNIGHT = T0 - T0 % 86_400 + 86_400
