@@ -2356,9 +2356,7 @@ class Engine:
     ) -> None:
         """Score a warm context's window with the models; let them learn it."""
         cfg = self.config
-        cost, count, longest = (0.0, 0.0, 0.0)
-        if acc is not None:
-            cost, count, longest = acc[_COST], acc[_COUNT], _longest_share(acc)
+        cost, count = (acc[_COST], acc[_COUNT]) if acc is not None else (0.0, 0.0)
         offline = self.offline_model
         baseline = state.baseline
         if not baseline.is_warm or (
@@ -2380,7 +2378,8 @@ class Engine:
             # A burst like those the context has shown is not notable either.
             # Limitation: the cold-start rule of bursts does not reach the model.
             and rate - mean > cfg.burst_margin * self._envelope(state, start)
-            and self._significant(state, cost, count, longest)
+            and acc is not None
+            and self._significant(state, cost, count, _longest_share(acc))
         )
         learn = False
         if model is not None and not under_alert and count > 0:
