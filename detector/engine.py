@@ -130,7 +130,10 @@ class DetectorConfig:
     Rates are in USD per hour. A window's cost rate opens a ``cost_spike``
     alert when it is at least ``spike_ratio`` times the context's baseline,
     at least ``spike_min_excess`` above it, and ``spike_z`` deviations above
-    it; ``critical_ratio`` and ``critical_min_excess`` make it critical. A
+    it; ``critical_ratio`` times, ``critical_min_excess`` above and
+    ``critical_z`` deviations above make it critical (twice the warning's
+    deviations: a context whose windows vary widely, as a rare or bursty
+    function's do, is throttled only far outside its own range). A
     causal chain that re-enters a function ``recursion_hops`` times opens a
     ``recursive_trigger`` alert, critical from ``recursion_critical_hops``.
 
@@ -336,6 +339,7 @@ class DetectorConfig:
     spike_z: float = 6.0
     critical_ratio: float = 10.0
     critical_min_excess: float = 2.0
+    critical_z: float = 12.0
     spike_min_count: float = 5.0
     spike_count_z: float = 4.0
     early_min_elapsed_s: float = 2.0
@@ -1283,6 +1287,9 @@ class Engine:
         if other > crit:
             crit = other
         other = base + cfg.critical_min_excess
+        if other > crit:
+            crit = other
+        other = base + cfg.critical_z * spread
         if other > crit:
             crit = other
         if envelope > 0.0:

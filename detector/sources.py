@@ -690,7 +690,12 @@ def spike_thresholds(base: float, deviation: float, cfg: Any) -> tuple[float, fl
     warn = max(
         cfg.spike_ratio * base, base + cfg.spike_min_excess, base + cfg.spike_z * spread
     )
-    crit = max(warn, cfg.critical_ratio * base, base + cfg.critical_min_excess)
+    crit = max(
+        warn,
+        cfg.critical_ratio * base,
+        base + cfg.critical_min_excess,
+        base + cfg.critical_z * spread,
+    )
     return warn, crit
 
 
