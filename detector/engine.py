@@ -287,7 +287,12 @@ class DetectorConfig:
     more invocations than chance with a floor of ``burst_min_count`` once
     the usual count is learnt, below the spike's, so that a rare function's
     bursts of a few calls are known before one of them is big enough to
-    alert.
+    alert. Where the calls begun in a window are counted (START records or
+    Telemetry API starts) and are a burst's count while those that ended in
+    it are not, the window is judged on its starts, each at the context's
+    usual cost of a call, as the early firing on starts prices them: a slow
+    function's burst is in the windows its calls began in, its REPORTs come
+    a minute or two later, spread thin.
 
     The cold-start rule of bursts: a context that has learnt fewer than
     ``burst_cold_windows`` windows of its own (and at least the few its level
@@ -1081,8 +1086,11 @@ class Engine:
     ) -> None:
         # Limitation: a close costs ~6 parses (baseline, source, rule learning).
         acc = state.windows.pop(start, None)
+        begun = None
         if acc is not None and acc[_COUNT] == 0.0 and acc[_COST] == 0.0:
-            # Only starts: no call ended in it, so it closes as an empty one.
+            # Only starts: no call ended in it, so it closes as an empty one,
+            # save for the bursts, which are told of the calls it began.
+            begun = acc[_STARTS]
             acc = None
         if acc is None:
             cost = count = 0.0
@@ -1111,12 +1119,15 @@ class Engine:
         warm = baseline.is_warm
         if warm and (acc is not None or state.anomaly is not None):
             self._model_window(part, state, start, acc, under_alert)
-        starts = None if acc is None else acc[_STARTS]
+        starts = begun if acc is None else acc[_STARTS]
         if under_alert or rate >= state.warn_rate:
             longest = 0.0 if acc is None else _longest_share(acc)
             self._judge_window(state, rate, cost, count, end, start, starts, longest)
             under_alert = state.spike is not None and state.spike.open
-        elif rate >= state.burst_rate:
+        elif rate >= state.burst_rate or (
+            starts
+            and starts * self._usual_each(state) * self._per_hour >= state.burst_rate
+        ):
             self._track_burst(state, rate, cost, count, start, starts)
         self._scores = None
         if self._rise is not None:
@@ -1585,7 +1596,9 @@ class Engine:
         ``starts``: the calls that began in the window (None: not known). A
         window whose ending calls make a burst's count while those that
         began in it do not holds calls that began earlier, in the burst
-        before it: it is that burst's tail, not more of it.
+        before it: it is that burst's tail, not more of it. One whose starts
+        make a burst's count while its ending calls do not is a burst of
+        calls still running, judged on its starts (see the class notes).
 
         Against the context's own level, warm or not, so that bursts seen
         while it was judged against its peers (or not at all) are known once
@@ -1599,15 +1612,22 @@ class Engine:
         if bursts is None:
             return
         level = self._own_level(state, at)
+        least = self._burst_count(state)
+        if starts is not None and starts >= least > count:
+            # The calls it began are a burst's count, those that ended in it
+            # are not: a slow function's burst, whose reports come windows
+            # later, spread thin. It is the burst's own window, at the usual
+            # cost of its calls (as the early firing on starts prices them).
+            guess = starts * self._usual_each(state) * self._per_hour
+            if guess > rate:
+                rate, count = guess, starts
         bar = self._excursion_rate(level)
         if rate < bar and baseline.bursts is not None:
             bar = self._held_bar(state, at, bar)
-        # Limitation: learnt from reported cost: a slow function's starts alert first.
         excursion = rate >= bar and self._burst_significant(state, cost, count)
         late = False
         # Limitation: without START records no window is told to hold late calls.
         if starts is not None:
-            least = self._burst_count(state)
             late = count >= least > starts
         spike = state.spike
         held = spike is not None and spike.open
