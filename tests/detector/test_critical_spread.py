@@ -34,10 +34,10 @@ def stream(calls: int) -> list[Invocation]:
     return events
 
 
-def spike(calls: int, **overrides: object) -> list[Transition]:
+def spike(calls: int, critical_z: float = 12.0) -> list[Transition]:
     """The transitions of the cost alert on the window of ``calls``."""
     engine = make_engine(
-        flat_cost, online_model=False, burst_cold_windows=0, **overrides
+        flat_cost, online_model=False, burst_cold_windows=0, critical_z=critical_z
     )
     found = [t for t in run(engine, stream(calls)) if t.kind == COST_SPIKE]
     assert found and all(ONSET <= t.at <= ONSET + 60.0 for t in found)
