@@ -578,6 +578,7 @@ class Rise:
         dearer = usual_each > 0 and each >= cfg.rise_ratio * usual_each
         return found if more or dearer else None
 
+    # Limitation: a burst of 3-4 windows at 3-4x the usual count can cross alone.
     def _sequence_fires(self, run: RiseRun) -> RiseFinding | None:
         if not self.sequential or _top(run) < self.threshold:
             return None
