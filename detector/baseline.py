@@ -598,6 +598,8 @@ class BurstState:
     see :meth:`Bursts._young_goes_on`). ``run_starts`` is the most calls
     that began in one of the run's windows, where the caller counts them
     (0: none seen, and the run's late calls are not told apart).
+    ``run_begun`` is whether the run so far is one window judged on the
+    calls that began in it rather than on those that ended.
 
     ``span`` is the most windows a learnt burst lasted, its tail included:
     the windows after it that stayed raised above the level, as the calls
@@ -611,6 +613,7 @@ class BurstState:
     __slots__ = (
         "at",
         "level",
+        "run_begun",
         "run_calm",
         "run_cost",
         "run_first",
@@ -642,6 +645,7 @@ class BurstState:
         self.run_young = False
         self.run_calm = 0.0
         self.run_starts = 0.0
+        self.run_begun = False
 
     def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
         # Pickled slots arrive as (None, {slot: value}). A state pickled
@@ -844,6 +848,7 @@ class Bursts:
         raised: bool = False,
         starts: float | None = None,
         late: bool = False,
+        begun: bool = False,
     ) -> None:
         """Take the window from ``start``, ``excess`` above what ``baseline``
         expected of it and costing ``cost``: ``excursion`` when the caller
@@ -854,7 +859,11 @@ class Bursts:
         ``late`` when the caller finds that the calls ending in it began
         before it: then, once the run has shown that starts are counted, the
         window goes on with the run (its excess may raise the run's highest)
-        without counting as one more of its windows.
+        without counting as one more of its windows. ``begun`` when the
+        caller judged the window on the calls that began in it, its ending
+        calls being few: a run that such a window begins holds the same
+        calls in the window after it, as they end, and that window does not
+        count as one more of its windows either.
         Until the baseline has learnt :data:`BURST_MIN_WINDOWS` windows what
         it expects is not its level yet, and an excursion then is learnt
         only when silence follows it.
@@ -870,6 +879,9 @@ class Bursts:
                 return
         if state is not None and state.run_windows > 0:
             gap = self._gap(state.run_last, start)
+            # The calls its first window began, ending: the same burst.
+            ending = state.run_begun and not begun and state.run_windows == 1
+            state.run_begun = False
             if late and not gap and state.run_starts > 0.0:
                 # Its calls that end late: as high as they go, but no more
                 # windows of it than its calls began in.
@@ -890,7 +902,8 @@ class Bursts:
                 state.run_last = start
                 state.run_cost += cost
                 if not calm:
-                    state.run_windows += 1
+                    if not ending:
+                        state.run_windows += 1
                     if excess > state.run_peak:
                         state.run_peak = excess
                     if state.run_windows > self.hold_windows(baseline):
@@ -915,6 +928,7 @@ class Bursts:
             state.run_learnable = learnable
             state.run_young = baseline.n < BURST_MIN_WINDOWS
             state.run_starts = 0.0 if starts is None else starts
+            state.run_begun = begun
             state.tail_last = 0.0
 
     def _gap(self, last: float, start: float) -> bool:

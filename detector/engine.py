@@ -1613,6 +1613,7 @@ class Engine:
             return
         level = self._own_level(state, at)
         least = self._burst_count(state)
+        begun = False
         if starts is not None and starts >= least > count:
             # The calls it began are a burst's count, those that ended in it
             # are not: a slow function's burst, whose reports come windows
@@ -1620,7 +1621,7 @@ class Engine:
             # cost of its calls (as the early firing on starts prices them).
             guess = starts * self._usual_each(state) * self._per_hour
             if guess > rate:
-                rate, count = guess, starts
+                rate, count, begun = guess, starts, True
         bar = self._excursion_rate(level)
         if rate < bar and baseline.bursts is not None:
             bar = self._held_bar(state, at, bar)
@@ -1647,7 +1648,17 @@ class Engine:
         # Raised as the fixed horizon of the rise path would find a level.
         raised = excess > 0.0 and rate >= self._raised_ratio * level[0]
         bursts.observe(
-            baseline, at, excess, excursion, learnable, held, cost, raised, starts, late
+            baseline,
+            at,
+            excess,
+            excursion,
+            learnable,
+            held,
+            cost,
+            raised,
+            starts,
+            late,
+            begun,
         )
 
     def _held_bar(self, state: _Context, at: float, bar: float) -> float:

@@ -109,3 +109,32 @@ def test_long_calls_begun_for_longer_than_a_burst_fire_once_past_its_length() ->
     assert found and found[0].kind == COST_SPIKE
     assert found[0].evidence["early_on"]["on"] == "starts, elapsed rate"
     assert T0 + LAST_AT + 40.0 < found[0].at < T0 + LAST_AT + 60.0
+
+
+# A burst that begins late in a window
+
+
+def late_begun(with_starts: bool = True) -> list[Event]:
+    """One call a second of 3 to 6 s, and four bursts of 200 such calls
+    begun within 40 s from 7 s into a window: its first window holds their
+    first starts and none of their ends, the next four their ends."""
+    rng = random.Random(3)
+    calls = (3000.0, 6000.0)
+    events = begun(T0, 3600, 3600.0, calls, "base", rng, with_starts)
+    for k, at in enumerate((*BURSTS_AT, LAST_AT)):
+        events += begun(T0 + at + 7.0, 200, 40.0, calls, f"b{k}", rng, with_starts)
+    return events
+
+
+def test_a_burst_begun_late_in_a_window_is_no_longer_for_its_first_starts() -> None:
+    # Judged on its starts, the window where the burst began is one of its
+    # windows, and the next holds the same calls as they end: counted once,
+    # the burst is four windows long, as on its reports alone, and learnt.
+    found = alerts(late_begun())
+    assert [(t.kind, t.severity) for t in found] == [(COST_SPIKE, WARNING)]
+    assert T0 + BURSTS_AT[0] < found[0].at < T0 + BURSTS_AT[0] + 20.0
+
+
+def test_without_their_starts_the_same_bursts_are_learnt_on_their_reports() -> None:
+    found = alerts(late_begun(with_starts=False))
+    assert [t.kind for t in found] == [COST_SPIKE]
