@@ -112,6 +112,22 @@ def _engine() -> Any:
     return Engine()
 
 
+def _idle_engine() -> Any:
+    """An engine that takes every event and detects nothing.
+
+    Replayed through it, a file costs what the replay path costs without
+    the detector (reading, chunking, partitions, the drain), so the gap
+    between its CPU per event and a real replay's is the detector's own.
+    """
+    from detector.engine import Engine
+
+    class IdleEngine(Engine):
+        def process_many(self, events: Any, partitions: Any, on_output: Any) -> None:
+            self.events += len(events)
+
+    return IdleEngine()
+
+
 def bench_replay(path: Path, repeat: int) -> dict[str, float]:
     from detector.replay import Replay
     from ingest.parse import read_paths
@@ -122,19 +138,30 @@ def bench_replay(path: Path, repeat: int) -> dict[str, float]:
     def parse() -> Callable[[], int]:
         return lambda: _count(read_paths([path], ignore))
 
-    def replay() -> Callable[[], int]:
-        # The engine (and its pricing tables) is built before the clock
-        # starts: the floor has no such set-up, and it is not per event.
-        engine = _engine()
-        return lambda: Replay(engine).run(read_paths([path], ignore)).events
+    def replay_with(make: Callable[[], Any]) -> Callable[[], Callable[[], int]]:
+        def setup() -> Callable[[], int]:
+            # The engine (and its pricing tables) is built before the clock
+            # starts: the floor has no such set-up, and it is not per event.
+            engine = make()
+            return lambda: Replay(engine).run(read_paths([path], ignore)).events
 
-    rates = _rates({"parse": parse, "replay": replay}, repeat)
+        return setup
+
+    rates = _rates(
+        {
+            "parse": parse,
+            "replay": replay_with(_engine),
+            "idle": replay_with(_idle_engine),
+        },
+        repeat,
+    )
     (parse_rate, n, parse_cpu), (replay_rate, m, replay_cpu) = (
         rates["parse"],
         rates["replay"],
     )
-    if n != m:
-        raise RuntimeError(f"parse saw {n} events, replay {m}")
+    idle_rate, k, idle_cpu = rates["idle"]
+    if not n == m == k:
+        raise RuntimeError(f"parse saw {n} events, replay {m}, idle replay {k}")
     return {
         "events": n,
         "parse_events_per_s": round(parse_rate),
@@ -143,6 +170,15 @@ def bench_replay(path: Path, repeat: int) -> dict[str, float]:
         "parse_cpu_us_per_event": round(parse_cpu * 1e6, 2),
         "replay_cpu_us_per_event": round(replay_cpu * 1e6, 2),
         "cpu_ratio": round(parse_cpu / replay_cpu, 3) if replay_cpu > 0 else 0.0,
+        # The replay path with a detector that does nothing: the most the
+        # ratio can be, and what is left of the target for the detector.
+        "idle_events_per_s": round(idle_rate),
+        "idle_ratio": round(idle_rate / parse_rate, 3),
+        "idle_cpu_us_per_event": round(idle_cpu * 1e6, 2),
+        "detector_cpu_us_per_event": round((replay_cpu - idle_cpu) * 1e6, 2),
+        "detector_budget_cpu_us_per_event": round(
+            (parse_cpu / TARGET_REPLAY_RATIO - idle_cpu) * 1e6, 2
+        ),
     }
 
 
@@ -331,6 +367,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{'  the same, CPU us per event':40} "
             f"{row['replay_cpu_us_per_event']:>12} "
             f"{row['parse_cpu_us_per_event']:>12} {row['cpu_ratio']:>7} -"
+        )
+        print(
+            f"{'  with a detector that does nothing':40} "
+            f"{row['idle_events_per_s']:>12,} "
+            f"{row['parse_events_per_s']:>12,} {row['idle_ratio']:>7} -"
+        )
+        print(
+            f"{'  detector CPU us per event, its budget':40} "
+            f"{row['detector_cpu_us_per_event']:>12} "
+            f"{row['detector_budget_cpu_us_per_event']:>12} {'':>7} -"
         )
     if "daemon_kafka" in results:
         d = results["daemon_kafka"]

@@ -13,14 +13,17 @@ from bench import workload
 from bench.cli import (
     AGED_HOURS,
     TARGET_BYTES_PER_CONTEXT,
+    TARGET_REPLAY_RATIO,
     _aged,
     _feed,
+    _idle_engine,
     _partitions,
     bench_memories,
     bench_memory,
     bench_replay,
 )
 from detector.engine import Engine
+from detector.replay import Replay
 from detector.sources import (
     _LOG_FIRST,
     _LOG_LATEST,
@@ -29,6 +32,13 @@ from detector.sources import (
     SourcesConfig,
 )
 from ingest.formats.recording import write_recording
+from ingest.parse import read_paths
+
+BUNDLED = Path(__file__).resolve().parents[2] / "data" / "recording"
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 def test_replay_and_its_floor_read_the_same_events(tmp_path: Path) -> None:
@@ -44,6 +54,27 @@ def test_replay_and_its_floor_read_the_same_events(tmp_path: Path) -> None:
     assert result["replay_cpu_us_per_event"] > 0
     cpu = result["parse_cpu_us_per_event"] / result["replay_cpu_us_per_event"]
     assert result["cpu_ratio"] == pytest.approx(cpu, abs=0.02)
+    # The replay path without the detector, and what that leaves for it.
+    idle = result["idle_events_per_s"] / result["parse_events_per_s"]
+    assert result["idle_ratio"] == pytest.approx(idle, abs=1e-3)
+    detector = result["replay_cpu_us_per_event"] - result["idle_cpu_us_per_event"]
+    assert result["detector_cpu_us_per_event"] == pytest.approx(detector, abs=0.02)
+    budget = (
+        result["parse_cpu_us_per_event"] / TARGET_REPLAY_RATIO
+        - result["idle_cpu_us_per_event"]
+    )
+    assert result["detector_budget_cpu_us_per_event"] == pytest.approx(budget, abs=0.02)
+
+
+def test_the_idle_engine_takes_every_event_and_detects_nothing() -> None:
+    # The bundled recording raises alerts through the real engine; the idle
+    # one replays all of it and raises none, so its run is the path alone.
+    events = list(read_paths([BUNDLED], _raise))
+    real = Replay(Engine()).run(events)
+    idle = Replay(_idle_engine()).run(events)
+    assert real.transitions and real.events == len(events)
+    assert idle.events == len(events)
+    assert idle.transitions == []
 
 
 def test_memory_counts_every_context() -> None:
