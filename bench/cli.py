@@ -112,23 +112,8 @@ def _engine() -> Any:
     return Engine()
 
 
-def _idle_engine() -> Any:
-    """An engine that takes every event and detects nothing.
-
-    Replayed through it, a file costs what the replay path costs without
-    the detector (reading, chunking, partitions, the drain), so the gap
-    between its CPU per event and a real replay's is the detector's own.
-    """
-    from detector.engine import Engine
-
-    class IdleEngine(Engine):
-        def process_many(self, events: Any, partitions: Any, on_output: Any) -> None:
-            self.events += len(events)
-
-    return IdleEngine()
-
-
 def bench_replay(path: Path, repeat: int) -> dict[str, float]:
+    from bench.idle import IdleEngine
     from detector.replay import Replay
     from ingest.parse import read_paths
 
@@ -151,7 +136,7 @@ def bench_replay(path: Path, repeat: int) -> dict[str, float]:
         {
             "parse": parse,
             "replay": replay_with(_engine),
-            "idle": replay_with(_idle_engine),
+            "idle": replay_with(IdleEngine),
         },
         repeat,
     )
@@ -388,6 +373,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(
             f"{'  the same, CPU us per event':40} {d['daemon_cpu_us_per_event']:>12} "
             f"{d['bare_consumer_cpu_us_per_event']:>12} {d['cpu_ratio']:>7} -"
+        )
+        print(
+            f"{'  with a detector that does nothing':40} "
+            f"{d['idle_daemon_events_per_s']:>12,} "
+            f"{d['bare_consumer_events_per_s']:>12,} {d['idle_ratio']:>7} -"
+        )
+        print(
+            f"{'  detector CPU us per event, its budget':40} "
+            f"{d['detector_cpu_us_per_event']:>12} "
+            f"{d['detector_budget_cpu_us_per_event']:>12} {'':>7} -"
         )
     fresh, aged = mem["fresh"], mem["aged"]
     print(

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from bench.cli import TARGET_DAEMON_RATIO
+from bench.idle import IdleEngine
 from detector.daemon import Daemon
 from detector.engine import Engine
 from detector.gcpolicy import streaming_gc
@@ -114,10 +116,10 @@ class _TimedDaemon(Daemon):
 
 
 def _daemon(
-    bootstrap: str, topics: dict[str, str], count: int
+    bootstrap: str, topics: dict[str, str], count: int, engine: Engine
 ) -> tuple[float, float, int]:
-    """The daemon's rate, its CPU seconds per event, and how many checkpoints
-    it stored while timed."""
+    """The daemon's rate on ``engine``, its CPU seconds per event, and how
+    many checkpoints it stored while timed."""
     settings = Settings(
         kafka_bootstrap=bootstrap,
         group_id=f"bench-daemon-{uuid.uuid4().hex[:8]}",
@@ -129,7 +131,7 @@ def _daemon(
     )
     daemon = _TimedDaemon(
         settings,
-        Engine(),
+        engine,
         MemorySink(),
         parse=parse_message,
         consumer_options=CONSUMER_OPTIONS,
@@ -166,7 +168,7 @@ def bench_daemon(bootstrap: str, events: list[Event], repeat: int) -> dict[str, 
             "evidence": f"{prefix}.evidence.{i}",
             "deadletter": f"{prefix}.dl.{i}",
         }
-        for i in range(2 * repeat)
+        for i in range(3 * repeat)
     ]
     names = {name for run in runs for name in run.values()}
     ensure_topics(bootstrap, names, 3)
@@ -176,18 +178,21 @@ def bench_daemon(bootstrap: str, events: list[Event], repeat: int) -> dict[str, 
     finally:
         producer.close()
     inputs = [topics["invocations"], topics["billing"], topics["traces"]]
-    bare = daemon = 0.0
-    bare_cpu = daemon_cpu = float("inf")
+    bare = daemon = idle = 0.0
+    bare_cpu = daemon_cpu = idle_cpu = float("inf")
     checkpoints = 0
-    # Rounds alternate the two, so that load from elsewhere falls on both.
+    # Rounds alternate the three, so that load from elsewhere falls on all.
     for i in range(repeat):
-        bare_run, daemon_run = runs[2 * i], runs[2 * i + 1]
+        bare_run, daemon_run, idle_run = runs[3 * i : 3 * i + 3]
         rate, cpu = _bare(bootstrap, [*inputs, bare_run["evidence"]], count)
         bare, bare_cpu = max(bare, rate), min(bare_cpu, cpu)
-        rate, cpu, timed = _daemon(bootstrap, daemon_run, count)
+        rate, cpu, timed = _daemon(bootstrap, daemon_run, count, Engine())
         if rate > daemon:
             daemon, checkpoints = rate, timed
         daemon_cpu = min(daemon_cpu, cpu)
+        # The daemon with a detector that does nothing: its path's own cost.
+        rate, cpu, _ = _daemon(bootstrap, idle_run, count, IdleEngine())
+        idle, idle_cpu = max(idle, rate), min(idle_cpu, cpu)
     return {
         "events": count,
         "bare_consumer_events_per_s": round(bare),
@@ -197,4 +202,11 @@ def bench_daemon(bootstrap: str, events: list[Event], repeat: int) -> dict[str, 
         "bare_consumer_cpu_us_per_event": round(bare_cpu * 1e6, 2),
         "daemon_cpu_us_per_event": round(daemon_cpu * 1e6, 2),
         "cpu_ratio": round(bare_cpu / daemon_cpu, 3),
+        "idle_daemon_events_per_s": round(idle),
+        "idle_ratio": round(idle / bare, 3),
+        "idle_daemon_cpu_us_per_event": round(idle_cpu * 1e6, 2),
+        "detector_cpu_us_per_event": round((daemon_cpu - idle_cpu) * 1e6, 2),
+        "detector_budget_cpu_us_per_event": round(
+            (bare_cpu / TARGET_DAEMON_RATIO - idle_cpu) * 1e6, 2
+        ),
     }

@@ -13,15 +13,16 @@ from bench import workload
 from bench.cli import (
     AGED_HOURS,
     TARGET_BYTES_PER_CONTEXT,
+    TARGET_DAEMON_RATIO,
     TARGET_REPLAY_RATIO,
     _aged,
     _feed,
-    _idle_engine,
     _partitions,
     bench_memories,
     bench_memory,
     bench_replay,
 )
+from bench.idle import IdleEngine
 from detector.engine import Engine
 from detector.replay import Replay
 from detector.sources import (
@@ -71,7 +72,7 @@ def test_the_idle_engine_takes_every_event_and_detects_nothing() -> None:
     # one replays all of it and raises none, so its run is the path alone.
     events = list(read_paths([BUNDLED], _raise))
     real = Replay(Engine()).run(events)
-    idle = Replay(_idle_engine()).run(events)
+    idle = Replay(IdleEngine()).run(events)
     assert real.transitions and real.events == len(events)
     assert idle.events == len(events)
     assert idle.transitions == []
@@ -163,6 +164,20 @@ def test_daemon_and_bare_consumer_take_every_published_event(
     assert result["daemon_events_per_s"] > 0
     # The daemon does all the bare consumer does, and parses and detects.
     assert result["daemon_cpu_us_per_event"] > result["bare_consumer_cpu_us_per_event"]
+    # The idle run took every event too (or it raises), and the figures
+    # derived from it are what they say.
+    assert result["idle_daemon_events_per_s"] > 0
+    idle = result["idle_daemon_events_per_s"] / result["bare_consumer_events_per_s"]
+    assert result["idle_ratio"] == pytest.approx(idle, abs=1e-3)
+    detector = (
+        result["daemon_cpu_us_per_event"] - result["idle_daemon_cpu_us_per_event"]
+    )
+    assert result["detector_cpu_us_per_event"] == pytest.approx(detector, abs=0.02)
+    budget = (
+        result["bare_consumer_cpu_us_per_event"] / TARGET_DAEMON_RATIO
+        - result["idle_daemon_cpu_us_per_event"]
+    )
+    assert result["detector_budget_cpu_us_per_event"] == pytest.approx(budget, abs=0.02)
 
 
 def test_the_timed_daemon_counts_the_checkpoints_inside_its_window() -> None:
