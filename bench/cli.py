@@ -27,7 +27,7 @@ from ingest.events import Billing, Context, Event, Invocation, Metric
 
 logger = logging.getLogger(__name__)
 
-# Limitation: replay (.dgr ratio 0.1-0.2) and the daemon (0.3-0.5) miss these.
+# Limitation: replay (.dgr 0.1-0.2) and the daemon (0.25-0.4, idle 0.4-0.7) miss these.
 TARGET_REPLAY_RATIO = 0.5
 TARGET_DAEMON_RATIO = 0.7
 TARGET_BYTES_PER_CONTEXT = 4096
