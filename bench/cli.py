@@ -113,7 +113,7 @@ def _engine() -> Any:
 
 
 def bench_replay(path: Path, repeat: int) -> dict[str, float]:
-    from bench.idle import IdleEngine
+    from bench.idle import IdleEngine, idle_figures
     from detector.replay import Replay
     from ingest.parse import read_paths
 
@@ -157,12 +157,11 @@ def bench_replay(path: Path, repeat: int) -> dict[str, float]:
         "cpu_ratio": round(parse_cpu / replay_cpu, 3) if replay_cpu > 0 else 0.0,
         # The replay path with a detector that does nothing: the most the
         # ratio can be, and what is left of the target for the detector.
-        "idle_events_per_s": round(idle_rate),
-        "idle_ratio": round(idle_rate / parse_rate, 3),
-        "idle_cpu_us_per_event": round(idle_cpu * 1e6, 2),
-        "detector_cpu_us_per_event": round((replay_cpu - idle_cpu) * 1e6, 2),
-        "detector_budget_cpu_us_per_event": round(
-            (parse_cpu / TARGET_REPLAY_RATIO - idle_cpu) * 1e6, 2
+        **idle_figures(
+            TARGET_REPLAY_RATIO,
+            (parse_rate, parse_cpu),
+            replay_cpu,
+            (idle_rate, idle_cpu),
         ),
     }
 
@@ -376,7 +375,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         print(
             f"{'  with a detector that does nothing':40} "
-            f"{d['idle_daemon_events_per_s']:>12,} "
+            f"{d['idle_events_per_s']:>12,} "
             f"{d['bare_consumer_events_per_s']:>12,} {d['idle_ratio']:>7} -"
         )
         print(

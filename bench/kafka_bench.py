@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.cli import TARGET_DAEMON_RATIO
-from bench.idle import IdleEngine
+from bench.idle import IdleEngine, idle_figures
 from detector.daemon import Daemon
 from detector.engine import Engine
 from detector.gcpolicy import streaming_gc
@@ -202,11 +202,7 @@ def bench_daemon(bootstrap: str, events: list[Event], repeat: int) -> dict[str, 
         "bare_consumer_cpu_us_per_event": round(bare_cpu * 1e6, 2),
         "daemon_cpu_us_per_event": round(daemon_cpu * 1e6, 2),
         "cpu_ratio": round(bare_cpu / daemon_cpu, 3),
-        "idle_daemon_events_per_s": round(idle),
-        "idle_ratio": round(idle / bare, 3),
-        "idle_daemon_cpu_us_per_event": round(idle_cpu * 1e6, 2),
-        "detector_cpu_us_per_event": round((daemon_cpu - idle_cpu) * 1e6, 2),
-        "detector_budget_cpu_us_per_event": round(
-            (bare_cpu / TARGET_DAEMON_RATIO - idle_cpu) * 1e6, 2
+        **idle_figures(
+            TARGET_DAEMON_RATIO, (bare, bare_cpu), daemon_cpu, (idle, idle_cpu)
         ),
     }

@@ -56,14 +56,20 @@ def test_replay_and_its_floor_read_the_same_events(tmp_path: Path) -> None:
     cpu = result["parse_cpu_us_per_event"] / result["replay_cpu_us_per_event"]
     assert result["cpu_ratio"] == pytest.approx(cpu, abs=0.02)
     # The replay path without the detector, and what that leaves for it.
-    idle = result["idle_events_per_s"] / result["parse_events_per_s"]
+    _check_idle(result, "parse", "replay", TARGET_REPLAY_RATIO)
+
+
+def _check_idle(
+    result: dict[str, float], baseline: str, measured: str, target: float
+) -> None:
+    """The idle run's figures are what they say, against ``baseline``."""
+    assert result["idle_events_per_s"] > 0
+    idle = result["idle_events_per_s"] / result[f"{baseline}_events_per_s"]
     assert result["idle_ratio"] == pytest.approx(idle, abs=1e-3)
-    detector = result["replay_cpu_us_per_event"] - result["idle_cpu_us_per_event"]
+    idle_cpu = result["idle_cpu_us_per_event"]
+    detector = result[f"{measured}_cpu_us_per_event"] - idle_cpu
     assert result["detector_cpu_us_per_event"] == pytest.approx(detector, abs=0.02)
-    budget = (
-        result["parse_cpu_us_per_event"] / TARGET_REPLAY_RATIO
-        - result["idle_cpu_us_per_event"]
-    )
+    budget = result[f"{baseline}_cpu_us_per_event"] / target - idle_cpu
     assert result["detector_budget_cpu_us_per_event"] == pytest.approx(budget, abs=0.02)
 
 
@@ -166,18 +172,7 @@ def test_daemon_and_bare_consumer_take_every_published_event(
     assert result["daemon_cpu_us_per_event"] > result["bare_consumer_cpu_us_per_event"]
     # The idle run took every event too (or it raises), and the figures
     # derived from it are what they say.
-    assert result["idle_daemon_events_per_s"] > 0
-    idle = result["idle_daemon_events_per_s"] / result["bare_consumer_events_per_s"]
-    assert result["idle_ratio"] == pytest.approx(idle, abs=1e-3)
-    detector = (
-        result["daemon_cpu_us_per_event"] - result["idle_daemon_cpu_us_per_event"]
-    )
-    assert result["detector_cpu_us_per_event"] == pytest.approx(detector, abs=0.02)
-    budget = (
-        result["bare_consumer_cpu_us_per_event"] / TARGET_DAEMON_RATIO
-        - result["idle_daemon_cpu_us_per_event"]
-    )
-    assert result["detector_budget_cpu_us_per_event"] == pytest.approx(budget, abs=0.02)
+    _check_idle(result, "bare_consumer", "daemon", TARGET_DAEMON_RATIO)
 
 
 def test_the_timed_daemon_counts_the_checkpoints_inside_its_window() -> None:
