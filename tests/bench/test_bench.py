@@ -32,10 +32,9 @@ from detector.sources import (
     BILLED,
     SourcesConfig,
 )
+from dowguard.cli import BUNDLED_RECORDING
 from ingest.formats.recording import write_recording
 from ingest.parse import read_paths
-
-BUNDLED = Path(__file__).resolve().parents[2] / "data" / "recording"
 
 
 def _raise(error: Exception) -> None:
@@ -76,7 +75,7 @@ def _check_idle(
 def test_the_idle_engine_takes_every_event_and_detects_nothing() -> None:
     # The bundled recording raises alerts through the real engine; the idle
     # one replays all of it and raises none, so its run is the path alone.
-    events = list(read_paths([BUNDLED], _raise))
+    events = list(read_paths([BUNDLED_RECORDING], _raise))
     real = Replay(Engine()).run(events)
     idle = Replay(IdleEngine()).run(events)
     assert real.transitions and real.events == len(events)
